@@ -1,0 +1,34 @@
+# One target per chore; CI runs `make test` exactly as a developer does.
+SHELL := bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PY := .venv/bin/python
+
+help:  ## List the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	python3 -m venv .tools && .tools/bin/pip install --quiet "uv>=0.8,<1"
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras
+	touch $@
+
+setup: .venv/.synced  ## Create .venv with every dependency, from uv.lock
+
+lint: setup  ## ruff
+	.venv/bin/ruff check .
+
+test: setup  ## All tests, against real PostgreSQL, MLflow, Airflow, uvicorn, promtool, Locust
+	scripts/ensure-postgres
+	scripts/ensure-test-tools
+	.venv/bin/ruff check .
+	.venv/bin/pytest
+
+bench: setup  ## Benchmarks on the real data set (DATA_SOURCE, default ../shared/data/dataset_diabetes.zip)
+	scripts/ensure-postgres
+	$(PY) bench/model_quality.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
+	$(PY) bench/ingest.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
+	$(PY) bench/training_step.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
+
+.PHONY: help setup lint test bench

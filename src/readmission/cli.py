@@ -1,0 +1,91 @@
+"""`readmission`: the platform's command line. The DAGs and the demo call the same functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+import typer
+
+from readmission import pipeline, registry, warehouse
+from readmission.config import get_settings
+from readmission.dataset import DatasetError, synthetic_sample
+
+app = typer.Typer(help="Diabetes readmission platform: ingest, train, promote, inspect.",
+                  no_args_is_help=True, add_completion=False)  # fmt: skip
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "mlflow", "urllib3", "httpx", "botocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def ingest(
+    batches: Annotated[int | None, typer.Option(help="Ingest at most N new batches.")] = None,
+    source: Annotated[str | None, typer.Option(help="Overrides DATA_SOURCE.")] = None,
+) -> None:
+    """Load the data set's next batches (all by default) into the warehouse, validated."""
+    try:
+        report = pipeline.ingest(get_settings(), max_batches=batches, source=source)
+    except DatasetError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from error
+    for b in report.new_batches:
+        typer.echo(f"batch {b.batch_id} ({b.kind}): {b.rows} rows, {b.accepted} accepted, "
+                   f"{b.quarantined} quarantined")  # fmt: skip
+    typer.echo(f"{report.rows_added} rows added, {report.already_present} already present")
+
+
+@app.command()
+def train(batches: Annotated[int | None, typer.Option(help="Train at most N batches.")] = None) -> None:
+    """Warm-start the model on every ingested, untrained batch, one registered version each."""
+    settings = get_settings()
+    pending = warehouse.untrained_batches(settings.warehouse_url)[:batches]
+    if not pending:
+        typer.echo("nothing to train: ingest a batch first (readmission ingest --batches 1)")
+    for number, batch_id in enumerate(pending, 1):
+        typer.echo(f"[{number}/{len(pending)}] training batch {batch_id} ...")
+        result = pipeline.train(settings, batch_id)
+        typer.echo(f"  version {result.version} (parent {result.parent_version or 'none'}): "
+                   f"holdout AUC {result.holdout.get('roc_auc', float('nan')):.4f}, "
+                   f"log-loss {result.holdout.get('log_loss', float('nan')):.4f}")  # fmt: skip
+
+
+@app.command()
+def promote(version: Annotated[str, typer.Argument(help="Model version to promote.")]) -> None:
+    """Make VERSION the production model (alias MODEL_ALIAS and legacy stage Production)."""
+    settings = get_settings()
+    promoted = registry.promote(settings, version)
+    typer.echo(f"{settings.model_name} version {promoted.version} is now "
+               f"'{settings.model_alias}' (stage {promoted.current_stage})")  # fmt: skip
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Batches ingested and trained, model versions, and which one is in production."""
+    report = pipeline.status(get_settings())
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    typer.echo(f"warehouse: {report['warehouse']}")
+    for b in report["batches"]:
+        trained = f"trained -> v{b['model_version']}" if b["trained"] else "untrained"
+        typer.echo(f"  batch {b['batch_id']:>3} {b['kind']:<8} {b['rows']:>6} rows "
+                   f"({b['quarantined']} quarantined) {'' if b['kind'] == 'holdout' else trained}")
+    typer.echo(f"model {report['model_name']}: production = {report['production_version']}")
+    for v in report["versions"]:
+        typer.echo(f"  v{v['version']:<4} parent {v['parent_version'] or '-':<4} "
+                   f"AUC {v['holdout_roc_auc']:.4f} log-loss {v['holdout_log_loss']:.4f} "
+                   f"{' '.join(v['aliases'])} {v['stage']}")  # fmt: skip
+
+
+@app.command()
+def sample(path: str, rows: int = 2000, seed: int = 0) -> None:
+    """Write a synthetic sample with the data set's columns to PATH (.csv)."""
+    synthetic_sample(rows, seed).to_csv(path, index=False)
+    typer.echo(f"wrote {rows} synthetic encounters to {path}")

@@ -1,0 +1,145 @@
+"""The MLflow side: tracking setup, the logged pyfunc model and model registry helpers."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from readmission.config import Settings
+from readmission.model import ReadmissionModel
+
+PRODUCTION_STAGE = "Production"
+PROBABILITY_COLUMN = "readmit_30d_probability"
+log = logging.getLogger(__name__)
+
+
+class ReadmissionPyfunc(mlflow.pyfunc.PythonModel):
+    """Preprocessing and classifier as one model: raw data set columns in, probability out."""
+
+    def __init__(self, model: ReadmissionModel) -> None:
+        self.model = model
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        probability = self.model.predict_proba(pd.DataFrame(model_input))
+        return pd.DataFrame({PROBABILITY_COLUMN: probability})
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point the fluent API at the configured store and return a client of it."""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return MlflowClient(settings.tracking_uri, settings.tracking_uri)
+
+
+def experiment_id(settings: Settings) -> str:
+    connect(settings)
+    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if not settings.mlflow_tracking_uri:  # embedded default: artifacts beside the SQLite store
+        location = (settings.home / "artifacts").resolve().as_uri()
+    try:
+        return mlflow.create_experiment(settings.experiment_name, artifact_location=location)
+    except MlflowException:  # created concurrently by another process
+        return mlflow.get_experiment_by_name(settings.experiment_name).experiment_id
+
+
+def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    try:
+        found = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def latest_version(settings: Settings) -> ModelVersion | None:
+    """The newest version of the lineage: the one the next warm-start step continues from."""
+    versions = _versions(connect(settings), settings.model_name)
+    return versions[-1] if versions else None
+
+
+def version_for_batch(settings: Settings, batch_id: int) -> ModelVersion | None:
+    """The version already registered for a batch (a step that died before its bookkeeping)."""
+    for version in _versions(connect(settings), settings.model_name):
+        if version.tags.get("batch_id") == str(batch_id):
+            return version
+    return None
+
+
+def production_version(settings: Settings) -> ModelVersion | None:
+    """The production model: alias MODEL_ALIAS first, else the newest legacy stage Production."""
+    client = connect(settings)
+    try:
+        return client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+    staged = [v for v in _versions(client, settings.model_name)
+              if v.current_stage == PRODUCTION_STAGE]  # fmt: skip
+    return staged[-1] if staged else None
+
+
+def promote(settings: Settings, version: str | int) -> ModelVersion:
+    """Point alias MODEL_ALIAS at `version` and move it to the legacy stage Production."""
+    client = connect(settings)
+    version = str(version)
+    client.get_model_version(settings.model_name, version)  # fails clearly if absent
+    client.set_registered_model_alias(settings.model_name, settings.model_alias, version)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated, still used
+        client.transition_model_version_stage(
+            settings.model_name, version, PRODUCTION_STAGE, archive_existing_versions=True
+        )
+    log.info("promoted %s version %s to %s", settings.model_name, version, settings.model_alias)
+    return client.get_model_version(settings.model_name, version)
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    version: str
+    run_id: str | None
+    parent_version: str | None
+    batch_id: str | None
+    aliases: list[str]
+    stage: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def version_summaries(settings: Settings) -> list[VersionSummary]:
+    """Every version of MODEL_NAME, oldest first, with its run's metrics."""
+    client = connect(settings)
+    summaries = []
+    for v in _versions(client, settings.model_name):
+        metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
+        summaries.append(VersionSummary(
+            version=v.version, run_id=v.run_id, parent_version=v.tags.get("parent_version"),
+            batch_id=v.tags.get("batch_id"), aliases=list(v.aliases), stage=v.current_stage,
+            metrics=dict(metrics), tags=dict(v.tags),
+        ))  # fmt: skip
+    return summaries
+
+
+def model_uri(settings: Settings, version: str | int) -> str:
+    return f"models:/{settings.model_name}/{version}"
+
+
+def load_pyfunc(settings: Settings, version: str | int) -> mlflow.pyfunc.PyFuncModel:
+    connect(settings)
+    return mlflow.pyfunc.load_model(model_uri(settings, version))
+
+
+def load_readmission_model(settings: Settings, version: str | int) -> ReadmissionModel:
+    """The Python model object behind a registered version (for warm starts and compiling)."""
+    return load_pyfunc(settings, version).unwrap_python_model().model

@@ -1,0 +1,181 @@
+"""Real services for the tests, started once per session: PostgreSQL databases, an S3 stand-in
+(moto) and an MLflow tracking server backed by both, run with the container's entrypoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from readmission.config import Settings, get_settings
+from readmission.dataset import synthetic_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Poll `url` until it answers 200; fail early with the log if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not come up in {timeout}s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a process started with `start_new_session=True`, and its children."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, 9)
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def create_database() -> Iterator[Callable[[], str]]:
+    """Factory of fresh, empty PostgreSQL databases; all dropped at the end of the session."""
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"readmission_test_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    with admin.connect() as conn:  # FORCE ends the connections pooled by the code under test
+        for name in created:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def mlflow_backend_uri(url: str) -> str:
+    """MLflow's store on psycopg2: with psycopg 3 its stage transitions fail on PostgreSQL
+    (`operator does not exist: integer <> character varying`)."""
+    return url.replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A moto S3 server standing in for MinIO, with the artifact bucket created."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
+    process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{endpoint}/moto-api/", process, timeout=60)
+        env = {"MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                     aws_secret_access_key="test", region_name="us-east-1").create_bucket(
+            Bucket="mlflow")
+        yield env
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(create_database: Callable[[], str], s3_server: dict[str, str],
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An MLflow tracking server on PostgreSQL with artifacts proxied to S3, via bin/mlflow-server."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("mlflow") / "mlflow.log"
+    env = service_env(**s3_server, MLFLOW_PORT=str(port),
+                      MLFLOW_BACKEND_STORE_URI=mlflow_backend_uri(create_database()),
+                      MLFLOW_ARTIFACTS_DESTINATION="s3://mlflow/artifacts")
+    with log_path.open("w") as log:
+        process = subprocess.Popen([str(ROOT / "bin" / "mlflow-server")], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/health", process)
+    except Exception:
+        print(log_path.read_text()[-5000:])
+        stop(process)
+        raise
+    yield url
+    stop(process)
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Settings]:
+    """Set the platform's environment for one test and return the settings it yields."""
+
+    def apply(**env: str) -> Settings:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("READMISSION_HOME", str(tmp_path / "home"))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        return get_settings()
+
+    yield apply
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def platform(configure: Callable[..., Settings], create_database: Callable[[], str],
+             mlflow_server: str) -> Settings:
+    """Settings on a fresh PostgreSQL warehouse, the shared MLflow server and a model name of
+    this test's own, with small batches of the synthetic sample."""
+    return configure(DATABASE_URL=create_database(), MLFLOW_TRACKING_URI=mlflow_server,
+                     MODEL_NAME=f"readmission-test-{uuid.uuid4().hex[:8]}", BATCH_SIZE="500")
+
+
+@pytest.fixture(scope="session")
+def sample() -> pd.DataFrame:
+    """2,500 synthetic encounters: a 500-row holdout and 4 training batches of 500."""
+    return synthetic_sample(2500, seed=7)
+
+
+@pytest.fixture(scope="session")
+def sample_csv(sample: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "diabetic_data.csv"
+    sample.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave files for people to look at (screenshots, reports)."""
+    path = ROOT / "test-artifacts"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    return path

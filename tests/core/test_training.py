@@ -1,0 +1,120 @@
+"""Warm-start training against a real MLflow server (PostgreSQL backend, S3 artifacts)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from readmission import registry, training, warehouse
+from readmission.config import Settings
+from readmission.features import normalise
+from readmission.scoring import CompiledScorer
+
+
+def ingest(settings: Settings, sample: pd.DataFrame, batches: int | None = None) -> None:
+    warehouse.ingest(settings.warehouse_url, sample, settings.batch_size,
+                     settings.holdout_fraction, batches)
+
+
+def test_warm_start_registers_one_version_per_batch_each_tagged_with_its_parent(
+        platform: Settings, sample: pd.DataFrame) -> None:
+    ingest(platform, sample)
+    results = training.train_pending(platform)
+
+    assert [r.batch_id for r in results] == [1, 2, 3, 4]
+    versions = registry.version_summaries(platform)
+    assert [v.version for v in versions] == ["1", "2", "3", "4"]
+    assert [v.parent_version for v in versions] == ["", "1", "2", "3"]
+    assert [v.batch_id for v in versions] == ["1", "2", "3", "4"]
+    assert all(v.metrics["samples_seen"] == 500 * int(v.version) for v in versions)
+    assert all("prequential_roc_auc" in v.metrics for v in versions[1:])
+    assert warehouse.untrained_batches(platform.warehouse_url) == []
+    client = registry.connect(platform)
+    assert {"plots/roc.png", "plots/calibration.png"} <= {
+        a.path for a in client.list_artifacts(versions[-1].run_id, "plots")}
+
+
+def test_each_step_continues_the_previous_model_instead_of_starting_over(
+        platform: Settings, sample: pd.DataFrame) -> None:
+    ingest(platform, sample, batches=2)
+    training.train_pending(platform)
+    first = registry.load_readmission_model(platform, 1)
+    second = registry.load_readmission_model(platform, 2)
+
+    assert (first.batches_seen, second.batches_seen) == (1, 2)
+    assert second.scaler.n_samples_seen_ == first.scaler.n_samples_seen_ + 500
+    assert (second.classifier.coef_ != first.classifier.coef_).any()
+
+
+def test_a_trained_batch_is_never_trained_twice(platform: Settings, sample: pd.DataFrame) -> None:
+    ingest(platform, sample, batches=1)
+    training.train_pending(platform)
+
+    with pytest.raises(ValueError, match="already trained"):
+        training.train_batch(platform, 1)
+    assert training.train_pending(platform) == []
+    assert len(registry.version_summaries(platform)) == 1
+
+
+def test_a_failure_after_partial_fit_leaves_no_version_and_the_batch_untrained(
+        platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    ingest(platform, sample, batches=2)
+    training.train_batch(platform, 1)
+
+    def broken_evaluation(*args: object) -> dict[str, float]:
+        raise RuntimeError("injected failure after partial_fit")
+
+    monkeypatch.setattr(training, "_evaluate_and_log", broken_evaluation)
+    with pytest.raises(RuntimeError, match="injected"):
+        training.train_batch(platform, 2)
+
+    assert [v.version for v in registry.version_summaries(platform)] == ["1"]
+    assert warehouse.untrained_batches(platform.warehouse_url) == [2]
+    monkeypatch.undo()
+    assert training.train_batch(platform, 2).parent_version == "1"
+
+
+def test_a_version_registered_before_a_crash_is_recorded_not_retrained(
+        platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    ingest(platform, sample, batches=1)
+    monkeypatch.setattr(warehouse, "mark_trained", lambda *a: (_ for _ in ()).throw(OSError()))
+    with pytest.raises(OSError):
+        training.train_batch(platform, 1)
+    monkeypatch.undo()
+
+    result = training.train_batch(platform, 1)
+    assert result.recovered and result.version == "1"
+    assert warehouse.untrained_batches(platform.warehouse_url) == []
+
+
+def test_promote_then_resolve_by_alias_and_by_legacy_stage(
+        platform: Settings, sample: pd.DataFrame) -> None:
+    ingest(platform, sample, batches=2)
+    training.train_pending(platform)
+    assert registry.production_version(platform) is None
+
+    registry.promote(platform, 1)
+    assert registry.production_version(platform).version == "1"
+    client = registry.connect(platform)
+    client.delete_registered_model_alias(platform.model_name, platform.model_alias)
+    assert registry.production_version(platform).version == "1"  # by stage Production
+
+    registry.promote(platform, 2)
+    resolved = registry.production_version(platform)
+    assert resolved.version == "2" and platform.model_alias in resolved.aliases
+    assert client.get_model_version(platform.model_name, "1").current_stage == "Archived"
+
+
+def test_registered_model_loads_as_pyfunc_and_compiles_to_the_same_probabilities(
+        platform: Settings, sample: pd.DataFrame) -> None:
+    ingest(platform, sample, batches=1)
+    training.train_pending(platform)
+    holdout = warehouse.clean_rows(platform.warehouse_url, warehouse.HOLDOUT_BATCH)
+
+    predicted = registry.load_pyfunc(platform, 1).predict(holdout)
+    model = registry.load_readmission_model(platform, 1)
+    compiled = CompiledScorer(model).probabilities(normalise(holdout).to_dict("records"))
+
+    assert list(predicted.columns) == [registry.PROBABILITY_COLUMN]
+    assert predicted[registry.PROBABILITY_COLUMN].between(0, 1).all()
+    assert abs(compiled - predicted[registry.PROBABILITY_COLUMN].to_numpy()).max() < 1e-9
