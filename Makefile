@@ -31,4 +31,16 @@ bench: setup  ## Benchmarks on the real data set (DATA_SOURCE, default ../shared
 	$(PY) bench/ingest.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 	$(PY) bench/training_step.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 
-.PHONY: help setup lint test bench
+demo: setup  ## The whole loop on this machine: services, ingest + train via Airflow, promote, predict
+	$(PY) scripts/demo.py
+
+up: setup  ## Docker Compose back office (creates .env with generated secrets when absent)
+	scripts/compose-up
+
+down:  ## Stop the compose stack and the k3d cluster
+	scripts/compose-down
+
+k8s-up: setup  ## k3d cluster: build and import images, apply manifests, wait for rollouts
+	scripts/k8s-up
+
+.PHONY: help setup lint test bench demo up down k8s-up
