@@ -23,7 +23,9 @@ from readmission.dataset import synthetic_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def free_port() -> int:
@@ -94,35 +96,58 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     """A moto S3 server standing in for MinIO, with the artifact bucket created."""
     port = free_port()
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
-    process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{endpoint}/moto-api/", process, timeout=60)
-        env = {"MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+        env = {
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
-                     aws_secret_access_key="test", region_name="us-east-1").create_bucket(
-            Bucket="mlflow")
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        ).create_bucket(Bucket="mlflow")
         yield env
     finally:
         stop(process)
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(create_database: Callable[[], str], s3_server: dict[str, str],
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An MLflow tracking server on PostgreSQL with artifacts proxied to S3, via bin/mlflow-server."""
+def mlflow_server(
+    create_database: Callable[[], str],
+    s3_server: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """A real MLflow server (bin/mlflow-server): PostgreSQL store, artifacts proxied to S3."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("mlflow") / "mlflow.log"
-    env = service_env(**s3_server, MLFLOW_PORT=str(port),
-                      MLFLOW_BACKEND_STORE_URI=mlflow_backend_uri(create_database()),
-                      MLFLOW_ARTIFACTS_DESTINATION="s3://mlflow/artifacts")
+    env = service_env(
+        **s3_server,
+        MLFLOW_PORT=str(port),
+        MLFLOW_BACKEND_STORE_URI=mlflow_backend_uri(create_database()),
+        MLFLOW_ARTIFACTS_DESTINATION="s3://mlflow/artifacts",
+    )
     with log_path.open("w") as log:
-        process = subprocess.Popen([str(ROOT / "bin" / "mlflow-server")], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(ROOT / "bin" / "mlflow-server")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/health", process)
@@ -151,12 +176,17 @@ def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., 
 
 
 @pytest.fixture
-def platform(configure: Callable[..., Settings], create_database: Callable[[], str],
-             mlflow_server: str) -> Settings:
+def platform(
+    configure: Callable[..., Settings], create_database: Callable[[], str], mlflow_server: str
+) -> Settings:
     """Settings on a fresh PostgreSQL warehouse, the shared MLflow server and a model name of
     this test's own, with small batches of the synthetic sample."""
-    return configure(DATABASE_URL=create_database(), MLFLOW_TRACKING_URI=mlflow_server,
-                     MODEL_NAME=f"readmission-test-{uuid.uuid4().hex[:8]}", BATCH_SIZE="500")
+    return configure(
+        DATABASE_URL=create_database(),
+        MLFLOW_TRACKING_URI=mlflow_server,
+        MODEL_NAME=f"readmission-test-{uuid.uuid4().hex[:8]}",
+        BATCH_SIZE="500",
+    )
 
 
 @pytest.fixture(scope="session")

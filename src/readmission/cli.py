@@ -18,8 +18,10 @@ app = typer.Typer(help="Diabetes readmission platform: ingest, train, promote, i
 
 @app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("alembic", "mlflow", "urllib3", "httpx", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -42,7 +44,9 @@ def ingest(
 
 
 @app.command()
-def train(batches: Annotated[int | None, typer.Option(help="Train at most N batches.")] = None) -> None:
+def train(
+    batches: Annotated[int | None, typer.Option(help="Train at most N batches.")] = None,
+) -> None:
     """Warm-start the model on every ingested, untrained batch, one registered version each."""
     settings = get_settings()
     pending = warehouse.untrained_batches(settings.warehouse_url)[:batches]
@@ -75,8 +79,10 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     typer.echo(f"warehouse: {report['warehouse']}")
     for b in report["batches"]:
         trained = f"trained -> v{b['model_version']}" if b["trained"] else "untrained"
-        typer.echo(f"  batch {b['batch_id']:>3} {b['kind']:<8} {b['rows']:>6} rows "
-                   f"({b['quarantined']} quarantined) {'' if b['kind'] == 'holdout' else trained}")
+        typer.echo(
+            f"  batch {b['batch_id']:>3} {b['kind']:<8} {b['rows']:>6} rows "
+            f"({b['quarantined']} quarantined) {'' if b['kind'] == 'holdout' else trained}"
+        )
     typer.echo(f"model {report['model_name']}: production = {report['production_version']}")
     for v in report["versions"]:
         typer.echo(f"  v{v['version']:<4} parent {v['parent_version'] or '-':<4} "

@@ -8,9 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-UCI_URL = (
-    "https://archive.ics.uci.edu/static/public/296/diabetes+130-us+hospitals+for+years+1999-2008.zip"
-)
+UCI_URL = "https://archive.ics.uci.edu/static/public/296/diabetes+130-us+hospitals+for+years+1999-2008.zip"
 # sha256 of diabetic_data.csv (the data file inside the archive, whichever layout it has).
 UCI_CSV_SHA256 = "0689e7ec031237dc63031b938805c48377748761a3b26acab621567afa24df97"
 
@@ -20,19 +18,32 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
 
-    home: Path = Field(Path(".readmission"), alias="READMISSION_HOME",
-                       description="Local state of the embedded default (SQLite, MLflow store).")
-    database_url: str = Field("", alias="DATABASE_URL",
-                              description="Data warehouse; default: SQLite under READMISSION_HOME.")
-    mlflow_tracking_uri: str = Field("", alias="MLFLOW_TRACKING_URI",
-                                     description="Default: a local store under READMISSION_HOME.")
+    home: Path = Field(
+        Path(".readmission"),
+        alias="READMISSION_HOME",
+        description="Local state of the embedded default (SQLite, MLflow store).",
+    )
+    database_url: str = Field(
+        "",
+        alias="DATABASE_URL",
+        description="Data warehouse; default: SQLite under READMISSION_HOME.",
+    )
+    mlflow_tracking_uri: str = Field(
+        "",
+        alias="MLFLOW_TRACKING_URI",
+        description="Default: a local store under READMISSION_HOME.",
+    )
     experiment_name: str = Field("diabetes-readmission", alias="MLFLOW_EXPERIMENT_NAME")
     model_name: str = Field("diabetes-readmission-predictor", alias="MODEL_NAME")
     model_alias: str = Field("production", alias="MODEL_ALIAS")
-    data_source: str = Field(UCI_URL, alias="DATA_SOURCE",
-                             description="UCI URL, or a local .zip or .csv path.")
-    data_sha256: str = Field(UCI_CSV_SHA256, alias="DATA_SHA256",
-                             description="Expected sha256 of diabetic_data.csv; empty skips.")
+    data_source: str = Field(
+        UCI_URL, alias="DATA_SOURCE", description="UCI URL, or a local .zip or .csv path."
+    )
+    data_sha256: str = Field(
+        UCI_CSV_SHA256,
+        alias="DATA_SHA256",
+        description="Expected sha256 of diabetic_data.csv; empty skips.",
+    )
     batch_size: int = Field(15000, alias="BATCH_SIZE", gt=0)
     holdout_fraction: float = Field(0.2, alias="HOLDOUT_FRACTION", gt=0, lt=1)
     promotion_margin: float = Field(0.0, alias="PROMOTION_MARGIN", ge=0)
@@ -41,14 +52,22 @@ class Settings(BaseSettings):
     auto_promote: bool = Field(False, alias="AUTO_PROMOTE")
 
     # Serving
-    api_url: str = Field("http://127.0.0.1:8000", alias="API_URL",
-                         description="Where the UI and Locust find the API.")
+    api_url: str = Field(
+        "http://127.0.0.1:8000",
+        alias="API_URL",
+        description="Where the UI and Locust find the API.",
+    )
     model_poll_seconds: float = Field(5.0, alias="MODEL_POLL_SECONDS", gt=0)
     max_batch_rows: int = Field(1000, alias="MAX_BATCH_ROWS", gt=0)
-    drift_window: int = Field(1000, alias="DRIFT_WINDOW", gt=0,
-                              description="Recent requests compared with the training data.")
-    api_reload_token: SecretStr | None = Field(None, alias="API_RELOAD_TOKEN",
-                                               description="Bearer token for POST /model/reload.")
+    drift_window: int = Field(
+        1000,
+        alias="DRIFT_WINDOW",
+        gt=0,
+        description="Recent requests compared with the training data.",
+    )
+    api_reload_token: SecretStr | None = Field(
+        None, alias="API_RELOAD_TOKEN", description="Bearer token for POST /model/reload."
+    )
 
     @property
     def warehouse_url(self) -> str:

@@ -109,8 +109,10 @@ def synthetic_sample(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
                           "E909", "599", "276", "38", "715", "996", "?"])  # fmt: skip
     for spec in FEATURE_COLUMNS:
         if isinstance(spec, Integer):
-            high = min(spec.high, {"num_lab_procedures": 90, "num_medications": 40}.get(
-                spec.name, spec.high))
+            high = min(
+                spec.high,
+                {"num_lab_procedures": 90, "num_medications": 40}.get(spec.name, spec.high),
+            )
             values = rng.integers(spec.low, high + 1, rows)
             if spec.name.startswith("number_") and spec.name != "number_diagnoses":
                 values = rng.poisson(0.4, rows)
@@ -125,8 +127,8 @@ def synthetic_sample(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
             data[spec.name] = rng.choice(np.array(spec.values), rows, p=weights / weights.sum())
     frame = pd.DataFrame(data)
     age = frame["age"].str.slice(1, 3).str.rstrip("-").astype(int)
-    logit = (-2.6 + 0.9 * frame["number_inpatient"] + 0.4 * frame["number_emergency"]
-             + 0.012 * age + 0.5 * (frame["diag_1"] == "428"))  # fmt: skip
+    logit = (-3.2 + 1.4 * frame["number_inpatient"] + 0.7 * frame["number_emergency"]
+             + 0.015 * age + 0.9 * (frame["diag_1"] == "428"))  # fmt: skip
     positive = rng.random(rows) < 1 / (1 + np.exp(-logit))
     frame["readmitted"] = np.where(positive, "<30", rng.choice(np.array(["NO", ">30"]), rows))
     frame["change"] = np.where(

@@ -6,11 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn import metrics  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn import metrics
+from sklearn.calibration import calibration_curve
 
 
 def best_f1_threshold(y: np.ndarray, probability: np.ndarray) -> float:

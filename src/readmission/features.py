@@ -56,12 +56,17 @@ _ICD9_CHAPTERS = (
 )  # fmt: skip
 _STRACK_SYMPTOMS = {785: "circulatory", 786: "respiratory", 787: "digestive", 788: "genitourinary"}
 ICD9_GROUPS = (
-    *(label for label, _, _ in _ICD9_CHAPTERS), "diabetes", "supplementary_v", "external_e",
+    *(label for label, _, _ in _ICD9_CHAPTERS),
+    "diabetes",
+    "supplementary_v",
+    "external_e",
     "missing",
 )
 ICD9_CATEGORIES = (
-    *(f"{n:03d}" for n in range(1, 1000)), *(f"V{n:02d}" for n in range(1, 92)),
-    *(f"E{n:03d}" for n in range(800, 1000)), MISSING,
+    *(f"{n:03d}" for n in range(1, 1000)),
+    *(f"V{n:02d}" for n in range(1, 92)),
+    *(f"E{n:03d}" for n in range(800, 1000)),
+    MISSING,
 )  # every 3-digit category of ICD-9-CM, fixed by the coding system, not by the data
 
 
@@ -113,7 +118,7 @@ def _capped(cap: int) -> tuple[Callable[[int], str], tuple[str, ...]]:
 
 
 def _banded(width: int, cap: int) -> tuple[Callable[[int], str], tuple[str, ...]]:
-    labels = tuple(f"{lo}-{lo + width - 1}" for lo in range(0, cap, width)) + (f"{cap}+",)
+    labels = (*tuple(f"{lo}-{lo + width - 1}" for lo in range(0, cap, width)), f"{cap}+")
     return (lambda value: labels[min(int(value), cap) // width]), labels
 
 
@@ -223,8 +228,9 @@ INPUT_COLUMNS = tuple(dict.fromkeys(c for f in (*CATEGORICAL, *NUMERIC) for c in
 class FeatureSpace:
     """Index of every one-hot level; level i of feature f sits at `offsets[f] + i`, OTHER last."""
 
-    def __init__(self, features: Sequence[Feature] = CATEGORICAL,
-                 numeric: Sequence[Numeric] = NUMERIC) -> None:
+    def __init__(
+        self, features: Sequence[Feature] = CATEGORICAL, numeric: Sequence[Numeric] = NUMERIC
+    ) -> None:
         self.features = tuple(features)
         self.numeric = tuple(numeric)
         self.offsets: list[int] = []
@@ -267,7 +273,9 @@ def _apply(fn: Callable[..., Any], columns: list[list[Any]]) -> list[Any]:
     memo: dict[Any, Any] = {}
     if len(columns) == 1:
         return [memo[v] if v in memo else memo.setdefault(v, fn(v)) for v in columns[0]]
-    return [memo[k] if k in memo else memo.setdefault(k, fn(*k)) for k in zip(*columns)]
+    return [
+        memo[k] if k in memo else memo.setdefault(k, fn(*k)) for k in zip(*columns, strict=False)
+    ]
 
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:

@@ -53,8 +53,9 @@ class ReadmissionModel:
         self.batches_seen = 0
         self.threshold = 0.5  # label cut-off, set by the training step
         # Level counts of every categorical feature over all rows trained on: the drift reference.
-        self.reference_counts = [np.zeros(len(f.vocabulary) + 1, np.int64)
-                                 for f in self.space.features]
+        self.reference_counts = [
+            np.zeros(len(f.vocabulary) + 1, np.int64) for f in self.space.features
+        ]
 
     def design_matrix(self, frame: pd.DataFrame) -> sp.csr_matrix:
         cols, nums = self.space.encode(frame)
@@ -75,8 +76,9 @@ class ReadmissionModel:
         cols, nums = self.space.encode(frame)
         self.scaler.partial_fit(nums)
         for position, counts in enumerate(self.reference_counts):
-            counts += np.bincount(cols[:, position] - self.space.offsets[position],
-                                  minlength=len(counts))
+            counts += np.bincount(
+                cols[:, position] - self.space.offsets[position], minlength=len(counts)
+            )
         matrix = self._matrix(cols, self.scaler.transform(nums))
         rng = np.random.default_rng(self.params.seed + self.batches_seen)
         for _ in range(self.params.epochs):

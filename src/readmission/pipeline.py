@@ -14,8 +14,9 @@ from readmission.model import labels
 log = logging.getLogger(__name__)
 
 
-def ingest(settings: Settings, max_batches: int | None = None,
-           source: str | None = None) -> warehouse.IngestReport:
+def ingest(
+    settings: Settings, max_batches: int | None = None, source: str | None = None
+) -> warehouse.IngestReport:
     """Acquire the source and store its next batches (all when `max_batches` is None)."""
     frame = load(source or settings.data_source, settings.data_sha256 if not source else "",
                  settings.download_dir)  # fmt: skip
@@ -41,8 +42,9 @@ class Verdict:
     reason: str
 
 
-def evaluate_and_promote(settings: Settings, auto_promote: bool | None = None,
-                         margin: float | None = None) -> Verdict | None:
+def evaluate_and_promote(
+    settings: Settings, auto_promote: bool | None = None, margin: float | None = None
+) -> Verdict | None:
     """Score the newest version (challenger) and the production one (champion) on the holdout,
     record the verdict as tags on the challenger, and promote it if it wins and promotion is on."""
     auto_promote = settings.auto_promote if auto_promote is None else auto_promote
@@ -82,8 +84,9 @@ def evaluate_and_promote(settings: Settings, auto_promote: bool | None = None,
                    passed, promoted, reason)  # fmt: skip
 
 
-def _judge(settings: Settings, ours: dict[str, float], theirs: dict[str, float] | None,
-           margin: float) -> tuple[bool, str]:
+def _judge(
+    settings: Settings, ours: dict[str, float], theirs: dict[str, float] | None, margin: float
+) -> tuple[bool, str]:
     if ours["roc_auc"] < settings.min_auc:
         return False, f"holdout AUC {ours['roc_auc']:.4f} is below MIN_AUC {settings.min_auc}"
     if ours["log_loss"] > settings.max_log_loss:

@@ -42,13 +42,17 @@ class CompiledScorer:
         self.categorical = []
         for position, feature in enumerate(space.features):
             offset = space.offsets[position]
-            table = {level: float(weights[offset + i]) for i, level in enumerate(feature.vocabulary)}
+            table = {
+                level: float(weights[offset + i]) for i, level in enumerate(feature.vocabulary)
+            }
             other = float(weights[offset + len(feature.vocabulary)])
             self.categorical.append((feature, table, other))
-        numeric_weights = weights[space.n_onehot:]
+        numeric_weights = weights[space.n_onehot :]
         mean, scale = model.scaler.mean_, model.scaler.scale_
-        self.numeric = [(n, float(w / s), float(m)) for n, w, s, m
-                        in zip(space.numeric, numeric_weights, scale, mean, strict=True)]
+        self.numeric = [
+            (n, float(w / s), float(m))
+            for n, w, s, m in zip(space.numeric, numeric_weights, scale, mean, strict=True)
+        ]
         self.intercept = float(model.classifier.intercept_[0])
         self.bias = self.intercept - float(np.sum(numeric_weights * mean / scale))
 
@@ -72,7 +76,8 @@ class CompiledScorer:
             total += np.fromiter((table.get(level, other) for level in levels), float, len(levels))
         for numeric, weight, _ in self.numeric:
             total += weight * np.asarray(
-                _apply(numeric.fn, [_column(columns, records, c) for c in numeric.inputs]))
+                _apply(numeric.fn, [_column(columns, records, c) for c in numeric.inputs])
+            )
         return 1.0 / (1.0 + np.exp(-total))
 
     def contributions(self, record: Mapping[str, Any]) -> list[Contribution]:
@@ -81,8 +86,11 @@ class CompiledScorer:
         found = []
         for feature, table, other in self.categorical:
             level = feature.fn(*[record[c] for c in feature.inputs])
-            found.append(Contribution(feature.name, level if level in table else OTHER,
-                                      table.get(level, other)))
+            found.append(
+                Contribution(
+                    feature.name, level if level in table else OTHER, table.get(level, other)
+                )
+            )
         for numeric, weight, mean in self.numeric:
             value = numeric.fn(*[record[c] for c in numeric.inputs])
             found.append(Contribution(numeric.name, f"{value:g}", weight * (value - mean)))
@@ -93,15 +101,20 @@ class CompiledScorer:
         expected = model.predict_proba(frame)
         records = normalise(frame).to_dict("records")
         single = np.array([self.probability(r) for r in records])
-        gap = float(max(np.max(np.abs(single - expected)),
-                        np.max(np.abs(self.probabilities(records) - expected))))
+        gap = float(
+            max(
+                np.max(np.abs(single - expected)),
+                np.max(np.abs(self.probabilities(records) - expected)),
+            )
+        )
         if not gap <= TOLERANCE:
             raise CompiledScoreMismatch(f"compiled scorer differs from the pipeline by {gap:.3g}")
         return gap
 
 
-def _column(cache: dict[str, list[Any]], records: Sequence[Mapping[str, Any]],
-            name: str) -> list[Any]:
+def _column(
+    cache: dict[str, list[Any]], records: Sequence[Mapping[str, Any]], name: str
+) -> list[Any]:
     if name not in cache:
         cache[name] = [r[name] for r in records]
     return cache[name]

@@ -29,7 +29,9 @@ class TrainResult:
     recovered: bool = False  # registered by an earlier step that died before its bookkeeping
 
 
-def train_batch(settings: Settings, batch_id: int, params: ModelParams | None = None) -> TrainResult:
+def train_batch(
+    settings: Settings, batch_id: int, params: ModelParams | None = None
+) -> TrainResult:
     """Update the newest model version with one batch and register the result.
 
     Test-then-train: the parent scores the batch before learning from it. Registration is the
@@ -73,16 +75,23 @@ def train_batch(settings: Settings, batch_id: int, params: ModelParams | None = 
         model.partial_fit(frame, y)
         model.threshold = evaluation.best_f1_threshold(y, model.predict_proba(frame))
         metrics = _evaluate_and_log(model, holdout, y_holdout)
-        mlflow.log_metrics({"samples_seen": model.samples_seen, "batch_rows": len(frame),
-                            "batches_seen": model.batches_seen, "threshold": model.threshold})
+        mlflow.log_metrics(
+            {
+                "samples_seen": model.samples_seen,
+                "batch_rows": len(frame),
+                "batches_seen": model.batches_seen,
+                "threshold": model.threshold,
+            }
+        )
         example = holdout[list(FEATURES)].head(5)
+        pyfunc = registry.ReadmissionPyfunc(model)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=registry.ReadmissionPyfunc(model),
-            signature=infer_signature(example, registry.ReadmissionPyfunc(model).predict(None, example)),
+            python_model=pyfunc,
+            signature=infer_signature(example, pyfunc.predict(None, example)),
             input_example=example,
             pip_requirements=_requirements(),
-        )  # fmt: skip
+        )
         tags = {"batch_id": str(batch_id), "parent_version": parent.version if parent else "",
                 "first_encounter_id": batch.first_encounter_id,
                 "last_encounter_id": batch.last_encounter_id,
@@ -96,7 +105,9 @@ def train_batch(settings: Settings, batch_id: int, params: ModelParams | None = 
                        run.info.run_id, metrics)  # fmt: skip
 
 
-def _evaluate_and_log(model: ReadmissionModel, holdout: pd.DataFrame, y_holdout: np.ndarray) -> dict[str, float]:
+def _evaluate_and_log(
+    model: ReadmissionModel, holdout: pd.DataFrame, y_holdout: np.ndarray
+) -> dict[str, float]:
     probability = model.predict_proba(holdout)
     metrics = evaluation.scores(y_holdout, probability, model.threshold)
     mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
@@ -115,8 +126,9 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("mlflow", "scikit-learn", "pandas", "numpy", "scipy")]
 
 
-def train_pending(settings: Settings, max_batches: int | None = None,
-                  params: ModelParams | None = None) -> list[TrainResult]:
+def train_pending(
+    settings: Settings, max_batches: int | None = None, params: ModelParams | None = None
+) -> list[TrainResult]:
     """Train every ingested but untrained batch in order (or the first `max_batches`)."""
     pending = warehouse.untrained_batches(settings.warehouse_url)[:max_batches]
     return [train_batch(settings, batch_id, params) for batch_id in pending]

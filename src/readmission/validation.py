@@ -54,12 +54,14 @@ def validate(raw: pd.DataFrame) -> Validated:
     typed[TARGET] = raw[TARGET]
 
     duplicate = raw["encounter_id"].duplicated(keep="first")
-    problems["duplicate"] = _reason(raw["encounter_id"], duplicate,
-                                    "duplicate encounter_id (an earlier row has it)")
+    problems["duplicate"] = _reason(
+        raw["encounter_id"], duplicate, "duplicate encounter_id (an earlier row has it)"
+    )
     failed = (problems != "").any(axis=1)
     reasons = pd.Series(
         ["; ".join(r for r in row if r) for row in problems[failed].itertuples(index=False)],
-        index=problems.index[failed], dtype=str,
+        index=problems.index[failed],
+        dtype=str,
     )
 
     clean = pd.DataFrame(typed)[~failed]

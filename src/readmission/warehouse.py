@@ -114,8 +114,13 @@ def transaction(url: str) -> Iterator[Connection]:
         yield conn
 
 
-def ingest(url: str, source: pd.DataFrame, batch_size: int, holdout_fraction: float,
-           max_batches: int | None = None) -> IngestReport:
+def ingest(
+    url: str,
+    source: pd.DataFrame,
+    batch_size: int,
+    holdout_fraction: float,
+    max_batches: int | None = None,
+) -> IngestReport:
     """Store the rows of `source` not stored yet: the holdout, then up to `max_batches` batches.
 
     `source` holds raw text rows sorted by encounter_id. Replaying a source adds nothing.

@@ -12,12 +12,14 @@ from readmission.scoring import CompiledScorer
 
 
 def ingest(settings: Settings, sample: pd.DataFrame, batches: int | None = None) -> None:
-    warehouse.ingest(settings.warehouse_url, sample, settings.batch_size,
-                     settings.holdout_fraction, batches)
+    warehouse.ingest(
+        settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, batches
+    )
 
 
 def test_warm_start_registers_one_version_per_batch_each_tagged_with_its_parent(
-        platform: Settings, sample: pd.DataFrame) -> None:
+    platform: Settings, sample: pd.DataFrame
+) -> None:
     ingest(platform, sample)
     results = training.train_pending(platform)
 
@@ -31,11 +33,13 @@ def test_warm_start_registers_one_version_per_batch_each_tagged_with_its_parent(
     assert warehouse.untrained_batches(platform.warehouse_url) == []
     client = registry.connect(platform)
     assert {"plots/roc.png", "plots/calibration.png"} <= {
-        a.path for a in client.list_artifacts(versions[-1].run_id, "plots")}
+        a.path for a in client.list_artifacts(versions[-1].run_id, "plots")
+    }
 
 
 def test_each_step_continues_the_previous_model_instead_of_starting_over(
-        platform: Settings, sample: pd.DataFrame) -> None:
+    platform: Settings, sample: pd.DataFrame
+) -> None:
     ingest(platform, sample, batches=2)
     training.train_pending(platform)
     first = registry.load_readmission_model(platform, 1)
@@ -57,7 +61,8 @@ def test_a_trained_batch_is_never_trained_twice(platform: Settings, sample: pd.D
 
 
 def test_a_failure_after_partial_fit_leaves_no_version_and_the_batch_untrained(
-        platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ingest(platform, sample, batches=2)
     training.train_batch(platform, 1)
 
@@ -75,7 +80,8 @@ def test_a_failure_after_partial_fit_leaves_no_version_and_the_batch_untrained(
 
 
 def test_a_version_registered_before_a_crash_is_recorded_not_retrained(
-        platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ingest(platform, sample, batches=1)
     monkeypatch.setattr(warehouse, "mark_trained", lambda *a: (_ for _ in ()).throw(OSError()))
     with pytest.raises(OSError):
@@ -88,7 +94,8 @@ def test_a_version_registered_before_a_crash_is_recorded_not_retrained(
 
 
 def test_promote_then_resolve_by_alias_and_by_legacy_stage(
-        platform: Settings, sample: pd.DataFrame) -> None:
+    platform: Settings, sample: pd.DataFrame
+) -> None:
     ingest(platform, sample, batches=2)
     training.train_pending(platform)
     assert registry.production_version(platform) is None
@@ -106,7 +113,8 @@ def test_promote_then_resolve_by_alias_and_by_legacy_stage(
 
 
 def test_registered_model_loads_as_pyfunc_and_compiles_to_the_same_probabilities(
-        platform: Settings, sample: pd.DataFrame) -> None:
+    platform: Settings, sample: pd.DataFrame
+) -> None:
     ingest(platform, sample, batches=1)
     training.train_pending(platform)
     holdout = warehouse.clean_rows(platform.warehouse_url, warehouse.HOLDOUT_BATCH)
