@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from readmission import pipeline, registry, warehouse
+from readmission import pipeline, registry, tuning, warehouse
 from readmission.config import get_settings
-from readmission.dataset import DatasetError, synthetic_sample
+from readmission.dataset import DatasetError, load, synthetic_sample
+from readmission.validation import validate
 
 app = typer.Typer(help="Diabetes readmission platform: ingest, train, promote, inspect.",
                   no_args_is_help=True, add_completion=False)  # fmt: skip
@@ -88,6 +89,38 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         typer.echo(f"  v{v['version']:<4} parent {v['parent_version'] or '-':<4} "
                    f"AUC {v['holdout_roc_auc']:.4f} log-loss {v['holdout_log_loss']:.4f} "
                    f"{' '.join(v['aliases'])} {v['stage']}")  # fmt: skip
+
+
+@app.command()
+def tune(
+    source: Annotated[str | None, typer.Option(help="Overrides DATA_SOURCE.")] = None,
+    validation_fraction: Annotated[
+        float, typer.Option(help="Latest training rows held out.")
+    ] = 0.2,
+) -> None:
+    """Choose SGD hyperparameters on a validation slice of the training rows (MLflow-logged)."""
+    settings = get_settings()
+    try:
+        frame = validate(
+            load(
+                source or settings.data_source,
+                settings.data_sha256 if not source else "",
+                settings.download_dir,
+            )
+        )
+    except DatasetError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from error
+    clean = frame.clean
+    train_rows = clean.iloc[: int(len(clean) * (1 - settings.holdout_fraction))]
+    typer.echo(f"tuning on {len(train_rows)} training rows (holdout excluded) ...")
+    winner = tuning.tune(settings, train_rows, validation_fraction)
+    typer.echo(f"best: {winner.params.as_dict()}")
+    typer.echo(
+        f"validation AUC by batch: {[round(a, 4) for a in winner.aucs]}, "
+        f"log-loss {winner.log_loss:.4f}"
+    )
+    typer.echo("set SGD_ALPHA, SGD_ETA0 and SGD_EPOCHS to use them for a new model lineage")
 
 
 @app.command()

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     max_log_loss: float = Field(0.35, alias="MAX_LOG_LOSS")
     auto_promote: bool = Field(False, alias="AUTO_PROMOTE")
 
+    # Hyperparameters of a new model lineage (warm starts keep their parent's); unset: the
+    # defaults chosen by `readmission tune` (readmission.model.ModelParams).
+    sgd_alpha: float | None = Field(None, alias="SGD_ALPHA", gt=0)
+    sgd_eta0: float | None = Field(None, alias="SGD_ETA0", gt=0)
+    sgd_epochs: int | None = Field(None, alias="SGD_EPOCHS", gt=0)
+
     # Serving
     api_url: str = Field(
         "http://127.0.0.1:8000",

@@ -180,6 +180,7 @@ _COUNTS = ("number_outpatient", "number_emergency", "number_inpatient")
 _INPATIENT = _binned("number_inpatient", _capped(6))
 _DISCHARGE = _column("discharge_disposition_id")
 _AGE = _column("age")
+_EMERGENCY = _binned("number_emergency", _capped(4))
 _DIAG_1_GROUP = Feature("diag_1_group", ("diag_1",), icd9_group, ICD9_GROUPS)
 _ADMISSION_SOURCE = _column("admission_source_id")
 
@@ -198,7 +199,7 @@ CATEGORICAL: tuple[Feature, ...] = (
       for d in ("diag_1", "diag_2", "diag_3")),
     Feature("diag_1_diabetes", ("diag_1",), diabetes_detail, DIABETES_DETAILS),
     _INPATIENT,
-    _binned("number_emergency", _capped(4)),
+    _EMERGENCY,
     _binned("number_outpatient", _capped(4)),
     _binned("time_in_hospital", _capped(14)),
     _binned("num_procedures", _capped(6)),
@@ -212,6 +213,12 @@ CATEGORICAL: tuple[Feature, ...] = (
     cross(_INPATIENT, _DIAG_1_GROUP),
     cross(_DISCHARGE, _AGE),
     cross(_ADMISSION_SOURCE, _INPATIENT),
+    cross(_EMERGENCY, _INPATIENT),
+    cross(_column("admission_type_id"), _ADMISSION_SOURCE),
+    cross(_AGE, _DIAG_1_GROUP),
+    cross(_column("A1Cresult"), _column("change")),
+    cross(_column("medical_specialty"), _INPATIENT),
+    cross(_DISCHARGE, _DIAG_1_GROUP),
 )  # fmt: skip
 
 NUMERIC: tuple[Numeric, ...] = (

@@ -18,7 +18,7 @@ from readmission.schema import POSITIVE_LABEL, TARGET
 class ModelParams:
     """SGD hyperparameters; the defaults come from `readmission tune` (see README)."""
 
-    alpha: float = 3e-4
+    alpha: float = 1e-3
     epochs: int = 10
     average: bool = True
     learning_rate: str = "constant"

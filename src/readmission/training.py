@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -51,7 +51,7 @@ def train_batch(
 
     parent = registry.latest_version(settings)
     model = (registry.load_readmission_model(settings, parent.version) if parent
-             else ReadmissionModel(params))  # fmt: skip
+             else ReadmissionModel(params or initial_params(settings)))  # fmt: skip
     frame = warehouse.clean_rows(url, batch_id)
     holdout = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
     y, y_holdout = labels(frame), labels(holdout)
@@ -103,6 +103,12 @@ def train_batch(
              version.version, metrics["roc_auc"])  # fmt: skip
     return TrainResult(batch_id, version.version, parent.version if parent else None,
                        run.info.run_id, metrics)  # fmt: skip
+
+
+def initial_params(settings: Settings) -> ModelParams:
+    """Hyperparameters for the first version of a lineage: SGD_* settings over the defaults."""
+    chosen = {"alpha": settings.sgd_alpha, "eta0": settings.sgd_eta0, "epochs": settings.sgd_epochs}
+    return replace(ModelParams(), **{k: v for k, v in chosen.items() if v is not None})
 
 
 def _evaluate_and_log(

@@ -73,5 +73,6 @@ def validate(raw: pd.DataFrame) -> Validated:
 
 def _reason(values: pd.Series, bad: pd.Series, message: str) -> pd.Series:
     reasons = pd.Series("", index=values.index, dtype=object)
-    reasons[bad] = [f"{message}, got {v!r}" for v in values[bad]]
+    if bad.any():
+        reasons[bad] = [f"{message}, got {v!r}" for v in values[bad]]
     return reasons

@@ -7,7 +7,6 @@ source by `encounter_id` is batch 0, the fixed holdout; the rest arrives in batc
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,12 +189,11 @@ def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None
     if conn.dialect.name != "postgresql":
         conn.execute(table.insert(), frame.to_dict("records"))
         return
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False)
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)') as copy:
-        copy.write(buffer.getvalue())
+    with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+        for row in frame.itertuples(index=False, name=None):
+            copy.write_row(row)
 
 
 def batch_list(url: str) -> list[Batch]:
