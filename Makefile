@@ -3,6 +3,8 @@ SHELL := bash
 .DEFAULT_GOAL := help
 UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
+# The project's tools (airflow, mlflow, uvicorn, streamlit, locust, kubectl ...) come first.
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'

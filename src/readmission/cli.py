@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from contextlib import nullcontext
 from typing import Annotated
 
+import mlflow
 import typer
 
 from readmission import pipeline, registry, tuning, warehouse
@@ -53,12 +56,14 @@ def train(
     pending = warehouse.untrained_batches(settings.warehouse_url)[:batches]
     if not pending:
         typer.echo("nothing to train: ingest a batch first (readmission ingest --batches 1)")
-    for number, batch_id in enumerate(pending, 1):
-        typer.echo(f"[{number}/{len(pending)}] training batch {batch_id} ...")
-        result = pipeline.train(settings, batch_id)
-        typer.echo(f"  version {result.version} (parent {result.parent_version or 'none'}): "
-                   f"holdout AUC {result.holdout.get('roc_auc', float('nan')):.4f}, "
-                   f"log-loss {result.holdout.get('log_loss', float('nan')):.4f}")  # fmt: skip
+    # Under `mlflow run` (MLFLOW_RUN_ID set) every batch's run becomes a child of the project run.
+    with mlflow.start_run() if os.environ.get("MLFLOW_RUN_ID") else nullcontext():
+        for number, batch_id in enumerate(pending, 1):
+            typer.echo(f"[{number}/{len(pending)}] training batch {batch_id} ...")
+            result = pipeline.train(settings, batch_id)
+            typer.echo(f"  version {result.version} (parent {result.parent_version or 'none'}): "
+                       f"holdout AUC {result.holdout.get('roc_auc', float('nan')):.4f}, "
+                       f"log-loss {result.holdout.get('log_loss', float('nan')):.4f}")  # fmt: skip
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 UCI_URL = "https://archive.ics.uci.edu/static/public/296/diabetes+130-us+hospitals+for+years+1999-2008.zip"
@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     api_reload_token: SecretStr | None = Field(
         None, alias="API_RELOAD_TOKEN", description="Bearer token for POST /model/reload."
     )
+
+    @field_validator("sgd_alpha", "sgd_eta0", "sgd_epochs", "api_reload_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`SGD_ALPHA=` in a .env file means "not set", as for the string settings."""
+        return None if value == "" else value
 
     @property
     def warehouse_url(self) -> str:

@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from readmission.config import Settings
 from readmission.model import ReadmissionModel
+from readmission.warehouse import ensure_sqlite_directory
 
 PRODUCTION_STAGE = "Production"
 PROBABILITY_COLUMN = "readmit_30d_probability"
@@ -34,6 +35,8 @@ class ReadmissionPyfunc(mlflow.pyfunc.PythonModel):
 
 def connect(settings: Settings) -> MlflowClient:
     """Point the fluent API at the configured store and return a client of it."""
+    if settings.tracking_uri.startswith("sqlite:"):
+        ensure_sqlite_directory(settings.tracking_uri)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return MlflowClient(settings.tracking_uri, settings.tracking_uri)

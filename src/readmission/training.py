@@ -58,8 +58,11 @@ def train_batch(
     if len(frame) == 0 or len(holdout) == 0:
         raise ValueError(f"batch {batch_id} or the holdout has no clean rows to train on")
 
-    with mlflow.start_run(experiment_id=registry.experiment_id(settings),
-                          run_name=f"warm-start-batch-{batch_id}") as run:  # fmt: skip
+    with mlflow.start_run(
+        experiment_id=registry.experiment_id(settings),
+        run_name=f"warm-start-batch-{batch_id}",
+        nested=mlflow.active_run() is not None,  # under `mlflow run` (see cli.train)
+    ) as run:
         mlflow.set_tags({"batch_id": batch_id, "parent_version": parent.version if parent else "",
                          "warm_start": str(parent is not None).lower()})  # fmt: skip
         mlflow.log_params({**model.params.as_dict(), "batch_id": batch_id,

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -100,9 +101,17 @@ class IngestReport:
 @cache
 def engine_for(url: str) -> Engine:
     """One engine per URL per process, with the schema created on first use."""
+    ensure_sqlite_directory(url)
     engine = sa.create_engine(url, pool_pre_ping=True)
     metadata.create_all(engine)
     return engine
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """SQLite creates the file but not its folder: make the folder of a file URL exist."""
+    parsed = sa.make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""Deployment helpers: the compose .env (dotenv) and the Kubernetes rollout (k8s)."""

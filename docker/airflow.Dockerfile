@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# Airflow 3 with the project installed and its DAGs baked in. Compose runs one container per
+# component with `airflow <component>` (api-server, scheduler, dag-processor, triggerer).
+# Build: docker build -f docker/airflow.Dockerfile -t readmission-airflow .
+ARG AIRFLOW_IMAGE=apache/airflow:slim-3.3.2-python3.12
+
+# requirements.txt (apache-airflow and every other dependency pinned as in uv.lock) + the wheel.
+FROM python:3.12-slim-bookworm AS build
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /src
+COPY pyproject.toml uv.lock README.md ./
+COPY src ./src
+RUN mkdir -p /out \
+ && uv export --frozen --no-dev --extra airflow --no-emit-project --no-hashes \
+      --output-file /out/requirements.txt \
+ && uv build --wheel --out-dir /out/dist
+
+FROM ${AIRFLOW_IMAGE}
+RUN --mount=type=bind,from=build,source=/out,target=/tmp/build \
+    pip install --no-cache-dir -r /tmp/build/requirements.txt \
+ && pip install --no-cache-dir --no-deps /tmp/build/dist/*.whl
+USER root
+# Mount points of the named volumes, owned by airflow so the volumes inherit it.
+RUN mkdir -p /opt/airflow/auth /opt/airflow/readmission /opt/airflow/logs \
+ && chown -R airflow:root /opt/airflow/auth /opt/airflow/readmission /opt/airflow/logs
+USER airflow
+COPY --chown=airflow:root dags/ /opt/airflow/dags/
+EXPOSE 8080

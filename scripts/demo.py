@@ -1,0 +1,247 @@
+"""`make demo`: the whole loop on one machine, no Docker.
+
+Starts an MLflow server (SQLite store, artifacts on local disk), `airflow standalone` over the
+project's DAGs, the API, the UI and Prometheus (when installed); triggers `01_ingest_data`, whose
+Asset starts `02_warm_start_training`, whose Asset starts `03_evaluate_and_promote` (auto-promotion
+on); waits for the API to serve the promoted version; shows a prediction; prints every URL and
+where its credentials are. Ctrl-C stops everything (each service runs in its own process group).
+
+Environment: DATA_SOURCE (default: the UCI download), DEMO_BATCHES (default 3), BATCH_SIZE,
+READMISSION_HOME (default .readmission), MLFLOW_PORT/AIRFLOW_PORT/API_PORT/UI_PORT/PROMETHEUS_PORT
+(5000/8080/8000/8501/9090), MLFLOW_BACKEND_STORE_URI (default SQLite; a PostgreSQL URL works),
+DEMO_EXIT=1 to stop the services once the prediction is shown (tests and CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import airflow_runs  # noqa: E402
+
+from readmission.schema import example_encounter  # noqa: E402
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Services:
+    """Child services, each in its own process group, all stopped on exit."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.running: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+        self.running.append((name, process))
+        say(f"started {name} (pid {process.pid}, log {self.logs / f'{name}.log'})")
+        return process
+
+    def stop(self) -> None:
+        for _, process in reversed(self.running):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        deadline = time.monotonic() + 30
+        for name, process in reversed(self.running):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            say(f"stopped {name}")
+        self.running.clear()
+
+    def check(self) -> None:
+        for name, process in self.running:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}: see "
+                                   f"{self.logs / f'{name}.log'}")  # fmt: skip
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_until(what: str, ready: Callable[[], Any], services: Services, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services.check()
+        try:
+            if result := ready():
+                return result
+        except (httpx.HTTPError, airflow_runs.AirflowError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
+
+
+def answers(url: str) -> bool:
+    return httpx.get(url, timeout=3).status_code == 200
+
+
+def main() -> int:
+    home = Path(os.environ.get("READMISSION_HOME", ".readmission"))
+    home = home if home.is_absolute() else ROOT / home
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ports = {name: int(os.environ.get(f"{name.upper()}_PORT", default))
+             for name, default in (("mlflow", 5000), ("airflow", 8080), ("api", 8000),
+                                   ("ui", 8501), ("prometheus", 9090))}  # fmt: skip
+    busy = [f"{name} port {port}" for name, port in ports.items() if not port_free(port)]
+    if busy:
+        say(
+            f"in use: {', '.join(busy)}. Stop what holds them (an earlier demo still running?) "
+            "or set MLFLOW_PORT / AIRFLOW_PORT / API_PORT / UI_PORT / PROMETHEUS_PORT."
+        )
+        return 1
+
+    venv_bin = str(Path(sys.executable).parent)
+    mlflow_url = f"http://127.0.0.1:{ports['mlflow']}"
+    api_url = f"http://127.0.0.1:{ports['api']}"
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "READMISSION_HOME": str(home),
+        "MLFLOW_TRACKING_URI": mlflow_url,
+        "MLFLOW_PORT": str(ports["mlflow"]),
+        "MLFLOW_BACKEND_STORE_URI": os.environ.get("MLFLOW_BACKEND_STORE_URI",
+                                                   f"sqlite:///{home / 'mlflow-server.db'}"),
+        "MLFLOW_ARTIFACTS_DESTINATION": os.environ.get("MLFLOW_ARTIFACTS_DESTINATION",
+                                                       str(home / "mlartifacts")),
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW_PORT": str(ports["airflow"]),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AUTO_PROMOTE": "true",
+        "API_URL": api_url,
+        "API_PORT": str(ports["api"]),
+        "UI_PORT": str(ports["ui"]),
+        "PROMETHEUS_PORT": str(ports["prometheus"]),
+        "MODEL_POLL_SECONDS": os.environ.get("MODEL_POLL_SECONDS", "2"),
+    }  # fmt: skip
+    if "DATA_SOURCE" in os.environ and not os.environ["DATA_SOURCE"].startswith("http"):
+        env["DATA_SOURCE"] = str(Path(os.environ["DATA_SOURCE"]).resolve())
+    os.environ.update(env)  # the Airflow client below reads AIRFLOW_* from here
+    services = Services(logs)
+
+    def shutdown(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        run(services, env, ports, mlflow_url, api_url, home)
+        if os.environ.get("DEMO_EXIT") == "1":
+            return 0
+        say("running; press Ctrl-C to stop every service")
+        while True:
+            services.check()
+            time.sleep(2)
+    except KeyboardInterrupt:
+        say("stopping ...")
+        return 0
+    except Exception as error:  # the demo reports any failure, then cleans up
+        say(f"failed: {error}")
+        return 1
+    finally:
+        services.stop()
+
+
+def run(services: Services, env: dict[str, str], ports: dict[str, int], mlflow_url: str,
+        api_url: str, home: Path) -> None:  # fmt: skip
+    batches = int(os.environ.get("DEMO_BATCHES", "3"))
+    services.start("mlflow", [str(ROOT / "bin" / "mlflow-server")], env)
+    wait_until("MLflow", lambda: answers(f"{mlflow_url}/health"), services, 120)
+    say(f"MLflow is up at {mlflow_url}")
+    services.start("airflow", [str(ROOT / "bin" / "airflow-standalone")], env)
+    services.start("api", [str(ROOT / "bin" / "api")], env)
+    services.start("ui", [str(ROOT / "bin" / "ui")], env)
+    prometheus = shutil.which("prometheus")
+    if prometheus:  # the repo's config, with the API target at this demo's port
+        config = home / "prometheus-config"
+        shutil.copytree(ROOT / "monitoring" / "prometheus", config, dirs_exist_ok=True)
+        (config / "targets" / "api.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "targets": [f"127.0.0.1:{ports['api']}"],
+                        "labels": {"service": "readmission-api"},
+                    }
+                ]
+            )
+        )
+        services.start(
+            "prometheus",
+            [str(ROOT / "bin" / "prometheus")],
+            {**env, "PROMETHEUS_CONFIG": str(config / "prometheus.yml")},
+        )
+    else:
+        say("prometheus is not installed (apt-get install prometheus): skipping it")
+    wait_until("API", lambda: answers(f"{api_url}/health"), services, 120)
+    say("the API is up (no model in production yet: /ready answers 503 until one is promoted)")
+    airflow_url = f"http://127.0.0.1:{ports['airflow']}"
+    wait_until("Airflow", lambda: answers(f"{airflow_url}/api/v2/monitor/health"), services, 300)
+    say(f"Airflow is up at {airflow_url}")
+
+    say(f"triggering 01_ingest_data for {batches} batch(es) of "
+        f"{os.environ.get('BATCH_SIZE', '15000')} rows ...")  # fmt: skip
+    ingest = airflow_runs.wait(
+        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": batches})
+    )
+    say(f"01_ingest_data: {ingest['state']}; its Asset queues 02_warm_start_training ...")
+    training = airflow_runs.wait(
+        "02_warm_start_training", airflow_runs.wait_for_asset_run("02_warm_start_training", ingest)
+    )
+    say(f"02_warm_start_training: {training['state']}; 03_evaluate_and_promote follows ...")
+    verdict = airflow_runs.wait(
+        "03_evaluate_and_promote",
+        airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training),
+    )
+    say(f"03_evaluate_and_promote: {verdict['state']}")
+
+    ready = wait_until("a served model",
+                       lambda: (r := httpx.get(f"{api_url}/ready", timeout=3)).status_code == 200
+                       and r.json(), services, 120)  # fmt: skip
+    say(f"the API serves version {ready['model_version']}")
+    prediction = httpx.post(f"{api_url}/predict", json=example_encounter(), timeout=10)
+    prediction.raise_for_status()
+    body = prediction.json()
+    say(
+        f"prediction for a typical encounter: P(readmitted within 30 days) = "
+        f"{body['probability']:.3f}, risk band {body['risk_band']}, "
+        f"model {body['model_name']} v{body['model_version']}"
+    )
+    print(f"DEMO PREDICTION {json.dumps(body)}", flush=True)
+    password_file = home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    say("where everything is:")
+    print(f"  Airflow UI   {airflow_url}  (user admin, password in {password_file})")
+    print(f"  MLflow UI    {mlflow_url}  (no login)")
+    print(f"  API docs     {api_url}/docs  (POST /model/reload needs API_RELOAD_TOKEN)")
+    print(f"  Streamlit UI http://127.0.0.1:{ports['ui']}")
+    if prometheus:
+        print(f"  Prometheus   http://127.0.0.1:{ports['prometheus']}")
+    print(f"  logs         {services.logs}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

