@@ -40,6 +40,7 @@ class CompiledScorer:
         space, weights = model.space, model.classifier.coef_[0]
         self.threshold = float(model.threshold)
         self.categorical = []
+        typical = []  # each feature's average weight over the encounters trained on
         for position, feature in enumerate(space.features):
             offset = space.offsets[position]
             table = {
@@ -47,14 +48,20 @@ class CompiledScorer:
             }
             other = float(weights[offset + len(feature.vocabulary)])
             self.categorical.append((feature, table, other))
+            counts = model.reference_counts[position]
+            block = weights[offset : offset + len(counts)]
+            typical.append(float(counts @ block / counts.sum()) if counts.sum() else 0.0)
         numeric_weights = weights[space.n_onehot :]
         mean, scale = model.scaler.mean_, model.scaler.scale_
         self.numeric = [
             (n, float(w / s), float(m))
             for n, w, s, m in zip(space.numeric, numeric_weights, scale, mean, strict=True)
         ]
-        self.intercept = float(model.classifier.intercept_[0])
-        self.bias = self.intercept - float(np.sum(numeric_weights * mean / scale))
+        self.bias = float(model.classifier.intercept_[0] - np.sum(numeric_weights * mean / scale))
+        # Explanations start from the log-odds of an average training encounter: one-hot weights
+        # are only defined up to a shared offset, so raw weights would read as effects of "No".
+        self.typical = typical
+        self.intercept = float(model.classifier.intercept_[0]) + sum(typical)
 
     def logit(self, record: Mapping[str, Any]) -> float:
         total = self.bias
@@ -81,16 +88,13 @@ class CompiledScorer:
         return 1.0 / (1.0 + np.exp(-total))
 
     def contributions(self, record: Mapping[str, Any]) -> list[Contribution]:
-        """Each feature's exact share of the log-odds, relative to an average patient for
-        numerics; they sum with `self.intercept` to the record's logit."""
+        """Each feature's exact share of the log-odds relative to an average training encounter
+        (`self.intercept`, the base they move from): base + contributions = the record's logit."""
         found = []
-        for feature, table, other in self.categorical:
+        for (feature, table, other), typical in zip(self.categorical, self.typical, strict=True):
             level = feature.fn(*[record[c] for c in feature.inputs])
-            found.append(
-                Contribution(
-                    feature.name, level if level in table else OTHER, table.get(level, other)
-                )
-            )
+            known = level if level in table else OTHER
+            found.append(Contribution(feature.name, known, table.get(level, other) - typical))
         for numeric, weight, mean in self.numeric:
             value = numeric.fn(*[record[c] for c in numeric.inputs])
             found.append(Contribution(numeric.name, f"{value:g}", weight * (value - mean)))

@@ -1,0 +1,74 @@
+"""Predict: one encounter's risk of readmission within 30 days, and what drives it."""
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from streamlit_ui import encounter_form, encounters, notices
+from streamlit_ui.api_client import ApiClient, ApiError
+
+RESULT_KEY = "prediction"
+
+
+def show_contributions(contributions: list[dict[str, Any]], intercept: float | None) -> None:
+    frame = pd.DataFrame(contributions)
+    frame["factor"] = frame["feature"] + " = " + frame["value"].astype(str)
+    frame["effect"] = frame["logit"].map(lambda v: "raises risk" if v > 0 else "lowers risk")
+    chart = alt.Chart(frame).mark_bar().encode(
+        x=alt.X("logit:Q", title="Effect on the log-odds of readmission"),
+        y=alt.Y("factor:N", sort=list(frame["factor"]), title=None,
+                axis=alt.Axis(labelLimit=320)),
+        color=alt.Color("effect:N", title=None, legend=alt.Legend(orient="bottom"),
+                        scale=alt.Scale(domain=["raises risk", "lowers risk"],
+                                        range=["#d62728", "#2ca02c"])),
+        tooltip=["feature", "value", alt.Tooltip("logit:Q", format="+.3f")],
+    )  # fmt: skip
+    st.altair_chart(chart, width="stretch")
+    st.dataframe(frame[["feature", "value", "logit", "effect"]], hide_index=True,
+                 column_config={"logit": st.column_config.NumberColumn("log-odds", format="%+.3f")})
+    base = f"the intercept ({intercept:+.3g})" if intercept is not None else "the intercept"
+    st.caption(f"Exact for the linear model: the log-odds are {base} plus every feature's "
+               "contribution; the largest ones are shown.")
+
+
+def show_result(result: dict[str, Any]) -> None:
+    st.subheader("Prediction")
+    probability, threshold = result["probability"], result["threshold"]
+    risk, band, label, version = st.columns(4)
+    risk.metric("Risk of readmission within 30 days", f"{probability:.1%}")
+    band.metric("Risk band", result["risk_band"].capitalize(),
+                help="High: at or above the threshold; medium: at or above half of it; low: below.")
+    label.metric("Predicted", "Readmitted" if result["readmitted_within_30d"] else "Not readmitted",
+                 help=f"Readmitted when the probability reaches the threshold {threshold:.3f}.")
+    version.metric("Model version", f"v{result['model_version']}", help=result["model_name"])
+    if result.get("contributions"):
+        st.markdown("**What pushed this patient's risk up or down**")
+        show_contributions(result["contributions"], result.get("intercept"))
+
+
+st.title("Readmission risk of one encounter")
+st.caption("Fill in the admission record; every field starts at a typical encounter.")
+client = ApiClient()
+banner = st.empty()
+record = encounter_form.render()
+
+if record is None:
+    with banner.container():
+        notices.warn_unless_ready(client)
+else:
+    st.session_state.pop(RESULT_KEY, None)
+    payload, problems = encounters.parse(
+        {k: v.strip() if isinstance(v, str) else v for k, v in record.items()})
+    if problems:
+        st.error("**Fix these fields:**\n\n" + "\n".join(f"- {p}" for p in problems))
+    else:
+        try:
+            with st.spinner("Scoring the encounter ..."):
+                st.session_state[RESULT_KEY] = client.predict(payload, explain=True)
+        except ApiError as error:
+            notices.show(error, client)
+
+if RESULT_KEY in st.session_state:
+    show_result(st.session_state[RESULT_KEY])

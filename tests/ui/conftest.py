@@ -1,0 +1,107 @@
+"""The real API (bin/api) serving a trained, promoted model, shared by this folder's tests, and
+one serving nothing; AppTest runs the UI in-process against them."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from readmission import registry, training, warehouse
+from readmission.config import Settings, get_settings
+from tests.conftest import ROOT, free_port, service_env, stop, wait_for
+
+MAX_BATCH_ROWS = 8  # small, so a batch upload of a few rows already needs several requests
+PRODUCTION_VERSION = "1"  # of two trained versions: the newest is not the production one
+
+
+def platform_env(create_database: Callable[[], str], mlflow_server: str,
+                 home: Path) -> dict[str, str]:
+    return {"DATABASE_URL": create_database(), "MLFLOW_TRACKING_URI": mlflow_server,
+            "MODEL_NAME": f"readmission-ui-{uuid.uuid4().hex[:8]}", "BATCH_SIZE": "500",
+            "READMISSION_HOME": str(home)}
+
+
+@contextmanager
+def running_api(env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """bin/api on a free port until the context ends, with its log printed if the body fails."""
+    port = free_port()
+    log_path = log_dir / f"api-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(ROOT / "bin" / "api")], stdout=log, stderr=subprocess.STDOUT,
+            env=service_env(**env, API_PORT=str(port), MAX_BATCH_ROWS=str(MAX_BATCH_ROWS),
+                            MODEL_POLL_SECONDS="1"),
+            start_new_session=True)  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}", process
+    except Exception:
+        print(log_path.read_text()[-5000:])
+        raise
+    finally:
+        stop(process)
+
+
+def train_and_promote(env: dict[str, str], sample: pd.DataFrame) -> None:
+    """Two warm-start versions on the real MLflow server; version 1 promoted."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        get_settings.cache_clear()
+        settings = get_settings()
+        warehouse.ingest(settings.warehouse_url, sample, settings.batch_size,
+                         settings.holdout_fraction, 2)
+        training.train_pending(settings)
+        registry.promote(settings, PRODUCTION_VERSION)
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="package")
+def served_api(create_database: Callable[[], str], mlflow_server: str, sample: pd.DataFrame,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of bin/api serving the promoted version. The API starts while the model trains and
+    picks the promotion up from the registry, as it does in production."""
+    home = tmp_path_factory.mktemp("served")
+    env = platform_env(create_database, mlflow_server, home / "home")
+    with running_api(env, home) as (url, process):
+        train_and_promote(env, sample)
+        wait_for(f"{url}/ready", process, timeout=120)
+        yield url
+
+
+@pytest.fixture(scope="package")
+def idle_api(create_database: Callable[[], str], mlflow_server: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of bin/api for a model name with no version, once it has asked the registry."""
+    home = tmp_path_factory.mktemp("idle")
+    env = platform_env(create_database, mlflow_server, home / "home")
+    with running_api(env, home) as (url, process):
+        wait_for(f"{url}/health", process, timeout=120)
+        deadline = time.monotonic() + 60
+        while not httpx.get(f"{url}/model").json()["registry_reachable"]:
+            assert time.monotonic() < deadline, "the API never reached the registry"
+            time.sleep(0.2)
+        yield url
+
+
+@pytest.fixture
+def ui_against(configure: Callable[..., Settings]) -> Callable[[str], Settings]:
+    """Point the in-process UI (its settings) at an API URL."""
+
+    def point(url: str) -> Settings:
+        return configure(API_URL=url, MAX_BATCH_ROWS=str(MAX_BATCH_ROWS))
+
+    return point
+
+
+@pytest.fixture
+def down_api_url() -> str:
+    """An address where nothing listens."""
+    return f"http://127.0.0.1:{free_port()}"
