@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from local_platform import use_local_platform
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
@@ -34,19 +32,9 @@ def main() -> None:
     parser.add_argument("--source", default="../shared/data/dataset_diabetes.zip")
     parser.add_argument("--batch-size", type=int, default=15000)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    os.environ.update(
-        {
-            "READMISSION_HOME": str(home),
-            "DATA_SOURCE": str(Path(args.source).resolve()),
-            "DATA_SHA256": "",
-            "BATCH_SIZE": str(args.batch_size),
-            "HOLDOUT_FRACTION": "0.2",
-            "DATABASE_URL": "",
-            "MLFLOW_TRACKING_URI": "",
-        }
+    use_local_platform(
+        args.source, "bench-quality-", BATCH_SIZE=str(args.batch_size), HOLDOUT_FRACTION="0.2"
     )
-    os.chdir(home)
 
     from readmission import pipeline, training, warehouse
     from readmission.config import get_settings

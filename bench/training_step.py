@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from local_platform import use_local_platform
 
 
 def measured(step: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -37,17 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="../shared/data/dataset_diabetes.zip")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bench-step-"))
-    os.environ.update(
-        {
-            "READMISSION_HOME": str(home),
-            "DATA_SOURCE": str(Path(args.source).resolve()),
-            "DATA_SHA256": "",
-            "DATABASE_URL": "",
-            "MLFLOW_TRACKING_URI": "",
-        }
-    )
-    os.chdir(home)
+    use_local_platform(args.source, "bench-step-")
 
     from readmission import pipeline, registry, training, warehouse
     from readmission.config import get_settings

@@ -1,0 +1,265 @@
+"""Serving speed on the real data set: this API (compiled scorer) vs `mlflow models serve` (pyfunc).
+
+Trains batch 1 of the source into a local warehouse and MLflow store (reused on later runs from
+--workdir), promotes it, starts `bin/api` and `mlflow models serve` on the same registered version
+and drives both with the same real encounters at the same concurrency, one after the other, for a
+bounded time, with a small keep-alive HTTP/1.1 client (so the client costs little of the CPU the
+servers share). Checks both give the same probabilities (1e-9), then measures batch scoring: the
+compiled scorer's `.probabilities` on 100k records in process, and `POST /predict/batch`.
+Last line: a JSON object.
+
+    .venv/bin/python bench/serving.py --source ../shared/data/dataset_diabetes.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GOALS = {"ratio": 50.0, "p99_ms": 10.0, "batch_rows_per_s": 100_000.0}
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that posts JSON and reads Content-Length bodies."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str):
+        self.reader, self.writer, self.host = reader, writer, host.encode()
+
+    @classmethod
+    async def open(cls, url: str) -> Connection:
+        host, port = httpx.URL(url).host, httpx.URL(url).port
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host, len(body),
+                                                             body))  # fmt: skip
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        if length is None:
+            raise RuntimeError(f"response without Content-Length: {head[:200]!r}")
+        return int(head[9:12]), await self.reader.readexactly(int(length.group(1)))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def drive(url: str, path: str, bodies: list[bytes], seconds: float,
+                concurrency: int) -> dict[str, float]:  # fmt: skip
+    """Each of `concurrency` connections posts the next body as soon as its previous answer
+    arrives, for `seconds` (after a one-second warm-up); req/s and latency percentiles."""
+    latencies: list[float] = []
+    failures = 0
+    loop = asyncio.get_running_loop()
+
+    async def worker(offset: int, until: float, record: bool) -> None:
+        nonlocal failures
+        connection = await Connection.open(url)
+        i = offset
+        try:
+            while loop.time() < until:
+                started = time.perf_counter()
+                status, _ = await connection.post(path, bodies[i % len(bodies)])
+                if record:
+                    latencies.append(time.perf_counter() - started)
+                    failures += status != 200
+                i += concurrency
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(worker(i, loop.time() + 1, False) for i in range(concurrency)))
+    started = time.perf_counter()
+    until = loop.time() + seconds
+    await asyncio.gather(*(worker(i, until, True) for i in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {"requests": len(latencies), "failures": failures,
+            "req_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3)}  # fmt: skip
+
+
+async def post_all(url: str, path: str, bodies: list[bytes]) -> list[dict[str, Any]]:
+    connection = await Connection.open(url)
+    try:
+        answers = []
+        for body in bodies:
+            status, answer = await connection.post(path, body)
+            if status != 200:
+                raise RuntimeError(f"{url}{path} answered {status}: {answer[:300]!r}")
+            answers.append(json.loads(answer))
+        return answers
+    finally:
+        connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def service(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+    """A server process for the duration of the block, stopped with its children."""
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited: {log.read_text()[-3000:]}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{ready_url} not ready: {log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def prepare(settings: Any, source: str) -> str:
+    """The registered version to serve: batch 1 of the source, trained once per workdir."""
+    from readmission import pipeline, registry
+
+    production = registry.production_version(settings)
+    if production is not None:
+        return production.version
+    pipeline.ingest(settings, max_batches=1, source=source)
+    version = pipeline.train(settings, 1).version
+    registry.promote(settings, version)
+    return version
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="../shared/data/dataset_diabetes.zip")
+    parser.add_argument(
+        "--workdir",
+        default=str(ROOT / "bench" / "results" / "serving"),
+        help="warehouse and MLflow store, reused across runs",
+    )
+    parser.add_argument("--seconds", type=float, default=12.0, help="per server")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--batch-rows", type=int, default=100_000)
+    args = parser.parse_args()
+    source = str(Path(args.source).resolve())  # before the chdir below
+    home = Path(args.workdir).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "READMISSION_HOME": str(home),
+        "DATABASE_URL": "",
+        "MLFLOW_TRACKING_URI": "",
+        "DATA_SHA256": "",
+        "MAX_BATCH_ROWS": "1000",
+        "MODEL_POLL_SECONDS": "30",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    os.environ.update(
+        {
+            k: env[k]
+            for k in ("READMISSION_HOME", "DATABASE_URL", "MLFLOW_TRACKING_URI", "DATA_SHA256")
+        }
+    )
+    os.chdir(home)
+
+    import pandas as pd
+
+    from readmission import registry, warehouse
+    from readmission.config import get_settings
+    from readmission.features import normalise
+    from readmission.schema import FEATURES
+    from readmission.scoring import CompiledScorer
+
+    settings = get_settings()
+    version = prepare(settings, source)
+    print(f"serving {settings.model_name} version {version} from {home}", flush=True)
+    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    features = holdout[list(FEATURES)]
+    encounters = [{k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}
+                  for r in features.head(4000).to_dict("records")]  # fmt: skip
+    api_bodies = [json.dumps(e).encode() for e in encounters]
+    mlflow_bodies = [json.dumps({"dataframe_records": [e]}).encode() for e in encounters]
+
+    api_url, mlflow_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    api_env = {**env, "API_PORT": api_url.rsplit(":", 1)[1]}
+    mlflow_env = {**env, "MLFLOW_TRACKING_URI": settings.tracking_uri}
+    serve = [str(BIN / "mlflow"), "models", "serve", "-m", registry.model_uri(settings, version),
+             "--env-manager", "local", "--workers", "1", "-h", "127.0.0.1",
+             "-p", mlflow_url.rsplit(":", 1)[1]]  # fmt: skip
+    with (
+        service([str(ROOT / "bin" / "api")], api_env, f"{api_url}/ready", home / "api.log"),
+        service(serve, mlflow_env, f"{mlflow_url}/ping", home / "mlflow-serve.log"),
+    ):
+        sample = slice(0, 300)
+        ours = asyncio.run(post_all(api_url, "/predict", api_bodies[sample]))
+        theirs = asyncio.run(post_all(mlflow_url, "/invocations", mlflow_bodies[sample]))
+        gap = max(abs(a["probability"] - b["predictions"][0][registry.PROBABILITY_COLUMN])
+                  for a, b in zip(ours, theirs, strict=True))  # fmt: skip
+        print(f"largest probability gap on {len(ours)} encounters: {gap:.3g}", flush=True)
+        api = asyncio.run(drive(api_url, "/predict", api_bodies, args.seconds, args.concurrency))
+        print(f"api: {api}", flush=True)
+        mlflow = asyncio.run(drive(mlflow_url, "/invocations", mlflow_bodies, args.seconds,
+                                   args.concurrency))  # fmt: skip
+        print(f"mlflow models serve: {mlflow}", flush=True)
+        batches = [json.dumps({"encounters": encounters[i:i + 1000]}).encode()
+                   for i in range(0, len(encounters), 1000)]  # fmt: skip
+        started = time.perf_counter()
+        repeats = max(1, args.batch_rows // sum(len(json.loads(b)["encounters"]) for b in batches))
+        answers = asyncio.run(post_all(api_url, "/predict/batch", batches * repeats))
+        api_batch_rows_per_s = sum(a["count"] for a in answers) / (time.perf_counter() - started)
+
+    scorer = CompiledScorer(registry.load_readmission_model(settings, version))
+    frame = pd.concat([holdout] * (args.batch_rows // len(holdout) + 1)).head(args.batch_rows)
+    records = normalise(frame).to_dict("records")
+    started = time.perf_counter()
+    scorer.probabilities(records)
+    compiled_rows_per_s = len(records) / (time.perf_counter() - started)
+
+    ratio = api["req_per_s"] / mlflow["req_per_s"] if mlflow["req_per_s"] else float("inf")
+    result = {
+        "model_version": version, "concurrency": args.concurrency, "seconds": args.seconds,
+        "max_probability_gap": gap, "api": api, "mlflow_models_serve": mlflow,
+        "ratio_req_per_s": round(ratio, 1),
+        "compiled_batch_rows_per_s": round(compiled_rows_per_s),
+        "api_batch_rows_per_s": round(api_batch_rows_per_s),
+        "goals_met": {"probabilities_agree_1e-9": gap <= 1e-9,
+                      "ratio>=50": ratio >= GOALS["ratio"],
+                      "p99<=10ms": api["p99_ms"] <= GOALS["p99_ms"],
+                      "compiled_batch>=100k_rows_per_s":
+                          compiled_rows_per_s >= GOALS["batch_rows_per_s"]},
+    }  # fmt: skip
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
