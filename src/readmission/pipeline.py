@@ -53,6 +53,11 @@ def evaluate_and_promote(
     if challenger is None:
         return None
     champion = registry.production_version(settings)
+    if champion is not None and champion.version == challenger.version:
+        # Re-running is safe: the verdict that promoted this version stays as recorded.
+        reason = f"version {challenger.version} is already in production"
+        log.info("challenger v%s: nothing to do (%s)", challenger.version, reason)
+        return Verdict(challenger.version, champion.version, {}, None, True, False, reason)
     holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
     y = labels(holdout)
 
@@ -61,12 +66,8 @@ def evaluate_and_promote(
         return evaluation.scores(y, probability[registry.PROBABILITY_COLUMN].to_numpy(), 0.5)
 
     ours = holdout_scores(challenger.version)
-    theirs = None
-    if champion is not None and champion.version == challenger.version:
-        passed, reason = False, f"version {challenger.version} is already in production"
-    else:
-        theirs = holdout_scores(champion.version) if champion else None
-        passed, reason = _judge(settings, ours, theirs, margin)
+    theirs = holdout_scores(champion.version) if champion else None
+    passed, reason = _judge(settings, ours, theirs, margin)
     promoted = passed and auto_promote
     if promoted:
         registry.promote(settings, challenger.version)

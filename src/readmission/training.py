@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import matplotlib.pyplot as plt
@@ -88,13 +91,14 @@ def train_batch(
         )
         example = holdout[list(FEATURES)].head(5)
         pyfunc = registry.ReadmissionPyfunc(model)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=pyfunc,
-            signature=infer_signature(example, pyfunc.predict(None, example)),
-            input_example=example,
-            pip_requirements=_requirements(),
-        )
+        with _no_uv_project_files():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=pyfunc,
+                signature=infer_signature(example, pyfunc.predict(None, example)),
+                input_example=example,
+                pip_requirements=_requirements(),
+            )
         tags = {"batch_id": str(batch_id), "parent_version": parent.version if parent else "",
                 "first_encounter_id": batch.first_encounter_id,
                 "last_encounter_id": batch.last_encounter_id,
@@ -106,6 +110,22 @@ def train_batch(
              version.version, metrics["roc_auc"])  # fmt: skip
     return TrainResult(batch_id, version.version, parent.version if parent else None,
                        run.info.run_id, metrics)  # fmt: skip
+
+
+@contextmanager
+def _no_uv_project_files() -> Iterator[None]:
+    """Run from the repo, MLflow would copy uv.lock and pyproject.toml into every version and
+    derive requirements from them; the model pins its own (`_requirements`)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_UV_AUTO_DETECT", "MLFLOW_LOG_UV_FILES")}
+    os.environ.update(dict.fromkeys(saved, "false"))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def initial_params(settings: Settings) -> ModelParams:

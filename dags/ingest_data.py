@@ -1,0 +1,100 @@
+"""
+### 01 · Ingest data
+
+Acquires the UCI *Diabetes 130-US hospitals* data set (the `DATA_SOURCE` setting: the UCI URL,
+or a local `.zip` / `.csv`) and stores its **next batches** in the warehouse, validated: clean
+rows go to `clean_encounters`, rejected rows to `quarantined_encounters` with the reason.
+The first ingest also stores the fixed holdout (batch 0) that every model is judged on.
+
+| Param | Meaning |
+|---|---|
+| `batches` | New training batches to add. `0` or empty: every remaining batch. |
+| `source` | Path or URL overriding `DATA_SOURCE` for this run (no checksum check). |
+
+Re-running is safe: rows already stored (by `encounter_id`) are skipped. When the run added
+at least one training batch, `announce_new_batches` updates the Asset
+`x-readmission://warehouse/clean_encounters`, which starts **02_warm_start_training**. A run
+that added nothing skips that task, so no pointless training run follows.
+
+A missing file or a checksum mismatch fails at once; a failed download is retried with
+growing pauses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from readmission_common import CLEAN_ENCOUNTERS, IO_RETRIES, START_DATE, TAGS
+
+log = logging.getLogger("readmission.dags.ingest_data")
+
+
+@dag(
+    dag_id="01_ingest_data",
+    dag_display_name="01 · Ingest data",
+    description="Next batches of the data set into the warehouse, validated",
+    doc_md=__doc__,
+    schedule=None,
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
+    tags=[*TAGS, "data"],
+    params={
+        "batches": Param(
+            1, type=["null", "integer"], minimum=0, title="Batches to ingest",
+            description="New training batches to add. 0 or empty: every remaining batch.",
+        ),
+        "source": Param(
+            None, type=["null", "string"], title="Data source",
+            description="Path or URL of the data set (.zip or .csv). Empty: DATA_SOURCE.",
+        ),
+    },
+)  # fmt: skip
+def ingest_data() -> None:
+    @task(**IO_RETRIES)
+    def ingest(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Store the source's next batches; return their ids and counts (never rows)."""
+        import httpx
+
+        from readmission import pipeline
+        from readmission.config import get_settings
+        from readmission.dataset import DatasetError
+
+        params = params or {}
+        max_batches = params.get("batches") or None
+        source = (params.get("source") or "").strip() or None
+        try:
+            report = pipeline.ingest(get_settings(), max_batches=max_batches, source=source)
+        except DatasetError as error:
+            if isinstance(error.__cause__, httpx.HTTPError):
+                raise  # the download failed: worth another try
+            raise AirflowFailException(str(error)) from error  # wrong file: retrying won't help
+        for batch in report.new_batches:
+            log.info("batch %d (%s): %d rows, %d accepted, %d quarantined", batch.batch_id,
+                     batch.kind, batch.rows, batch.accepted, batch.quarantined)  # fmt: skip
+        log.info("%d rows added, %d already present", report.rows_added, report.already_present)
+        return {
+            "batch_ids": [b.batch_id for b in report.new_batches],
+            "training_batch_ids": [b.batch_id for b in report.new_batches if b.kind == "train"],
+            "rows_added": report.rows_added,
+            "quarantined": sum(b.quarantined for b in report.new_batches),
+            "already_present": report.already_present,
+        }
+
+    @task(outlets=[CLEAN_ENCOUNTERS])
+    def announce_new_batches(report: dict[str, Any], outlet_events: Any = None) -> list[int]:
+        """Update the Asset (and so start training) only when training batches were added."""
+        if not report["training_batch_ids"]:
+            raise AirflowSkipException("no new training batch: nothing for 02 to train on")
+        outlet_events[CLEAN_ENCOUNTERS].extra = {"batch_ids": report["training_batch_ids"],
+                                                 "rows_added": report["rows_added"]}
+        return report["training_batch_ids"]
+
+    announce_new_batches(ingest())
+
+
+ingest_data()

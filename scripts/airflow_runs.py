@@ -1,0 +1,199 @@
+"""Trigger Airflow DAG runs and wait for them, through Airflow's REST API v2.
+
+For the demo and other scripts::
+
+    from airflow_runs import trigger, wait, wait_for_asset_run
+
+    ingest = wait("01_ingest_data", trigger("01_ingest_data", {"batches": 2}))
+    training = wait("02_warm_start_training",
+                    wait_for_asset_run("02_warm_start_training", ingest))
+
+From a shell: `python scripts/airflow_runs.py 01_ingest_data --conf '{"batches": 2}'`.
+
+Where and who: AIRFLOW_URL (default http://127.0.0.1:$AIRFLOW_PORT, port 8080), and the admin
+account of the compose stack, AIRFLOW_ADMIN_USER (default admin) and AIRFLOW_ADMIN_PASSWORD;
+without a password, the one `airflow standalone` generated in
+$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated (AIRFLOW_HOME as in
+bin/airflow-standalone: default .readmission/airflow under the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+FINISHED = {"success", "failed"}
+
+
+class AirflowError(RuntimeError):
+    """Airflow refused a request or is unreachable; the message says what to do."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DagRunFailed(AirflowError):
+    """A DAG run ended in state failed."""
+
+
+def _password(username: str) -> str:
+    if password := os.environ.get("AIRFLOW_ADMIN_PASSWORD"):
+        return password
+    home = Path(os.environ.get("AIRFLOW_HOME") or ".readmission/airflow")
+    path = (home if home.is_absolute() else ROOT / home) / (
+        "simple_auth_manager_passwords.json.generated")
+    try:
+        return json.loads(path.read_text())[username]
+    except (OSError, ValueError, KeyError) as error:
+        raise AirflowError(f"no password for Airflow user {username}: set "
+                           f"AIRFLOW_ADMIN_PASSWORD, or AIRFLOW_HOME to where {path.name} is "
+                           f"({error})") from error
+
+
+class AirflowClient:
+    """A signed-in session with one Airflow API server; renews its JWT when it expires."""
+
+    def __init__(self, url: str, username: str, password: str) -> None:
+        self.url = url.rstrip("/")
+        self.username, self.password = username, password
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.http.headers["Authorization"] = f"Bearer {self._token()}"
+
+    @classmethod
+    def from_env(cls) -> AirflowClient:
+        port = os.environ.get("AIRFLOW_PORT") or "8080"
+        username = os.environ.get("AIRFLOW_ADMIN_USER") or "admin"
+        return cls(os.environ.get("AIRFLOW_URL") or f"http://127.0.0.1:{port}", username,
+                   _password(username))  # fmt: skip
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise AirflowError(f"Airflow is not reachable at {self.url} ({error}): start it "
+                               "with bin/airflow-standalone or set AIRFLOW_URL") from error
+
+    def _token(self) -> str:
+        response = self._send("POST", "/auth/token", json={"username": self.username,
+                                                           "password": self.password})
+        if response.status_code != 201:
+            raise AirflowError(f"Airflow refused user {self.username} at {self.url}: "
+                               f"{response.status_code} {response.text}")
+        return response.json()["access_token"]
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, f"/api/v2{path}", **kwargs)
+        if response.status_code == 401:  # expired token: sign in again, once
+            self.http.headers["Authorization"] = f"Bearer {self._token()}"
+            response = self._send(method, f"/api/v2{path}", **kwargs)
+        if response.is_error:
+            raise AirflowError(f"{method} {path}: {response.status_code} {_detail(response)}",
+                               response.status_code)
+        return response.json()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text
+
+
+@cache
+def client() -> AirflowClient:
+    """The process's client, configured from the environment (see the module docstring)."""
+    return AirflowClient.from_env()
+
+
+def _wait_for_dag(dag_id: str, timeout: float) -> dict[str, Any]:
+    """The DAG, once the dag-processor has parsed it (right after start-up it may not have)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client().request("GET", f"/dags/{dag_id}")
+        except AirflowError as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(2)
+
+
+def trigger(dag_id: str, conf: dict[str, Any] | None = None, *, timeout: float = 120) -> str:
+    """Start a run of `dag_id` with `conf` (checked against the DAG's params); its run id.
+
+    Unpauses the DAG first: a paused DAG would leave the run queued forever.
+    """
+    dag = _wait_for_dag(dag_id, timeout)
+    if dag["is_paused"]:
+        client().request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+    run = client().request("POST", f"/dags/{dag_id}/dagRuns",
+                           json={"logical_date": None, "conf": conf or {}})  # fmt: skip
+    return run["dag_run_id"]
+
+
+def wait(dag_id: str, run_id: str, timeout: float = 900, poll: float = 2) -> dict[str, Any]:
+    """The finished run; raises DagRunFailed naming the failed tasks, or TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client().request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        if run["state"] == "success":
+            return run
+        if run["state"] == "failed":
+            tasks = client().request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                                     params={"state": "failed"})["task_instances"]  # fmt: skip
+            failed = ", ".join(t["task_id"] for t in tasks) or "none (the run itself)"
+            raise DagRunFailed(f"{dag_id} run {run_id} failed; failed tasks: {failed}. "
+                               f"Logs: {client().url}/dags/{dag_id}/runs/{run_id}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout}s")
+        time.sleep(poll)
+
+
+def wait_for_asset_run(dag_id: str, source: dict[str, Any], timeout: float = 300,
+                       poll: float = 2) -> str:
+    """The run id of `dag_id` that an Asset event of the finished run `source` started."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = client().request("GET", "/assets/events", params={
+            "source_dag_id": source["dag_id"], "source_run_id": source["dag_run_id"]})
+        for event in events["asset_events"]:
+            for run in event["created_dagruns"]:
+                if run["dag_id"] == dag_id:
+                    return run["run_id"]
+        if time.monotonic() > deadline:
+            found = "no Asset event" if not events["asset_events"] else "Asset events, no run"
+            raise TimeoutError(f"{source['dag_id']} run {source['dag_run_id']} left {found} "
+                               f"for {dag_id} after {timeout}s")
+        time.sleep(poll)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Trigger a DAG run and wait for it.")
+    parser.add_argument("dag_id", help="e.g. 01_ingest_data")
+    parser.add_argument("--conf", default="{}", help='params as JSON, e.g. \'{"batches": 2}\'')
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait")
+    parser.add_argument("--no-wait", action="store_true", help="return once triggered")
+    args = parser.parse_args(argv)
+    try:
+        run_id = trigger(args.dag_id, json.loads(args.conf))
+        print(f"{args.dag_id}: triggered {run_id}")
+        if not args.no_wait:
+            run = wait(args.dag_id, run_id, args.timeout)
+            print(f"{args.dag_id}: {run['state']} in {run['duration'] or 0:.0f}s")
+    except (AirflowError, TimeoutError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
