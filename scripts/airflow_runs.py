@@ -96,6 +96,11 @@ class AirflowClient:
         if response.status_code == 401:  # expired token: sign in again, once
             self.http.headers["Authorization"] = f"Bearer {self._token()}"
             response = self._send(method, f"/api/v2{path}", **kwargs)
+        for pause in (1, 2, 4):  # reads may meet a busy metadata DB (SQLite): retry them
+            if method != "GET" or response.status_code < 500:
+                break
+            time.sleep(pause)
+            response = self._send(method, f"/api/v2{path}", **kwargs)
         if response.is_error:
             raise AirflowError(f"{method} {path}: {response.status_code} {_detail(response)}",
                                response.status_code)
