@@ -1,7 +1,7 @@
 """Serving speed on the real data set: this API (compiled scorer) vs `mlflow models serve` (pyfunc).
 
-Trains batch 1 of the source into a local warehouse and MLflow store (reused on later runs from
---workdir), promotes it, starts `bin/api` and `mlflow models serve` on the same registered version
+Trains batch 1 of the source into a fresh local warehouse and MLflow store, promotes it, starts
+`bin/api` and `mlflow models serve` on the same registered version
 and drives both with the same real encounters at the same concurrency, one after the other, for a
 bounded time, with a small keep-alive HTTP/1.1 client (so the client costs little of the CPU the
 servers share). Checks both give the same probabilities (1e-9), then measures batch scoring: the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -30,6 +31,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+import uvloop
+from local_platform import use_local_platform
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -146,15 +149,12 @@ def service(command: list[str], env: dict[str, str], ready_url: str, log: Path) 
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def prepare(settings: Any, source: str) -> str:
-    """The registered version to serve: batch 1 of the source, trained once per workdir."""
+def promoted_version(settings: Any) -> str:
+    """Batch 1 of the source, trained, registered and promoted."""
     from readmission import pipeline, registry
 
-    production = registry.production_version(settings)
-    if production is not None:
-        return production.version
-    pipeline.ingest(settings, max_batches=1, source=source)
-    version = pipeline.train(settings, 1).version
+    pipeline.ingest(settings, max_batches=1)
+    version = str(pipeline.train(settings, 1).version)
     registry.promote(settings, version)
     return version
 
@@ -162,35 +162,13 @@ def prepare(settings: Any, source: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="../shared/data/dataset_diabetes.zip")
-    parser.add_argument(
-        "--workdir",
-        default=str(ROOT / "bench" / "results" / "serving"),
-        help="warehouse and MLflow store, reused across runs",
-    )
     parser.add_argument("--seconds", type=float, default=12.0, help="per server")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch-rows", type=int, default=100_000)
     args = parser.parse_args()
-    source = str(Path(args.source).resolve())  # before the chdir below
-    home = Path(args.workdir).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "READMISSION_HOME": str(home),
-        "DATABASE_URL": "",
-        "MLFLOW_TRACKING_URI": "",
-        "DATA_SHA256": "",
-        "MAX_BATCH_ROWS": "1000",
-        "MODEL_POLL_SECONDS": "30",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    os.environ.update(
-        {
-            k: env[k]
-            for k in ("READMISSION_HOME", "DATABASE_URL", "MLFLOW_TRACKING_URI", "DATA_SHA256")
-        }
-    )
-    os.chdir(home)
+    home = use_local_platform(args.source, "bench-serving-", MAX_BATCH_ROWS="1000",
+                              MODEL_POLL_SECONDS="30")  # fmt: skip
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     import pandas as pd
 
@@ -201,7 +179,7 @@ def main() -> None:
     from readmission.scoring import CompiledScorer
 
     settings = get_settings()
-    version = prepare(settings, source)
+    version = promoted_version(settings)
     print(f"serving {settings.model_name} version {version} from {home}", flush=True)
     holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
     features = holdout[list(FEATURES)]
@@ -210,6 +188,7 @@ def main() -> None:
     api_bodies = [json.dumps(e).encode() for e in encounters]
     mlflow_bodies = [json.dumps({"dataframe_records": [e]}).encode() for e in encounters]
 
+    gc.freeze()  # this client's heap (pandas, MLflow) out of the way of its garbage collector
     api_url, mlflow_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     api_env = {**env, "API_PORT": api_url.rsplit(":", 1)[1]}
     mlflow_env = {**env, "MLFLOW_TRACKING_URI": settings.tracking_uri}
@@ -221,21 +200,21 @@ def main() -> None:
         service(serve, mlflow_env, f"{mlflow_url}/ping", home / "mlflow-serve.log"),
     ):
         sample = slice(0, 300)
-        ours = asyncio.run(post_all(api_url, "/predict", api_bodies[sample]))
-        theirs = asyncio.run(post_all(mlflow_url, "/invocations", mlflow_bodies[sample]))
+        ours = uvloop.run(post_all(api_url, "/predict", api_bodies[sample]))
+        theirs = uvloop.run(post_all(mlflow_url, "/invocations", mlflow_bodies[sample]))
         gap = max(abs(a["probability"] - b["predictions"][0][registry.PROBABILITY_COLUMN])
                   for a, b in zip(ours, theirs, strict=True))  # fmt: skip
         print(f"largest probability gap on {len(ours)} encounters: {gap:.3g}", flush=True)
-        api = asyncio.run(drive(api_url, "/predict", api_bodies, args.seconds, args.concurrency))
+        api = uvloop.run(drive(api_url, "/predict", api_bodies, args.seconds, args.concurrency))
         print(f"api: {api}", flush=True)
-        mlflow = asyncio.run(drive(mlflow_url, "/invocations", mlflow_bodies, args.seconds,
+        mlflow = uvloop.run(drive(mlflow_url, "/invocations", mlflow_bodies, args.seconds,
                                    args.concurrency))  # fmt: skip
         print(f"mlflow models serve: {mlflow}", flush=True)
         batches = [json.dumps({"encounters": encounters[i:i + 1000]}).encode()
                    for i in range(0, len(encounters), 1000)]  # fmt: skip
         started = time.perf_counter()
         repeats = max(1, args.batch_rows // sum(len(json.loads(b)["encounters"]) for b in batches))
-        answers = asyncio.run(post_all(api_url, "/predict/batch", batches * repeats))
+        answers = uvloop.run(post_all(api_url, "/predict/batch", batches * repeats))
         api_batch_rows_per_s = sum(a["count"] for a in answers) / (time.perf_counter() - started)
 
     scorer = CompiledScorer(registry.load_readmission_model(settings, version))

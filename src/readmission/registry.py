@@ -123,13 +123,18 @@ class VersionSummary:
 def version_summaries(settings: Settings) -> list[VersionSummary]:
     """Every version of MODEL_NAME, oldest first, with its run's metrics."""
     client = connect(settings)
+    versions = _versions(client, settings.model_name)
+    aliases: dict[str, list[str]] = {}  # version search results carry no aliases
+    if versions:
+        for alias, version in client.get_registered_model(settings.model_name).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
     summaries = []
-    for v in _versions(client, settings.model_name):
+    for v in versions:
         metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
         summaries.append(VersionSummary(
             version=v.version, run_id=v.run_id, parent_version=v.tags.get("parent_version"),
-            batch_id=v.tags.get("batch_id"), aliases=list(v.aliases), stage=v.current_stage,
-            metrics=dict(metrics), tags=dict(v.tags),
+            batch_id=v.tags.get("batch_id"), aliases=aliases.get(v.version, []),
+            stage=v.current_stage, metrics=dict(metrics), tags=dict(v.tags),
         ))  # fmt: skip
     return summaries
 

@@ -27,7 +27,8 @@ MEDICATIONS = (
 DOSAGE = ("No", "Steady", "Up", "Down")
 
 # ICD-9 code as written in the data set: 3-digit numeric, V-codes or E-codes, optional decimals.
-ICD9_PATTERN = r"^(\d{1,3}(\.\d{1,2})?|V\d{2}(\.\d{1,2})?|E\d{3}(\.\d)?|\?)$"
+# [0-9], not \d: pydantic's regex engine would take any Unicode digit.
+ICD9_PATTERN = r"^([0-9]{1,3}(\.[0-9]{1,2})?|V[0-9]{2}(\.[0-9]{1,2})?|E[0-9]{3}(\.[0-9])?|\?)$"
 
 SPECIALTIES = (
     "?", "AllergyandImmunology", "Anesthesiology", "Anesthesiology-Pediatric", "Cardiology",

@@ -26,7 +26,9 @@ def test_compiled_probabilities_equal_the_pipelines(model: ReadmissionModel) -> 
     scorer = CompiledScorer(model)
     assert scorer.verify(model, frame) <= 1e-9
     records = normalise(frame).to_dict("records")
-    assert np.allclose(scorer.probabilities(records), model.predict_proba(frame), atol=1e-12)
+    expected = model.predict_proba(frame)
+    assert np.allclose(scorer.probabilities(records), expected, atol=1e-12)  # vectorised
+    assert np.allclose(scorer.probabilities(records[:20]), expected[:20], atol=1e-12)
 
 
 def test_contributions_add_up_to_the_logit(model: ReadmissionModel) -> None:

@@ -110,6 +110,7 @@ def test_promote_then_resolve_by_alias_and_by_legacy_stage(
     resolved = registry.production_version(platform)
     assert resolved.version == "2" and platform.model_alias in resolved.aliases
     assert client.get_model_version(platform.model_name, "1").current_stage == "Archived"
+    assert [v.aliases for v in registry.version_summaries(platform)] == [[], ["production"]]
 
 
 def test_registered_model_loads_as_pyfunc_and_compiles_to_the_same_probabilities(

@@ -1,0 +1,54 @@
+"""The FastAPI app: state, routers, error handlers, metrics. Run with `bin/api`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+import readmission
+from api import errors
+from api.deps import Serving
+from api.drift import DriftMonitor, PsiCollector
+from api.metrics import ServingMetrics
+from api.model_store import ModelStore
+from api.routes import health, model, predict
+from readmission.config import Settings, get_settings
+
+DESCRIPTION = """Scores hospital encounters of diabetic patients with the production version of
+the readmission model in the MLflow registry (alias `production`), and follows promotions
+without a restart. Send the data set's columns; see the examples of `POST /predict`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = ServingMetrics()
+    store = ModelStore(settings, metrics)
+    drift = DriftMonitor(settings.drift_window)
+    metrics.registry.register(
+        PsiCollector(drift, lambda: store.current.drift if store.current else None))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        watcher = asyncio.create_task(store.watch(), name="model-registry-watcher")
+        yield
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+    app = FastAPI(title="Readmission risk API", version=readmission.__version__,
+                  description=DESCRIPTION, lifespan=lifespan)
+    app.state.serving = Serving(settings, store, metrics, drift)
+    errors.install(app, metrics)
+    for router in (predict.router, model.router, health.router):
+        app.include_router(router)
+    metrics.instrument(app)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,197 @@
+"""The served model: resolved in the registry, compiled, verified, and swapped in atomically.
+
+A watcher polls the registry every MODEL_POLL_SECONDS. A new production version is loaded beside
+the current one in a worker thread, verified against the pipeline and warmed up, then replaces it
+with one reference assignment: a request reads `store.current` once and scores with that object
+to the end. When the registry is unreachable or a version fails to load, the current model keeps
+serving and the failure shows in GET /model and the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+
+from api.drift import DriftReference
+from api.metrics import ServingMetrics
+from api.schemas import ModelInfo
+from readmission import registry
+from readmission.config import Settings
+from readmission.dataset import synthetic_sample
+from readmission.features import normalise
+from readmission.scoring import CompiledScorer
+from readmission.validation import validate
+
+log = logging.getLogger(__name__)
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded, verified model version; never mutated once built."""
+
+    name: str
+    version: str
+    alias: str | None
+    stage: str
+    run_id: str | None
+    metrics: dict[str, float]
+    scorer: CompiledScorer
+    drift: DriftReference | None
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def threshold(self) -> float:
+        return self.scorer.threshold
+
+
+@cache
+def verification_frame() -> pd.DataFrame:
+    """Encounters on which the compiled scorer must match the pipeline before serving."""
+    return validate(synthetic_sample(300, seed=20240)).clean
+
+
+def load_served_model(settings: Settings, version: ModelVersion) -> ServedModel:
+    """Download, compile, verify and warm up one registered version (blocking)."""
+    model = registry.load_readmission_model(settings, version.version)
+    scorer = CompiledScorer(model)
+    frame = verification_frame()
+    scorer.verify(model, frame)  # raises CompiledScoreMismatch: such a version is never served
+    records = normalise(frame.head(20)).to_dict("records")
+    scorer.probabilities(records)
+    scorer.contributions(records[0])
+    run_metrics = (registry.connect(settings).get_run(version.run_id).data.metrics
+                   if version.run_id else {})  # fmt: skip
+    return ServedModel(
+        name=settings.model_name,
+        version=str(version.version),
+        alias=settings.model_alias if settings.model_alias in version.aliases else None,
+        stage=version.current_stage,
+        run_id=version.run_id,
+        metrics={k: float(v) for k, v in run_metrics.items() if math.isfinite(v)},
+        scorer=scorer,
+        drift=DriftReference.of(model),
+    )
+
+
+class ModelStore:
+    """Holds the served model and the registry watcher's state."""
+
+    def __init__(self, settings: Settings, metrics: ServingMetrics,
+                 loader: Callable[[Settings, ModelVersion], ServedModel] = load_served_model,
+                 ) -> None:  # fmt: skip
+        self.settings = settings
+        self.metrics = metrics
+        self.loader = loader
+        self.current: ServedModel | None = None
+        self.checked = False  # the first registry check has finished
+        self.registry_up = False
+        self.production: str | None = None  # the version the registry names, served or not
+        self.load_failures = 0
+        self.reloads = 0
+        self.last_error: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def watch(self) -> None:
+        """Check the registry now and every MODEL_POLL_SECONDS, until cancelled."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # the watcher must outlive any surprise
+                log.exception("model registry check failed unexpectedly")
+            await asyncio.sleep(self.settings.model_poll_seconds)
+
+    async def refresh(self) -> None:
+        """Ask the registry for the production version; load and swap it in if it is new."""
+        async with self._lock:
+            try:
+                version = await asyncio.to_thread(registry.production_version, self.settings)
+            except Exception as error:
+                self._registry_failed(error)
+                return
+            finally:
+                self.checked = True
+            self.registry_up = True
+            self.metrics.registry_up.set(1)
+            self.production = version.version if version else None
+            if version is None or (self.current and self.current.version == version.version):
+                self.last_error = None
+                return
+            try:
+                served = await asyncio.to_thread(self.loader, self.settings, version)
+            except Exception as error:
+                self._load_failed(version.version, error)
+                return
+            self._swap(served)
+
+    def _swap(self, served: ServedModel) -> None:
+        previous = self.current.version if self.current else None
+        self.current = served  # the atomic swap
+        self.reloads += 1
+        self.last_error = None
+        self.metrics.model_swapped(served.name, served.version, served.alias or "",
+                                   served.run_id or "")  # fmt: skip
+        log.info("serving %s version %s (was %s)", served.name, served.version, previous)
+        # Move the long-lived objects (libraries, the model) out of the garbage collector's
+        # generations, so that its full collections stay short and do not show in tail latency.
+        gc.freeze()
+
+    def _registry_failed(self, error: Exception) -> None:
+        self.registry_up = False
+        self.metrics.registry_up.set(0)
+        self.last_error = _short(f"model registry unreachable: {error}")
+        log.warning("%s; still serving version %s", self.last_error,
+                    self.current.version if self.current else None)  # fmt: skip
+
+    def _load_failed(self, version: str, error: Exception) -> None:
+        self.load_failures += 1
+        self.metrics.load_failures.inc()
+        self.last_error = _short(f"version {version} was not loaded: {type(error).__name__}: "
+                                 f"{error}")  # fmt: skip
+        log.error("%s; still serving version %s", self.last_error,
+                  self.current.version if self.current else None)  # fmt: skip
+
+    def unavailable_reason(self) -> str:
+        """Why no model is served, and what to do about it."""
+        name, alias = self.settings.model_name, self.settings.model_alias
+        if not self.checked:
+            return "starting: the production model is being looked up in the registry"
+        if self.last_error:
+            return f"no model is served: {self.last_error}"
+        if self.production:
+            return f"version {self.production} of '{name}' is loading; retry shortly"
+        return (f"no production model: no version of '{name}' has the alias '{alias}' (or the "
+                f"stage Production). Promote one with `readmission promote VERSION`, or set the "
+                f"alias '{alias}' on a version in the MLflow UI (Models > {name}); this API picks "
+                f"it up within {self.settings.model_poll_seconds:g} s.")  # fmt: skip
+
+    def info(self) -> ModelInfo:
+        served = self.current
+        return ModelInfo(
+            name=served.name if served else self.settings.model_name,
+            version=served.version if served else None,
+            alias=served.alias if served else None,
+            stage=served.stage if served else None,
+            run_id=served.run_id if served else None,
+            metrics=served.metrics if served else {},
+            loaded_at=served.loaded_at if served else None,
+            registry_reachable=self.registry_up,
+            load_failures=self.load_failures,
+            last_error=self.last_error,
+            reloads=self.reloads,
+            detail=None if served else self.unavailable_reason(),
+        )
+
+
+def _short(message: str) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS - 3] + "..."

@@ -1,0 +1,26 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import ServingState
+from api.schemas import Health, NotReady, Ready
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness: 200 while the process runs")
+async def health() -> Health:
+    return Health()
+
+
+@router.get("/ready", response_model=Ready, summary="Readiness: 200 once a model is served",
+            responses={503: {"model": NotReady, "description": "No model is served yet."}})
+async def ready(state: ServingState) -> Ready | JSONResponse:
+    model = state.store.current
+    if model is None:
+        body = NotReady(reason=state.store.unavailable_reason())
+        return JSONResponse(body.model_dump(), status_code=503)
+    return Ready(model_version=model.version)

@@ -1,0 +1,114 @@
+"""Request and response bodies of the API (the request's encounter is `readmission.schema`'s)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from readmission.schema import Encounter, example_encounter
+
+RiskBand = Literal["low", "medium", "high"]
+
+
+class Prediction(BaseModel):
+    encounter_id: int | None = Field(description="Echoed from the request.")
+    probability: float = Field(description="P(readmitted within 30 days).", ge=0, le=1)
+    readmitted_within_30d: bool = Field(description="probability >= threshold.")
+    risk_band: RiskBand = Field(
+        description="high: p >= threshold; medium: p >= threshold / 2; low: below.")
+    threshold: float = Field(description="The model version's decision threshold.")
+    model_name: str
+    model_version: str
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: str = Field(description="The encounter's level of the feature (or numeric value).")
+    logit: float = Field(description="How much the feature moved the log-odds (+: more risk).")
+
+
+class ExplainedPrediction(Prediction):
+    """A prediction; with `?explain=true` also why (the two fields are absent otherwise)."""
+
+    contributions: list[Contribution] | None = Field(
+        None, description="With explain=true: the top 10 features by |logit|.")
+    intercept: float | None = Field(
+        None, description="With explain=true: the log-odds of an average patient; with every "
+                          "feature's contribution it sums to the logit.")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"encounters": [example_encounter(), {**example_encounter(), "number_inpatient": 3}]}]})
+
+    encounters: list[Encounter] = Field(  # type: ignore[valid-type]
+        description="Encounters to score, at most MAX_BATCH_ROWS (413 beyond).")
+
+
+class BatchPrediction(BaseModel):
+    model_name: str
+    model_version: str
+    count: int
+    predictions: list[Prediction]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    ready: Literal[True] = True
+    model_version: str
+
+
+class NotReady(BaseModel):
+    ready: Literal[False] = False
+    reason: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str | None = Field(description="Served version; null when none is loaded.")
+    alias: str | None = Field(description="The registry alias that points at it, if any.")
+    stage: str | None
+    run_id: str | None
+    metrics: dict[str, float] = Field(description="The training run's metrics.")
+    loaded_at: datetime | None
+    registry_reachable: bool = Field(description="Whether the last registry check succeeded.")
+    load_failures: int = Field(description="Versions that failed to load or verify.")
+    last_error: str | None = Field(description="The last registry or load error.")
+    reloads: int = Field(description="Model versions loaded and swapped in since start.")
+    detail: str | None = Field(None, description="What to do when no model is served.")
+
+
+class VersionRow(BaseModel):
+    version: str
+    parent_version: str | None
+    batch_id: str | None
+    holdout_roc_auc: float | None
+    holdout_log_loss: float | None
+    samples_seen: int | None
+    aliases: list[str]
+    stage: str
+
+
+class ModelHistory(BaseModel):
+    model_name: str
+    production_version: str | None
+    versions: list[VersionRow] = Field(description="Oldest first.")
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="Where: a column name, `encounters[i].column`, or `body`.")
+    problem: str
+    allowed: str | None = Field(description="What the field accepts.")
+
+
+class ValidationProblems(BaseModel):
+    detail: list[FieldProblem]

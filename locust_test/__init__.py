@@ -1,0 +1,1 @@
+"""Load test of the serving API: the users live in `locustfile.py`."""

@@ -1,0 +1,25 @@
+"""Fixtures of the API tests: bin/api serving a promoted version of a trained lineage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from readmission import registry
+from readmission.config import Settings
+from tests.api.serving import Api, copy_lineage, running_api
+from tests.api.serving import trained_lineage as trained_lineage  # a session fixture
+
+SERVED_VERSION = "2"
+
+
+@pytest.fixture(scope="package")
+def served_api(trained_lineage: Settings, tmp_path_factory: pytest.TempPathFactory,
+               ) -> Iterator[Api]:  # fmt: skip
+    """bin/api serving version 2 of a copy of the lineage, shared by the API tests."""
+    settings = copy_lineage(trained_lineage)
+    registry.promote(settings, SERVED_VERSION)
+    with running_api(settings, tmp_path_factory.mktemp("api")) as api:
+        api.wait_until(lambda: api.get("/ready").status_code == 200, "the model to be served")
+        yield api

@@ -1,0 +1,137 @@
+"""POST /predict and /predict/batch against bin/api serving a registered version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from readmission import registry
+from readmission.dataset import synthetic_sample
+from readmission.schema import TARGET, Encounter, allowed, example_encounter
+from readmission.scoring import CompiledScorer
+from readmission.validation import validate
+from tests.api.conftest import SERVED_VERSION
+from tests.api.serving import MAX_BATCH_ROWS, Api
+
+
+@pytest.fixture(scope="module")
+def encounters() -> list[dict[str, Any]]:
+    clean = validate(synthetic_sample(40, seed=99)).clean
+    return clean.drop(columns=[TARGET]).to_dict("records")
+
+
+@pytest.fixture(scope="module")
+def scorer(served_api: Api) -> CompiledScorer:
+    """The served version compiled here, from the registry, independently of the API."""
+    return CompiledScorer(registry.load_readmission_model(served_api.settings, SERVED_VERSION))
+
+
+def record(encounter: dict[str, Any]) -> dict[str, Any]:
+    return Encounter.model_validate(encounter).to_record()
+
+
+def test_predict_scores_like_the_registered_version_with_band_relative_to_its_threshold(
+        served_api: Api, encounters: list[dict[str, Any]], scorer: CompiledScorer) -> None:
+    bands = set()
+    for encounter in encounters:
+        body = served_api.post("/predict", json=encounter).json()
+        expected = scorer.probability(record(encounter))
+        t = scorer.threshold
+
+        assert abs(body["probability"] - expected) < 1e-9
+        assert body["encounter_id"] == encounter["encounter_id"]
+        assert body["threshold"] == pytest.approx(t)
+        assert body["readmitted_within_30d"] is (expected >= t)
+        assert body["risk_band"] == ("high" if expected >= t else
+                                     "medium" if expected >= t / 2 else "low")  # fmt: skip
+        assert (body["model_name"], body["model_version"]) == (
+            served_api.settings.model_name, SERVED_VERSION)
+        assert "contributions" not in body
+        bands.add(body["risk_band"])
+    assert len(bands) >= 2, "the sample should reach more than one risk band"
+
+
+def test_explain_adds_the_ten_largest_contributions_and_the_intercept(
+        served_api: Api, scorer: CompiledScorer) -> None:
+    encounter = {**example_encounter(), "number_inpatient": 5, "discharge_disposition_id": 3}
+    body = served_api.post("/predict", params={"explain": "true"}, json=encounter).json()
+    expected = scorer.contributions(record(encounter))[:10]
+
+    assert [(c["feature"], c["value"]) for c in body["contributions"]] == [
+        (c.feature, c.value) for c in expected]
+    assert [c["logit"] for c in body["contributions"]] == pytest.approx([c.logit for c in expected])
+    magnitudes = [abs(c["logit"]) for c in body["contributions"]]
+    assert magnitudes == sorted(magnitudes, reverse=True)
+    assert body["intercept"] == pytest.approx(scorer.intercept)
+
+
+def test_batch_scores_every_encounter_like_single_requests(
+        served_api: Api, encounters: list[dict[str, Any]], scorer: CompiledScorer) -> None:
+    body = served_api.post("/predict/batch", json={"encounters": encounters}).json()
+
+    assert body["count"] == len(encounters) == len(body["predictions"])
+    assert body["model_version"] == SERVED_VERSION
+    assert [p["encounter_id"] for p in body["predictions"]] == [
+        e["encounter_id"] for e in encounters]
+    for prediction, encounter in zip(body["predictions"], encounters, strict=True):
+        assert abs(prediction["probability"] - scorer.probability(record(encounter))) < 1e-9
+
+
+def test_hyphenated_columns_are_accepted_by_their_data_set_names(served_api: Api) -> None:
+    encounter = {**example_encounter(), "glyburide-metformin": "Up", "insulin": "Down"}
+    response = served_api.post("/predict", json=encounter)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("change", "field", "column"), [
+    ({"age": "[100-110)"}, "age", "age"),
+    ({"time_in_hospital": 15}, "time_in_hospital", "time_in_hospital"),
+    ({"glyburide-metformin": "Sometimes"}, "glyburide-metformin", "glyburide-metformin"),
+    ({"diag_1": "not-a-code"}, "diag_1", "diag_1"),
+    ({"num_medications": "many"}, "num_medications", "num_medications"),
+])  # fmt: skip
+def test_an_invalid_field_gets_422_naming_it_and_what_it_accepts(
+        served_api: Api, change: dict[str, Any], field: str, column: str) -> None:
+    response = served_api.post("/predict", json={**example_encounter(), **change})
+
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["field"] == field
+    assert problem["allowed"] == allowed(column)
+    assert problem["problem"]
+
+
+def test_missing_and_unknown_fields_are_named(served_api: Api) -> None:
+    encounter = {**example_encounter(), "blood_type": "A+"}
+    del encounter["gender"]
+    problems = served_api.post("/predict", json=encounter).json()["detail"]
+
+    assert {p["field"]: p["problem"] for p in problems} == {
+        "gender": "Field required", "blood_type": "unknown field"}
+
+
+def test_a_bad_encounter_in_a_batch_is_named_by_its_position(served_api: Api) -> None:
+    batch = [example_encounter(), {**example_encounter(), "gender": "Unknown"}]
+    response = served_api.post("/predict/batch", json={"encounters": batch})
+
+    assert response.status_code == 422
+    assert [p["field"] for p in response.json()["detail"]] == ["encounters[1].gender"]
+
+
+def test_malformed_json_gets_422_not_500(served_api: Api) -> None:
+    response = served_api.post("/predict", content=b'{"age": ',
+                               headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "body"
+
+
+def test_a_batch_over_the_limit_gets_413_stating_the_limit(served_api: Api) -> None:
+    batch = [example_encounter()] * (MAX_BATCH_ROWS + 1)
+    response = served_api.post("/predict/batch", json={"encounters": batch})
+
+    assert response.status_code == 413
+    assert f"limit of {MAX_BATCH_ROWS}" in response.json()["detail"]
+    assert "MAX_BATCH_ROWS" in response.json()["detail"]
+    full = served_api.post("/predict/batch", json={"encounters": batch[:MAX_BATCH_ROWS]})
+    assert full.status_code == 200 and full.json()["count"] == MAX_BATCH_ROWS

@@ -1,0 +1,136 @@
+"""Locust against bin/api on 127.0.0.1: promotions and a registry outage under load, and the
+headless command as a user types it. Every run is bounded in users and seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from readmission import registry
+from readmission.config import Settings
+from tests.api.serving import Api, copy_lineage, platform_settings, running_api, train_versions
+from tests.conftest import BIN, ROOT
+from tests.load.conftest import MlflowServer
+
+USERS = 20
+LOAD_SECONDS = 16
+
+
+def start_locust_library(api: Api) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.load.locust_library", api.url, str(USERS),
+         str(LOAD_SECONDS)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def summary(locust: subprocess.Popen) -> dict[str, Any]:
+    out, err = locust.communicate(timeout=LOAD_SECONDS + 120)
+    assert locust.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def predictions_served(api: Api) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in api.get("/metrics").text.splitlines()
+               if line.startswith("readmission_predictions_total{"))  # fmt: skip
+
+
+def test_a_promotion_during_load_switches_the_served_version_with_no_failed_request(
+        trained_lineage: Settings, tmp_path: Path) -> None:
+    settings = copy_lineage(trained_lineage, versions=2)
+    registry.promote(settings, 1)
+    with running_api(settings, tmp_path) as api:
+        api.wait_until(lambda: api.served_version() == "1", "version 1 to be served")
+        locust = start_locust_library(api)
+        try:
+            api.wait_until(lambda: predictions_served(api) >= 200, "load to build up")
+            registry.promote(settings, 2)
+            api.wait_until(lambda: api.served_version() == "2", "version 2 to be served")
+            result = summary(locust)
+        finally:
+            locust.kill()
+
+    assert result["failures"] == 0, result["errors"]
+    assert result["versions"] == ["1", "2"]
+    assert result["requests"] > 300
+    assert set(result["by_name"]) == {"/predict", "/predict?explain=true", "/predict/batch",
+                                      "/model"}  # fmt: skip
+    assert result["exit_code"] == 0
+
+
+def test_the_api_keeps_serving_when_the_registry_goes_down_under_load(
+        private_mlflow_server: MlflowServer, create_database: Any, sample: pd.DataFrame,
+        tmp_path: Path) -> None:
+    settings = platform_settings(create_database(), private_mlflow_server.url, tmp_path / "home")
+    train_versions(settings, sample, batches=1)
+    registry.promote(settings, 1)
+    with running_api(settings, tmp_path) as api:
+        api.wait_until(lambda: api.served_version() == "1", "version 1 to be served")
+        locust = start_locust_library(api)
+        try:
+            api.wait_until(lambda: predictions_served(api) >= 200, "load to build up")
+            private_mlflow_server.stop()
+            down = api.wait_until(
+                lambda: (body := api.get("/model").json())["registry_reachable"] is False
+                and body, "the API to notice the registry is down")
+            ready = api.get("/ready")
+            metrics = api.get("/metrics").text
+            result = summary(locust)
+        finally:
+            locust.kill()
+
+    assert result["failures"] == 0, result["errors"]
+    assert result["versions"] == ["1"]
+    assert result["requests"] > 300
+    assert down["version"] == "1"
+    assert "model registry unreachable" in down["last_error"]
+    assert ready.status_code == 200
+    assert "readmission_registry_up 0.0" in metrics.splitlines()
+
+
+@pytest.fixture(scope="module")
+def load_api(trained_lineage: Settings, tmp_path_factory: pytest.TempPathFactory,
+             ) -> Iterator[Api]:  # fmt: skip
+    settings = copy_lineage(trained_lineage, versions=1)
+    registry.promote(settings, 1)
+    with running_api(settings, tmp_path_factory.mktemp("api")) as api:
+        api.wait_until(lambda: api.served_version() == "1", "version 1 to be served")
+        yield api
+
+
+def headless_locust(api: Api, seconds: int, **thresholds: str) -> subprocess.CompletedProcess:
+    """The documented command, as a user types it from the repository root."""
+    command = [str(BIN / "locust"), "-f", "locust_test/locustfile.py", "--headless",
+               "-u", str(USERS), "-r", "10", "-t", f"{seconds}s", "--host", api.url]
+    env = {**os.environ, **thresholds}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=seconds + 120)  # fmt: skip
+
+
+def test_the_headless_command_meets_its_thresholds_and_prints_a_summary(load_api: Api) -> None:
+    run = headless_locust(load_api, seconds=10)
+    output = run.stdout + run.stderr
+    print(output[-4000:])
+
+    assert run.returncode == 0, output[-4000:]
+    assert "load test passed" in output
+    summary_lines = [line for line in output.splitlines() if "Aggregated" in line]
+    assert summary_lines, "locust printed no summary table"
+    assert any("/predict/batch" in line for line in output.splitlines())
+
+
+def test_the_headless_command_fails_when_a_threshold_is_impossible(load_api: Api) -> None:
+    run = headless_locust(load_api, seconds=5, LOCUST_MAX_P95_MS="0.001")
+    output = run.stdout + run.stderr
+
+    assert run.returncode == 1, output[-4000:]
+    assert "load test failed" in output and "p95" in output
