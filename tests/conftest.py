@@ -163,7 +163,16 @@ def mlflow_server(
 def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Settings]:
     """Set the platform's environment for one test and return the settings it yields."""
 
+    cleaned = False
+
     def apply(**env: str) -> Settings:
+        nonlocal cleaned
+        if not cleaned:  # later calls in the same test add to what the first one set
+            # Start from no platform settings at all: earlier tests (and mlflow.set_tracking_uri,
+            # which exports MLFLOW_TRACKING_URI) may have left some in the process environment.
+            for field in Settings.model_fields.values():
+                monkeypatch.delenv(str(field.alias), raising=False)
+            cleaned = True
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("READMISSION_HOME", str(tmp_path / "home"))
         for key, value in env.items():
