@@ -13,7 +13,7 @@ import typer
 
 from readmission import pipeline, registry, tuning, warehouse
 from readmission.config import get_settings
-from readmission.dataset import DatasetError, load, synthetic_sample
+from readmission.dataset import DatasetError, synthetic_sample
 from readmission.validation import validate
 
 app = typer.Typer(help="Diabetes readmission platform: ingest, train, promote, inspect.",
@@ -106,13 +106,7 @@ def tune(
     """Choose SGD hyperparameters on a validation slice of the training rows (MLflow-logged)."""
     settings = get_settings()
     try:
-        frame = validate(
-            load(
-                source or settings.data_source,
-                settings.data_sha256 if not source else "",
-                settings.download_dir,
-            )
-        )
+        frame = validate(pipeline.acquire(settings, source))
     except DatasetError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error

@@ -6,6 +6,8 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pandas as pd
+
 from readmission import evaluation, registry, training, warehouse
 from readmission.config import Settings
 from readmission.dataset import load
@@ -14,12 +16,19 @@ from readmission.model import labels
 log = logging.getLogger(__name__)
 
 
+def acquire(settings: Settings, source: str | None = None) -> pd.DataFrame:
+    """The data set from DATA_SOURCE (checksum verified), or from an explicit `source` override,
+    whose checksum DATA_SHA256 does not describe."""
+    if source:
+        return load(source, "", settings.download_dir)
+    return load(settings.data_source, settings.data_sha256, settings.download_dir)
+
+
 def ingest(
     settings: Settings, max_batches: int | None = None, source: str | None = None
 ) -> warehouse.IngestReport:
     """Acquire the source and store its next batches (all when `max_batches` is None)."""
-    frame = load(source or settings.data_source, settings.data_sha256 if not source else "",
-                 settings.download_dir)  # fmt: skip
+    frame = acquire(settings, source)
     report = warehouse.ingest(settings.warehouse_url, frame, settings.batch_size,
                               settings.holdout_fraction, max_batches)  # fmt: skip
     log.info("ingested %d rows in %d batches (%d already present)", report.rows_added,
