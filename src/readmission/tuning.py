@@ -76,7 +76,8 @@ def tune(settings: Settings, train_rows: pd.DataFrame, validation_fraction: floa
     """Run the grid on `train_rows` (clean, holdout excluded) and log everything to MLflow."""
     stream, validation = split(train_rows, validation_fraction)
     candidates = []
-    with mlflow.start_run(experiment_id=registry.experiment_id(settings), run_name="tune") as run:
+    experiment = registry.experiment_id(settings)
+    with mlflow.start_run(experiment_id=experiment, run_name="tune") as run:
         mlflow.log_params({"grid": json.dumps({k: list(v) for k, v in space.items()}),
                            "validation_fraction": validation_fraction,
                            "batch_size": settings.batch_size, "stream_rows": len(stream),
@@ -84,8 +85,9 @@ def tune(settings: Settings, train_rows: pd.DataFrame, validation_fraction: floa
         for params in grid(ModelParams(), space):
             candidate = evaluate(params, stream, validation, settings.batch_size)
             candidates.append(candidate)
-            with mlflow.start_run(run_name=f"tune-{params.alpha}-{params.eta0}-{params.epochs}",
-                                  nested=True, parent_run_id=run.info.run_id):  # fmt: skip
+            with mlflow.start_run(experiment_id=experiment, nested=True,
+                                  run_name=f"tune-{params.alpha}-{params.eta0}-{params.epochs}",
+                                  parent_run_id=run.info.run_id):  # fmt: skip
                 mlflow.log_params(params.as_dict())
                 for step, auc in enumerate(candidate.aucs, 1):
                     mlflow.log_metric("validation_roc_auc", auc, step=step)
