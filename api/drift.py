@@ -111,4 +111,5 @@ class PsiCollector(Collector):
         return GaugeMetricFamily(
             "readmission_feature_psi",
             "Population stability index of the last DRIFT_WINDOW requests vs the training data.",
-            labels=["feature"])
+            labels=["feature"],
+        )

@@ -15,8 +15,10 @@ from api.schemas import FieldProblem
 from readmission.schema import FEATURE_COLUMNS, ID_COLUMNS, allowed, field_name
 
 log = logging.getLogger(__name__)
-COLUMNS = {**{s.name: s.name for s in FEATURE_COLUMNS},
-           **{field_name(s.name): s.name for s in FEATURE_COLUMNS}}  # fmt: skip
+COLUMNS = {
+    **{s.name: s.name for s in FEATURE_COLUMNS},
+    **{field_name(s.name): s.name for s in FEATURE_COLUMNS},
+}
 UNKNOWN = "the encounter's columns only: see the Encounter schema at /docs"
 OTHER_FIELDS = {
     "": "a JSON object: one encounter, keyed by the data set's column names",
@@ -33,15 +35,19 @@ def describe(error: dict[str, Any]) -> tuple[FieldProblem, str]:
         loc = loc[1:]
     kind, problem = error.get("type", ""), str(error.get("msg", "invalid value"))
     if kind == "json_invalid":
-        return FieldProblem(field="body", problem=f"the body is not valid JSON ({problem})",
-                            allowed=OTHER_FIELDS[""]), "body"  # fmt: skip
+        return FieldProblem(
+            field="body",
+            problem=f"the body is not valid JSON ({problem})",
+            allowed=OTHER_FIELDS[""],
+        ), "body"
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
     name = next((p for p in reversed(loc) if isinstance(p, str)), "")
     if kind == "extra_forbidden":
         return FieldProblem(field=path, problem="unknown field", allowed=UNKNOWN), "unknown_field"
     if name in COLUMNS:
-        return FieldProblem(field=path, problem=problem, allowed=allowed(COLUMNS[name])), \
-            COLUMNS[name]
+        return FieldProblem(field=path, problem=problem, allowed=allowed(COLUMNS[name])), COLUMNS[
+            name
+        ]
     label = name if name in OTHER_FIELDS else "body"
     return FieldProblem(field=path, problem=problem, allowed=OTHER_FIELDS.get(name)), label
 
@@ -59,5 +65,6 @@ def install(app: FastAPI, metrics: ServingMetrics) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; it was logged on the server"},
-                            status_code=500)
+        return JSONResponse(
+            {"detail": "internal error; it was logged on the server"}, status_code=500
+        )

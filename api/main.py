@@ -29,20 +29,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = ModelStore(settings, metrics)
     drift = DriftMonitor(settings.drift_window)
     metrics.registry.register(
-        PsiCollector(drift, lambda: store.current.drift if store.current else None))
+        PsiCollector(drift, lambda: store.current.drift if store.current else None)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         watcher = asyncio.create_task(store.watch(), name="model-registry-watcher")
         yield
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
-    app = FastAPI(title="Readmission risk API", version=readmission.__version__,
-                  description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Readmission risk API",
+        version=readmission.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
     app.state.serving = Serving(settings, store, metrics, drift)
     errors.install(app, metrics)
     for router in (predict.router, model.router, health.router):

@@ -30,34 +30,59 @@ class ServingMetrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
-        predictions = Counter("readmission_predictions", "Predictions served, by label.",
-                              ["label"], registry=registry)
+        predictions = Counter(
+            "readmission_predictions", "Predictions served, by label.", ["label"], registry=registry
+        )
         self.readmit = predictions.labels("readmit")
         self.no_readmit = predictions.labels("no_readmit")
-        self.probability = Histogram("readmission_prediction_probability",
-                                     "Predicted probabilities of readmission within 30 days.",
-                                     buckets=PROBABILITY_BUCKETS, registry=registry)
-        self.batch_rows = Histogram("readmission_batch_rows", "Encounters per /predict/batch call.",
-                                    buckets=BATCH_BUCKETS, registry=registry)
-        self.validation_errors = Counter("readmission_validation_errors",
-                                         "Rejected request fields, by column.", ["field"],
-                                         registry=registry)
-        self.model_info = Gauge("readmission_model_info", "The served model version (value 1).",
-                                ["name", "version", "alias", "run_id"], registry=registry)
-        self.model_version = Gauge("readmission_model_version", "Served version number.",
-                                   registry=registry)
-        self.model_loaded = Gauge("readmission_model_loaded", "1 while a model is served.",
-                                  registry=registry)
-        self.load_failures = Counter("readmission_model_load_failures",
-                                     "Model versions that failed to load or verify.",
-                                     registry=registry)
-        self.reloads = Counter("readmission_model_reloads",
-                               "Model versions loaded and swapped in.", registry=registry)
-        self.registry_up = Gauge("readmission_registry_up",
-                                 "1 when the last model registry check succeeded.",
-                                 registry=registry)
-        self.last_reload = Gauge("readmission_model_last_reload_timestamp_seconds",
-                                 "Unix time of the last model swap.", registry=registry)
+        self.probability = Histogram(
+            "readmission_prediction_probability",
+            "Predicted probabilities of readmission within 30 days.",
+            buckets=PROBABILITY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            "readmission_batch_rows",
+            "Encounters per /predict/batch call.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.validation_errors = Counter(
+            "readmission_validation_errors",
+            "Rejected request fields, by column.",
+            ["field"],
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "readmission_model_info",
+            "The served model version (value 1).",
+            ["name", "version", "alias", "run_id"],
+            registry=registry,
+        )
+        self.model_version = Gauge(
+            "readmission_model_version", "Served version number.", registry=registry
+        )
+        self.model_loaded = Gauge(
+            "readmission_model_loaded", "1 while a model is served.", registry=registry
+        )
+        self.load_failures = Counter(
+            "readmission_model_load_failures",
+            "Model versions that failed to load or verify.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "readmission_model_reloads", "Model versions loaded and swapped in.", registry=registry
+        )
+        self.registry_up = Gauge(
+            "readmission_registry_up",
+            "1 when the last model registry check succeeded.",
+            registry=registry,
+        )
+        self.last_reload = Gauge(
+            "readmission_model_last_reload_timestamp_seconds",
+            "Unix time of the last model swap.",
+            registry=registry,
+        )
 
     def record(self, probability: float, readmit: bool) -> None:
         (self.readmit if readmit else self.no_readmit).inc()
@@ -91,7 +116,8 @@ class ServingMetrics:
         )
         instrumentator.add(  # only these two of its defaults: each costs time on every request
             http.requests(registry=self.registry),
-            http.latency(should_include_status=False, buckets=LATENCY_BUCKETS,
-                         registry=self.registry),
-        )  # fmt: skip
+            http.latency(
+                should_include_status=False, buckets=LATENCY_BUCKETS, registry=self.registry
+            ),
+        )
         instrumentator.instrument(app).expose(app, include_in_schema=False)

@@ -69,8 +69,9 @@ def load_served_model(settings: Settings, version: ModelVersion) -> ServedModel:
     records = normalise(frame.head(20)).to_dict("records")
     scorer.probabilities(records)
     scorer.contributions(records[0])
-    run_metrics = (registry.connect(settings).get_run(version.run_id).data.metrics
-                   if version.run_id else {})  # fmt: skip
+    run_metrics = (
+        registry.connect(settings).get_run(version.run_id).data.metrics if version.run_id else {}
+    )
     return ServedModel(
         name=settings.model_name,
         version=str(version.version),
@@ -86,9 +87,12 @@ def load_served_model(settings: Settings, version: ModelVersion) -> ServedModel:
 class ModelStore:
     """Holds the served model and the registry watcher's state."""
 
-    def __init__(self, settings: Settings, metrics: ServingMetrics,
-                 loader: Callable[[Settings, ModelVersion], ServedModel] = load_served_model,
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ServingMetrics,
+        loader: Callable[[Settings, ModelVersion], ServedModel] = load_served_model,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.loader = loader
@@ -138,8 +142,9 @@ class ModelStore:
         self.current = served  # the atomic swap
         self.reloads += 1
         self.last_error = None
-        self.metrics.model_swapped(served.name, served.version, served.alias or "",
-                                   served.run_id or "")  # fmt: skip
+        self.metrics.model_swapped(
+            served.name, served.version, served.alias or "", served.run_id or ""
+        )
         log.info("serving %s version %s (was %s)", served.name, served.version, previous)
         # Move the long-lived objects (libraries, the model) out of the garbage collector's
         # generations, so that its full collections stay short and do not show in tail latency.
@@ -149,16 +154,23 @@ class ModelStore:
         self.registry_up = False
         self.metrics.registry_up.set(0)
         self.last_error = _short(f"model registry unreachable: {error}")
-        log.warning("%s; still serving version %s", self.last_error,
-                    self.current.version if self.current else None)  # fmt: skip
+        log.warning(
+            "%s; still serving version %s",
+            self.last_error,
+            self.current.version if self.current else None,
+        )
 
     def _load_failed(self, version: str, error: Exception) -> None:
         self.load_failures += 1
         self.metrics.load_failures.inc()
-        self.last_error = _short(f"version {version} was not loaded: {type(error).__name__}: "
-                                 f"{error}")  # fmt: skip
-        log.error("%s; still serving version %s", self.last_error,
-                  self.current.version if self.current else None)  # fmt: skip
+        self.last_error = _short(
+            f"version {version} was not loaded: {type(error).__name__}: {error}"
+        )
+        log.error(
+            "%s; still serving version %s",
+            self.last_error,
+            self.current.version if self.current else None,
+        )
 
     def unavailable_reason(self) -> str:
         """Why no model is served, and what to do about it."""
@@ -169,10 +181,12 @@ class ModelStore:
             return f"no model is served: {self.last_error}"
         if self.production:
             return f"version {self.production} of '{name}' is loading; retry shortly"
-        return (f"no production model: no version of '{name}' has the alias '{alias}' (or the "
-                f"stage Production). Promote one with `readmission promote VERSION`, or set the "
-                f"alias '{alias}' on a version in the MLflow UI (Models > {name}); this API picks "
-                f"it up within {self.settings.model_poll_seconds:g} s.")  # fmt: skip
+        return (
+            f"no production model: no version of '{name}' has the alias '{alias}' (or the "
+            f"stage Production). Promote one with `readmission promote VERSION`, or set the "
+            f"alias '{alias}' on a version in the MLflow UI (Models > {name}); this API picks "
+            f"it up within {self.settings.model_poll_seconds:g} s."
+        )
 
     def info(self) -> ModelInfo:
         served = self.current
@@ -194,4 +208,4 @@ class ModelStore:
 
 def _short(message: str) -> str:
     message = " ".join(message.split())
-    return message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS - 3] + "..."
+    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 3] + "..."

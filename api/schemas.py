@@ -17,7 +17,8 @@ class Prediction(BaseModel):
     probability: float = Field(description="P(readmitted within 30 days).", ge=0, le=1)
     readmitted_within_30d: bool = Field(description="probability >= threshold.")
     risk_band: RiskBand = Field(
-        description="high: p >= threshold; medium: p >= threshold / 2; low: below.")
+        description="high: p >= threshold; medium: p >= threshold / 2; low: below."
+    )
     threshold: float = Field(description="The model version's decision threshold.")
     model_name: str
     model_version: str
@@ -33,18 +34,32 @@ class ExplainedPrediction(Prediction):
     """A prediction; with `?explain=true` also why (the two fields are absent otherwise)."""
 
     contributions: list[Contribution] | None = Field(
-        None, description="With explain=true: the top 10 features by |logit|.")
+        None, description="With explain=true: the top 10 features by |logit|."
+    )
     intercept: float | None = Field(
-        None, description="With explain=true: the log-odds of an average patient; with every "
-                          "feature's contribution it sums to the logit.")
+        None,
+        description="With explain=true: the log-odds of an average patient; with every "
+        "feature's contribution it sums to the logit.",
+    )
 
 
 class BatchRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"encounters": [example_encounter(), {**example_encounter(), "number_inpatient": 3}]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "encounters": [
+                        example_encounter(),
+                        {**example_encounter(), "number_inpatient": 3},
+                    ]
+                }
+            ]
+        }
+    )
 
     encounters: list[Encounter] = Field(  # type: ignore[valid-type]
-        description="Encounters to score, at most MAX_BATCH_ROWS (413 beyond).")
+        description="Encounters to score, at most MAX_BATCH_ROWS (413 beyond)."
+    )
 
 
 class BatchPrediction(BaseModel):

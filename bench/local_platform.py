@@ -13,8 +13,15 @@ def use_local_platform(source: str, prefix: str, **settings: str) -> Path:
     Call before anything reads the settings; returns the folder (also the working directory).
     """
     home = Path(tempfile.mkdtemp(prefix=prefix))
-    os.environ.update({"READMISSION_HOME": str(home), "DATA_SOURCE": str(Path(source).resolve()),
-                       "DATA_SHA256": "", "DATABASE_URL": "", "MLFLOW_TRACKING_URI": "",
-                       **settings})  # fmt: skip
+    os.environ.update(
+        {
+            "READMISSION_HOME": str(home),
+            "DATA_SOURCE": str(Path(source).resolve()),
+            "DATA_SHA256": "",
+            "DATABASE_URL": "",
+            "MLFLOW_TRACKING_URI": "",
+            **settings,
+        }
+    )
     os.chdir(home)
     return home

@@ -103,27 +103,35 @@ def main() -> None:
     final = history[-1]
     drops = [a["roc_auc"] - b["roc_auc"] for a, b in itertools.pairwise(history)]
     summary = {
-        "warm_start": {"roc_auc": round(final["roc_auc"], 4),
-                       "log_loss": round(final["log_loss"], 4),
-                       "auc_by_batch": [round(h["roc_auc"], 4) for h in history],
-                       "largest_auc_drop": round(max([0.0, *drops]), 4),
-                       "batches": len(history), "seconds": round(warm_seconds, 1)},
+        "warm_start": {
+            "roc_auc": round(final["roc_auc"], 4),
+            "log_loss": round(final["log_loss"], 4),
+            "auc_by_batch": [round(h["roc_auc"], 4) for h in history],
+            "largest_auc_drop": round(max([0.0, *drops]), 4),
+            "batches": len(history),
+            "seconds": round(warm_seconds, 1),
+        },
         "anchors": {k: {m: round(v, 4) for m, v in f.items()} for k, f in anchors.items()},
         "goal": GOAL,
-        "meets_goal": bool(final["roc_auc"] >= GOAL["roc_auc"]
-                           and final["log_loss"] <= GOAL["log_loss"]
-                           and max([0.0, *drops]) <= GOAL["max_drop"]),
-    }  # fmt: skip
+        "meets_goal": bool(
+            final["roc_auc"] >= GOAL["roc_auc"]
+            and final["log_loss"] <= GOAL["log_loss"]
+            and max([0.0, *drops]) <= GOAL["max_drop"]
+        ),
+    }
     print(json.dumps(summary))
 
 
 def _scores(y: np.ndarray, probability: np.ndarray) -> dict[str, float]:
-    return {"roc_auc": float(roc_auc_score(y, probability)),
-            "log_loss": float(log_loss(y, probability))}  # fmt: skip
+    return {
+        "roc_auc": float(roc_auc_score(y, probability)),
+        "log_loss": float(log_loss(y, probability)),
+    }
 
 
-def _native(frame: pd.DataFrame, categories: dict[str, list[str]] | None = None
-            ) -> tuple[pd.DataFrame, dict[str, list[str]]]:  # fmt: skip
+def _native(
+    frame: pd.DataFrame, categories: dict[str, list[str]] | None = None
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Raw columns for HistGradientBoosting: categoricals with the training rows' levels (the
     250 most frequent, ICD-9 codes cut to 3 digits), counts as integers."""
     from readmission.schema import SPECS, Categorical

@@ -52,9 +52,10 @@ class Connection:
         return cls(reader, writer, f"{host}:{port}")
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host, len(body),
-                                                             body))  # fmt: skip
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host, len(body), body)
+        )
         head = await self.reader.readuntil(b"\r\n\r\n")
         length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
         if length is None:
@@ -65,8 +66,9 @@ class Connection:
         self.writer.close()
 
 
-async def drive(url: str, path: str, bodies: list[bytes], seconds: float,
-                concurrency: int) -> dict[str, float]:  # fmt: skip
+async def drive(
+    url: str, path: str, bodies: list[bytes], seconds: float, concurrency: int
+) -> dict[str, float]:
     """Each of `concurrency` connections posts the next body as soon as its previous answer
     arrives, for `seconds` (after a one-second warm-up); req/s and latency percentiles."""
     latencies: list[float] = []
@@ -94,10 +96,13 @@ async def drive(url: str, path: str, bodies: list[bytes], seconds: float,
     await asyncio.gather(*(worker(i, until, True) for i in range(concurrency)))
     elapsed = time.perf_counter() - started
     ms = np.array(latencies) * 1000
-    return {"requests": len(latencies), "failures": failures,
-            "req_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3)}  # fmt: skip
+    return {
+        "requests": len(latencies),
+        "failures": failures,
+        "req_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    }
 
 
 async def post_all(url: str, path: str, bodies: list[bytes]) -> list[dict[str, Any]]:
@@ -124,8 +129,9 @@ def free_port() -> int:
 def service(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
     """A server process for the duration of the block, stopped with its children."""
     with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -166,8 +172,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch-rows", type=int, default=100_000)
     args = parser.parse_args()
-    home = use_local_platform(args.source, "bench-serving-", MAX_BATCH_ROWS="1000",
-                              MODEL_POLL_SECONDS="30")  # fmt: skip
+    home = use_local_platform(
+        args.source, "bench-serving-", MAX_BATCH_ROWS="1000", MODEL_POLL_SECONDS="30"
+    )
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     import pandas as pd
@@ -183,8 +190,10 @@ def main() -> None:
     print(f"serving {settings.model_name} version {version} from {home}", flush=True)
     holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
     features = holdout[list(FEATURES)]
-    encounters = [{k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}
-                  for r in features.head(4000).to_dict("records")]  # fmt: skip
+    encounters = [
+        {k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}
+        for r in features.head(4000).to_dict("records")
+    ]
     api_bodies = [json.dumps(e).encode() for e in encounters]
     mlflow_bodies = [json.dumps({"dataframe_records": [e]}).encode() for e in encounters]
 
@@ -192,9 +201,21 @@ def main() -> None:
     api_url, mlflow_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     api_env = {**env, "API_PORT": api_url.rsplit(":", 1)[1]}
     mlflow_env = {**env, "MLFLOW_TRACKING_URI": settings.tracking_uri}
-    serve = [str(BIN / "mlflow"), "models", "serve", "-m", registry.model_uri(settings, version),
-             "--env-manager", "local", "--workers", "1", "-h", "127.0.0.1",
-             "-p", mlflow_url.rsplit(":", 1)[1]]  # fmt: skip
+    serve = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        registry.model_uri(settings, version),
+        "--env-manager",
+        "local",
+        "--workers",
+        "1",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        mlflow_url.rsplit(":", 1)[1],
+    ]
     with (
         service([str(ROOT / "bin" / "api")], api_env, f"{api_url}/ready", home / "api.log"),
         service(serve, mlflow_env, f"{mlflow_url}/ping", home / "mlflow-serve.log"),
@@ -202,16 +223,21 @@ def main() -> None:
         sample = slice(0, 300)
         ours = uvloop.run(post_all(api_url, "/predict", api_bodies[sample]))
         theirs = uvloop.run(post_all(mlflow_url, "/invocations", mlflow_bodies[sample]))
-        gap = max(abs(a["probability"] - b["predictions"][0][registry.PROBABILITY_COLUMN])
-                  for a, b in zip(ours, theirs, strict=True))  # fmt: skip
+        gap = max(
+            abs(a["probability"] - b["predictions"][0][registry.PROBABILITY_COLUMN])
+            for a, b in zip(ours, theirs, strict=True)
+        )
         print(f"largest probability gap on {len(ours)} encounters: {gap:.3g}", flush=True)
         api = uvloop.run(drive(api_url, "/predict", api_bodies, args.seconds, args.concurrency))
         print(f"api: {api}", flush=True)
-        mlflow = uvloop.run(drive(mlflow_url, "/invocations", mlflow_bodies, args.seconds,
-                                   args.concurrency))  # fmt: skip
+        mlflow = uvloop.run(
+            drive(mlflow_url, "/invocations", mlflow_bodies, args.seconds, args.concurrency)
+        )
         print(f"mlflow models serve: {mlflow}", flush=True)
-        batches = [json.dumps({"encounters": encounters[i:i + 1000]}).encode()
-                   for i in range(0, len(encounters), 1000)]  # fmt: skip
+        batches = [
+            json.dumps({"encounters": encounters[i : i + 1000]}).encode()
+            for i in range(0, len(encounters), 1000)
+        ]
         started = time.perf_counter()
         repeats = max(1, args.batch_rows // sum(len(json.loads(b)["encounters"]) for b in batches))
         answers = uvloop.run(post_all(api_url, "/predict/batch", batches * repeats))
@@ -226,17 +252,22 @@ def main() -> None:
 
     ratio = api["req_per_s"] / mlflow["req_per_s"] if mlflow["req_per_s"] else float("inf")
     result = {
-        "model_version": version, "concurrency": args.concurrency, "seconds": args.seconds,
-        "max_probability_gap": gap, "api": api, "mlflow_models_serve": mlflow,
+        "model_version": version,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "max_probability_gap": gap,
+        "api": api,
+        "mlflow_models_serve": mlflow,
         "ratio_req_per_s": round(ratio, 1),
         "compiled_batch_rows_per_s": round(compiled_rows_per_s),
         "api_batch_rows_per_s": round(api_batch_rows_per_s),
-        "goals_met": {"probabilities_agree_1e-9": gap <= 1e-9,
-                      "ratio>=50": ratio >= GOALS["ratio"],
-                      "p99<=10ms": api["p99_ms"] <= GOALS["p99_ms"],
-                      "compiled_batch>=100k_rows_per_s":
-                          compiled_rows_per_s >= GOALS["batch_rows_per_s"]},
-    }  # fmt: skip
+        "goals_met": {
+            "probabilities_agree_1e-9": gap <= 1e-9,
+            "ratio>=50": ratio >= GOALS["ratio"],
+            "p99<=10ms": api["p99_ms"] <= GOALS["p99_ms"],
+            "compiled_batch>=100k_rows_per_s": compiled_rows_per_s >= GOALS["batch_rows_per_s"],
+        },
+    }
     print(json.dumps(result))
 
 

@@ -49,15 +49,20 @@ _defaults = get_settings()
     tags=[*TAGS, "registry"],
     params={
         "auto_promote": Param(
-            _defaults.auto_promote, type="boolean", title="Promote automatically",
+            _defaults.auto_promote,
+            type="boolean",
+            title="Promote automatically",
             description="On: promote a passing challenger now. Off: record the verdict only.",
         ),
         "margin": Param(
-            _defaults.promotion_margin, type="number", minimum=0, title="Margin (AUC)",
+            _defaults.promotion_margin,
+            type="number",
+            minimum=0,
+            title="Margin (AUC)",
             description="How much the challenger's holdout AUC must beat the champion's by.",
         ),
     },
-)  # fmt: skip
+)
 def evaluate_and_promote() -> None:
     @task(**IO_RETRIES)
     def judge_challenger(params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -66,20 +71,30 @@ def evaluate_and_promote() -> None:
 
         params = params or {}
         settings = get_settings()
-        verdict = pipeline.evaluate_and_promote(settings, auto_promote=params.get("auto_promote"),
-                                                margin=params.get("margin"))  # fmt: skip
+        verdict = pipeline.evaluate_and_promote(
+            settings, auto_promote=params.get("auto_promote"), margin=params.get("margin")
+        )
         if verdict is None:
-            raise AirflowSkipException(f"{settings.model_name} has no version yet: "
-                                       "run 01_ingest_data and 02_warm_start_training first")
+            raise AirflowSkipException(
+                f"{settings.model_name} has no version yet: "
+                "run 01_ingest_data and 02_warm_start_training first"
+            )
         status = "passed" if verdict.passed else "rejected"
-        log.info("challenger %s v%s %s against champion v%s: %s", settings.model_name,
-                 verdict.challenger_version, status, verdict.champion_version or "none",
-                 verdict.reason)  # fmt: skip
+        log.info(
+            "challenger %s v%s %s against champion v%s: %s",
+            settings.model_name,
+            verdict.challenger_version,
+            status,
+            verdict.champion_version or "none",
+            verdict.reason,
+        )
         if verdict.promoted:
             log.info("promoted v%s to alias %s", verdict.challenger_version, settings.model_alias)
         elif verdict.passed:
-            log.info("not promoted (auto_promote is off): readmission promote %s",
-                     verdict.challenger_version)
+            log.info(
+                "not promoted (auto_promote is off): readmission promote %s",
+                verdict.challenger_version,
+            )
         return {
             "challenger_version": verdict.challenger_version,
             "champion_version": verdict.champion_version,

@@ -45,15 +45,20 @@ log = logging.getLogger("readmission.dags.ingest_data")
     tags=[*TAGS, "data"],
     params={
         "batches": Param(
-            1, type=["null", "integer"], minimum=0, title="Batches to ingest",
+            1,
+            type=["null", "integer"],
+            minimum=0,
+            title="Batches to ingest",
             description="New training batches to add. 0 or empty: every remaining batch.",
         ),
         "source": Param(
-            None, type=["null", "string"], title="Data source",
+            None,
+            type=["null", "string"],
+            title="Data source",
             description="Path or URL of the data set (.zip or .csv). Empty: DATA_SOURCE.",
         ),
     },
-)  # fmt: skip
+)
 def ingest_data() -> None:
     @task(**IO_RETRIES)
     def ingest(params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -74,8 +79,14 @@ def ingest_data() -> None:
                 raise  # the download failed: worth another try
             raise AirflowFailException(str(error)) from error  # wrong file: retrying won't help
         for batch in report.new_batches:
-            log.info("batch %d (%s): %d rows, %d accepted, %d quarantined", batch.batch_id,
-                     batch.kind, batch.rows, batch.accepted, batch.quarantined)  # fmt: skip
+            log.info(
+                "batch %d (%s): %d rows, %d accepted, %d quarantined",
+                batch.batch_id,
+                batch.kind,
+                batch.rows,
+                batch.accepted,
+                batch.quarantined,
+            )
         log.info("%d rows added, %d already present", report.rows_added, report.already_present)
         return {
             "batch_ids": [b.batch_id for b in report.new_batches],
@@ -90,8 +101,10 @@ def ingest_data() -> None:
         """Update the Asset (and so start training) only when training batches were added."""
         if not report["training_batch_ids"]:
             raise AirflowSkipException("no new training batch: nothing for 02 to train on")
-        outlet_events[CLEAN_ENCOUNTERS].extra = {"batch_ids": report["training_batch_ids"],
-                                                 "rows_added": report["rows_added"]}
+        outlet_events[CLEAN_ENCOUNTERS].extra = {
+            "batch_ids": report["training_batch_ids"],
+            "rows_added": report["rows_added"],
+        }
         return report["training_batch_ids"]
 
     announce_new_batches(ingest())

@@ -11,11 +11,13 @@ from typing import Any
 from airflow.sdk import Asset
 
 # Updated by 01_ingest_data when new training batches land in the warehouse; schedules 02.
-CLEAN_ENCOUNTERS = Asset(name="readmission_clean_encounters",
-                         uri="x-readmission://warehouse/clean_encounters")
+CLEAN_ENCOUNTERS = Asset(
+    name="readmission_clean_encounters", uri="x-readmission://warehouse/clean_encounters"
+)
 # Updated by 02_warm_start_training when it registers new model versions; schedules 03.
-MODEL_VERSIONS = Asset(name="readmission_model_versions",
-                       uri="x-readmission://registry/model_versions")
+MODEL_VERSIONS = Asset(
+    name="readmission_model_versions", uri="x-readmission://registry/model_versions"
+)
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 TAGS = ["readmission"]

@@ -55,17 +55,30 @@ def warm_start_training() -> None:
             log.info("[%d/%d] training batch %d", number, len(pending), batch_id)
             result = pipeline.train(settings, batch_id)
             auc = result.holdout.get("roc_auc", float("nan"))
-            log.info("[%d/%d] batch %d -> %s version %s (parent %s), holdout AUC %.4f", number,
-                     len(pending), batch_id, settings.model_name, result.version,
-                     result.parent_version or "none", auc)  # fmt: skip
-            trained.append({"batch_id": batch_id, "version": result.version,
-                            "parent_version": result.parent_version,
-                            "holdout_roc_auc": auc})  # fmt: skip
+            log.info(
+                "[%d/%d] batch %d -> %s version %s (parent %s), holdout AUC %.4f",
+                number,
+                len(pending),
+                batch_id,
+                settings.model_name,
+                result.version,
+                result.parent_version or "none",
+                auc,
+            )
+            trained.append(
+                {
+                    "batch_id": batch_id,
+                    "version": result.version,
+                    "parent_version": result.parent_version,
+                    "holdout_roc_auc": auc,
+                }
+            )
         return trained
 
     @task(outlets=[MODEL_VERSIONS])
-    def announce_new_versions(trained: list[dict[str, Any]],
-                              outlet_events: Any = None) -> list[str]:
+    def announce_new_versions(
+        trained: list[dict[str, Any]], outlet_events: Any = None
+    ) -> list[str]:
         """Update the Asset (and so start evaluation) only when versions were registered."""
         if not trained:
             raise AirflowSkipException("no new model version: nothing for 03 to evaluate")

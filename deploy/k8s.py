@@ -32,14 +32,26 @@ CONTEXT = os.environ.get("KUBE_CONTEXT", "k3d-readmission")
 FIELD_MANAGER = "readmission-deploy"
 # Dependencies first; NetworkPolicies before any pod, so no pod ever runs unprotected.
 KIND_ORDER = (
-    "Namespace", "NetworkPolicy", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
-    "RoleBinding", "ConfigMap", "Secret", "Service", "EndpointSlice", "Deployment",
-    "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress",
+    "Namespace",
+    "NetworkPolicy",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "EndpointSlice",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "Ingress",
 )
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 NOT_READY_HINTS = {
     "api": "the API is ready only once a model is in production: run the DAGs in Airflow and "
-           "promote a version (MLflow UI, `readmission promote`, or 03_evaluate_and_promote)",
+    "promote a version (MLflow UI, `readmission promote`, or 03_evaluate_and_promote)",
 }
 
 Manifest = dict[str, Any]
@@ -54,8 +66,10 @@ def kustomize_command(which: Callable[[str], str | None] = shutil.which) -> list
         return ["kustomize", "build", "--load-restrictor", "LoadRestrictionsNone"]
     if which("kubectl"):
         return ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
-    raise DeployError("neither kubectl nor kustomize is on PATH: install kubectl "
-                      "(https://kubernetes.io/docs/tasks/tools/)")
+    raise DeployError(
+        "neither kubectl nor kustomize is on PATH: install kubectl "
+        "(https://kubernetes.io/docs/tasks/tools/)"
+    )
 
 
 def render(overlay: Path = OVERLAY) -> list[Manifest]:
@@ -100,6 +114,7 @@ def set_images(manifests: Iterable[Manifest], images: dict[str, str]) -> list[Ma
 
 def apply_order(manifests: Iterable[Manifest]) -> list[Manifest]:
     """Stable sort by KIND_ORDER; kinds not listed go last."""
+
     def rank(manifest: Manifest) -> int:
         kind = manifest.get("kind")
         return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
@@ -119,10 +134,13 @@ def rollout_status(deployment: Manifest) -> tuple[bool, str]:
     if deployment["metadata"].get("generation", 0) > (status.get("observedGeneration") or 0):
         return False, "waiting for the new spec to be observed"
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "Progressing" and condition.get("reason") == \
-                "ProgressDeadlineExceeded":
-            raise DeployError(f"deployment/{name} exceeded its progress deadline: "
-                              f"{condition.get('message', '')}")
+        if (
+            condition.get("type") == "Progressing"
+            and condition.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            raise DeployError(
+                f"deployment/{name} exceeded its progress deadline: {condition.get('message', '')}"
+            )
     wanted = spec.get("replicas", 1)
     replicas = status.get("replicas") or 0
     updated = status.get("updatedReplicas") or 0
@@ -136,10 +154,15 @@ def rollout_status(deployment: Manifest) -> tuple[bool, str]:
     return True, f"rolled out ({available} available)"
 
 
-def wait_for_rollouts(names: Iterable[str], read: Callable[[str], Manifest], timeout: float,
-                      poll: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                      sleep: Callable[[float], None] = time.sleep,
-                      echo: Callable[[str], None] = print) -> None:
+def wait_for_rollouts(
+    names: Iterable[str],
+    read: Callable[[str], Manifest],
+    timeout: float,
+    poll: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    echo: Callable[[str], None] = print,
+) -> None:
     """Poll every Deployment in `names` (via `read(name)`) until all are rolled out, echoing each
     status change; DeployError naming the laggards when `timeout` seconds pass."""
     pending = list(names)
@@ -176,9 +199,11 @@ def pod_problems(pod: Manifest) -> list[str]:
         if restarts := container.get("restartCount") or 0:
             last = (container.get("lastState") or {}).get("terminated") or {}
             exit_code = last.get("exitCode")
-            problems.append(f"{name}: restarted {restarts}x, last exit "
-                            f"{'?' if exit_code is None else exit_code} "
-                            f"({last.get('reason') or 'unknown'})")
+            problems.append(
+                f"{name}: restarted {restarts}x, last exit "
+                f"{'?' if exit_code is None else exit_code} "
+                f"({last.get('reason') or 'unknown'})"
+            )
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             problems.append(f"unschedulable: {condition.get('message') or ''}")
@@ -221,8 +246,10 @@ class Cluster:
         try:
             config.load_kube_config(context=context)
         except Exception as error:  # kubeconfig missing, context unknown, ...
-            raise DeployError(f"cannot use kube context {context!r}: {error} "
-                              "(create the cluster with scripts/k8s-up)") from error
+            raise DeployError(
+                f"cannot use kube context {context!r}: {error} "
+                "(create the cluster with scripts/k8s-up)"
+            ) from error
         return cls(dynamic.DynamicClient(client.ApiClient()))
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -231,9 +258,13 @@ class Cluster:
     def apply(self, manifest: Manifest) -> None:
         with api_errors(f"could not apply {describe(manifest)}"):
             resource = self._resource(manifest["apiVersion"], manifest["kind"])
-            self.dynamic.server_side_apply(resource, body=manifest,
-                                           namespace=manifest["metadata"].get("namespace"),
-                                           field_manager=FIELD_MANAGER, force_conflicts=True)
+            self.dynamic.server_side_apply(
+                resource,
+                body=manifest,
+                namespace=manifest["metadata"].get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
 
     def deployment(self, namespace: str, name: str) -> Manifest:
         with api_errors(f"could not read deployment/{name}"):
@@ -247,8 +278,9 @@ class Cluster:
             return found.to_dict()["items"]
 
 
-def deploy(manifests: list[Manifest], cluster: Cluster, timeout: float,
-           echo: Callable[[str], None] = print) -> None:
+def deploy(
+    manifests: list[Manifest], cluster: Cluster, timeout: float, echo: Callable[[str], None] = print
+) -> None:
     """Apply `manifests` in dependency order, then wait for every Deployment's rollout; on a
     timeout, say why the pods that lag do not serve."""
     ordered = apply_order(manifests)
@@ -260,8 +292,11 @@ def deploy(manifests: list[Manifest], cluster: Cluster, timeout: float,
         echo(f"note: {NOT_READY_HINTS[name]}")
     try:
         wait_for_rollouts(
-            by_name, lambda name: cluster.deployment(by_name[name]["metadata"]["namespace"], name),
-            timeout=timeout, echo=echo)
+            by_name,
+            lambda name: cluster.deployment(by_name[name]["metadata"]["namespace"], name),
+            timeout=timeout,
+            echo=echo,
+        )
     except DeployError as error:
         details = [str(error)]
         for name, manifest in by_name.items():
@@ -286,12 +321,18 @@ def parse_images(pairs: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.k8s",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.k8s", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("command", choices=["render", "apply"])
     parser.add_argument("--overlay", type=Path, default=OVERLAY)
-    parser.add_argument("--image", action="append", default=[], metavar="NAME=REFERENCE",
-                        help="run REFERENCE wherever a container runs image NAME")
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="NAME=REFERENCE",
+        help="run REFERENCE wherever a container runs image NAME",
+    )
     parser.add_argument("--context", default=CONTEXT, help="kube context (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=300, help="rollout wait, seconds")
     args = parser.parse_args(argv)
@@ -305,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DeployError, argparse.ArgumentTypeError) as error:
         print(f"deploy failed: {error}", file=sys.stderr)
         return 1
-    print("ready: http://api.localhost:8081  http://ui.localhost:8081  "
-          "http://grafana.localhost:8081")
+    print(
+        "ready: http://api.localhost:8081  http://ui.localhost:8081  http://grafana.localhost:8081"
+    )
     return 0
 
 

@@ -58,8 +58,9 @@ class ReadmissionUser(FastHttpUser):
     @task(2)
     def predict_batch(self) -> None:
         batch = random.sample(ENCOUNTERS, random.randint(5, 25))
-        with self.client.post("/predict/batch", json={"encounters": batch},
-                              catch_response=True) as response:  # fmt: skip
+        with self.client.post(
+            "/predict/batch", json={"encounters": batch}, catch_response=True
+        ) as response:
             if _body(response).get("count") != len(batch):
                 response.failure(f"{response.status_code}: {response.text[:200]}")
 
@@ -104,6 +105,10 @@ def enforce_thresholds(environment: Environment, **_: Any) -> None:
         log.error("load test failed: %s", "; ".join(problems))
         environment.process_exit_code = 1
     else:
-        log.info("load test passed: %d requests, failure ratio %.2f%%, p95 %g ms",
-                 total.num_requests, 100 * total.fail_ratio, p95)  # fmt: skip
+        log.info(
+            "load test passed: %d requests, failure ratio %.2f%%, p95 %g ms",
+            total.num_requests,
+            100 * total.fail_ratio,
+            p95,
+        )
         environment.process_exit_code = 0

@@ -51,13 +51,16 @@ def _password(username: str) -> str:
         return password
     home = Path(os.environ.get("AIRFLOW_HOME") or ".readmission/airflow")
     path = (home if home.is_absolute() else ROOT / home) / (
-        "simple_auth_manager_passwords.json.generated")
+        "simple_auth_manager_passwords.json.generated"
+    )
     try:
         return json.loads(path.read_text())[username]
     except (OSError, ValueError, KeyError) as error:
-        raise AirflowError(f"no password for Airflow user {username}: set "
-                           f"AIRFLOW_ADMIN_PASSWORD, or AIRFLOW_HOME to where {path.name} is "
-                           f"({error})") from error
+        raise AirflowError(
+            f"no password for Airflow user {username}: set "
+            f"AIRFLOW_ADMIN_PASSWORD, or AIRFLOW_HOME to where {path.name} is "
+            f"({error})"
+        ) from error
 
 
 class AirflowClient:
@@ -73,22 +76,30 @@ class AirflowClient:
     def from_env(cls) -> AirflowClient:
         port = os.environ.get("AIRFLOW_PORT") or "8080"
         username = os.environ.get("AIRFLOW_ADMIN_USER") or "admin"
-        return cls(os.environ.get("AIRFLOW_URL") or f"http://127.0.0.1:{port}", username,
-                   _password(username))  # fmt: skip
+        return cls(
+            os.environ.get("AIRFLOW_URL") or f"http://127.0.0.1:{port}",
+            username,
+            _password(username),
+        )
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             return self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
-            raise AirflowError(f"Airflow is not reachable at {self.url} ({error}): start it "
-                               "with bin/airflow-standalone or set AIRFLOW_URL") from error
+            raise AirflowError(
+                f"Airflow is not reachable at {self.url} ({error}): start it "
+                "with bin/airflow-standalone or set AIRFLOW_URL"
+            ) from error
 
     def _token(self) -> str:
-        response = self._send("POST", "/auth/token", json={"username": self.username,
-                                                           "password": self.password})
+        response = self._send(
+            "POST", "/auth/token", json={"username": self.username, "password": self.password}
+        )
         if response.status_code != 201:
-            raise AirflowError(f"Airflow refused user {self.username} at {self.url}: "
-                               f"{response.status_code} {response.text}")
+            raise AirflowError(
+                f"Airflow refused user {self.username} at {self.url}: "
+                f"{response.status_code} {response.text}"
+            )
         return response.json()["access_token"]
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -102,8 +113,9 @@ class AirflowClient:
             time.sleep(pause)
             response = self._send(method, f"/api/v2{path}", **kwargs)
         if response.is_error:
-            raise AirflowError(f"{method} {path}: {response.status_code} {_detail(response)}",
-                               response.status_code)
+            raise AirflowError(
+                f"{method} {path}: {response.status_code} {_detail(response)}", response.status_code
+            )
         return response.json()
 
 
@@ -140,8 +152,9 @@ def trigger(dag_id: str, conf: dict[str, Any] | None = None, *, timeout: float =
     dag = _wait_for_dag(dag_id, timeout)
     if dag["is_paused"]:
         client().request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-    run = client().request("POST", f"/dags/{dag_id}/dagRuns",
-                           json={"logical_date": None, "conf": conf or {}})  # fmt: skip
+    run = client().request(
+        "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
+    )
     return run["dag_run_id"]
 
 
@@ -153,38 +166,47 @@ def wait(dag_id: str, run_id: str, timeout: float = 900, poll: float = 2) -> dic
         if run["state"] == "success":
             return run
         if run["state"] == "failed":
-            tasks = client().request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                                     params={"state": "failed"})["task_instances"]  # fmt: skip
+            tasks = client().request(
+                "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"state": "failed"}
+            )["task_instances"]
             failed = ", ".join(t["task_id"] for t in tasks) or "none (the run itself)"
-            raise DagRunFailed(f"{dag_id} run {run_id} failed; failed tasks: {failed}. "
-                               f"Logs: {client().url}/dags/{dag_id}/runs/{run_id}")
+            raise DagRunFailed(
+                f"{dag_id} run {run_id} failed; failed tasks: {failed}. "
+                f"Logs: {client().url}/dags/{dag_id}/runs/{run_id}"
+            )
         if time.monotonic() > deadline:
             raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout}s")
         time.sleep(poll)
 
 
-def wait_for_asset_run(dag_id: str, source: dict[str, Any], timeout: float = 300,
-                       poll: float = 2) -> str:
+def wait_for_asset_run(
+    dag_id: str, source: dict[str, Any], timeout: float = 300, poll: float = 2
+) -> str:
     """The run id of `dag_id` that an Asset event of the finished run `source` started."""
     deadline = time.monotonic() + timeout
     while True:
-        events = client().request("GET", "/assets/events", params={
-            "source_dag_id": source["dag_id"], "source_run_id": source["dag_run_id"]})
+        events = client().request(
+            "GET",
+            "/assets/events",
+            params={"source_dag_id": source["dag_id"], "source_run_id": source["dag_run_id"]},
+        )
         for event in events["asset_events"]:
             for run in event["created_dagruns"]:
                 if run["dag_id"] == dag_id:
                     return run["run_id"]
         if time.monotonic() > deadline:
             found = "no Asset event" if not events["asset_events"] else "Asset events, no run"
-            raise TimeoutError(f"{source['dag_id']} run {source['dag_run_id']} left {found} "
-                               f"for {dag_id} after {timeout}s")
+            raise TimeoutError(
+                f"{source['dag_id']} run {source['dag_run_id']} left {found} "
+                f"for {dag_id} after {timeout}s"
+            )
         time.sleep(poll)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Trigger a DAG run and wait for it.")
     parser.add_argument("dag_id", help="e.g. 01_ingest_data")
-    parser.add_argument("--conf", default="{}", help='params as JSON, e.g. \'{"batches": 2}\'')
+    parser.add_argument("--conf", default="{}", help="params as JSON, e.g. '{\"batches\": 2}'")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait")
     parser.add_argument("--no-wait", action="store_true", help="return once triggered")
     args = parser.parse_args(argv)

@@ -49,8 +49,9 @@ class Services:
 
     def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.running.append((name, process))
         say(f"started {name} (pid {process.pid}, log {self.logs / f'{name}.log'})")
         return process
@@ -75,8 +76,9 @@ class Services:
     def check(self) -> None:
         for name, process in self.running:
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}: see "
-                                   f"{self.logs / f'{name}.log'}")  # fmt: skip
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode}: see {self.logs / f'{name}.log'}"
+                )
 
 
 def port_free(port: int) -> bool:
@@ -106,9 +108,16 @@ def main() -> int:
     home = home if home.is_absolute() else ROOT / home
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    ports = {name: int(os.environ.get(f"{name.upper()}_PORT", default))
-             for name, default in (("mlflow", 5000), ("airflow", 8080), ("api", 8000),
-                                   ("ui", 8501), ("prometheus", 9090))}  # fmt: skip
+    ports = {
+        name: int(os.environ.get(f"{name.upper()}_PORT", default))
+        for name, default in (
+            ("mlflow", 5000),
+            ("airflow", 8080),
+            ("api", 8000),
+            ("ui", 8501),
+            ("prometheus", 9090),
+        )
+    }
     busy = [f"{name} port {port}" for name, port in ports.items() if not port_free(port)]
     if busy:
         say(
@@ -126,10 +135,12 @@ def main() -> int:
         "READMISSION_HOME": str(home),
         "MLFLOW_TRACKING_URI": mlflow_url,
         "MLFLOW_PORT": str(ports["mlflow"]),
-        "MLFLOW_BACKEND_STORE_URI": os.environ.get("MLFLOW_BACKEND_STORE_URI",
-                                                   f"sqlite:///{home / 'mlflow-server.db'}"),
-        "MLFLOW_ARTIFACTS_DESTINATION": os.environ.get("MLFLOW_ARTIFACTS_DESTINATION",
-                                                       str(home / "mlartifacts")),
+        "MLFLOW_BACKEND_STORE_URI": os.environ.get(
+            "MLFLOW_BACKEND_STORE_URI", f"sqlite:///{home / 'mlflow-server.db'}"
+        ),
+        "MLFLOW_ARTIFACTS_DESTINATION": os.environ.get(
+            "MLFLOW_ARTIFACTS_DESTINATION", str(home / "mlartifacts")
+        ),
         "AIRFLOW_HOME": str(home / "airflow"),
         "AIRFLOW_PORT": str(ports["airflow"]),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -139,7 +150,7 @@ def main() -> int:
         "UI_PORT": str(ports["ui"]),
         "PROMETHEUS_PORT": str(ports["prometheus"]),
         "MODEL_POLL_SECONDS": os.environ.get("MODEL_POLL_SECONDS", "2"),
-    }  # fmt: skip
+    }
     if "DATA_SOURCE" in os.environ and not os.environ["DATA_SOURCE"].startswith("http"):
         env["DATA_SOURCE"] = str(Path(os.environ["DATA_SOURCE"]).resolve())
     os.environ.update(env)  # the Airflow client below reads AIRFLOW_* from here
@@ -167,8 +178,14 @@ def main() -> int:
         services.stop()
 
 
-def run(services: Services, env: dict[str, str], ports: dict[str, int], mlflow_url: str,
-        api_url: str, home: Path) -> None:  # fmt: skip
+def run(
+    services: Services,
+    env: dict[str, str],
+    ports: dict[str, int],
+    mlflow_url: str,
+    api_url: str,
+    home: Path,
+) -> None:
     batches = int(os.environ.get("DEMO_BATCHES", "3"))
     services.start("mlflow", [str(ROOT / "bin" / "mlflow-server")], env)
     wait_until("MLflow", lambda: answers(f"{mlflow_url}/health"), services, 120)
@@ -203,8 +220,10 @@ def run(services: Services, env: dict[str, str], ports: dict[str, int], mlflow_u
     wait_until("Airflow", lambda: answers(f"{airflow_url}/api/v2/monitor/health"), services, 300)
     say(f"Airflow is up at {airflow_url}")
 
-    say(f"triggering 01_ingest_data for {batches} batch(es) of "
-        f"{os.environ.get('BATCH_SIZE', '15000')} rows ...")  # fmt: skip
+    say(
+        f"triggering 01_ingest_data for {batches} batch(es) of "
+        f"{os.environ.get('BATCH_SIZE', '15000')} rows ..."
+    )
     ingest = airflow_runs.wait(
         "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": batches})
     )
@@ -219,9 +238,12 @@ def run(services: Services, env: dict[str, str], ports: dict[str, int], mlflow_u
     )
     say(f"03_evaluate_and_promote: {verdict['state']}")
 
-    ready = wait_until("a served model",
-                       lambda: (r := httpx.get(f"{api_url}/ready", timeout=3)).status_code == 200
-                       and r.json(), services, 120)  # fmt: skip
+    ready = wait_until(
+        "a served model",
+        lambda: (r := httpx.get(f"{api_url}/ready", timeout=3)).status_code == 200 and r.json(),
+        services,
+        120,
+    )
     say(f"the API serves version {ready['model_version']}")
     prediction = httpx.post(f"{api_url}/predict", json=example_encounter(), timeout=10)
     prediction.raise_for_status()

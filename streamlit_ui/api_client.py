@@ -51,14 +51,15 @@ class ApiClient:
         return self._request("POST", "/predict", json=dict(encounter), params=params)
 
     def predict_batch(self, encounters: Sequence[Mapping[str, Any]]) -> Json:
-        return self._request("POST", "/predict/batch",
-                             json={"encounters": [dict(e) for e in encounters]})
+        return self._request(
+            "POST", "/predict/batch", json={"encounters": [dict(e) for e in encounters]}
+        )
 
     def predict_many(self, encounters: Sequence[Mapping[str, Any]], chunk_rows: int) -> list[Json]:
         """Predictions for any number of encounters, in requests of at most `chunk_rows`."""
         predictions: list[Json] = []
         for start in range(0, len(encounters), chunk_rows):
-            predictions += self.predict_batch(encounters[start:start + chunk_rows])["predictions"]
+            predictions += self.predict_batch(encounters[start : start + chunk_rows])["predictions"]
         return predictions
 
     def model(self) -> Json:
@@ -69,8 +70,15 @@ class ApiClient:
         """Every registered version of the model, oldest first, with holdout metrics."""
         return self._request("GET", "/model/history", unavailable=ApiError)  # 503: no registry
 
-    def _request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,),
-                 unavailable: type[ApiError] = NoModelPromoted, **kwargs: Any) -> Json:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        unavailable: type[ApiError] = NoModelPromoted,
+        **kwargs: Any,
+    ) -> Json:
         url = f"{self.base_url}{path}"
         try:
             response = httpx.request(method, url, timeout=self.timeout, **kwargs)
@@ -83,14 +91,17 @@ class ApiClient:
         try:
             return response.json()
         except ValueError as error:
-            raise ApiError(f"{url} answered {response.status_code} with something other than "
-                           "JSON: is API_URL the readmission API?") from error
+            raise ApiError(
+                f"{url} answered {response.status_code} with something other than "
+                "JSON: is API_URL the readmission API?"
+            ) from error
 
 
 def _error_for(response: httpx.Response, unavailable: type[ApiError]) -> ApiError:
     message = error_message(response)
     kind = {503: unavailable, 422: InvalidEncounter, 413: BatchTooLarge}.get(
-        response.status_code, ApiError)
+        response.status_code, ApiError
+    )
     if kind is ApiError:
         request = response.request
         message = f"{request.method} {request.url.path} answered {response.status_code}: {message}"

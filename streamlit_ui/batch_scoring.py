@@ -28,14 +28,17 @@ class CheckedRows:
 def read_csv(data: bytes) -> pd.DataFrame:
     """Every value as text, like the ingest: 'None' and '?' are values, not missing data."""
     try:
-        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False,
-                            encoding="utf-8-sig")
+        frame = pd.read_csv(
+            io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig"
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise UnreadableCsv(f"the file is not a readable CSV ({error})") from error
     missing = [c for c in FEATURES if c not in frame.columns]
     if missing:
-        raise UnreadableCsv(f"the file lacks the columns {', '.join(missing)}: upload a CSV with "
-                            "the header of the data set's diabetic_data.csv")
+        raise UnreadableCsv(
+            f"the file lacks the columns {', '.join(missing)}: upload a CSV with "
+            "the header of the data set's diabetic_data.csv"
+        )
     if frame.empty:
         raise UnreadableCsv("the file has a header but no data rows")
     return frame
@@ -56,8 +59,11 @@ def check_rows(frame: pd.DataFrame) -> CheckedRows:
         else:
             payloads.append(payload)
             good_rows.append(row)
-    return CheckedRows(good=frame.loc[good_rows], payloads=payloads,
-                       bad=pd.DataFrame(bad, columns=["row", "reason"]))
+    return CheckedRows(
+        good=frame.loc[good_rows],
+        payloads=payloads,
+        bad=pd.DataFrame(bad, columns=["row", "reason"]),
+    )
 
 
 def scored(good: pd.DataFrame, predictions: list[dict[str, Any]]) -> pd.DataFrame:

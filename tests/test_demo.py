@@ -18,8 +18,10 @@ from .conftest import ROOT, free_port
 def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
     sample_csv: Path, tmp_path: Path
 ) -> None:
-    ports = {f"{name}_PORT": str(free_port()) for name in
-             ("MLFLOW", "AIRFLOW", "API", "UI", "PROMETHEUS")}  # fmt: skip
+    ports = {
+        f"{name}_PORT": str(free_port())
+        for name in ("MLFLOW", "AIRFLOW", "API", "UI", "PROMETHEUS")
+    }
     env = {
         **os.environ,
         **ports,

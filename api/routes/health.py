@@ -16,8 +16,12 @@ async def health() -> Health:
     return Health()
 
 
-@router.get("/ready", response_model=Ready, summary="Readiness: 200 once a model is served",
-            responses={503: {"model": NotReady, "description": "No model is served yet."}})
+@router.get(
+    "/ready",
+    response_model=Ready,
+    summary="Readiness: 200 once a model is served",
+    responses={503: {"model": NotReady, "description": "No model is served yet."}},
+)
 async def ready(state: ServingState) -> Ready | JSONResponse:
     model = state.store.current
     if model is None:

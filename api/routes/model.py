@@ -22,8 +22,12 @@ bearer = HTTPBearer(auto_error=False, description="The API_RELOAD_TOKEN of the s
 NO_MODEL = {503: {"model": ModelInfo, "description": "No model is served (version null)."}}
 
 
-@router.get("", response_model=ModelInfo, responses=NO_MODEL,
-            summary="The served model version, its metrics and the registry watcher's state")
+@router.get(
+    "",
+    response_model=ModelInfo,
+    responses=NO_MODEL,
+    summary="The served model version, its metrics and the registry watcher's state",
+)
 async def model_info(state: ServingState) -> ModelInfo | JSONResponse:
     info = state.store.info()
     if info.version is None:
@@ -31,8 +35,12 @@ async def model_info(state: ServingState) -> ModelInfo | JSONResponse:
     return info
 
 
-@router.get("/history", response_model=ModelHistory, summary="Every registered version",
-            responses={503: {"model": Message, "description": "The registry is unreachable."}})
+@router.get(
+    "/history",
+    response_model=ModelHistory,
+    summary="Every registered version",
+    responses={503: {"model": Message, "description": "The registry is unreachable."}},
+)
 async def model_history(state: ServingState) -> ModelHistory:
     try:
         return await asyncio.to_thread(_history, state.settings)
@@ -45,17 +53,22 @@ def _history(settings: Settings) -> ModelHistory:
     aliases = _aliases(settings)
     rows = [
         VersionRow(
-            version=v.version, parent_version=v.parent_version or None, batch_id=v.batch_id,
+            version=v.version,
+            parent_version=v.parent_version or None,
+            batch_id=v.batch_id,
             holdout_roc_auc=_finite(v.metrics.get("holdout_roc_auc")),
             holdout_log_loss=_finite(v.metrics.get("holdout_log_loss")),
             samples_seen=int(v.metrics["samples_seen"]) if "samples_seen" in v.metrics else None,
-            aliases=sorted({*v.aliases, *aliases.get(v.version, ())}), stage=v.stage,
+            aliases=sorted({*v.aliases, *aliases.get(v.version, ())}),
+            stage=v.stage,
         )
         for v in registry.version_summaries(settings)
-    ]  # fmt: skip
-    return ModelHistory(model_name=settings.model_name,
-                        production_version=production.version if production else None,
-                        versions=rows)  # fmt: skip
+    ]
+    return ModelHistory(
+        model_name=settings.model_name,
+        production_version=production.version if production else None,
+        versions=rows,
+    )
 
 
 def _aliases(settings: Settings) -> dict[str, list[str]]:
@@ -76,10 +89,15 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-@router.post("/reload", response_model=ModelInfo,
-             summary="Check the registry now (Authorization: Bearer API_RELOAD_TOKEN)",
-             responses={401: {"model": Message, "description": "Missing or wrong token."},
-                        503: {"model": Message, "description": "API_RELOAD_TOKEN is not set."}})
+@router.post(
+    "/reload",
+    response_model=ModelInfo,
+    summary="Check the registry now (Authorization: Bearer API_RELOAD_TOKEN)",
+    responses={
+        401: {"model": Message, "description": "Missing or wrong token."},
+        503: {"model": Message, "description": "API_RELOAD_TOKEN is not set."},
+    },
+)
 async def reload_model(
     state: ServingState,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -88,8 +106,10 @@ async def reload_model(
     if token is None or not token.get_secret_value():
         raise HTTPException(503, detail="reloading is disabled: set API_RELOAD_TOKEN on the server")
     if credentials is None or not secrets.compare_digest(
-            credentials.credentials.encode(), token.get_secret_value().encode()):
-        raise HTTPException(401, detail="missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        credentials.credentials.encode(), token.get_secret_value().encode()
+    ):
+        raise HTTPException(
+            401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     await state.store.refresh()
     return state.store.info()

@@ -31,10 +31,15 @@ EXAMPLES = {
     "typical": {"summary": "A typical encounter", "value": example_encounter()},
     "frequent-inpatient": {
         "summary": "Three inpatient stays in the past year, discharged to a nursing facility",
-        "value": {**example_encounter(), "number_inpatient": 3, "discharge_disposition_id": 3,
-                  "age": "[80-90)", "encounter_id": 2278392},
+        "value": {
+            **example_encounter(),
+            "number_inpatient": 3,
+            "discharge_disposition_id": 3,
+            "age": "[80-90)",
+            "encounter_id": 2278392,
+        },
     },
-}  # fmt: skip
+}
 
 
 def risk_band(probability: float, threshold: float) -> RiskBand:
@@ -55,8 +60,13 @@ def _fields(model: ServedModel, encounter_id: int | None, probability: float) ->
     }
 
 
-@router.post("/predict", response_model=ExplainedPrediction, response_model_exclude_unset=True,
-             responses=ERRORS, summary="P(readmission within 30 days) of one encounter")
+@router.post(
+    "/predict",
+    response_model=ExplainedPrediction,
+    response_model_exclude_unset=True,
+    responses=ERRORS,
+    summary="P(readmission within 30 days) of one encounter",
+)
 async def predict(
     encounter: Annotated[Encounter, Body(openapi_examples=EXAMPLES)],  # type: ignore[valid-type]
     scoring: ScoringState,
@@ -70,27 +80,40 @@ async def predict(
     prediction = ExplainedPrediction(**_fields(model, encounter.encounter_id, probability))
     if explain:
         top = model.scorer.contributions(record)[:TOP_CONTRIBUTIONS]
-        prediction.contributions = [Contribution(feature=c.feature, value=c.value, logit=c.logit)
-                                    for c in top]  # fmt: skip
+        prediction.contributions = [
+            Contribution(feature=c.feature, value=c.value, logit=c.logit) for c in top
+        ]
         prediction.intercept = model.scorer.intercept
     return prediction
 
 
-@router.post("/predict/batch", response_model=BatchPrediction,
-             responses={**ERRORS, 413: {"model": Message, "description": "Over MAX_BATCH_ROWS."}},
-             summary="Probabilities for many encounters in one call")
+@router.post(
+    "/predict/batch",
+    response_model=BatchPrediction,
+    responses={**ERRORS, 413: {"model": Message, "description": "Over MAX_BATCH_ROWS."}},
+    summary="Probabilities for many encounters in one call",
+)
 async def predict_batch(batch: BatchRequest, scoring: ScoringState) -> BatchPrediction:
     state, model = scoring.state, scoring.model
     limit = state.settings.max_batch_rows
     if len(batch.encounters) > limit:
-        raise HTTPException(413, detail=f"{len(batch.encounters)} encounters is over the limit of "
-                                        f"{limit} per call (MAX_BATCH_ROWS): split the batch")
+        raise HTTPException(
+            413,
+            detail=f"{len(batch.encounters)} encounters is over the limit of "
+            f"{limit} per call (MAX_BATCH_ROWS): split the batch",
+        )
     records = [e.to_record() for e in batch.encounters]
     probabilities = model.scorer.probabilities(records).tolist() if records else []
     state.drift.observe(records)
     state.metrics.batch_rows.observe(len(records))
     state.metrics.record_many(probabilities, model.threshold)
-    predictions = [Prediction(**_fields(model, encounter.encounter_id, probability))
-                   for encounter, probability in zip(batch.encounters, probabilities, strict=True)]
-    return BatchPrediction(model_name=model.name, model_version=model.version,
-                           count=len(predictions), predictions=predictions)
+    predictions = [
+        Prediction(**_fields(model, encounter.encounter_id, probability))
+        for encounter, probability in zip(batch.encounters, probabilities, strict=True)
+    ]
+    return BatchPrediction(
+        model_name=model.name,
+        model_version=model.version,
+        count=len(predictions),
+        predictions=predictions,
+    )

@@ -16,8 +16,11 @@ from readmission.config import get_settings
 from readmission.dataset import DatasetError, synthetic_sample
 from readmission.validation import validate
 
-app = typer.Typer(help="Diabetes readmission platform: ingest, train, promote, inspect.",
-                  no_args_is_help=True, add_completion=False)  # fmt: skip
+app = typer.Typer(
+    help="Diabetes readmission platform: ingest, train, promote, inspect.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.callback()
@@ -42,8 +45,10 @@ def ingest(
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
     for b in report.new_batches:
-        typer.echo(f"batch {b.batch_id} ({b.kind}): {b.rows} rows, {b.accepted} accepted, "
-                   f"{b.quarantined} quarantined")  # fmt: skip
+        typer.echo(
+            f"batch {b.batch_id} ({b.kind}): {b.rows} rows, {b.accepted} accepted, "
+            f"{b.quarantined} quarantined"
+        )
     typer.echo(f"{report.rows_added} rows added, {report.already_present} already present")
 
 
@@ -61,9 +66,11 @@ def train(
         for number, batch_id in enumerate(pending, 1):
             typer.echo(f"[{number}/{len(pending)}] training batch {batch_id} ...")
             result = pipeline.train(settings, batch_id)
-            typer.echo(f"  version {result.version} (parent {result.parent_version or 'none'}): "
-                       f"holdout AUC {result.holdout.get('roc_auc', float('nan')):.4f}, "
-                       f"log-loss {result.holdout.get('log_loss', float('nan')):.4f}")  # fmt: skip
+            typer.echo(
+                f"  version {result.version} (parent {result.parent_version or 'none'}): "
+                f"holdout AUC {result.holdout.get('roc_auc', float('nan')):.4f}, "
+                f"log-loss {result.holdout.get('log_loss', float('nan')):.4f}"
+            )
 
 
 @app.command()
@@ -71,8 +78,10 @@ def promote(version: Annotated[str, typer.Argument(help="Model version to promot
     """Make VERSION the production model (alias MODEL_ALIAS and legacy stage Production)."""
     settings = get_settings()
     promoted = registry.promote(settings, version)
-    typer.echo(f"{settings.model_name} version {promoted.version} is now "
-               f"'{settings.model_alias}' (stage {promoted.current_stage})")  # fmt: skip
+    typer.echo(
+        f"{settings.model_name} version {promoted.version} is now "
+        f"'{settings.model_alias}' (stage {promoted.current_stage})"
+    )
 
 
 @app.command()
@@ -91,9 +100,11 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         )
     typer.echo(f"model {report['model_name']}: production = {report['production_version']}")
     for v in report["versions"]:
-        typer.echo(f"  v{v['version']:<4} parent {v['parent_version'] or '-':<4} "
-                   f"AUC {v['holdout_roc_auc']:.4f} log-loss {v['holdout_log_loss']:.4f} "
-                   f"{' '.join(v['aliases'])} {v['stage']}")  # fmt: skip
+        typer.echo(
+            f"  v{v['version']:<4} parent {v['parent_version'] or '-':<4} "
+            f"AUC {v['holdout_roc_auc']:.4f} log-loss {v['holdout_log_loss']:.4f} "
+            f"{' '.join(v['aliases'])} {v['stage']}"
+        )
 
 
 @app.command()

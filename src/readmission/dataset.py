@@ -105,8 +105,26 @@ def synthetic_sample(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
         "encounter_id": np.sort(rng.choice(np.arange(10_000, 10_000 + rows * 20), rows, False)),
         "patient_nbr": rng.integers(100_000, 999_999, rows),
     }
-    diagnoses = np.array(["428", "414", "786", "410", "486", "427", "250.83", "250.02", "V57",
-                          "E909", "599", "276", "38", "715", "996", "?"])  # fmt: skip
+    diagnoses = np.array(
+        [
+            "428",
+            "414",
+            "786",
+            "410",
+            "486",
+            "427",
+            "250.83",
+            "250.02",
+            "V57",
+            "E909",
+            "599",
+            "276",
+            "38",
+            "715",
+            "996",
+            "?",
+        ]
+    )
     for spec in FEATURE_COLUMNS:
         if isinstance(spec, Integer):
             high = min(
@@ -127,8 +145,13 @@ def synthetic_sample(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
             data[spec.name] = rng.choice(np.array(spec.values), rows, p=weights / weights.sum())
     frame = pd.DataFrame(data)
     age = frame["age"].str.slice(1, 3).str.rstrip("-").astype(int)
-    logit = (-3.2 + 1.4 * frame["number_inpatient"] + 0.7 * frame["number_emergency"]
-             + 0.015 * age + 0.9 * (frame["diag_1"] == "428"))  # fmt: skip
+    logit = (
+        -3.2
+        + 1.4 * frame["number_inpatient"]
+        + 0.7 * frame["number_emergency"]
+        + 0.015 * age
+        + 0.9 * (frame["diag_1"] == "428")
+    )
     positive = rng.random(rows) < 1 / (1 + np.exp(-logit))
     frame["readmitted"] = np.where(positive, "<30", rng.choice(np.array(["NO", ">30"]), rows))
     frame["change"] = np.where(

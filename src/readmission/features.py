@@ -47,13 +47,24 @@ class Numeric:
 # with the groups of Strack et al. 2014 (diabetes 250, circulatory 785, respiratory 786,
 # digestive 787, genitourinary 788) kept apart where the paper does.
 _ICD9_CHAPTERS = (
-    ("infectious", 1, 139), ("neoplasms", 140, 239), ("endocrine", 240, 279),
-    ("blood", 280, 289), ("mental", 290, 319), ("nervous", 320, 389), ("circulatory", 390, 459),
-    ("respiratory", 460, 519), ("digestive", 520, 579), ("genitourinary", 580, 629),
-    ("pregnancy", 630, 679), ("skin", 680, 709), ("musculoskeletal", 710, 739),
-    ("congenital", 740, 759), ("perinatal", 760, 779), ("symptoms", 780, 799),
+    ("infectious", 1, 139),
+    ("neoplasms", 140, 239),
+    ("endocrine", 240, 279),
+    ("blood", 280, 289),
+    ("mental", 290, 319),
+    ("nervous", 320, 389),
+    ("circulatory", 390, 459),
+    ("respiratory", 460, 519),
+    ("digestive", 520, 579),
+    ("genitourinary", 580, 629),
+    ("pregnancy", 630, 679),
+    ("skin", 680, 709),
+    ("musculoskeletal", 710, 739),
+    ("congenital", 740, 759),
+    ("perinatal", 760, 779),
+    ("symptoms", 780, 799),
     ("injury", 800, 999),
-)  # fmt: skip
+)
 _STRACK_SYMPTOMS = {785: "circulatory", 786: "respiratory", 787: "digestive", 788: "genitourinary"}
 ICD9_GROUPS = (
     *(label for label, _, _ in _ICD9_CHAPTERS),
@@ -188,15 +199,27 @@ CATEGORICAL: tuple[Feature, ...] = (
     *(
         _column(name)
         for name in (
-            "race", "gender", "age", "admission_type_id", "discharge_disposition_id",
-            "admission_source_id", "payer_code", "medical_specialty", "max_glu_serum",
-            "A1Cresult", "change", "diabetesMed", *MEDICATIONS,
+            "race",
+            "gender",
+            "age",
+            "admission_type_id",
+            "discharge_disposition_id",
+            "admission_source_id",
+            "payer_code",
+            "medical_specialty",
+            "max_glu_serum",
+            "A1Cresult",
+            "change",
+            "diabetesMed",
+            *MEDICATIONS,
         )
     ),
     Feature("weight_recorded", ("weight",), _weight_recorded, ("no", "yes")),
     *(Feature(f"{d}_group", (d,), icd9_group, ICD9_GROUPS) for d in ("diag_1", "diag_2", "diag_3")),
-    *(Feature(f"{d}_category", (d,), icd9_category, ICD9_CATEGORIES)
-      for d in ("diag_1", "diag_2", "diag_3")),
+    *(
+        Feature(f"{d}_category", (d,), icd9_category, ICD9_CATEGORIES)
+        for d in ("diag_1", "diag_2", "diag_3")
+    ),
     Feature("diag_1_diabetes", ("diag_1",), diabetes_detail, DIABETES_DETAILS),
     _INPATIENT,
     _EMERGENCY,
@@ -219,15 +242,23 @@ CATEGORICAL: tuple[Feature, ...] = (
     cross(_column("A1Cresult"), _column("change")),
     cross(_column("medical_specialty"), _INPATIENT),
     cross(_DISCHARGE, _DIAG_1_GROUP),
-)  # fmt: skip
+)
 
 NUMERIC: tuple[Numeric, ...] = (
-    *(Numeric(name, (name,), _as_float) for name in (
-        "time_in_hospital", "num_lab_procedures", "num_procedures", "num_medications",
-        "number_diagnoses", *_COUNTS)),
+    *(
+        Numeric(name, (name,), _as_float)
+        for name in (
+            "time_in_hospital",
+            "num_lab_procedures",
+            "num_procedures",
+            "num_medications",
+            "number_diagnoses",
+            *_COUNTS,
+        )
+    ),
     *(Numeric(f"log1p_{name}", (name,), _log1p) for name in _COUNTS),
     Numeric("log1p_total_visits", _COUNTS, _total_visits),
-)  # fmt: skip
+)
 
 INPUT_COLUMNS = tuple(dict.fromkeys(c for f in (*CATEGORICAL, *NUMERIC) for c in f.inputs))
 

@@ -29,10 +29,15 @@ def ingest(
 ) -> warehouse.IngestReport:
     """Acquire the source and store its next batches (all when `max_batches` is None)."""
     frame = acquire(settings, source)
-    report = warehouse.ingest(settings.warehouse_url, frame, settings.batch_size,
-                              settings.holdout_fraction, max_batches)  # fmt: skip
-    log.info("ingested %d rows in %d batches (%d already present)", report.rows_added,
-             len(report.new_batches), report.already_present)  # fmt: skip
+    report = warehouse.ingest(
+        settings.warehouse_url, frame, settings.batch_size, settings.holdout_fraction, max_batches
+    )
+    log.info(
+        "ingested %d rows in %d batches (%d already present)",
+        report.rows_added,
+        len(report.new_batches),
+        report.already_present,
+    )
     return report
 
 
@@ -81,17 +86,27 @@ def evaluate_and_promote(
     if promoted:
         registry.promote(settings, challenger.version)
     client = registry.connect(settings)
-    tags = {"validation_status": "passed" if passed else "rejected", "validation_reason": reason,
-            "challenger_roc_auc": f"{ours['roc_auc']:.6f}",
-            "challenger_log_loss": f"{ours['log_loss']:.6f}",
-            "champion_version": champion.version if champion else "none",
-            "champion_roc_auc": f"{theirs['roc_auc']:.6f}" if theirs else "none",
-            "promoted_by": "auto" if promoted else "manual"}  # fmt: skip
+    tags = {
+        "validation_status": "passed" if passed else "rejected",
+        "validation_reason": reason,
+        "challenger_roc_auc": f"{ours['roc_auc']:.6f}",
+        "challenger_log_loss": f"{ours['log_loss']:.6f}",
+        "champion_version": champion.version if champion else "none",
+        "champion_roc_auc": f"{theirs['roc_auc']:.6f}" if theirs else "none",
+        "promoted_by": "auto" if promoted else "manual",
+    }
     for key, value in tags.items():
         client.set_model_version_tag(settings.model_name, challenger.version, key, value)
     log.info("challenger v%s: %s (%s)", challenger.version, tags["validation_status"], reason)
-    return Verdict(challenger.version, champion.version if champion else None, ours, theirs,
-                   passed, promoted, reason)  # fmt: skip
+    return Verdict(
+        challenger.version,
+        champion.version if champion else None,
+        ours,
+        theirs,
+        passed,
+        promoted,
+        reason,
+    )
 
 
 def _judge(
@@ -100,15 +115,20 @@ def _judge(
     if ours["roc_auc"] < settings.min_auc:
         return False, f"holdout AUC {ours['roc_auc']:.4f} is below MIN_AUC {settings.min_auc}"
     if ours["log_loss"] > settings.max_log_loss:
-        return False, (f"holdout log-loss {ours['log_loss']:.4f} is above MAX_LOG_LOSS "
-                       f"{settings.max_log_loss}")  # fmt: skip
+        return False, (
+            f"holdout log-loss {ours['log_loss']:.4f} is above MAX_LOG_LOSS {settings.max_log_loss}"
+        )
     if theirs is None:
         return True, "no production model yet; quality floors met"
     if ours["roc_auc"] < theirs["roc_auc"] + margin:
-        return False, (f"holdout AUC {ours['roc_auc']:.4f} does not beat the champion's "
-                       f"{theirs['roc_auc']:.4f} by the margin {margin}")  # fmt: skip
-    return True, (f"holdout AUC {ours['roc_auc']:.4f} beats the champion's "
-                  f"{theirs['roc_auc']:.4f} by at least {margin}")  # fmt: skip
+        return False, (
+            f"holdout AUC {ours['roc_auc']:.4f} does not beat the champion's "
+            f"{theirs['roc_auc']:.4f} by the margin {margin}"
+        )
+    return True, (
+        f"holdout AUC {ours['roc_auc']:.4f} beats the champion's "
+        f"{theirs['roc_auc']:.4f} by at least {margin}"
+    )
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -120,10 +140,15 @@ def status(settings: Settings) -> dict[str, Any]:
         "model_name": settings.model_name,
         "production_version": production.version if production else None,
         "versions": [
-            {"version": v.version, "parent_version": v.parent_version, "aliases": v.aliases,
-             "stage": v.stage, "batch_id": v.batch_id,
-             "holdout_roc_auc": v.metrics.get("holdout_roc_auc", float("nan")),
-             "holdout_log_loss": v.metrics.get("holdout_log_loss", float("nan"))}
+            {
+                "version": v.version,
+                "parent_version": v.parent_version,
+                "aliases": v.aliases,
+                "stage": v.stage,
+                "batch_id": v.batch_id,
+                "holdout_roc_auc": v.metrics.get("holdout_roc_auc", float("nan")),
+                "holdout_log_loss": v.metrics.get("holdout_log_loss", float("nan")),
+            }
             for v in registry.version_summaries(settings)
         ],
-    }  # fmt: skip
+    }

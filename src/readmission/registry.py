@@ -88,8 +88,9 @@ def production_version(settings: Settings) -> ModelVersion | None:
     except MlflowException as error:
         if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
-    staged = [v for v in _versions(client, settings.model_name)
-              if v.current_stage == PRODUCTION_STAGE]  # fmt: skip
+    staged = [
+        v for v in _versions(client, settings.model_name) if v.current_stage == PRODUCTION_STAGE
+    ]
     return staged[-1] if staged else None
 
 
@@ -131,11 +132,18 @@ def version_summaries(settings: Settings) -> list[VersionSummary]:
     summaries = []
     for v in versions:
         metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
-        summaries.append(VersionSummary(
-            version=v.version, run_id=v.run_id, parent_version=v.tags.get("parent_version"),
-            batch_id=v.tags.get("batch_id"), aliases=aliases.get(v.version, []),
-            stage=v.current_stage, metrics=dict(metrics), tags=dict(v.tags),
-        ))  # fmt: skip
+        summaries.append(
+            VersionSummary(
+                version=v.version,
+                run_id=v.run_id,
+                parent_version=v.tags.get("parent_version"),
+                batch_id=v.tags.get("batch_id"),
+                aliases=aliases.get(v.version, []),
+                stage=v.current_stage,
+                metrics=dict(metrics),
+                tags=dict(v.tags),
+            )
+        )
     return summaries
 
 

@@ -49,12 +49,21 @@ def train_batch(
     existing = registry.version_for_batch(settings, batch_id)
     if existing is not None:
         warehouse.mark_trained(url, batch_id, existing.version, existing.run_id or "")
-        return TrainResult(batch_id, existing.version, existing.tags.get("parent_version"),
-                           existing.run_id or "", {}, recovered=True)  # fmt: skip
+        return TrainResult(
+            batch_id,
+            existing.version,
+            existing.tags.get("parent_version"),
+            existing.run_id or "",
+            {},
+            recovered=True,
+        )
 
     parent = registry.latest_version(settings)
-    model = (registry.load_readmission_model(settings, parent.version) if parent
-             else ReadmissionModel(params or initial_params(settings)))  # fmt: skip
+    model = (
+        registry.load_readmission_model(settings, parent.version)
+        if parent
+        else ReadmissionModel(params or initial_params(settings))
+    )
     frame = warehouse.clean_rows(url, batch_id)
     holdout = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
     y, y_holdout = labels(frame), labels(holdout)
@@ -66,13 +75,23 @@ def train_batch(
         run_name=f"warm-start-batch-{batch_id}",
         nested=mlflow.active_run() is not None,  # under `mlflow run` (see cli.train)
     ) as run:
-        mlflow.set_tags({"batch_id": batch_id, "parent_version": parent.version if parent else "",
-                         "warm_start": str(parent is not None).lower()})  # fmt: skip
-        mlflow.log_params({**model.params.as_dict(), "batch_id": batch_id,
-                           "first_encounter_id": batch.first_encounter_id,
-                           "last_encounter_id": batch.last_encounter_id,
-                           "parent_version": parent.version if parent else "none",
-                           "n_features": model.space.n_features})  # fmt: skip
+        mlflow.set_tags(
+            {
+                "batch_id": batch_id,
+                "parent_version": parent.version if parent else "",
+                "warm_start": str(parent is not None).lower(),
+            }
+        )
+        mlflow.log_params(
+            {
+                **model.params.as_dict(),
+                "batch_id": batch_id,
+                "first_encounter_id": batch.first_encounter_id,
+                "last_encounter_id": batch.last_encounter_id,
+                "parent_version": parent.version if parent else "none",
+                "n_features": model.space.n_features,
+            }
+        )
         if model.is_fitted:
             before = model.predict_proba(frame)
             prequential = evaluation.scores(y, before, model.threshold)
@@ -99,17 +118,26 @@ def train_batch(
                 input_example=example,
                 pip_requirements=_requirements(),
             )
-        tags = {"batch_id": str(batch_id), "parent_version": parent.version if parent else "",
-                "first_encounter_id": batch.first_encounter_id,
-                "last_encounter_id": batch.last_encounter_id,
-                "holdout_roc_auc": f"{metrics['roc_auc']:.6f}",
-                "holdout_log_loss": f"{metrics['log_loss']:.6f}"}  # fmt: skip
+        tags = {
+            "batch_id": str(batch_id),
+            "parent_version": parent.version if parent else "",
+            "first_encounter_id": batch.first_encounter_id,
+            "last_encounter_id": batch.last_encounter_id,
+            "holdout_roc_auc": f"{metrics['roc_auc']:.6f}",
+            "holdout_log_loss": f"{metrics['log_loss']:.6f}",
+        }
         version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
     warehouse.mark_trained(url, batch_id, version.version, run.info.run_id)
-    log.info("batch %s -> %s v%s (holdout AUC %.4f)", batch_id, settings.model_name,
-             version.version, metrics["roc_auc"])  # fmt: skip
-    return TrainResult(batch_id, version.version, parent.version if parent else None,
-                       run.info.run_id, metrics)  # fmt: skip
+    log.info(
+        "batch %s -> %s v%s (holdout AUC %.4f)",
+        batch_id,
+        settings.model_name,
+        version.version,
+        metrics["roc_auc"],
+    )
+    return TrainResult(
+        batch_id, version.version, parent.version if parent else None, run.info.run_id, metrics
+    )
 
 
 @contextmanager

@@ -49,8 +49,9 @@ def split(
     return train_rows.iloc[:cut], train_rows.iloc[cut:]
 
 
-def evaluate(params: ModelParams, stream: pd.DataFrame, validation: pd.DataFrame,
-             batch_size: int) -> Candidate:  # fmt: skip
+def evaluate(
+    params: ModelParams, stream: pd.DataFrame, validation: pd.DataFrame, batch_size: int
+) -> Candidate:
     model, aucs = ReadmissionModel(params), []
     y_val = labels(validation)
     for start in range(0, len(stream), batch_size):
@@ -62,8 +63,10 @@ def evaluate(params: ModelParams, stream: pd.DataFrame, validation: pd.DataFrame
 
 def grid(base: ModelParams, space: dict[str, Iterable] = GRID) -> list[ModelParams]:
     keys = list(space)
-    return [replace(base, **dict(zip(keys, values, strict=True)))
-            for values in itertools.product(*(space[k] for k in keys))]  # fmt: skip
+    return [
+        replace(base, **dict(zip(keys, values, strict=True)))
+        for values in itertools.product(*(space[k] for k in keys))
+    ]
 
 
 def best(candidates: list[Candidate]) -> Candidate:
@@ -71,35 +74,66 @@ def best(candidates: list[Candidate]) -> Candidate:
     return max(pool, key=lambda c: (round(c.aucs[-1], 4), -c.log_loss))
 
 
-def tune(settings: Settings, train_rows: pd.DataFrame, validation_fraction: float = 0.2,
-         space: dict[str, Iterable] = GRID) -> Candidate:  # fmt: skip
+def tune(
+    settings: Settings,
+    train_rows: pd.DataFrame,
+    validation_fraction: float = 0.2,
+    space: dict[str, Iterable] = GRID,
+) -> Candidate:
     """Run the grid on `train_rows` (clean, holdout excluded) and log everything to MLflow."""
     stream, validation = split(train_rows, validation_fraction)
     candidates = []
     experiment = registry.experiment_id(settings)
     with mlflow.start_run(experiment_id=experiment, run_name="tune") as run:
-        mlflow.log_params({"grid": json.dumps({k: list(v) for k, v in space.items()}),
-                           "validation_fraction": validation_fraction,
-                           "batch_size": settings.batch_size, "stream_rows": len(stream),
-                           "validation_rows": len(validation)})  # fmt: skip
+        mlflow.log_params(
+            {
+                "grid": json.dumps({k: list(v) for k, v in space.items()}),
+                "validation_fraction": validation_fraction,
+                "batch_size": settings.batch_size,
+                "stream_rows": len(stream),
+                "validation_rows": len(validation),
+            }
+        )
         for params in grid(ModelParams(), space):
             candidate = evaluate(params, stream, validation, settings.batch_size)
             candidates.append(candidate)
-            with mlflow.start_run(experiment_id=experiment, nested=True,
-                                  run_name=f"tune-{params.alpha}-{params.eta0}-{params.epochs}",
-                                  parent_run_id=run.info.run_id):  # fmt: skip
+            with mlflow.start_run(
+                experiment_id=experiment,
+                nested=True,
+                run_name=f"tune-{params.alpha}-{params.eta0}-{params.epochs}",
+                parent_run_id=run.info.run_id,
+            ):
                 mlflow.log_params(params.as_dict())
                 for step, auc in enumerate(candidate.aucs, 1):
                     mlflow.log_metric("validation_roc_auc", auc, step=step)
-                mlflow.log_metrics({"final_validation_roc_auc": candidate.aucs[-1],
-                                    "validation_log_loss": candidate.log_loss,
-                                    "stable": float(candidate.stable)})  # fmt: skip
+                mlflow.log_metrics(
+                    {
+                        "final_validation_roc_auc": candidate.aucs[-1],
+                        "validation_log_loss": candidate.log_loss,
+                        "stable": float(candidate.stable),
+                    }
+                )
         winner = best(candidates)
         mlflow.log_params({f"best_{k}": v for k, v in winner.params.as_dict().items()})
-        mlflow.log_metrics({"best_validation_roc_auc": winner.aucs[-1],
-                            "best_validation_log_loss": winner.log_loss})  # fmt: skip
-        mlflow.log_dict({"best": winner.params.as_dict(),
-                         "candidates": [{**c.params.as_dict(), "aucs": c.aucs,
-                                         "log_loss": c.log_loss, "stable": c.stable}
-                                        for c in candidates]}, "tuning.json")  # fmt: skip
+        mlflow.log_metrics(
+            {
+                "best_validation_roc_auc": winner.aucs[-1],
+                "best_validation_log_loss": winner.log_loss,
+            }
+        )
+        mlflow.log_dict(
+            {
+                "best": winner.params.as_dict(),
+                "candidates": [
+                    {
+                        **c.params.as_dict(),
+                        "aucs": c.aucs,
+                        "log_loss": c.log_loss,
+                        "stable": c.stable,
+                    }
+                    for c in candidates
+                ],
+            },
+            "tuning.json",
+        )
     return winner

@@ -30,32 +30,39 @@ metadata = sa.MetaData()
 
 def _typed_columns() -> list[sa.Column]:
     integers = {*ID_COLUMNS, *INTEGER_COLUMNS}
-    return [sa.Column(c, sa.BigInteger if c in integers else sa.Text, nullable=False)
-            for c in COLUMNS if c != "encounter_id"]  # fmt: skip
+    return [
+        sa.Column(c, sa.BigInteger if c in integers else sa.Text, nullable=False)
+        for c in COLUMNS
+        if c != "encounter_id"
+    ]
 
 
 raw_encounters = sa.Table(
-    "raw_encounters", metadata,
+    "raw_encounters",
+    metadata,
     sa.Column("encounter_id", sa.Text, primary_key=True),
     sa.Column("batch_id", sa.Integer, nullable=False, index=True),
     *(sa.Column(c, sa.Text, nullable=False) for c in COLUMNS if c != "encounter_id"),
-)  # fmt: skip
+)
 clean_encounters = sa.Table(
-    "clean_encounters", metadata,
+    "clean_encounters",
+    metadata,
     sa.Column("encounter_id", sa.BigInteger, primary_key=True),
     sa.Column("batch_id", sa.Integer, nullable=False, index=True),
     *_typed_columns(),
-)  # fmt: skip
+)
 quarantine = sa.Table(
-    "quarantined_encounters", metadata,
+    "quarantined_encounters",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("encounter_id", sa.Text, nullable=False, index=True),
     sa.Column("batch_id", sa.Integer, nullable=False, index=True),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("raw", sa.Text, nullable=False),
-)  # fmt: skip
+)
 batches = sa.Table(
-    "batches", metadata,
+    "batches",
+    metadata,
     sa.Column("batch_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("kind", sa.String(8), nullable=False),
     sa.Column("first_encounter_id", sa.Text, nullable=False),
@@ -67,12 +74,13 @@ batches = sa.Table(
     sa.Column("trained_at", sa.DateTime(timezone=True)),
     sa.Column("model_version", sa.String(32)),
     sa.Column("run_id", sa.String(64)),
-)  # fmt: skip
+)
 settings_table = sa.Table(
-    "warehouse_settings", metadata,
+    "warehouse_settings",
+    metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -175,19 +183,41 @@ def _store_batch(conn: Connection, batch_id: int, kind: str, rows: pd.DataFrame)
     _bulk_insert(conn, clean_encounters, checked.clean.assign(batch_id=batch_id))
     bad = checked.quarantined
     if len(bad):
-        conn.execute(quarantine.insert(), [
-            {"encounter_id": str(r["encounter_id"]), "batch_id": batch_id, "reason": r["reason"],
-             "raw": json.dumps({c: r[c] for c in COLUMNS})}
-            for r in bad.to_dict("records")
-        ])  # fmt: skip
-    batch = Batch(batch_id, kind, str(rows["encounter_id"].iloc[0]),
-                  str(rows["encounter_id"].iloc[-1]), len(rows), len(checked.clean), len(bad),
-                  False, None)  # fmt: skip
-    conn.execute(batches.insert().values(
-        batch_id=batch_id, kind=kind, first_encounter_id=batch.first_encounter_id,
-        last_encounter_id=batch.last_encounter_id, rows=batch.rows, accepted=batch.accepted,
-        quarantined=batch.quarantined, ingested_at=datetime.now(UTC),
-    ))  # fmt: skip
+        conn.execute(
+            quarantine.insert(),
+            [
+                {
+                    "encounter_id": str(r["encounter_id"]),
+                    "batch_id": batch_id,
+                    "reason": r["reason"],
+                    "raw": json.dumps({c: r[c] for c in COLUMNS}),
+                }
+                for r in bad.to_dict("records")
+            ],
+        )
+    batch = Batch(
+        batch_id,
+        kind,
+        str(rows["encounter_id"].iloc[0]),
+        str(rows["encounter_id"].iloc[-1]),
+        len(rows),
+        len(checked.clean),
+        len(bad),
+        False,
+        None,
+    )
+    conn.execute(
+        batches.insert().values(
+            batch_id=batch_id,
+            kind=kind,
+            first_encounter_id=batch.first_encounter_id,
+            last_encounter_id=batch.last_encounter_id,
+            rows=batch.rows,
+            accepted=batch.accepted,
+            quarantined=batch.quarantined,
+            ingested_at=datetime.now(UTC),
+        )
+    )
     return batch
 
 
@@ -208,9 +238,20 @@ def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None
 def batch_list(url: str) -> list[Batch]:
     with engine_for(url).connect() as conn:
         rows = conn.execute(sa.select(batches).order_by(batches.c.batch_id)).mappings()
-        return [Batch(r["batch_id"], r["kind"], r["first_encounter_id"], r["last_encounter_id"],
-                      r["rows"], r["accepted"], r["quarantined"], r["trained_at"] is not None,
-                      r["model_version"]) for r in rows]  # fmt: skip
+        return [
+            Batch(
+                r["batch_id"],
+                r["kind"],
+                r["first_encounter_id"],
+                r["last_encounter_id"],
+                r["rows"],
+                r["accepted"],
+                r["quarantined"],
+                r["trained_at"] is not None,
+                r["model_version"],
+            )
+            for r in rows
+        ]
 
 
 def untrained_batches(url: str) -> list[int]:
@@ -219,8 +260,11 @@ def untrained_batches(url: str) -> list[int]:
 
 def clean_rows(url: str, batch_id: int) -> pd.DataFrame:
     """The clean encounters of one batch (batch 0: the holdout), in encounter_id order."""
-    query = (sa.select(clean_encounters).where(clean_encounters.c.batch_id == batch_id)
-             .order_by(clean_encounters.c.encounter_id))  # fmt: skip
+    query = (
+        sa.select(clean_encounters)
+        .where(clean_encounters.c.batch_id == batch_id)
+        .order_by(clean_encounters.c.encounter_id)
+    )
     with engine_for(url).connect() as conn:
         frame = pd.read_sql(query, conn)
     return frame[list(COLUMNS)]
@@ -247,5 +291,7 @@ def mark_trained(url: str, batch_id: int, model_version: str, run_id: str) -> bo
 
 def row_counts(url: str) -> dict[str, int]:
     with engine_for(url).connect() as conn:
-        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                for t in (raw_encounters, clean_encounters, quarantine)}  # fmt: skip
+        return {
+            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in (raw_encounters, clean_encounters, quarantine)
+        }

@@ -19,9 +19,11 @@ def check_upload(data: bytes) -> batch_scoring.CheckedRows:
 
 
 st.title("Batch scoring")
-st.caption("Upload encounters as a CSV with the header of the data set's diabetic_data.csv. "
-           "Each row is checked first; valid rows are scored, the others listed with the reason. "
-           "Extra columns (such as readmitted) are kept in the download but not sent.")
+st.caption(
+    "Upload encounters as a CSV with the header of the data set's diabetic_data.csv. "
+    "Each row is checked first; valid rows are scored, the others listed with the reason. "
+    "Extra columns (such as readmitted) are kept in the download but not sent."
+)
 client = ApiClient()
 banner = st.empty()
 upload = st.file_uploader("Encounters (CSV)", type="csv")
@@ -36,11 +38,14 @@ if upload is not None:
         st.error(f"**{upload.name}**: {error}")
         st.stop()
     valid, invalid = len(checked.good), len(checked.bad)
-    st.markdown(f"**{upload.name}**: {valid + invalid} rows, {valid} valid, {invalid} with "
-                "problems.")
+    st.markdown(
+        f"**{upload.name}**: {valid + invalid} rows, {valid} valid, {invalid} with problems."
+    )
     if invalid:
-        st.warning(f"{invalid} rows cannot be scored and are left out (row numbers count data "
-                   "rows from 1, after the header):")
+        st.warning(
+            f"{invalid} rows cannot be scored and are left out (row numbers count data "
+            "rows from 1, after the header):"
+        )
         st.dataframe(checked.bad, hide_index=True)
     if valid:
         score = st.button(f"Score {valid} valid rows", type="primary")
@@ -63,9 +68,14 @@ if upload is not None:
         appended = list(batch_scoring.APPENDED)
         shown = result[[*appended, *(c for c in result.columns if c not in appended)]]
         st.dataframe(shown.rename_axis("row"))
-        st.download_button("Download the scored CSV", batch_scoring.to_csv(result),
-                           file_name=f"{Path(upload.name).stem}_scored.csv", mime="text/csv",
-                           on_click="ignore", type="primary")
+        st.download_button(
+            "Download the scored CSV",
+            batch_scoring.to_csv(result),
+            file_name=f"{Path(upload.name).stem}_scored.csv",
+            mime="text/csv",
+            on_click="ignore",
+            type="primary",
+        )
 
 if not score:
     with banner.container():

@@ -16,14 +16,31 @@ def show_served(model: dict[str, Any]) -> None:
     version.metric("Production version", f"v{model['version']}", help=model["name"])
     auc.metric("Holdout ROC AUC", f"{metrics.get('holdout_roc_auc', float('nan')):.4f}")
     log_loss.metric("Holdout log-loss", f"{metrics.get('holdout_log_loss', float('nan')):.4f}")
-    alias.metric("Registry alias", model.get("alias") or "-",
-                 help=f"Legacy stage: {model.get('stage') or 'none'}")
+    alias.metric(
+        "Registry alias",
+        model.get("alias") or "-",
+        help=f"Legacy stage: {model.get('stage') or 'none'}",
+    )
     if not model.get("registry_reachable", True):
-        st.warning(f"The API cannot reach the model registry; it keeps serving v{model['version']}."
-                   f" Last error: {model.get('last_error')}")
+        st.warning(
+            f"The API cannot reach the model registry; it keeps serving v{model['version']}."
+            f" Last error: {model.get('last_error')}"
+        )
     with st.expander("Serving details and every metric of the training run"):
-        st.json({key: model.get(key) for key in (
-            "name", "version", "run_id", "loaded_at", "reloads", "load_failures", "last_error")})
+        st.json(
+            {
+                key: model.get(key)
+                for key in (
+                    "name",
+                    "version",
+                    "run_id",
+                    "loaded_at",
+                    "reloads",
+                    "load_failures",
+                    "last_error",
+                )
+            }
+        )
         st.dataframe(pd.Series(metrics, name="value").rename_axis("metric"))
 
 
@@ -32,9 +49,15 @@ def history_chart(frame: pd.DataFrame, metric: str, title: str) -> alt.LayerChar
     base = alt.Chart(frame).encode(
         x=alt.X("version:O", title="Model version (one per training batch)", sort=None),
         y=alt.Y(f"{metric}:Q", title=title, scale=alt.Scale(zero=False)),
-        tooltip=["version", "batch_id", "parent_version", "samples_seen",
-                 alt.Tooltip(f"{metric}:Q", format=".4f"), "role"],
-    )  # fmt: skip
+        tooltip=[
+            "version",
+            "batch_id",
+            "parent_version",
+            "samples_seen",
+            alt.Tooltip(f"{metric}:Q", format=".4f"),
+            "role",
+        ],
+    )
     line = base.mark_line(point=True)
     production = base.transform_filter(alt.datum.role == "production")
     marker = production.mark_point(size=250, shape="diamond", filled=True, color="#d62728")
@@ -46,18 +69,23 @@ def show_history(history: dict[str, Any]) -> None:
     versions = history["versions"]
     st.subheader(f"Training history of {history['model_name']}")
     if not versions:
-        st.info("No version is registered yet: ingest and train a batch (the Airflow DAGs, or "
-                "`readmission ingest --batches 1` then `readmission train`).")
+        st.info(
+            "No version is registered yet: ingest and train a batch (the Airflow DAGs, or "
+            "`readmission ingest --batches 1` then `readmission train`)."
+        )
         return
     production = history.get("production_version")
     frame = pd.DataFrame(versions)
     frame.insert(1, "role", ["production" if v == production else "" for v in frame["version"]])
     auc, log_loss = st.columns(2)
     auc.altair_chart(history_chart(frame, "holdout_roc_auc", "Holdout ROC AUC"), width="stretch")
-    log_loss.altair_chart(history_chart(frame, "holdout_log_loss", "Holdout log-loss"),
-                          width="stretch")
-    st.caption("Each version warm-starts from its parent on one more batch; all are scored on the "
-               "same fixed holdout. The red diamond is the production version.")
+    log_loss.altair_chart(
+        history_chart(frame, "holdout_log_loss", "Holdout log-loss"), width="stretch"
+    )
+    st.caption(
+        "Each version warm-starts from its parent on one more batch; all are scored on the "
+        "same fixed holdout. The red diamond is the production version."
+    )
     st.dataframe(frame, hide_index=True)
 
 

@@ -16,21 +16,36 @@ def show_contributions(contributions: list[dict[str, Any]], intercept: float | N
     frame = pd.DataFrame(contributions)
     frame["factor"] = frame["feature"] + " = " + frame["value"].astype(str)
     frame["effect"] = frame["logit"].map(lambda v: "raises risk" if v > 0 else "lowers risk")
-    chart = alt.Chart(frame).mark_bar().encode(
-        x=alt.X("logit:Q", title="Effect on the log-odds of readmission"),
-        y=alt.Y("factor:N", sort=list(frame["factor"]), title=None,
-                axis=alt.Axis(labelLimit=320)),
-        color=alt.Color("effect:N", title=None, legend=alt.Legend(orient="bottom"),
-                        scale=alt.Scale(domain=["raises risk", "lowers risk"],
-                                        range=["#d62728", "#2ca02c"])),
-        tooltip=["feature", "value", alt.Tooltip("logit:Q", format="+.3f")],
-    )  # fmt: skip
+    chart = (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("logit:Q", title="Effect on the log-odds of readmission"),
+            y=alt.Y(
+                "factor:N", sort=list(frame["factor"]), title=None, axis=alt.Axis(labelLimit=320)
+            ),
+            color=alt.Color(
+                "effect:N",
+                title=None,
+                legend=alt.Legend(orient="bottom"),
+                scale=alt.Scale(
+                    domain=["raises risk", "lowers risk"], range=["#d62728", "#2ca02c"]
+                ),
+            ),
+            tooltip=["feature", "value", alt.Tooltip("logit:Q", format="+.3f")],
+        )
+    )
     st.altair_chart(chart, width="stretch")
-    st.dataframe(frame[["feature", "value", "logit", "effect"]], hide_index=True,
-                 column_config={"logit": st.column_config.NumberColumn("log-odds", format="%+.3f")})
+    st.dataframe(
+        frame[["feature", "value", "logit", "effect"]],
+        hide_index=True,
+        column_config={"logit": st.column_config.NumberColumn("log-odds", format="%+.3f")},
+    )
     base = f"the intercept ({intercept:+.3g})" if intercept is not None else "the intercept"
-    st.caption(f"Exact for the linear model: the log-odds are {base} plus every feature's "
-               "contribution; the largest ones are shown.")
+    st.caption(
+        f"Exact for the linear model: the log-odds are {base} plus every feature's "
+        "contribution; the largest ones are shown."
+    )
 
 
 def show_result(result: dict[str, Any]) -> None:
@@ -38,10 +53,16 @@ def show_result(result: dict[str, Any]) -> None:
     probability, threshold = result["probability"], result["threshold"]
     risk, band, label, version = st.columns(4)
     risk.metric("Risk of readmission within 30 days", f"{probability:.1%}")
-    band.metric("Risk band", result["risk_band"].capitalize(),
-                help="High: at or above the threshold; medium: at or above half of it; low: below.")
-    label.metric("Predicted", "Readmitted" if result["readmitted_within_30d"] else "Not readmitted",
-                 help=f"Readmitted when the probability reaches the threshold {threshold:.3f}.")
+    band.metric(
+        "Risk band",
+        result["risk_band"].capitalize(),
+        help="High: at or above the threshold; medium: at or above half of it; low: below.",
+    )
+    label.metric(
+        "Predicted",
+        "Readmitted" if result["readmitted_within_30d"] else "Not readmitted",
+        help=f"Readmitted when the probability reaches the threshold {threshold:.3f}.",
+    )
     version.metric("Model version", f"v{result['model_version']}", help=result["model_name"])
     if result.get("contributions"):
         st.markdown("**What pushed this patient's risk up or down**")
@@ -60,7 +81,8 @@ if record is None:
 else:
     st.session_state.pop(RESULT_KEY, None)
     payload, problems = encounters.parse(
-        {k: v.strip() if isinstance(v, str) else v for k, v in record.items()})
+        {k: v.strip() if isinstance(v, str) else v for k, v in record.items()}
+    )
     if problems:
         st.error("**Fix these fields:**\n\n" + "\n".join(f"- {p}" for p in problems))
     else:

@@ -15,8 +15,10 @@ SERVED_VERSION = "2"
 
 
 @pytest.fixture(scope="package")
-def served_api(trained_lineage: Settings, tmp_path_factory: pytest.TempPathFactory,
-               ) -> Iterator[Api]:  # fmt: skip
+def served_api(
+    trained_lineage: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Api]:
     """bin/api serving version 2 of a copy of the lineage, shared by the API tests."""
     settings = copy_lineage(trained_lineage)
     registry.promote(settings, SERVED_VERSION)

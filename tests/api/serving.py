@@ -29,14 +29,20 @@ MAX_BATCH_ROWS = 100
 
 def platform_settings(database_url: str, tracking_uri: str, home: Path, **extra: str) -> Settings:
     """Settings of one test platform, independent of the process environment."""
-    return Settings(DATABASE_URL=database_url, MLFLOW_TRACKING_URI=tracking_uri,
-                    MODEL_NAME=f"api-test-{uuid.uuid4().hex[:8]}", BATCH_SIZE=500,
-                    READMISSION_HOME=str(home), **extra)  # type: ignore[call-arg]
+    return Settings(
+        DATABASE_URL=database_url,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        MODEL_NAME=f"api-test-{uuid.uuid4().hex[:8]}",
+        BATCH_SIZE=500,
+        READMISSION_HOME=str(home),
+        **extra,
+    )  # type: ignore[call-arg]
 
 
 def train_versions(settings: Settings, sample: pd.DataFrame, batches: int) -> None:
-    warehouse.ingest(settings.warehouse_url, sample, settings.batch_size,
-                     settings.holdout_fraction, batches)  # fmt: skip
+    warehouse.ingest(
+        settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, batches
+    )
     training.train_pending(settings)
 
 
@@ -85,17 +91,30 @@ class Api:
 def running_api(settings: Settings, log_dir: Path, **env: str) -> Iterator[Api]:
     """bin/api on a free port, configured like a deployment would be, stopped afterwards."""
     port = free_port()
-    environment = service_env(**{
-        "DATABASE_URL": settings.warehouse_url, "MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "MODEL_NAME": settings.model_name, "MODEL_ALIAS": settings.model_alias,
-        "READMISSION_HOME": str(log_dir / "home"), "MODEL_POLL_SECONDS": "0.5",
-        "API_RELOAD_TOKEN": RELOAD_TOKEN, "API_PORT": str(port),
-        "MAX_BATCH_ROWS": str(MAX_BATCH_ROWS), "DRIFT_WINDOW": "500", **env,
-    })  # fmt: skip
+    environment = service_env(
+        **{
+            "DATABASE_URL": settings.warehouse_url,
+            "MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "MODEL_NAME": settings.model_name,
+            "MODEL_ALIAS": settings.model_alias,
+            "READMISSION_HOME": str(log_dir / "home"),
+            "MODEL_POLL_SECONDS": "0.5",
+            "API_RELOAD_TOKEN": RELOAD_TOKEN,
+            "API_PORT": str(port),
+            "MAX_BATCH_ROWS": str(MAX_BATCH_ROWS),
+            "DRIFT_WINDOW": "500",
+            **env,
+        }
+    )
     log = log_dir / f"api-{port}.log"
     with log.open("w") as out:
-        process = subprocess.Popen([str(ROOT / "bin" / "api")], env=environment, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(ROOT / "bin" / "api")],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     api = Api(f"http://127.0.0.1:{port}", process, log, settings)
     try:
         wait_for(f"{api.url}/health", process, timeout=120)
@@ -111,12 +130,17 @@ _LINEAGES: dict[str, Settings] = {}  # by MLflow server: tests/api and tests/loa
 
 
 @pytest.fixture(scope="session")
-def trained_lineage(create_database: Callable[[], str], mlflow_server: str,
-                    sample: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def trained_lineage(
+    create_database: Callable[[], str],
+    mlflow_server: str,
+    sample: pd.DataFrame,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
     """Three warm-started versions on the shared MLflow server, trained once per session."""
     if mlflow_server not in _LINEAGES:
-        settings = platform_settings(create_database(), mlflow_server,
-                                     tmp_path_factory.mktemp("lineage"))  # fmt: skip
+        settings = platform_settings(
+            create_database(), mlflow_server, tmp_path_factory.mktemp("lineage")
+        )
         train_versions(settings, sample, TRAINED_VERSIONS)
         _LINEAGES[mlflow_server] = settings
     return _LINEAGES[mlflow_server]

@@ -10,24 +10,53 @@ from pathlib import Path
 from tests.api.serving import RELOAD_TOKEN, Api
 from tests.conftest import BIN
 
-CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
-          "response_schema_conformance")  # fmt: skip
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_schema_conformance"
+)
 
 
 def test_generated_requests_find_no_server_error_and_match_the_schema(
-        served_api: Api, tmp_path: Path) -> None:
+    served_api: Api, tmp_path: Path
+) -> None:
     run = subprocess.run(
-        [str(BIN / "st"), "run", f"{served_api.url}/openapi.json", "--checks", CHECKS,
-         "--max-examples", "25", "--seed", "20240", "--no-color", "--request-timeout", "20",
-         "--header", f"Authorization: Bearer {RELOAD_TOKEN}",
-         "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            str(BIN / "st"),
+            "run",
+            f"{served_api.url}/openapi.json",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            "25",
+            "--seed",
+            "20240",
+            "--no-color",
+            "--request-timeout",
+            "20",
+            "--header",
+            f"Authorization: Bearer {RELOAD_TOKEN}",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     print(run.stdout[-3000:])
 
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     (report,) = tmp_path.glob("junit-*.xml")
     cases = {case.get("name"): case for case in ET.parse(report).iter("testcase")}
-    assert {"POST /predict", "POST /predict/batch", "GET /model", "GET /model/history",
-            "POST /model/reload", "GET /ready", "GET /health"} <= set(cases)
+    assert {
+        "POST /predict",
+        "POST /predict/batch",
+        "GET /model",
+        "GET /model/history",
+        "POST /model/reload",
+        "GET /ready",
+        "GET /health",
+    } <= set(cases)
     assert not any(len(case) for case in cases.values()), "a failure or error was reported"

@@ -52,7 +52,10 @@ def test_model_describes_the_served_version_and_the_registry_state(served_api: A
 
     assert body["name"] == served_api.settings.model_name
     assert (body["version"], body["alias"], body["stage"]) == (
-        SERVED_VERSION, "production", "Production")
+        SERVED_VERSION,
+        "production",
+        "Production",
+    )
     assert body["run_id"] and body["loaded_at"]
     assert body["metrics"]["samples_seen"] == 1000
     assert {"holdout_roc_auc", "holdout_log_loss", "threshold"} <= set(body["metrics"])
@@ -75,7 +78,8 @@ def test_reload_requires_the_configured_bearer_token(served_api: Api) -> None:
 
 
 def test_reload_picks_up_a_promotion_before_the_next_poll(
-        trained_lineage: Settings, tmp_path: Path) -> None:
+    trained_lineage: Settings, tmp_path: Path
+) -> None:
     settings = copy_lineage(trained_lineage, versions=2)
     registry.promote(settings, 1)
     with running_api(settings, tmp_path, MODEL_POLL_SECONDS="3600") as api:
@@ -106,15 +110,20 @@ def test_metrics_expose_every_metric_of_the_contract(served_api: Api) -> None:
     assert value["readmission_model_reloads_total"] == 1
     assert value["readmission_model_load_failures_total"] == 0
     assert value["readmission_model_last_reload_timestamp_seconds"] > 1.7e9
-    (info_labels, _), = samples["readmission_model_info"]
+    ((info_labels, _),) = samples["readmission_model_info"]
     assert info_labels["version"] == SERVED_VERSION and info_labels["alias"] == "production"
     assert {labels["label"] for labels, _ in samples["readmission_predictions_total"]} == {
-        "readmit", "no_readmit"}
-    errors = {labels["field"]: value for labels, value in samples[
-        "readmission_validation_errors_total"]}
+        "readmit",
+        "no_readmit",
+    }
+    errors = {
+        labels["field"]: value for labels, value in samples["readmission_validation_errors_total"]
+    }
     assert errors["age"] >= 1
-    requests = {(labels["handler"], labels["method"], labels["status"]): value
-                for labels, value in samples["http_requests_total"]}
+    requests = {
+        (labels["handler"], labels["method"], labels["status"]): value
+        for labels, value in samples["http_requests_total"]
+    }
     assert requests[("/predict", "POST", "422")] >= 1
     assert requests[("/predict/batch", "POST", "200")] >= 1
 
@@ -127,19 +136,29 @@ def traffic(rows: int, seed: int, **override: object) -> list[dict[str, object]]
 def psi(api: Api, encounters: list[dict[str, object]]) -> dict[str, float]:
     """Send `encounters` (filling the API's drift window) and read the PSI per feature."""
     for start in range(0, len(encounters), MAX_BATCH_ROWS):
-        batch = encounters[start:start + MAX_BATCH_ROWS]
+        batch = encounters[start : start + MAX_BATCH_ROWS]
         assert api.post("/predict/batch", json={"encounters": batch}).status_code == 200
     return {labels["feature"]: value for labels, value in scrape(api)["readmission_feature_psi"]}
 
 
 def test_feature_psi_is_low_for_training_like_traffic_and_high_for_shifted_inputs(
-        served_api: Api) -> None:
+    served_api: Api,
+) -> None:
     window = 500  # DRIFT_WINDOW of the test API
     usual = psi(served_api, traffic(window, seed=123))
     shifted = psi(served_api, traffic(window, seed=321, age="[90-100)", A1Cresult=">8"))
 
-    assert {"age", "race", "gender", "admission_type_id", "A1Cresult", "insulin",
-            "number_inpatient_bin", "diag_1_group", "time_in_hospital_bin"} <= set(usual)
+    assert {
+        "age",
+        "race",
+        "gender",
+        "admission_type_id",
+        "A1Cresult",
+        "insulin",
+        "number_inpatient_bin",
+        "diag_1_group",
+        "time_in_hospital_bin",
+    } <= set(usual)
     assert "diag_1_category" not in usual  # 1,300 levels: too many for the window
     assert all(v >= 0 and math.isfinite(v) for v in usual.values())
     assert usual["age"] < 0.1 and usual["A1Cresult"] < 0.1

@@ -32,7 +32,8 @@ def record(encounter: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_predict_scores_like_the_registered_version_with_band_relative_to_its_threshold(
-        served_api: Api, encounters: list[dict[str, Any]], scorer: CompiledScorer) -> None:
+    served_api: Api, encounters: list[dict[str, Any]], scorer: CompiledScorer
+) -> None:
     bands = set()
     for encounter in encounters:
         body = served_api.post("/predict", json=encounter).json()
@@ -43,23 +44,28 @@ def test_predict_scores_like_the_registered_version_with_band_relative_to_its_th
         assert body["encounter_id"] == encounter["encounter_id"]
         assert body["threshold"] == pytest.approx(t)
         assert body["readmitted_within_30d"] is (expected >= t)
-        assert body["risk_band"] == ("high" if expected >= t else
-                                     "medium" if expected >= t / 2 else "low")  # fmt: skip
+        assert body["risk_band"] == (
+            "high" if expected >= t else "medium" if expected >= t / 2 else "low"
+        )
         assert (body["model_name"], body["model_version"]) == (
-            served_api.settings.model_name, SERVED_VERSION)
+            served_api.settings.model_name,
+            SERVED_VERSION,
+        )
         assert "contributions" not in body
         bands.add(body["risk_band"])
     assert len(bands) >= 2, "the sample should reach more than one risk band"
 
 
 def test_explain_adds_the_ten_largest_contributions_and_the_intercept(
-        served_api: Api, scorer: CompiledScorer) -> None:
+    served_api: Api, scorer: CompiledScorer
+) -> None:
     encounter = {**example_encounter(), "number_inpatient": 5, "discharge_disposition_id": 3}
     body = served_api.post("/predict", params={"explain": "true"}, json=encounter).json()
     expected = scorer.contributions(record(encounter))[:10]
 
     assert [(c["feature"], c["value"]) for c in body["contributions"]] == [
-        (c.feature, c.value) for c in expected]
+        (c.feature, c.value) for c in expected
+    ]
     assert [c["logit"] for c in body["contributions"]] == pytest.approx([c.logit for c in expected])
     magnitudes = [abs(c["logit"]) for c in body["contributions"]]
     assert magnitudes == sorted(magnitudes, reverse=True)
@@ -67,13 +73,15 @@ def test_explain_adds_the_ten_largest_contributions_and_the_intercept(
 
 
 def test_batch_scores_every_encounter_like_single_requests(
-        served_api: Api, encounters: list[dict[str, Any]], scorer: CompiledScorer) -> None:
+    served_api: Api, encounters: list[dict[str, Any]], scorer: CompiledScorer
+) -> None:
     body = served_api.post("/predict/batch", json={"encounters": encounters}).json()
 
     assert body["count"] == len(encounters) == len(body["predictions"])
     assert body["model_version"] == SERVED_VERSION
     assert [p["encounter_id"] for p in body["predictions"]] == [
-        e["encounter_id"] for e in encounters]
+        e["encounter_id"] for e in encounters
+    ]
     for prediction, encounter in zip(body["predictions"], encounters, strict=True):
         assert abs(prediction["probability"] - scorer.probability(record(encounter))) < 1e-9
 
@@ -84,15 +92,19 @@ def test_hyphenated_columns_are_accepted_by_their_data_set_names(served_api: Api
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize(("change", "field", "column"), [
-    ({"age": "[100-110)"}, "age", "age"),
-    ({"time_in_hospital": 15}, "time_in_hospital", "time_in_hospital"),
-    ({"glyburide-metformin": "Sometimes"}, "glyburide-metformin", "glyburide-metformin"),
-    ({"diag_1": "not-a-code"}, "diag_1", "diag_1"),
-    ({"num_medications": "many"}, "num_medications", "num_medications"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "field", "column"),
+    [
+        ({"age": "[100-110)"}, "age", "age"),
+        ({"time_in_hospital": 15}, "time_in_hospital", "time_in_hospital"),
+        ({"glyburide-metformin": "Sometimes"}, "glyburide-metformin", "glyburide-metformin"),
+        ({"diag_1": "not-a-code"}, "diag_1", "diag_1"),
+        ({"num_medications": "many"}, "num_medications", "num_medications"),
+    ],
+)
 def test_an_invalid_field_gets_422_naming_it_and_what_it_accepts(
-        served_api: Api, change: dict[str, Any], field: str, column: str) -> None:
+    served_api: Api, change: dict[str, Any], field: str, column: str
+) -> None:
     response = served_api.post("/predict", json={**example_encounter(), **change})
 
     assert response.status_code == 422
@@ -108,7 +120,9 @@ def test_missing_and_unknown_fields_are_named(served_api: Api) -> None:
     problems = served_api.post("/predict", json=encounter).json()["detail"]
 
     assert {p["field"]: p["problem"] for p in problems} == {
-        "gender": "Field required", "blood_type": "unknown field"}
+        "gender": "Field required",
+        "blood_type": "unknown field",
+    }
 
 
 def test_a_bad_encounter_in_a_batch_is_named_by_its_position(served_api: Api) -> None:
@@ -120,8 +134,9 @@ def test_a_bad_encounter_in_a_batch_is_named_by_its_position(served_api: Api) ->
 
 
 def test_malformed_json_gets_422_not_500(served_api: Api) -> None:
-    response = served_api.post("/predict", content=b'{"age": ',
-                               headers={"Content-Type": "application/json"})
+    response = served_api.post(
+        "/predict", content=b'{"age": ', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "body"
 

@@ -16,13 +16,16 @@ HIGH_RISK = {**example_encounter(), "number_inpatient": 4, "age": "[80-90)", "en
 
 
 @pytest.fixture(scope="module")
-def unpromoted_api(trained_lineage: Settings,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:  # fmt: skip
+def unpromoted_api(
+    trained_lineage: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
     """bin/api on two registered versions, none promoted, without API_RELOAD_TOKEN."""
     settings = copy_lineage(trained_lineage, versions=2)
     with running_api(settings, tmp_path_factory.mktemp("api"), API_RELOAD_TOKEN="") as api:
-        api.wait_until(lambda: not api.get("/ready").json()["reason"].startswith("starting"),
-                       "the first registry check")  # fmt: skip
+        api.wait_until(
+            lambda: not api.get("/ready").json()["reason"].startswith("starting"),
+            "the first registry check",
+        )
         yield api
 
 
@@ -34,10 +37,14 @@ def registry_probability(settings: Settings, version: str, encounter: dict) -> f
 
 
 def test_without_production_model_503_explains_how_to_promote_then_promotions_are_served(
-        unpromoted_api: Api) -> None:
+    unpromoted_api: Api,
+) -> None:
     api, settings = unpromoted_api, unpromoted_api.settings
-    ready, unserved, model = (api.get("/ready"), api.post("/predict", json=HIGH_RISK),
-                              api.get("/model"))  # fmt: skip
+    ready, unserved, model = (
+        api.get("/ready"),
+        api.post("/predict", json=HIGH_RISK),
+        api.get("/model"),
+    )
     health = api.get("/health")
 
     registry.promote(settings, 1)
@@ -79,8 +86,9 @@ def test_without_production_model_503_explains_how_to_promote_then_promotions_ar
 
 
 def test_reload_is_disabled_with_503_when_no_token_is_configured(unpromoted_api: Api) -> None:
-    response = unpromoted_api.post("/model/reload",
-                                   headers={"Authorization": f"Bearer {RELOAD_TOKEN}"})
+    response = unpromoted_api.post(
+        "/model/reload", headers={"Authorization": f"Bearer {RELOAD_TOKEN}"}
+    )
 
     assert response.status_code == 503
     assert "API_RELOAD_TOKEN" in response.json()["detail"]

@@ -60,8 +60,13 @@ def test_mlflow_run_trains_through_the_mlproject_entry_point(
         "DATA_SHA256": "",
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }
-    done = subprocess.run([str(BIN / "mlflow"), "run", str(ROOT), "--env-manager", "local",
-                           "-P", "batches=2"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env}, check=False)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "mlflow"), "run", str(ROOT), "--env-manager", "local", "-P", "batches=2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "version 2 (parent 1)" in done.stdout

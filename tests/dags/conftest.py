@@ -45,8 +45,9 @@ def airflow_db(create_database: Callable[[], str]) -> Iterator[str]:
     """A migrated Airflow metadata database that this process's Airflow ORM uses."""
     url = airflow_url(create_database())
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
-    subprocess.run([str(BIN / "airflow"), "db", "migrate"], check=True, capture_output=True,
-                   timeout=300)  # fmt: skip
+    subprocess.run(
+        [str(BIN / "airflow"), "db", "migrate"], check=True, capture_output=True, timeout=300
+    )
     from airflow import settings
 
     settings.configure_vars()
@@ -70,7 +71,8 @@ def dags() -> dict[str, Any]:
 
 
 @pytest.fixture
-def pipeline_env(platform: Settings, configure: Callable[..., Settings],
-                 sample_csv: Path) -> Settings:
+def pipeline_env(
+    platform: Settings, configure: Callable[..., Settings], sample_csv: Path
+) -> Settings:
     """`platform` reading the synthetic sample, with a log-loss floor its 20% base rate meets."""
     return configure(DATA_SOURCE=str(sample_csv), DATA_SHA256="", MAX_LOG_LOSS="0.6")

@@ -12,8 +12,11 @@ def task_states(run: Any) -> dict[str, str]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == run.dag_id,
-                                                         TaskInstance.run_id == run.run_id))
+        tis = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id
+            )
+        )
         return {ti.task_id: str(ti.state) for ti in tis}
 
 
@@ -23,8 +26,11 @@ def returned(run: Any, task_id: str) -> Any:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id,
-                                                 task_ids=task_id, key="return_value")).first()
+        row = session.scalars(
+            XComModel.get_many(
+                run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value"
+            )
+        ).first()
         return XComModel.deserialize_value(row) if row is not None else None
 
 
@@ -35,8 +41,10 @@ def asset_events(run: Any, uri: str) -> list[dict[str, Any]]:
 
     with create_session() as session:
         events = session.scalars(
-            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.uri == uri, AssetEvent.source_run_id == run.run_id))
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri == uri, AssetEvent.source_run_id == run.run_id)
+        )
         return [dict(e.extra) for e in events]
 
 
@@ -46,6 +54,10 @@ def tries(run: Any, task_id: str) -> int:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        return session.scalars(select(TaskInstance.try_number).where(
-            TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id,
-            TaskInstance.task_id == task_id)).one()
+        return session.scalars(
+            select(TaskInstance.try_number).where(
+                TaskInstance.dag_id == run.dag_id,
+                TaskInstance.run_id == run.run_id,
+                TaskInstance.task_id == task_id,
+            )
+        ).one()

@@ -30,20 +30,41 @@ class Airflow:
 
 
 @pytest.fixture(scope="module")
-def airflow(create_database: Callable[[], str], mlflow_server: str, sample_csv: Path,
-            tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Iterator[Airflow]:
+def airflow(
+    create_database: Callable[[], str],
+    mlflow_server: str,
+    sample_csv: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    artifacts_dir: Path,
+) -> Iterator[Airflow]:
     """bin/airflow-standalone on a fresh metadata database, its tasks on a fresh warehouse."""
     tmp = tmp_path_factory.mktemp("airflow-standalone")
-    platform = {"DATABASE_URL": create_database(), "MLFLOW_TRACKING_URI": mlflow_server,
-                "MODEL_NAME": f"readmission-test-{uuid.uuid4().hex[:8]}", "BATCH_SIZE": "500",
-                "READMISSION_HOME": str(tmp / "readmission"), "DATA_SOURCE": str(sample_csv),
-                "DATA_SHA256": "", "MAX_LOG_LOSS": "0.6", "AUTO_PROMOTE": "true"}  # fmt: skip
+    platform = {
+        "DATABASE_URL": create_database(),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "MODEL_NAME": f"readmission-test-{uuid.uuid4().hex[:8]}",
+        "BATCH_SIZE": "500",
+        "READMISSION_HOME": str(tmp / "readmission"),
+        "DATA_SOURCE": str(sample_csv),
+        "DATA_SHA256": "",
+        "MAX_LOG_LOSS": "0.6",
+        "AUTO_PROMOTE": "true",
+    }
     port, home, log_path = free_port(), tmp / "airflow", tmp / "airflow.log"
-    env = service_env(**platform, AIRFLOW_HOME=str(home), AIRFLOW_PORT=str(port),
-                      AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_url(create_database()))
+    env = service_env(
+        **platform,
+        AIRFLOW_HOME=str(home),
+        AIRFLOW_PORT=str(port),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_url(create_database()),
+    )
     with log_path.open("w") as log:
-        process = subprocess.Popen([str(ROOT / "bin" / "airflow-standalone")], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(ROOT / "bin" / "airflow-standalone")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/api/v2/monitor/health", process, timeout=300)
@@ -66,13 +87,21 @@ def client_of(airflow: Airflow, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 
 
 def test_an_ingest_run_starts_training_then_evaluation_through_their_assets(
-        airflow: Airflow) -> None:
-    ingest = airflow_runs.wait("01_ingest_data",
-                               airflow_runs.trigger("01_ingest_data", {"batches": 2}), 300)
-    training = airflow_runs.wait("02_warm_start_training", airflow_runs.wait_for_asset_run(
-        "02_warm_start_training", ingest), 600)
-    evaluation = airflow_runs.wait("03_evaluate_and_promote", airflow_runs.wait_for_asset_run(
-        "03_evaluate_and_promote", training), 300)
+    airflow: Airflow,
+) -> None:
+    ingest = airflow_runs.wait(
+        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": 2}), 300
+    )
+    training = airflow_runs.wait(
+        "02_warm_start_training",
+        airflow_runs.wait_for_asset_run("02_warm_start_training", ingest),
+        600,
+    )
+    evaluation = airflow_runs.wait(
+        "03_evaluate_and_promote",
+        airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training),
+        300,
+    )
 
     assert ingest["run_type"] == "manual"
     assert training["run_type"] == evaluation["run_type"] == "asset_triggered"
@@ -105,8 +134,9 @@ def test_an_unreachable_server_says_how_to_start_one(monkeypatch: pytest.MonkeyP
         airflow_runs.client()
 
 
-def test_without_a_password_it_says_where_to_put_one(monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path: Path) -> None:
+def test_without_a_password_it_says_where_to_put_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))  # no generated password file there
     with pytest.raises(airflow_runs.AirflowError, match="set AIRFLOW_ADMIN_PASSWORD"):
         airflow_runs.client()

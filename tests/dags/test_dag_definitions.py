@@ -13,11 +13,16 @@ from tests.dags.conftest import AIRFLOWIGNORE_WARNING, DAGS
 
 pytestmark = pytest.mark.filterwarnings(AIRFLOWIGNORE_WARNING)
 PIPELINE = ["01_ingest_data", "02_warm_start_training", "03_evaluate_and_promote"]
-TAGS = {"01_ingest_data": {"readmission", "data"},
-        "02_warm_start_training": {"readmission", "training"},
-        "03_evaluate_and_promote": {"readmission", "registry"}}
-IO_TASKS = {"01_ingest_data": "ingest", "02_warm_start_training": "train_untrained_batches",
-            "03_evaluate_and_promote": "judge_challenger"}  # fmt: skip
+TAGS = {
+    "01_ingest_data": {"readmission", "data"},
+    "02_warm_start_training": {"readmission", "training"},
+    "03_evaluate_and_promote": {"readmission", "registry"},
+}
+IO_TASKS = {
+    "01_ingest_data": "ingest",
+    "02_warm_start_training": "train_untrained_batches",
+    "03_evaluate_and_promote": "judge_challenger",
+}
 
 # Parses dags/ with every socket refused and reports what happened, as JSON on stdout.
 PARSE_OFFLINE = r"""
@@ -40,14 +45,16 @@ print(json.dumps({"dags": sorted(bag.dags), "errors": bag.import_errors, "connec
 
 
 def test_the_dag_folder_holds_the_three_pipeline_dags_listed_in_pipeline_order(
-        dags: dict[str, Any]) -> None:
+    dags: dict[str, Any],
+) -> None:
     assert sorted(dags) == PIPELINE
     by_display_name = sorted(dags.values(), key=lambda dag: dag.dag_display_name)
     assert [dag.dag_id for dag in by_display_name] == PIPELINE
 
 
 def test_every_dag_is_documented_tagged_and_starts_at_a_fixed_utc_date_without_catchup(
-        dags: dict[str, Any]) -> None:
+    dags: dict[str, Any],
+) -> None:
     for dag in dags.values():
         assert dag.doc_md and dag.doc_md.strip().startswith("### 0"), dag.dag_id
         assert set(dag.tags) == TAGS[dag.dag_id]
@@ -57,7 +64,8 @@ def test_every_dag_is_documented_tagged_and_starts_at_a_fixed_utc_date_without_c
 
 
 def test_ingest_is_manual_and_training_then_evaluation_follow_through_assets(
-        dags: dict[str, Any]) -> None:
+    dags: dict[str, Any],
+) -> None:
     from readmission_common import CLEAN_ENCOUNTERS, MODEL_VERSIONS
 
     ingest, training, evaluation = (dags[d] for d in PIPELINE)
@@ -72,11 +80,14 @@ def test_ingest_is_manual_and_training_then_evaluation_follow_through_assets(
 
 
 def test_training_trains_batches_one_after_another_in_one_task_one_run_at_a_time(
-        dags: dict[str, Any]) -> None:
+    dags: dict[str, Any],
+) -> None:
     training = dags["02_warm_start_training"]
     assert training.max_active_runs == 1
     assert [t.task_id for t in training.topological_sort()] == [
-        "train_untrained_batches", "announce_new_versions"]
+        "train_untrained_batches",
+        "announce_new_versions",
+    ]
     assert not any(t.is_mapped for t in training.tasks)
 
 
@@ -97,24 +108,38 @@ def validated(dag: Any, conf: dict[str, Any]) -> dict[str, Any]:
     return serialized.params.deep_merge(conf).validate()
 
 
-@pytest.mark.parametrize("conf", [{}, {"batches": 0}, {"batches": None}, {"batches": 3},
-                                  {"source": "/data/diabetic_data.csv"}, {"source": None}])
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {},
+        {"batches": 0},
+        {"batches": None},
+        {"batches": 3},
+        {"source": "/data/diabetic_data.csv"},
+        {"source": None},
+    ],
+)
 def test_ingest_accepts_a_batch_count_or_all_and_an_optional_source(
-        dags: dict[str, Any], conf: dict[str, Any]) -> None:
+    dags: dict[str, Any], conf: dict[str, Any]
+) -> None:
     params = validated(dags["01_ingest_data"], conf)
     assert params["batches"] == conf.get("batches", 1)
     assert params["source"] == conf.get("source")
 
 
-@pytest.mark.parametrize(("dag_id", "conf", "field"), [
-    ("01_ingest_data", {"batches": -1}, "batches"),
-    ("01_ingest_data", {"batches": "two"}, "batches"),
-    ("01_ingest_data", {"source": 5}, "source"),
-    ("03_evaluate_and_promote", {"margin": -0.1}, "margin"),
-    ("03_evaluate_and_promote", {"auto_promote": "yes"}, "auto_promote"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("dag_id", "conf", "field"),
+    [
+        ("01_ingest_data", {"batches": -1}, "batches"),
+        ("01_ingest_data", {"batches": "two"}, "batches"),
+        ("01_ingest_data", {"source": 5}, "source"),
+        ("03_evaluate_and_promote", {"margin": -0.1}, "margin"),
+        ("03_evaluate_and_promote", {"auto_promote": "yes"}, "auto_promote"),
+    ],
+)
 def test_a_bad_param_is_refused_naming_the_field(
-        dags: dict[str, Any], dag_id: str, conf: dict[str, Any], field: str) -> None:
+    dags: dict[str, Any], dag_id: str, conf: dict[str, Any], field: str
+) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
     with pytest.raises(ParamValidationError, match=f"Invalid input for param {field}:"):
@@ -135,8 +160,14 @@ def test_parsing_touches_no_database_or_network_and_reads_defaults_from_the_sett
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://nobody@{unreachable}/airflow",
         AUTO_PROMOTE="true",
     )
-    parsed = subprocess.run([str(BIN / "python"), "-c", PARSE_OFFLINE, str(DAGS)], env=env,
-                            capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    parsed = subprocess.run(
+        [str(BIN / "python"), "-c", PARSE_OFFLINE, str(DAGS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     report = json.loads(parsed.stdout.strip().splitlines()[-1])
 
     assert report["dags"] == PIPELINE

@@ -15,8 +15,11 @@ from readmission.model import ReadmissionModel, labels
 from tests.dags.conftest import AIRFLOWIGNORE_WARNING, parse_dags
 from tests.dags.metadata import asset_events, returned, task_states, tries
 
-pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.slow,
-              pytest.mark.filterwarnings(AIRFLOWIGNORE_WARNING)]
+pytestmark = [
+    pytest.mark.usefixtures("airflow_db"),
+    pytest.mark.slow,
+    pytest.mark.filterwarnings(AIRFLOWIGNORE_WARNING),
+]
 CLEAN_ENCOUNTERS = "x-readmission://warehouse/clean_encounters"
 MODEL_VERSIONS = "x-readmission://registry/model_versions"
 
@@ -47,39 +50,53 @@ def register_inverted_model(settings: Settings) -> str:
     model = ReadmissionModel().partial_fit(frame, 1 - labels(frame))
     registry.connect(settings)
     with mlflow.start_run(experiment_id=registry.experiment_id(settings), run_name="inverted"):
-        info = mlflow.pyfunc.log_model(name="model", python_model=registry.ReadmissionPyfunc(model),
-                                       pip_requirements=["mlflow"])  # fmt: skip
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=registry.ReadmissionPyfunc(model),
+            pip_requirements=["mlflow"],
+        )
     return mlflow.register_model(info.model_uri, settings.model_name).version
 
 
 def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds_nothing(
-        pipeline_env: Settings) -> None:
+    pipeline_env: Settings,
+) -> None:
     first = run("01_ingest_data")  # default: the next batch (and the holdout)
     assert first.state == "success"
-    assert returned(first, "ingest") == {"batch_ids": [0, 1], "training_batch_ids": [1],
-                                         "rows_added": 1000, "quarantined": 0,
-                                         "already_present": 0}  # fmt: skip
+    assert returned(first, "ingest") == {
+        "batch_ids": [0, 1],
+        "training_batch_ids": [1],
+        "rows_added": 1000,
+        "quarantined": 0,
+        "already_present": 0,
+    }
     assert asset_events(first, CLEAN_ENCOUNTERS) == [{"batch_ids": [1], "rows_added": 1000}]
 
     training = run("02_warm_start_training")
     assert training.state == "success"
-    assert [(t["batch_id"], t["version"], t["parent_version"])
-            for t in returned(training, "train_untrained_batches")] == [(1, "1", None)]
+    assert [
+        (t["batch_id"], t["version"], t["parent_version"])
+        for t in returned(training, "train_untrained_batches")
+    ] == [(1, "1", None)]
     assert asset_events(training, MODEL_VERSIONS) == [{"versions": ["1"]}]
 
     rest = run("01_ingest_data", batches=0)  # 0: every remaining batch
     assert returned(rest, "ingest")["training_batch_ids"] == [2, 3, 4]
     training = run("02_warm_start_training")
     assert asset_events(training, MODEL_VERSIONS) == [{"versions": ["2", "3", "4"]}]
-    assert [(v.version, v.parent_version, v.batch_id)
-            for v in registry.version_summaries(pipeline_env)] == [
-        ("1", "", "1"), ("2", "1", "2"), ("3", "2", "3"), ("4", "3", "4")]  # fmt: skip
+    assert [
+        (v.version, v.parent_version, v.batch_id) for v in registry.version_summaries(pipeline_env)
+    ] == [("1", "", "1"), ("2", "1", "2"), ("3", "2", "3"), ("4", "3", "4")]
 
     replay = run("01_ingest_data", batches=0)
     assert replay.state == "success"
-    assert returned(replay, "ingest") == {"batch_ids": [], "training_batch_ids": [],
-                                          "rows_added": 0, "quarantined": 0,
-                                          "already_present": 2500}  # fmt: skip
+    assert returned(replay, "ingest") == {
+        "batch_ids": [],
+        "training_batch_ids": [],
+        "rows_added": 0,
+        "quarantined": 0,
+        "already_present": 2500,
+    }
     assert task_states(replay) == {"ingest": "success", "announce_new_batches": "skipped"}
     assert asset_events(replay, CLEAN_ENCOUNTERS) == []
     assert warehouse.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 2500
@@ -91,7 +108,8 @@ def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds
 
 
 def test_evaluation_promotes_a_better_challenger_and_refuses_a_worse_one_saying_why(
-        pipeline_env: Settings) -> None:
+    pipeline_env: Settings,
+) -> None:
     run("01_ingest_data")
     run("02_warm_start_training")
     first = verdict(auto_promote=True, margin=0.0)
@@ -119,15 +137,15 @@ def test_evaluation_promotes_a_better_challenger_and_refuses_a_worse_one_saying_
     assert tags["validation_reason"] == refused["reason"] and "MIN_AUC" in refused["reason"]
 
 
-def test_evaluation_without_any_version_skips_with_advice(
-        pipeline_env: Settings) -> None:
+def test_evaluation_without_any_version_skips_with_advice(pipeline_env: Settings) -> None:
     evaluation = run("03_evaluate_and_promote")
     assert evaluation.state == "success"
     assert task_states(evaluation) == {"judge_challenger": "skipped"}
 
 
 def test_ingest_of_a_missing_file_fails_at_once_instead_of_retrying(
-        pipeline_env: Settings, tmp_path: Path) -> None:
+    pipeline_env: Settings, tmp_path: Path
+) -> None:
     failed = run("01_ingest_data", source=str(tmp_path / "missing.csv"))
     assert failed.state == "failed"
     assert task_states(failed)["ingest"] == "failed"

@@ -22,10 +22,15 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 COMPOSE_BIN = Path(compose.__file__).parent / "docker-compose"
 
 
-def run_compose(*args: str, env_file: Path, compose_file: Path = COMPOSE_FILE
-                ) -> subprocess.CompletedProcess:
-    return subprocess.run([str(COMPOSE_BIN), "-f", str(compose_file), "--env-file", str(env_file),
-                           *args], capture_output=True, text=True, timeout=60)
+def run_compose(
+    *args: str, env_file: Path, compose_file: Path = COMPOSE_FILE
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(COMPOSE_BIN), "-f", str(compose_file), "--env-file", str(env_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def load_yaml(path: Path) -> Any:

@@ -18,11 +18,19 @@ from readmission.config import Settings
 from .conftest import COMPOSE_FILE, ROOT, load_yaml, run_compose, strings
 
 ONE_SHOT = {"minio-init", "airflow-init"}
-AIRFLOW_COMPONENTS = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
-                      "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer"}
-STATEFUL = {"postgres": "/var/lib/postgresql/data", "minio": "/data",
-            "prometheus": "/prometheus", "alertmanager": "/alertmanager",
-            "grafana": "/var/lib/grafana"}
+AIRFLOW_COMPONENTS = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer",
+}
+STATEFUL = {
+    "postgres": "/var/lib/postgresql/data",
+    "minio": "/data",
+    "prometheus": "/prometheus",
+    "alertmanager": "/alertmanager",
+    "grafana": "/var/lib/grafana",
+}
 
 
 def long_running(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -37,8 +45,13 @@ def test_compose_config_is_valid_with_the_env_compose_up_generates(env_file: Pat
 
 def test_compose_config_fails_without_a_required_secret(env_file: Path, tmp_path: Path) -> None:
     incomplete = tmp_path / ".env"
-    incomplete.write_text("".join(line + "\n" for line in env_file.read_text().splitlines()
-                                  if not line.startswith("POSTGRES_PASSWORD=")))
+    incomplete.write_text(
+        "".join(
+            line + "\n"
+            for line in env_file.read_text().splitlines()
+            if not line.startswith("POSTGRES_PASSWORD=")
+        )
+    )
     result = run_compose("config", "-q", env_file=incomplete)
     assert result.returncode != 0
     assert "POSTGRES_PASSWORD" in result.stderr
@@ -46,16 +59,18 @@ def test_compose_config_fails_without_a_required_secret(env_file: Path, tmp_path
 
 def test_compose_config_fails_on_an_invalid_service_key(env_file: Path, tmp_path: Path) -> None:
     broken = tmp_path / "docker-compose.yaml"
-    broken.write_text(COMPOSE_FILE.read_text().replace(
-        "    restart: unless-stopped\n", "    restart: unless-stopped\n    restrat: always\n", 1))
+    broken.write_text(
+        COMPOSE_FILE.read_text().replace(
+            "    restart: unless-stopped\n", "    restart: unless-stopped\n    restrat: always\n", 1
+        )
+    )
     result = run_compose("config", "-q", env_file=env_file, compose_file=broken)
     assert result.returncode != 0
     assert "restrat" in result.stderr
 
 
 def test_every_secret_of_the_compose_file_is_generated_by_compose_up(compose_raw: dict) -> None:
-    required = {name for text in strings(compose_raw)
-                for name in re.findall(r"\$\{(\w+):\?", text)}
+    required = {name for text in strings(compose_raw) for name in re.findall(r"\$\{(\w+):\?", text)}
     assert required, "the compose file requires no variable at all?"
     assert required <= set(dotenv.SECRETS) | {"MINIO_ROOT_USER"}
     example = dotenv.parse((ROOT / ".env.example").read_text())
@@ -99,8 +114,9 @@ def test_every_long_running_service_has_a_healthcheck(compose_model: dict) -> No
 def test_dependencies_wait_for_health_or_completion(compose_model: dict) -> None:
     for name, service in compose_model["services"].items():
         for dependency, spec in service.get("depends_on", {}).items():
-            expected = ("service_completed_successfully" if dependency in ONE_SHOT
-                        else "service_healthy")
+            expected = (
+                "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            )
             assert spec["condition"] == expected, f"{name} -> {dependency}"
 
 
@@ -109,9 +125,13 @@ def test_one_shot_services_are_awaited_by_a_long_running_service(compose_model: 
     for its successful completion."""
     for one_shot in ONE_SHOT:
         assert compose_model["services"][one_shot]["restart"] == "no"
-        waiters = [name for name, service in long_running(compose_model).items()
-                   if service.get("depends_on", {}).get(one_shot, {}).get("condition")
-                   == "service_completed_successfully" and not service.get("profiles")]
+        waiters = [
+            name
+            for name, service in long_running(compose_model).items()
+            if service.get("depends_on", {}).get(one_shot, {}).get("condition")
+            == "service_completed_successfully"
+            and not service.get("profiles")
+        ]
         assert waiters, f"nothing in the default profile waits for {one_shot}"
 
 
@@ -129,7 +149,8 @@ def test_published_ports_are_bound_to_loopback(compose_model: dict) -> None:
 
 
 def test_postgres_init_creates_one_database_per_service_with_passwords_from_env(
-        compose_model: dict) -> None:
+    compose_model: dict,
+) -> None:
     postgres = compose_model["services"]["postgres"]
     mounts = {m["target"]: m for m in postgres["volumes"]}
     init = mounts["/docker-entrypoint-initdb.d"]
@@ -138,14 +159,15 @@ def test_postgres_init_creates_one_database_per_service_with_passwords_from_env(
         assert postgres["environment"][f"{user}_DB_PASSWORD"]
     urls = {
         "airflow": compose_model["services"]["airflow-scheduler"]["environment"][
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+        ],
         "mlflow": compose_model["services"]["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"],
-        "warehouse": compose_model["services"]["airflow-scheduler"]["environment"][
-            "DATABASE_URL"],
+        "warehouse": compose_model["services"]["airflow-scheduler"]["environment"]["DATABASE_URL"],
     }
     for database, url in urls.items():
-        assert re.fullmatch(rf"postgresql\+psycopg2?://{database}:[^@]+@postgres:5432/{database}",
-                            url), url
+        assert re.fullmatch(
+            rf"postgresql\+psycopg2?://{database}:[^@]+@postgres:5432/{database}", url
+        ), url
     assert urls["mlflow"].startswith("postgresql+psycopg2://"), "MLflow needs psycopg2"
 
 
@@ -167,48 +189,75 @@ def test_airflow_components_run_the_airflow_cli(compose_model: dict) -> None:
     assert "airflow db migrate" in init
 
 
-def test_airflow_init_writes_the_admin_password_file_from_env(compose_model: dict,
-                                                              tmp_path: Path) -> None:
+def test_airflow_init_writes_the_admin_password_file_from_env(
+    compose_model: dict, tmp_path: Path
+) -> None:
     """The simple auth manager reads {user: password} JSON from this file; run the init's own
     command, up to the migration, against a temporary path."""
     init = compose_model["services"]["airflow-init"]
     path = init["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
-    write_file = init["command"][0].split(" && exec airflow db migrate")[0].replace(path,
-                                                                          str(tmp_path / "p.json"))
-    password = "it's a \"quoted\" pass$word"
-    result = subprocess.run([*init["entrypoint"], write_file], capture_output=True, text=True,
-                            env={"PATH": os.environ["PATH"], "AIRFLOW_ADMIN_USER": "admin",
-                                 "AIRFLOW_ADMIN_PASSWORD": password}, timeout=30)
+    write_file = (
+        init["command"][0]
+        .split(" && exec airflow db migrate")[0]
+        .replace(path, str(tmp_path / "p.json"))
+    )
+    password = 'it\'s a "quoted" pass$word'
+    result = subprocess.run(
+        [*init["entrypoint"], write_file],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "AIRFLOW_ADMIN_USER": "admin",
+            "AIRFLOW_ADMIN_PASSWORD": password,
+        },
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "p.json").read_text()) == {"admin": password}
     folder = str(Path(path).parent)
     init_mount = {m["target"]: m for m in init["volumes"]}[folder]
-    server_mount = {m["target"]: m for m in compose_model["services"]["airflow-apiserver"][
-        "volumes"]}[folder]
+    server_mount = {
+        m["target"]: m for m in compose_model["services"]["airflow-apiserver"]["volumes"]
+    }[folder]
     assert init_mount["type"] == "volume" and init_mount["source"] == server_mount["source"]
 
 
 def test_airflow_components_share_keys_and_reach_the_execution_api(compose_model: dict) -> None:
-    environments = [compose_model["services"][name]["environment"]
-                    for name in [*AIRFLOW_COMPONENTS, "airflow-init"]]
-    for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
-                "AIRFLOW__API__SECRET_KEY", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+    environments = [
+        compose_model["services"][name]["environment"]
+        for name in [*AIRFLOW_COMPONENTS, "airflow-init"]
+    ]
+    for key in (
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    ):
         values = {env[key] for env in environments}
         assert len(values) == 1 and values != {""}, key
     for env in environments:
-        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == \
-            "http://airflow-apiserver:8080/execution/"
+        assert (
+            env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+            == "http://airflow-apiserver:8080/execution/"
+        )
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
 def test_optional_settings_pass_through_from_env_or_keep_their_defaults(
-        compose_raw: dict, env_file: Path, tmp_path: Path) -> None:
+    compose_raw: dict, env_file: Path, tmp_path: Path
+) -> None:
     """A setting missing from .env must reach the container unset (Settings' default applies),
     not as an empty string."""
     trimmed = tmp_path / ".env"
-    trimmed.write_text("".join(line + "\n" for line in env_file.read_text().splitlines()
-                               if not line.startswith(("BATCH_SIZE=", "DATA_SOURCE="))))
+    trimmed.write_text(
+        "".join(
+            line + "\n"
+            for line in env_file.read_text().splitlines()
+            if not line.startswith(("BATCH_SIZE=", "DATA_SOURCE="))
+        )
+    )
     result = run_compose("config", "--format", "json", env_file=trimmed)
     assert result.returncode == 0, result.stderr
     env = json.loads(result.stdout)["services"]["airflow-scheduler"]["environment"]
@@ -217,12 +266,13 @@ def test_optional_settings_pass_through_from_env_or_keep_their_defaults(
 
 
 @pytest.mark.parametrize("service", ["airflow-scheduler", "airflow-apiserver", "api", "ui"])
-def test_container_environment_gives_valid_settings(compose_model: dict, service: str,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    tmp_path: Path) -> None:
+def test_container_environment_gives_valid_settings(
+    compose_model: dict, service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """What a container's readmission.config.Settings reads, from the .env compose-up writes."""
-    environment = {k: v for k, v in compose_model["services"][service]["environment"].items()
-                   if v is not None}
+    environment = {
+        k: v for k, v in compose_model["services"][service]["environment"].items() if v is not None
+    }
     for name in list(os.environ):
         monkeypatch.delenv(name)
     for name, value in environment.items():
@@ -238,9 +288,7 @@ def test_container_environment_gives_valid_settings(compose_model: dict, service
 
 
 @pytest.mark.parametrize("service", ["api", "ui", "mlflow"])
-def test_built_services_use_the_dockerfile_of_their_name(compose_model: dict,
-                                                         service: str) -> None:
+def test_built_services_use_the_dockerfile_of_their_name(compose_model: dict, service: str) -> None:
     build = compose_model["services"][service]["build"]
     assert Path(build["context"]) == ROOT
     assert build["dockerfile"] == f"docker/{service}.Dockerfile"
-

@@ -17,9 +17,17 @@ from .conftest import ROOT, by_kind
 DOCKER = ROOT / "docker"
 ENTRYPOINTS = {"api": "bin/api", "ui": "bin/ui", "mlflow": "bin/mlflow-server"}
 EXTRAS = {"api": "api", "ui": "ui", "airflow": "airflow"}
-NEVER_IN_CONTEXT = [".env", ".venv/bin/python", ".git/HEAD", ".readmission/warehouse.db",
-                    "test-artifacts/x.png", "dataset_diabetes.zip", "diabetic_data.csv",
-                    "tests/conftest.py", "src/readmission/__pycache__/config.cpython-311.pyc"]
+NEVER_IN_CONTEXT = [
+    ".env",
+    ".venv/bin/python",
+    ".git/HEAD",
+    ".readmission/warehouse.db",
+    "test-artifacts/x.png",
+    "dataset_diabetes.zip",
+    "diabetic_data.csv",
+    "tests/conftest.py",
+    "src/readmission/__pycache__/config.cpython-311.pyc",
+]
 
 
 @dataclass
@@ -121,18 +129,21 @@ def test_image_runs_the_entrypoint_the_tests_run_natively(image: str) -> None:
     assert final.last("WORKDIR") == "/app"
     script = ROOT / ENTRYPOINTS[image]
     assert script.exists() and script.stat().st_mode & 0o111, f"{script} is not executable"
-    assert any(ENTRYPOINTS[image] in source or source == "bin" for source in
-               copy_sources(final)), f"{image} does not copy {ENTRYPOINTS[image]}"
+    assert any(ENTRYPOINTS[image] in source or source == "bin" for source in copy_sources(final)), (
+        f"{image} does not copy {ENTRYPOINTS[image]}"
+    )
 
 
-def test_compose_and_kubernetes_keep_the_image_entrypoints(compose_model: dict,
-                                                           manifests: list[dict]) -> None:
+def test_compose_and_kubernetes_keep_the_image_entrypoints(
+    compose_model: dict, manifests: list[dict]
+) -> None:
     for service in ENTRYPOINTS:
         assert compose_model["services"][service].get("entrypoint") is None
         assert compose_model["services"][service].get("command") is None
     for name in ("api", "ui"):
         container = by_kind(manifests, "Deployment")[name]["spec"]["template"]["spec"][
-            "containers"][0]
+            "containers"
+        ][0]
         assert "command" not in container and "args" not in container
 
 
@@ -149,8 +160,7 @@ def test_images_run_as_a_non_root_user(image: str) -> None:
     assert user and user.split(":")[0] not in ("root", "0"), f"{image} runs as {user}"
 
 
-def test_serving_images_use_the_numeric_user_kubernetes_runs_them_as(
-        manifests: list[dict]) -> None:
+def test_serving_images_use_the_numeric_user_kubernetes_runs_them_as(manifests: list[dict]) -> None:
     for image in ("api", "ui"):
         uid = int(dockerfile(image)[-1].last("USER").split(":")[0])
         pod = by_kind(manifests, "Deployment")[image]["spec"]["template"]["spec"]
@@ -178,8 +188,13 @@ def test_pinned_versions_match_the_lock() -> None:
         assert f"{package}=={lock_version(package)}" in mlflow
     airflow_base = dockerfile("airflow")[-1].base
     assert airflow_base.startswith(f"apache/airflow:slim-{lock_version('apache-airflow')}-")
-    uv_pins = {re.search(r"uv==([\d.]+)", run)[1] for name in ("api", "ui", "airflow")
-               for stage in dockerfile(name) for run in stage.all("RUN") if "uv==" in run}
+    uv_pins = {
+        re.search(r"uv==([\d.]+)", run)[1]
+        for name in ("api", "ui", "airflow")
+        for stage in dockerfile(name)
+        for run in stage.all("RUN")
+        if "uv==" in run
+    }
     assert len(uv_pins) == 1
 
 
@@ -196,8 +211,11 @@ def test_every_file_a_build_copies_is_in_the_build_context(image: str) -> None:
         for source in copy_sources(stage):
             path = ROOT / source.rstrip("/")
             assert path.exists(), f"{image} copies {source}, which does not exist"
-            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
-                                                   and "__pycache__" not in p.parts]
+            files = (
+                [path]
+                if path.is_file()
+                else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+            )
             assert files, f"{image} copies the empty {source}"
             for file in files:
                 relative = file.relative_to(ROOT).as_posix()

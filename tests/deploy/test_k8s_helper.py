@@ -18,14 +18,28 @@ from deploy import k8s
 from .conftest import by_kind
 
 
-def deployment(name: str = "api", *, replicas: int = 2, generation: int = 2,
-               observed: int = 2, updated: int = 2, total: int = 2, available: int = 2,
-               conditions: list[dict] | None = None) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": "readmission", "generation": generation},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}},
-            "status": {"observedGeneration": observed, "replicas": total,
-                       "updatedReplicas": updated, "availableReplicas": available,
-                       "conditions": conditions or []}}
+def deployment(
+    name: str = "api",
+    *,
+    replicas: int = 2,
+    generation: int = 2,
+    observed: int = 2,
+    updated: int = 2,
+    total: int = 2,
+    available: int = 2,
+    conditions: list[dict] | None = None,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "readmission", "generation": generation},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "availableReplicas": available,
+            "conditions": conditions or [],
+        },
+    }
 
 
 class FakeClock:
@@ -73,18 +87,22 @@ def test_render_explains_a_missing_env_file(render_tree: Path, tmp_path: Path) -
 def test_kustomize_command_prefers_kustomize_then_kubectl() -> None:
     assert k8s.kustomize_command(lambda tool: f"/bin/{tool}")[:2] == ["kustomize", "build"]
     assert k8s.kustomize_command(lambda tool: "/bin/kubectl" if tool == "kubectl" else None)[
-        :2] == ["kubectl", "kustomize"]
+        :2
+    ] == ["kubectl", "kustomize"]
     with pytest.raises(k8s.DeployError, match="install kubectl"):
         k8s.kustomize_command(lambda tool: None)
 
 
-@pytest.mark.parametrize(("reference", "name"), [
-    ("readmission-api:dev", "readmission-api"),
-    ("localhost:5000/team/api:1.2", "localhost:5000/team/api"),
-    ("localhost:5000/team/api", "localhost:5000/team/api"),
-    ("prom/prometheus@sha256:abc", "prom/prometheus"),
-    ("grafana/grafana:12.0.2@sha256:abc", "grafana/grafana"),
-])
+@pytest.mark.parametrize(
+    ("reference", "name"),
+    [
+        ("readmission-api:dev", "readmission-api"),
+        ("localhost:5000/team/api:1.2", "localhost:5000/team/api"),
+        ("localhost:5000/team/api", "localhost:5000/team/api"),
+        ("prom/prometheus@sha256:abc", "prom/prometheus"),
+        ("grafana/grafana:12.0.2@sha256:abc", "grafana/grafana"),
+    ],
+)
 def test_image_name_drops_tag_and_digest(reference: str, name: str) -> None:
     assert k8s.image_name(reference) == name
 
@@ -94,10 +112,14 @@ def test_set_images_replaces_only_the_named_images_and_copies(manifests: list[di
     result = k8s.set_images(manifests, {"readmission-api": "readmission-api:0123456789ab"})
     assert manifests == original
     deployments = by_kind(result, "Deployment")
-    assert deployments["api"]["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        "readmission-api:0123456789ab"
-    assert deployments["ui"]["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        "readmission-ui:dev"
+    assert (
+        deployments["api"]["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "readmission-api:0123456789ab"
+    )
+    assert (
+        deployments["ui"]["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "readmission-ui:dev"
+    )
 
 
 def test_set_images_rejects_an_image_no_container_runs(manifests: list[dict]) -> None:
@@ -106,30 +128,38 @@ def test_set_images_rejects_an_image_no_container_runs(manifests: list[dict]) ->
 
 
 def test_apply_order_puts_dependencies_first_and_keeps_the_rest_stable(
-        manifests: list[dict]) -> None:
+    manifests: list[dict],
+) -> None:
     kinds = [m["kind"] for m in k8s.apply_order(manifests)]
     assert kinds[0] == "Namespace"
     assert kinds.index("ConfigMap") < kinds.index("Deployment")
     assert kinds.index("Secret") < kinds.index("Deployment")
     assert max(i for i, k in enumerate(kinds) if k == "NetworkPolicy") < kinds.index("Deployment")
-    assert max(i for i, k in enumerate(kinds) if k == "ClusterRoleBinding") < \
-        kinds.index("Deployment")
+    assert max(i for i, k in enumerate(kinds) if k == "ClusterRoleBinding") < kinds.index(
+        "Deployment"
+    )
     assert kinds.index("Deployment") < kinds.index("HorizontalPodAutoscaler")
-    custom = [{"kind": "Widget", "metadata": {"name": "a"}},
-              {"kind": "Namespace", "metadata": {"name": "n"}}]
+    custom = [
+        {"kind": "Widget", "metadata": {"name": "a"}},
+        {"kind": "Namespace", "metadata": {"name": "n"}},
+    ]
     assert [m["kind"] for m in k8s.apply_order(custom)] == ["Namespace", "Widget"]
-    assert sorted(map(k8s.describe, manifests)) == sorted(map(k8s.describe,
-                                                              k8s.apply_order(manifests)))
+    assert sorted(map(k8s.describe, manifests)) == sorted(
+        map(k8s.describe, k8s.apply_order(manifests))
+    )
 
 
-@pytest.mark.parametrize(("state", "done", "message"), [
-    (deployment(generation=3, observed=2), False, "waiting for the new spec to be observed"),
-    (deployment(updated=1, total=3), False, "1 of 2 new replicas updated"),
-    (deployment(total=3), False, "1 old replicas pending termination"),
-    (deployment(available=1), False, "1 of 2 updated replicas available"),
-    (deployment(), True, "rolled out (2 available)"),
-    (deployment(replicas=1, total=1, updated=1, available=1), True, "rolled out (1 available)"),
-])
+@pytest.mark.parametrize(
+    ("state", "done", "message"),
+    [
+        (deployment(generation=3, observed=2), False, "waiting for the new spec to be observed"),
+        (deployment(updated=1, total=3), False, "1 of 2 new replicas updated"),
+        (deployment(total=3), False, "1 old replicas pending termination"),
+        (deployment(available=1), False, "1 of 2 updated replicas available"),
+        (deployment(), True, "rolled out (2 available)"),
+        (deployment(replicas=1, total=1, updated=1, available=1), True, "rolled out (1 available)"),
+    ],
+)
 def test_rollout_status_follows_kubectls_rule(state: dict, done: bool, message: str) -> None:
     assert k8s.rollout_status(state) == (done, message)
 
@@ -140,32 +170,62 @@ def test_rollout_status_of_a_deployment_without_status_is_pending() -> None:
 
 
 def test_rollout_status_fails_once_the_progress_deadline_is_exceeded() -> None:
-    stuck = deployment(available=0, conditions=[
-        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-         "message": "ReplicaSet api-1 has timed out progressing."}])
+    stuck = deployment(
+        available=0,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet api-1 has timed out progressing.",
+            }
+        ],
+    )
     with pytest.raises(k8s.DeployError, match=r"progress deadline.*timed out"):
         k8s.rollout_status(stuck)
 
 
 def test_wait_for_rollouts_echoes_each_change_once_and_returns_when_all_are_done() -> None:
-    states = {"api": [deployment(available=0), deployment(available=0),
-                      deployment(available=1), deployment()],
-              "ui": [deployment("ui", replicas=1, total=1, updated=1, available=1)]}
+    states = {
+        "api": [
+            deployment(available=0),
+            deployment(available=0),
+            deployment(available=1),
+            deployment(),
+        ],
+        "ui": [deployment("ui", replicas=1, total=1, updated=1, available=1)],
+    }
     clock, lines, cluster = FakeClock(), [], FakeCluster(states)
-    k8s.wait_for_rollouts(["api", "ui"], lambda name: cluster.deployment("readmission", name),
-                          timeout=60, poll=2, clock=clock, sleep=clock.sleep, echo=lines.append)
-    assert lines == ["deployment/api: 0 of 2 updated replicas available",
-                     "deployment/ui: rolled out (1 available)",
-                     "deployment/api: 1 of 2 updated replicas available",
-                     "deployment/api: rolled out (2 available)"]
+    k8s.wait_for_rollouts(
+        ["api", "ui"],
+        lambda name: cluster.deployment("readmission", name),
+        timeout=60,
+        poll=2,
+        clock=clock,
+        sleep=clock.sleep,
+        echo=lines.append,
+    )
+    assert lines == [
+        "deployment/api: 0 of 2 updated replicas available",
+        "deployment/ui: rolled out (1 available)",
+        "deployment/api: 1 of 2 updated replicas available",
+        "deployment/api: rolled out (2 available)",
+    ]
     assert clock.now == 6
 
 
 def test_wait_for_rollouts_times_out_naming_what_it_waits_for() -> None:
     clock = FakeClock()
     with pytest.raises(k8s.DeployError, match=r"after 10s: api \(0 of 2 updated"):
-        k8s.wait_for_rollouts(["api"], lambda name: deployment(available=0), timeout=10,
-                              poll=2, clock=clock, sleep=clock.sleep, echo=lambda line: None)
+        k8s.wait_for_rollouts(
+            ["api"],
+            lambda name: deployment(available=0),
+            timeout=10,
+            poll=2,
+            clock=clock,
+            sleep=clock.sleep,
+            echo=lambda line: None,
+        )
     assert clock.now == 10
 
 
@@ -174,42 +234,96 @@ def pod(name: str, app: str, **status: Any) -> dict:
 
 
 def test_pod_problems_name_waiting_reasons_crashes_readiness_and_scheduling() -> None:
-    pulling = pod("api-1", "api", containerStatuses=[{
-        "name": "api", "ready": False, "restartCount": 0,
-        "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image not present"}}}])
+    pulling = pod(
+        "api-1",
+        "api",
+        containerStatuses=[
+            {
+                "name": "api",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "waiting": {"reason": "ErrImageNeverPull", "message": "image not present"}
+                },
+            }
+        ],
+    )
     assert k8s.pod_problems(pulling) == ["api: ErrImageNeverPull image not present"]
-    crashing = pod("api-2", "api", containerStatuses=[{
-        "name": "api", "ready": False, "restartCount": 3,
-        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-        "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}])
-    assert k8s.pod_problems(crashing) == ["api: CrashLoopBackOff",
-                                          "api: restarted 3x, last exit 1 (Error)"]
-    unready = pod("api-3", "api", containerStatuses=[{
-        "name": "api", "ready": False, "restartCount": 0, "state": {"running": {}}}])
+    crashing = pod(
+        "api-2",
+        "api",
+        containerStatuses=[
+            {
+                "name": "api",
+                "ready": False,
+                "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+            }
+        ],
+    )
+    assert k8s.pod_problems(crashing) == [
+        "api: CrashLoopBackOff",
+        "api: restarted 3x, last exit 1 (Error)",
+    ]
+    unready = pod(
+        "api-3",
+        "api",
+        containerStatuses=[
+            {"name": "api", "ready": False, "restartCount": 0, "state": {"running": {}}}
+        ],
+    )
     assert k8s.pod_problems(unready) == ["api: running, not ready (readiness probe failing)"]
-    pending = pod("api-4", "api", conditions=[{"type": "PodScheduled", "status": "False",
-                                               "message": "Insufficient cpu"}])
+    pending = pod(
+        "api-4",
+        "api",
+        conditions=[{"type": "PodScheduled", "status": "False", "message": "Insufficient cpu"}],
+    )
     assert k8s.pod_problems(pending) == ["unschedulable: Insufficient cpu"]
-    healthy = pod("api-5", "api", containerStatuses=[{
-        "name": "api", "ready": True, "restartCount": 0, "state": {"running": {}}}])
+    healthy = pod(
+        "api-5",
+        "api",
+        containerStatuses=[
+            {"name": "api", "ready": True, "restartCount": 0, "state": {"running": {}}}
+        ],
+    )
     assert k8s.pod_problems(healthy) == []
 
 
 def test_pod_problems_read_the_clients_to_dict_form_with_none_for_absent_fields() -> None:
-    as_client_returns = pod("api-6", "api", conditions=None, containerStatuses=[{
-        "name": "api", "ready": False, "restartCount": 1,
-        "state": {"running": None, "terminated": None,
-                  "waiting": {"reason": "ImagePullBackOff", "message": None}},
-        "lastState": {"running": None, "waiting": None,
-                      "terminated": {"exitCode": 0, "reason": None}}}])
-    assert k8s.pod_problems(as_client_returns) == ["api: ImagePullBackOff",
-                                                   "api: restarted 1x, last exit 0 (unknown)"]
+    as_client_returns = pod(
+        "api-6",
+        "api",
+        conditions=None,
+        containerStatuses=[
+            {
+                "name": "api",
+                "ready": False,
+                "restartCount": 1,
+                "state": {
+                    "running": None,
+                    "terminated": None,
+                    "waiting": {"reason": "ImagePullBackOff", "message": None},
+                },
+                "lastState": {
+                    "running": None,
+                    "waiting": None,
+                    "terminated": {"exitCode": 0, "reason": None},
+                },
+            }
+        ],
+    )
+    assert k8s.pod_problems(as_client_returns) == [
+        "api: ImagePullBackOff",
+        "api: restarted 1x, last exit 0 (unknown)",
+    ]
 
 
 def test_deploy_applies_in_order_then_waits_for_every_deployment(manifests: list[dict]) -> None:
     names = by_kind(manifests, "Deployment")
-    cluster = FakeCluster({name: [deployment(name, replicas=1, total=1, updated=1, available=1)]
-                           for name in names})
+    cluster = FakeCluster(
+        {name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names}
+    )
     lines: list[str] = []
     k8s.deploy(manifests, cluster, timeout=5, echo=lines.append)
     assert cluster.applied == [k8s.describe(m) for m in k8s.apply_order(manifests)]
@@ -219,13 +333,17 @@ def test_deploy_applies_in_order_then_waits_for_every_deployment(manifests: list
 
 def test_deploy_failure_explains_unready_api_pods(manifests: list[dict]) -> None:
     names = by_kind(manifests, "Deployment")
-    done = {name: [deployment(name, replicas=1, total=1, updated=1, available=1)]
-            for name in names}
+    done = {name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names}
     done["api"] = [deployment("api", available=0)]
     labels = names["api"]["spec"]["selector"]["matchLabels"]
-    unready = {"metadata": {"name": "api-7d9f", "labels": labels}, "status": {
-        "containerStatuses": [{"name": "api", "ready": False, "restartCount": 0,
-                               "state": {"running": {}}}]}}
+    unready = {
+        "metadata": {"name": "api-7d9f", "labels": labels},
+        "status": {
+            "containerStatuses": [
+                {"name": "api", "ready": False, "restartCount": 0, "state": {"running": {}}}
+            ]
+        },
+    }
     with pytest.raises(k8s.DeployError) as failure:  # timeout 0: fails after the first look
         k8s.deploy(manifests, FakeCluster(done, [unready]), timeout=0, echo=lambda line: None)
     message = str(failure.value)
@@ -249,33 +367,50 @@ class FakeDynamic:
 
 
 def test_cluster_apply_is_a_forced_server_side_apply_by_one_field_manager(
-        manifests: list[dict]) -> None:
+    manifests: list[dict],
+) -> None:
     dynamic = FakeDynamic()
     cluster = k8s.Cluster(dynamic)
     api = by_kind(manifests, "Deployment")["api"]
     cluster.apply(api)
     cluster.apply(by_kind(manifests, "ClusterRole")["readmission-prometheus"])
     assert dynamic.calls == [
-        (("apps/v1", "Deployment"), "api", {"namespace": "readmission",
-                                            "field_manager": "readmission-deploy",
-                                            "force_conflicts": True}),
-        (("rbac.authorization.k8s.io/v1", "ClusterRole"), "readmission-prometheus",
-         {"namespace": None, "field_manager": "readmission-deploy", "force_conflicts": True}),
+        (
+            ("apps/v1", "Deployment"),
+            "api",
+            {
+                "namespace": "readmission",
+                "field_manager": "readmission-deploy",
+                "force_conflicts": True,
+            },
+        ),
+        (
+            ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+            "readmission-prometheus",
+            {"namespace": None, "field_manager": "readmission-deploy", "force_conflicts": True},
+        ),
     ]
 
 
 class RejectingDynamic(FakeDynamic):
     def server_side_apply(self, resource: Any, body: dict, **kwargs: Any) -> None:
         error = ApiException(status=422, reason="Unprocessable Entity")
-        error.body = json.dumps({"kind": "Status", "message": 'Deployment.apps "api" is invalid: '
-                                 "spec.replicas: Invalid value: -1"})
+        error.body = json.dumps(
+            {
+                "kind": "Status",
+                "message": 'Deployment.apps "api" is invalid: spec.replicas: Invalid value: -1',
+            }
+        )
         raise error
 
 
 def test_cluster_apply_reports_the_api_servers_message(manifests: list[dict]) -> None:
     cluster = k8s.Cluster(RejectingDynamic())
-    with pytest.raises(k8s.DeployError, match=r'deployment/api: Deployment.apps "api" is '
-                                              r"invalid: spec.replicas"):
+    with pytest.raises(
+        k8s.DeployError,
+        match=r'deployment/api: Deployment.apps "api" is '
+        r"invalid: spec.replicas",
+    ):
         cluster.apply(by_kind(manifests, "Deployment")["api"])
 
 
@@ -285,10 +420,14 @@ def test_api_error_message_falls_back_to_status_and_reason() -> None:
 
 
 def test_connecting_to_an_unknown_context_says_how_to_create_the_cluster(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "clusters": [],
-                                          "contexts": [], "users": []}))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": []}
+        )
+    )
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     with pytest.raises(k8s.DeployError, match=r"'k3d-readmission'.*scripts/k8s-up"):
         k8s.Cluster.connect("k3d-readmission")
@@ -300,20 +439,29 @@ def test_parse_images_wants_name_equals_reference() -> None:
         k8s.parse_images(["readmission-api"])
 
 
-def test_render_command_prints_the_manifests_with_images_set(render_tree: Path,
-                                                            capsys: pytest.CaptureFixture) -> None:
-    code = k8s.main(["render", "--overlay", str(render_tree / "k8s" / "overlays" / "k3d"),
-                     "--image", "readmission-ui=readmission-ui:feedbeef0000"])
+def test_render_command_prints_the_manifests_with_images_set(
+    render_tree: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = k8s.main(
+        [
+            "render",
+            "--overlay",
+            str(render_tree / "k8s" / "overlays" / "k3d"),
+            "--image",
+            "readmission-ui=readmission-ui:feedbeef0000",
+        ]
+    )
     assert code == 0
     printed = list(yaml.safe_load_all(capsys.readouterr().out))
     ui = by_kind(printed, "Deployment")["ui"]
-    assert ui["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        "readmission-ui:feedbeef0000"
+    assert ui["spec"]["template"]["spec"]["containers"][0]["image"] == "readmission-ui:feedbeef0000"
 
 
-def test_commands_report_errors_without_a_traceback(render_tree: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
-    code = k8s.main(["render", "--overlay", str(render_tree / "k8s" / "overlays" / "k3d"),
-                     "--image", "nope"])
+def test_commands_report_errors_without_a_traceback(
+    render_tree: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = k8s.main(
+        ["render", "--overlay", str(render_tree / "k8s" / "overlays" / "k3d"), "--image", "nope"]
+    )
     assert code == 1
     assert capsys.readouterr().err.startswith("deploy failed: --image wants NAME=REFERENCE")

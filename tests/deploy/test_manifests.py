@@ -17,10 +17,11 @@ from .conftest import ROOT, by_kind, load_yaml, load_yaml_all, strings
 KUBERNETES_VERSION = "1.31.0"
 K8S = ROOT / "k8s"
 MONITORING = ROOT / "monitoring"
-SERVING_PORTS = {"api": 8000, "ui": 8501, "prometheus": 9090, "alertmanager": 9093,
-                 "grafana": 3000}
-TRAEFIK = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-           "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}}}
+SERVING_PORTS = {"api": 8000, "ui": 8501, "prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
+TRAEFIK = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}},
+}
 
 
 def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +42,8 @@ def app(name: str) -> dict[str, Any]:
 
 
 def test_every_rendered_object_validates_strictly_against_kubernetes_1_31(
-        manifests: list[dict]) -> None:
+    manifests: list[dict],
+) -> None:
     assert len(manifests) > 20
     failures = []
     for manifest in manifests:
@@ -97,9 +99,15 @@ def test_every_container_is_probed_limited_and_unprivileged(manifests: list[dict
 
 
 def test_writable_paths_are_volumes_since_root_filesystems_are_read_only(
-        manifests: list[dict]) -> None:
-    writable = {"api": "/tmp", "ui": "/tmp", "prometheus": "/prometheus",
-                "alertmanager": "/alertmanager", "grafana": "/var/lib/grafana"}
+    manifests: list[dict],
+) -> None:
+    writable = {
+        "api": "/tmp",
+        "ui": "/tmp",
+        "prometheus": "/prometheus",
+        "alertmanager": "/alertmanager",
+        "grafana": "/var/lib/grafana",
+    }
     for name, path in writable.items():
         pod = pod_spec(by_kind(manifests, "Deployment")[name])
         volumes = {v["name"]: v for v in pod["volumes"]}
@@ -122,28 +130,37 @@ def test_the_api_rolls_out_without_losing_capacity(manifests: list[dict]) -> Non
     assert 1 <= pdb["spec"]["minAvailable"] < api["spec"]["replicas"]
     hpa = by_kind(manifests, "HorizontalPodAutoscaler")["api"]
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": "api"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "api",
+    }
     assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
 
 
 def test_the_api_pods_are_scraped_by_prometheus(manifests: list[dict]) -> None:
     annotations = by_kind(manifests, "Deployment")["api"]["spec"]["template"]["metadata"][
-        "annotations"]
-    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8000",
-                           "prometheus.io/path": "/metrics"}
+        "annotations"
+    ]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8000",
+        "prometheus.io/path": "/metrics",
+    }
     config = load_yaml(MONITORING / "prometheus" / "prometheus-k8s.yml")
     discovery = [c for job in config["scrape_configs"] for c in job["kubernetes_sd_configs"]]
     assert {"role": "pod"} in discovery
     rules = by_kind(manifests, "ClusterRole")["readmission-prometheus"]["rules"]
-    assert rules == [{"apiGroups": [""], "resources": ["pods"],
-                      "verbs": ["get", "list", "watch"]}]
+    assert rules == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
     binding = by_kind(manifests, "ClusterRoleBinding")["readmission-prometheus"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus",
-                                    "namespace": "readmission"}]
-    assert pod_spec(by_kind(manifests, "Deployment")["prometheus"])["serviceAccountName"] == \
-        "prometheus"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus", "namespace": "readmission"}
+    ]
+    assert (
+        pod_spec(by_kind(manifests, "Deployment")["prometheus"])["serviceAccountName"]
+        == "prometheus"
+    )
 
 
 def test_services_and_ingresses_route_to_the_right_pods(manifests: list[dict]) -> None:
@@ -160,8 +177,7 @@ def test_services_and_ingresses_route_to_the_right_pods(manifests: list[dict]) -
             backend = rule["http"]["paths"][0]["backend"]["service"]
             hosts[rule["host"]] = backend["name"]
             assert backend["name"] in services
-    assert hosts == {"api.localhost": "api", "ui.localhost": "ui",
-                     "grafana.localhost": "grafana"}
+    assert hosts == {"api.localhost": "api", "ui.localhost": "ui", "grafana.localhost": "grafana"}
 
 
 def test_mlflow_is_the_compose_server_behind_a_selectorless_service(manifests: list[dict]) -> None:
@@ -171,14 +187,16 @@ def test_mlflow_is_the_compose_server_behind_a_selectorless_service(manifests: l
     assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == "mlflow"
     assert endpoints["ports"][0]["name"] == service["spec"]["ports"][0]["name"]
     assert endpoints["ports"][0]["port"] == 5000
-    config = next(c for n, c in by_kind(manifests, "ConfigMap").items()
-                  if n.startswith("api-config-"))
+    config = next(
+        c for n, c in by_kind(manifests, "ConfigMap").items() if n.startswith("api-config-")
+    )
     assert config["data"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert {"MODEL_NAME", "MODEL_ALIAS", "MODEL_POLL_SECONDS"} <= config["data"].keys()
 
 
 def test_network_policies_deny_by_default_and_allow_only_the_expected_paths(
-        manifests: list[dict]) -> None:
+    manifests: list[dict],
+) -> None:
     policies = by_kind(manifests, "NetworkPolicy")
     default = policies.pop("default-deny-ingress")
     assert default["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
@@ -198,11 +216,10 @@ def test_network_policies_deny_by_default_and_allow_only_the_expected_paths(
         assert ports == [SERVING_PORTS[name]], name
 
 
-def test_secrets_come_from_the_generated_env_and_are_read_key_by_key(
-        manifests: list[dict]) -> None:
+def test_secrets_come_from_the_generated_env_and_are_read_key_by_key(manifests: list[dict]) -> None:
     secrets = by_kind(manifests, "Secret")
     assert len(secrets) == 1
-    (name, secret), = secrets.items()
+    ((name, secret),) = secrets.items()
     assert name.startswith("readmission-secrets-")  # hashed: a new secret rolls the pods
     keys = set()
     for deployment in by_kind(manifests, "Deployment").values():
@@ -224,13 +241,16 @@ def test_monitoring_configs_come_from_the_monitoring_folder(manifests: list[dict
     assert prometheus == (MONITORING / "prometheus" / "prometheus-k8s.yml").read_text()
     provisioning = MONITORING / "grafana" / "provisioning"
     assert configs["prometheus-rules"]["data"] == files(MONITORING / "prometheus" / "rules", "yml")
-    assert configs["grafana-dashboards"]["data"] == files(MONITORING / "grafana" / "dashboards",
-                                                          "json")
+    assert configs["grafana-dashboards"]["data"] == files(
+        MONITORING / "grafana" / "dashboards", "json"
+    )
     assert configs["grafana-datasources"]["data"] == files(provisioning / "datasources", "yaml")
-    assert configs["grafana-dashboard-providers"]["data"] == files(provisioning / "dashboards",
-                                                                   "yaml")
+    assert configs["grafana-dashboard-providers"]["data"] == files(
+        provisioning / "dashboards", "yaml"
+    )
     assert configs["alertmanager-config"]["data"] == {
-        "alertmanager.yml": (MONITORING / "alertmanager" / "alertmanager.yml").read_text()}
+        "alertmanager.yml": (MONITORING / "alertmanager" / "alertmanager.yml").read_text()
+    }
 
 
 def test_prometheus_finds_every_rule_file_where_its_config_looks(manifests: list[dict]) -> None:
@@ -252,8 +272,11 @@ def test_prometheus_finds_every_rule_file_where_its_config_looks(manifests: list
 
 
 def test_grafana_mounts_dashboards_where_the_provider_reads_them(manifests: list[dict]) -> None:
-    providers = [p for f in (MONITORING / "grafana" / "provisioning" / "dashboards").glob("*.yaml")
-                 for p in load_yaml(f)["providers"]]
+    providers = [
+        p
+        for f in (MONITORING / "grafana" / "provisioning" / "dashboards").glob("*.yaml")
+        for p in load_yaml(f)["providers"]
+    ]
     container = pod_spec(by_kind(manifests, "Deployment")["grafana"])["containers"][0]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     for provider in providers:
@@ -261,8 +284,11 @@ def test_grafana_mounts_dashboards_where_the_provider_reads_them(manifests: list
     assert mounts["/etc/grafana/provisioning/datasources"] == "datasources"
     assert mounts["/etc/grafana/provisioning/dashboards"] == "dashboard-providers"
     env = {var["name"]: var.get("value") for var in container["env"]}
-    datasources = [text for path in (MONITORING / "grafana" / "provisioning" / "datasources").glob(
-        "*.yaml") for text in strings(load_yaml(path))]
+    datasources = [
+        text
+        for path in (MONITORING / "grafana" / "provisioning" / "datasources").glob("*.yaml")
+        for text in strings(load_yaml(path))
+    ]
     for variable in {name for text in datasources for name in re.findall(r"\$\{(\w+)\}", text)}:
         assert env.get(variable, "").startswith("http://"), f"Grafana lacks {variable}"
     assert env["PROMETHEUS_URL"] == "http://prometheus:9090"
@@ -301,4 +327,3 @@ def test_k3d_cluster_joins_compose_and_exposes_the_ingress() -> None:
     assert port["port"].endswith(":80") and port["nodeFilters"] == ["loadbalancer"]
     for script in ("k8s-up", "compose-down"):
         assert f"cluster={cluster['metadata']['name']}" in (ROOT / "scripts" / script).read_text()
-

@@ -11,11 +11,35 @@ import pytest
 
 from .conftest import ROOT
 
-SKIPPED_SUFFIXES = {".lock", ".png", ".jpg", ".jpeg", ".gif", ".ico", ".zip", ".gz", ".whl",
-                    ".parquet", ".pkl", ".joblib"}
+SKIPPED_SUFFIXES = {
+    ".lock",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".ico",
+    ".zip",
+    ".gz",
+    ".whl",
+    ".parquet",
+    ".pkl",
+    ".joblib",
+}
 # Stand-ins that are obviously not secrets (e.g. moto's fake AWS credentials in tests).
-DUMMY = {"test", "testing", "dummy", "fake", "example", "placeholder", "none", "null", "true",
-         "false", "required", "redacted"}
+DUMMY = {
+    "test",
+    "testing",
+    "dummy",
+    "fake",
+    "example",
+    "placeholder",
+    "none",
+    "null",
+    "true",
+    "false",
+    "required",
+    "redacted",
+}
 NAME = r"[\w.-]*(?:password|passwd|secret|token|api_?key|access_?key|private_?key)[\w.-]*"
 PATTERNS = {
     "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
@@ -26,20 +50,27 @@ PATTERNS = {
     "password in a URL": re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/:@'\"]+:(?P<value>[^\s/@'\"]+)@"),
     # NAME = "literal" / NAME: 'literal' (code, YAML, JSON, TOML)
     "quoted secret": re.compile(
-        rf"(?i)\b{NAME}[\"']?\s*[:=]\s*[\"'](?P<value>[^\"'\s]{{4,}})[\"']"),
+        rf"(?i)\b{NAME}[\"']?\s*[:=]\s*[\"'](?P<value>[^\"'\s]{{4,}})[\"']"
+    ),
     # NAME=literal / NAME: literal (env files, YAML, shell; in Python code that is an expression)
     "assigned secret": re.compile(
-        rf"(?im)^[\s-]*(?:export\s+)?{NAME}\s*[:=][ \t]*(?P<value>[^\s\"'#]{{4,}})[ \t]*$"),
+        rf"(?im)^[\s-]*(?:export\s+)?{NAME}\s*[:=][ \t]*(?P<value>[^\s\"'#]{{4,}})[ \t]*$"
+    ),
 }
 
 
 def is_reference(value: str) -> bool:
     """A variable, template, path or placeholder rather than a value."""
-    return (value.lower() in DUMMY or value.startswith(("$", "{", "<", "/", "./", "%"))
-            or value.endswith((".json", ".yaml", ".yml", ".txt", ".env"))
-            or bool(re.fullmatch(r"[A-Z][A-Z0-9_]*", value))  # the NAME of another variable
-            or bool(re.fullmatch(r"[\w.]+\(.*\)?", value))  # a call: secrets.token_urlsafe(24)
-            or "${" in value or "{{" in value or "os.environ" in value)
+    return (
+        value.lower() in DUMMY
+        or value.startswith(("$", "{", "<", "/", "./", "%"))
+        or value.endswith((".json", ".yaml", ".yml", ".txt", ".env"))
+        or bool(re.fullmatch(r"[A-Z][A-Z0-9_]*", value))  # the NAME of another variable
+        or bool(re.fullmatch(r"[\w.]+\(.*\)?", value))  # a call: secrets.token_urlsafe(24)
+        or "${" in value
+        or "{{" in value
+        or "os.environ" in value
+    )
 
 
 def findings(text: str, python: bool = False) -> list[str]:
@@ -57,8 +88,13 @@ def findings(text: str, python: bool = False) -> list[str]:
 
 
 def repository_files() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard",
-                             "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     paths = [ROOT / name for name in listed.split("\0") if name]
     return [p for p in paths if p.is_file() and p.suffix not in SKIPPED_SUFFIXES]
 
@@ -73,8 +109,9 @@ def test_the_repository_holds_no_secret_literal() -> None:
             text = path.read_text()
         except UnicodeDecodeError:
             continue
-        problems += [f"{path.relative_to(ROOT)} {f}"
-                     for f in findings(text, python=path.suffix == ".py")]
+        problems += [
+            f"{path.relative_to(ROOT)} {f}" for f in findings(text, python=path.suffix == ".py")
+        ]
     assert not problems, "secret literals:\n" + "\n".join(problems)
 
 

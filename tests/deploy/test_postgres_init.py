@@ -20,7 +20,7 @@ from .conftest import ROOT
 
 SCRIPT = ROOT / "postgres_init" / "10-create-service-databases.sh"
 # Quotes, a backslash, a dollar, a space and a semicolon: the script must pass them verbatim.
-PASSWORDS = {"airflow": "it's \"airflow\"", "mlflow": "back\\slash $HOME; x", "warehouse": "w"}
+PASSWORDS = {"airflow": 'it\'s "airflow"', "mlflow": "back\\slash $HOME; x", "warehouse": "w"}
 
 
 def postgres_bin() -> Path:
@@ -43,32 +43,75 @@ def server() -> Iterator[dict[str, str]]:
     if os.geteuid() == 0:
         shutil.chown(tmp_path, "postgres")
         shutil.chown(socket, "postgres")
-    subprocess.run(as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                                "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"]),
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     port = str(free_port())
     options = f"-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options,
-                                "-l", str(tmp_path / "server.log"), "-w", "start"]),
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(tmp_path / "server.log"),
+                "-w",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         yield {"PGHOST": str(socket), "PGPORT": port}
     finally:
-        subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast",
-                                    "-w", "stop"]), capture_output=True, timeout=60)
+        subprocess.run(
+            as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def run_init(server: dict[str, str], **passwords: str) -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ["PATH"], "POSTGRES_USER": "postgres", **server,
-           **{f"{name.upper()}_DB_PASSWORD": value for name, value in passwords.items()}}
-    return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
-                          timeout=60)
+    env = {
+        "PATH": os.environ["PATH"],
+        "POSTGRES_USER": "postgres",
+        **server,
+        **{f"{name.upper()}_DB_PASSWORD": value for name, value in passwords.items()},
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def connect(server: dict[str, str], user: str, password: str) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=server["PGPORT"], dbname=user, user=user,
-                           password=password, connect_timeout=10)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=server["PGPORT"],
+        dbname=user,
+        user=user,
+        password=password,
+        connect_timeout=10,
+    )
 
 
 def test_each_service_gets_its_own_database_and_login(server: dict[str, str]) -> None:
@@ -76,8 +119,10 @@ def test_each_service_gets_its_own_database_and_login(server: dict[str, str]) ->
     assert result.returncode == 0, result.stderr
     for user, password in PASSWORDS.items():
         with connect(server, user, password) as conn:
-            row = conn.execute("SELECT current_database(), current_user, pg_get_userbyid("
-                               "datdba) FROM pg_database WHERE datname = current_database()")
+            row = conn.execute(
+                "SELECT current_database(), current_user, pg_get_userbyid("
+                "datdba) FROM pg_database WHERE datname = current_database()"
+            )
             assert row.fetchone() == (user, user, user)
             conn.execute("CREATE TABLE owned_here (id int)")  # owners may create tables
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):

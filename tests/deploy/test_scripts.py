@@ -35,17 +35,18 @@ def repo(tmp_path: Path) -> Path:
     """A copy of what the scripts use, with docker, k3d, kubectl and .venv/bin/python faked."""
     root = tmp_path / "repo"
     for folder in ("scripts", "deploy", "k3d"):
-        shutil.copytree(ROOT / folder, root / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".env.example", root / ".env.example")
     tools = tmp_path / "bin"
     tools.mkdir()
     for tool in ("docker", "k3d", "kubectl"):
         write_executable(tools / tool, FAKE_TOOL.format(tool=tool))
     # The deploy helper is tested on its own (test_k8s_helper.py); here: how it is called.
-    write_executable(root / ".venv" / "bin" / "python",
-                     f'#!/usr/bin/env bash\necho "python $*" >> "$FAKE_LOG"\n'
-                     f'[ "$1 $2" = "-m deploy.k8s" ] && exit 0\nexec {sys.executable} "$@"\n')
+    write_executable(
+        root / ".venv" / "bin" / "python",
+        f'#!/usr/bin/env bash\necho "python $*" >> "$FAKE_LOG"\n'
+        f'[ "$1 $2" = "-m deploy.k8s" ] && exit 0\nexec {sys.executable} "$@"\n',
+    )
     return root
 
 
@@ -55,14 +56,25 @@ def write_executable(path: Path, text: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def run(repo: Path, script: str, *args: str, **env: str) -> tuple[subprocess.CompletedProcess,
-                                                                   list[str]]:
+def run(
+    repo: Path, script: str, *args: str, **env: str
+) -> tuple[subprocess.CompletedProcess, list[str]]:
     log = repo.parent / "calls.log"
     log.write_text("")
-    environment = {"PATH": f"{repo.parent / 'bin'}{os.pathsep}{os.environ['PATH']}",
-                   "HOME": str(repo.parent), "FAKE_LOG": str(log), **env}
-    result = subprocess.run([str(repo / "scripts" / script), *args], env=environment,
-                            capture_output=True, text=True, timeout=60, cwd=repo.parent)
+    environment = {
+        "PATH": f"{repo.parent / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(repo.parent),
+        "FAKE_LOG": str(log),
+        **env,
+    }
+    result = subprocess.run(
+        [str(repo / "scripts" / script), *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=repo.parent,
+    )
     return result, log.read_text().splitlines()
 
 
@@ -74,7 +86,8 @@ def test_compose_up_creates_env_with_secrets_then_builds_starts_and_waits(repo: 
     assert stat.S_IMODE((repo / ".env").stat().st_mode) == 0o600
     assert "docker compose up --detach --build --wait --wait-timeout 900" in calls
     assert calls.index("docker compose version") < calls.index(
-        "docker compose up --detach --build --wait --wait-timeout 900")
+        "docker compose up --detach --build --wait --wait-timeout 900"
+    )
     assert "Airflow     http://127.0.0.1:8080" in result.stdout
     assert "MLflow      http://127.0.0.1:5000" in result.stdout
 
@@ -100,7 +113,8 @@ def test_compose_down_deletes_the_cluster_before_the_network_it_uses(repo: Path)
     result, calls = run(repo, "compose-down", "--volumes", FAKE_CLUSTER_GET_EXIT="0")
     assert result.returncode == 0, result.stderr
     assert calls.index("k3d cluster delete readmission") < calls.index(
-        "docker compose --profile serving down --remove-orphans --volumes")
+        "docker compose --profile serving down --remove-orphans --volumes"
+    )
 
 
 def test_compose_down_without_a_cluster_only_stops_compose(repo: Path) -> None:
@@ -117,17 +131,21 @@ def test_k8s_up_creates_the_cluster_imports_images_and_deploys(repo: Path) -> No
     assert "k3d cluster create --config k3d/cluster.yaml" in calls
     tags = {}
     for component in ("api", "ui"):
-        assert (f"docker build --file docker/{component}.Dockerfile --tag "
-                f"readmission-{component}:build .") in calls
+        assert (
+            f"docker build --file docker/{component}.Dockerfile --tag "
+            f"readmission-{component}:build ."
+        ) in calls
         imports = [c for c in calls if c.startswith("k3d image import")]
         tag = next(c.split()[-1] for c in imports if f"readmission-{component}:" in c)
         assert len(tag.split(":")[1]) == 12
         assert f"docker tag readmission-{component}:build {tag}" in calls
         tags[component] = tag
     assert tags["api"].split(":")[1] != tags["ui"].split(":")[1]
-    assert calls[-1] == (f"python -m deploy.k8s apply --context k3d-readmission "
-                         f"--image readmission-api={tags['api']} "
-                         f"--image readmission-ui={tags['ui']}")
+    assert calls[-1] == (
+        f"python -m deploy.k8s apply --context k3d-readmission "
+        f"--image readmission-api={tags['api']} "
+        f"--image readmission-ui={tags['ui']}"
+    )
 
 
 def test_k8s_up_reuses_an_existing_cluster(repo: Path) -> None:

@@ -40,8 +40,9 @@ def run(host: str, users: int, seconds: float) -> dict[str, Any]:
         "failures": total.num_failures,
         "p95_ms": total.get_response_time_percentile(0.95),
         "errors": [str(error.error) for error in environment.stats.errors.values()][:10],
-        "by_name": {name: entry.num_requests
-                    for (name, _), entry in environment.stats.entries.items()},
+        "by_name": {
+            name: entry.num_requests for (name, _), entry in environment.stats.entries.items()
+        },
         "versions": versions,
         "exit_code": environment.process_exit_code,
     }

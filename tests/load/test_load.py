@@ -26,11 +26,13 @@ LOAD_SECONDS = 16
 
 def start_locust_library(api: Api) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.load.locust_library", api.url, str(USERS),
-         str(LOAD_SECONDS)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tests.load.locust_library", api.url, str(USERS), str(LOAD_SECONDS)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 def summary(locust: subprocess.Popen) -> dict[str, Any]:
@@ -40,12 +42,16 @@ def summary(locust: subprocess.Popen) -> dict[str, Any]:
 
 
 def predictions_served(api: Api) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in api.get("/metrics").text.splitlines()
-               if line.startswith("readmission_predictions_total{"))  # fmt: skip
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in api.get("/metrics").text.splitlines()
+        if line.startswith("readmission_predictions_total{")
+    )
 
 
 def test_a_promotion_during_load_switches_the_served_version_with_no_failed_request(
-        trained_lineage: Settings, tmp_path: Path) -> None:
+    trained_lineage: Settings, tmp_path: Path
+) -> None:
     settings = copy_lineage(trained_lineage, versions=2)
     registry.promote(settings, 1)
     with running_api(settings, tmp_path) as api:
@@ -62,14 +68,18 @@ def test_a_promotion_during_load_switches_the_served_version_with_no_failed_requ
     assert result["failures"] == 0, result["errors"]
     assert result["versions"] == ["1", "2"]
     assert result["requests"] > 300
-    assert set(result["by_name"]) == {"/predict", "/predict?explain=true", "/predict/batch",
-                                      "/model"}  # fmt: skip
+    assert set(result["by_name"]) == {
+        "/predict",
+        "/predict?explain=true",
+        "/predict/batch",
+        "/model",
+    }
     assert result["exit_code"] == 0
 
 
 def test_the_api_keeps_serving_when_the_registry_goes_down_under_load(
-        private_mlflow_server: MlflowServer, create_database: Any, sample: pd.DataFrame,
-        tmp_path: Path) -> None:
+    private_mlflow_server: MlflowServer, create_database: Any, sample: pd.DataFrame, tmp_path: Path
+) -> None:
     settings = platform_settings(create_database(), private_mlflow_server.url, tmp_path / "home")
     train_versions(settings, sample, batches=1)
     registry.promote(settings, 1)
@@ -80,8 +90,9 @@ def test_the_api_keeps_serving_when_the_registry_goes_down_under_load(
             api.wait_until(lambda: predictions_served(api) >= 200, "load to build up")
             private_mlflow_server.stop()
             down = api.wait_until(
-                lambda: (body := api.get("/model").json())["registry_reachable"] is False
-                and body, "the API to notice the registry is down")
+                lambda: (body := api.get("/model").json())["registry_reachable"] is False and body,
+                "the API to notice the registry is down",
+            )
             ready = api.get("/ready")
             metrics = api.get("/metrics").text
             result = summary(locust)
@@ -98,8 +109,10 @@ def test_the_api_keeps_serving_when_the_registry_goes_down_under_load(
 
 
 @pytest.fixture(scope="module")
-def load_api(trained_lineage: Settings, tmp_path_factory: pytest.TempPathFactory,
-             ) -> Iterator[Api]:  # fmt: skip
+def load_api(
+    trained_lineage: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Api]:
     settings = copy_lineage(trained_lineage, versions=1)
     registry.promote(settings, 1)
     with running_api(settings, tmp_path_factory.mktemp("api")) as api:
@@ -109,11 +122,24 @@ def load_api(trained_lineage: Settings, tmp_path_factory: pytest.TempPathFactory
 
 def headless_locust(api: Api, seconds: int, **thresholds: str) -> subprocess.CompletedProcess:
     """The documented command, as a user types it from the repository root."""
-    command = [str(BIN / "locust"), "-f", "locust_test/locustfile.py", "--headless",
-               "-u", str(USERS), "-r", "10", "-t", f"{seconds}s", "--host", api.url]
+    command = [
+        str(BIN / "locust"),
+        "-f",
+        "locust_test/locustfile.py",
+        "--headless",
+        "-u",
+        str(USERS),
+        "-r",
+        "10",
+        "-t",
+        f"{seconds}s",
+        "--host",
+        api.url,
+    ]
     env = {**os.environ, **thresholds}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=seconds + 120)  # fmt: skip
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 120
+    )
 
 
 def test_the_headless_command_meets_its_thresholds_and_prints_a_summary(load_api: Api) -> None:

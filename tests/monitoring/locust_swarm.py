@@ -16,9 +16,14 @@ from locust_test import locustfile
 
 def user_classes() -> list[type[User]]:
     """The concrete users the locustfile defines (whatever they are called)."""
-    return [cls for cls in vars(locustfile).values()
-            if isinstance(cls, type) and issubclass(cls, User) and not cls.abstract
-            and cls.__module__ == locustfile.__name__]  # fmt: skip
+    return [
+        cls
+        for cls in vars(locustfile).values()
+        if isinstance(cls, type)
+        and issubclass(cls, User)
+        and not cls.abstract
+        and cls.__module__ == locustfile.__name__
+    ]
 
 
 def main() -> None:
@@ -36,9 +41,16 @@ def main() -> None:
     gevent.sleep(args.seconds)  # runner.greenlet only spans the spawning, not the users
     runner.quit()
     total = environment.stats.total
-    print(json.dumps({"users": [cls.__name__ for cls in environment.user_classes],
-                      "requests": total.num_requests, "failures": total.num_failures,
-                      "errors": [str(e.error) for e in environment.stats.errors.values()]}))
+    print(
+        json.dumps(
+            {
+                "users": [cls.__name__ for cls in environment.user_classes],
+                "requests": total.num_requests,
+                "failures": total.num_failures,
+                "errors": [str(e.error) for e in environment.stats.errors.values()],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ def tool(name: str) -> str:
     """Path of a Debian monitoring tool the tests run for real."""
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: run scripts/ensure-test-tools "
-                    f"(apt-get install prometheus prometheus-alertmanager)")
+        pytest.fail(
+            f"{name} is not installed: run scripts/ensure-test-tools "
+            f"(apt-get install prometheus prometheus-alertmanager)"
+        )
     return path
 
 
@@ -52,9 +54,18 @@ def alert_rules() -> list[AlertRule]:
     rules = []
     for path in RULE_FILES:
         for group in yaml.safe_load(path.read_text())["groups"]:
-            rules.extend(AlertRule(group["name"], rule["alert"], rule["expr"], rule.get("for", ""),
-                                   rule.get("labels", {}), rule.get("annotations", {}))
-                         for rule in group["rules"] if "alert" in rule)  # fmt: skip
+            rules.extend(
+                AlertRule(
+                    group["name"],
+                    rule["alert"],
+                    rule["expr"],
+                    rule.get("for", ""),
+                    rule.get("labels", {}),
+                    rule.get("annotations", {}),
+                )
+                for rule in group["rules"]
+                if "alert" in rule
+            )
     return rules
 
 
@@ -88,15 +99,24 @@ def panel_queries() -> list[Query]:
         board = load_dashboard(path)
         for panel in panels(board):
             for target in panel.get("targets", []):
-                found.append(Query(board["uid"], f"{panel['title']} [{target.get('refId')}]",
-                                   target.get("expr", ""), target.get("datasource")))
+                found.append(
+                    Query(
+                        board["uid"],
+                        f"{panel['title']} [{target.get('refId')}]",
+                        target.get("expr", ""),
+                        target.get("datasource"),
+                    )
+                )
     return found
 
 
 def annotation_queries() -> list[Query]:
-    return [Query(board["uid"], f"annotation {a['name']}", a["expr"], a.get("datasource"))
-            for board in map(load_dashboard, DASHBOARDS)
-            for a in board["annotations"]["list"] if "expr" in a]  # fmt: skip
+    return [
+        Query(board["uid"], f"annotation {a['name']}", a["expr"], a.get("datasource"))
+        for board in map(load_dashboard, DASHBOARDS)
+        for a in board["annotations"]["list"]
+        if "expr" in a
+    ]
 
 
 def with_grafana_variables(expr: str, window: str) -> str:
@@ -119,13 +139,13 @@ def as_series(expr: str) -> str:
     A healthy system then still returns data, and a wrong metric name or label still returns
     none."""
     parts = _UNTOUCHED.split(expr)
-    return "".join(part if i % 2 else _COMPARISON.sub(r"\1 bool", part)
-                   for i, part in enumerate(parts))  # fmt: skip
+    return "".join(
+        part if i % 2 else _COMPARISON.sub(r"\1 bool", part) for i, part in enumerate(parts)
+    )
 
 
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800,
-                 "y": 31536000}  # fmt: skip
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 def seconds(duration: str) -> float:

@@ -29,8 +29,10 @@ def test_amtool_accepts_the_config() -> None:
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r.name)
 def test_each_alert_reaches_the_webhook_of_its_severity(rule) -> None:
     severity = rule.labels["severity"]
-    assert receiver_for(f"alertname={rule.name}", f"severity={severity}", "job=api") == \
-        f"{severity}-webhook"
+    assert (
+        receiver_for(f"alertname={rule.name}", f"severity={severity}", "job=api")
+        == f"{severity}-webhook"
+    )
 
 
 def test_an_alert_without_severity_goes_to_the_null_receiver() -> None:
@@ -39,8 +41,9 @@ def test_an_alert_without_severity_goes_to_the_null_receiver() -> None:
 
 def test_webhooks_point_at_a_local_address_and_hold_no_credentials() -> None:
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
-    hooks = [hook for receiver in config["receivers"]
-             for hook in receiver.get("webhook_configs", [])]  # fmt: skip
+    hooks = [
+        hook for receiver in config["receivers"] for hook in receiver.get("webhook_configs", [])
+    ]
     assert hooks
     assert all(hook["url"].startswith("http://127.0.0.1:") for hook in hooks)
     assert all("http_config" not in hook for hook in hooks)

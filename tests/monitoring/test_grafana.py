@@ -21,14 +21,22 @@ from tests.monitoring.monitoring_files import (
 )
 
 CONTRACT_METRICS = {
-    "http_requests_total", "http_request_duration_seconds_bucket", "http_requests_inprogress",
-    "readmission_predictions_total", "readmission_prediction_probability_bucket",
-    "readmission_model_info", "readmission_model_version", "readmission_model_loaded",
-    "readmission_model_load_failures_total", "readmission_model_reloads_total",
-    "readmission_registry_up", "readmission_model_last_reload_timestamp_seconds",
-    "readmission_batch_rows_bucket", "readmission_validation_errors_total",
+    "http_requests_total",
+    "http_request_duration_seconds_bucket",
+    "http_requests_inprogress",
+    "readmission_predictions_total",
+    "readmission_prediction_probability_bucket",
+    "readmission_model_info",
+    "readmission_model_version",
+    "readmission_model_loaded",
+    "readmission_model_load_failures_total",
+    "readmission_model_reloads_total",
+    "readmission_registry_up",
+    "readmission_model_last_reload_timestamp_seconds",
+    "readmission_batch_rows_bucket",
+    "readmission_validation_errors_total",
     "readmission_feature_psi",
-}  # fmt: skip
+}
 PANELS_WITHOUT_QUERIES = {"alertlist", "row", "text"}
 
 
@@ -42,8 +50,11 @@ def test_provisioning_files_parse_and_each_declares_api_version_1() -> None:
 
 
 def test_the_prometheus_datasource_has_the_uid_the_dashboards_use_and_its_url_from_env() -> None:
-    sources = [source for path in (GRAFANA_DIR / "provisioning" / "datasources").glob("*.yaml")
-               for source in yaml.safe_load(path.read_text())["datasources"]]  # fmt: skip
+    sources = [
+        source
+        for path in (GRAFANA_DIR / "provisioning" / "datasources").glob("*.yaml")
+        for source in yaml.safe_load(path.read_text())["datasources"]
+    ]
     (prometheus,) = [source for source in sources if source["type"] == "prometheus"]
     assert prometheus["uid"] == DATASOURCE_UID
     assert prometheus["url"] == "${PROMETHEUS_URL}"
@@ -67,8 +78,7 @@ def test_dashboards_are_json_with_unique_stable_uids_and_titles() -> None:
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
-def test_each_panel_has_a_unique_id_a_position_and_queries_unless_it_needs_none(
-        path: Path) -> None:
+def test_each_panel_has_a_unique_id_a_position_and_queries_unless_it_needs_none(path: Path) -> None:
     board = load_dashboard(path)
     ids = [panel["id"] for panel in panels(board)]
     assert len(ids) == len(set(ids))
@@ -89,4 +99,3 @@ def test_every_metric_of_the_api_contract_is_on_a_dashboard() -> None:
     exprs = " ".join(query.expr for query in panel_queries())
     used = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", exprs))
     assert CONTRACT_METRICS - used == set()
-

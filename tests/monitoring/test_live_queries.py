@@ -68,12 +68,17 @@ def prometheus_config(directory: Path, api_address: str) -> Path:
 
 
 @contextmanager
-def service(command: list[str], log: Path, env: dict[str, str], ready_url: str,
-            ) -> Iterator[subprocess.Popen]:  # fmt: skip
+def service(
+    command: list[str],
+    log: Path,
+    env: dict[str, str],
+    ready_url: str,
+) -> Iterator[subprocess.Popen]:
     """A bin/ script as a subprocess, waited for and stopped; its log printed if it fails."""
     with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_for(ready_url, process, timeout=90)
         yield process
@@ -112,9 +117,23 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) ->
 def locust_swarm(api_url: str) -> dict[str, Any]:
     """4 Locust users of locust_test/locustfile.py for 6 s, in library mode, in a subprocess."""
     result = subprocess.run(
-        [sys.executable, "-m", "tests.monitoring.locust_swarm", "--host", api_url,
-         "--users", "4", "--seconds", "6"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=service_env())  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tests.monitoring.locust_swarm",
+            "--host",
+            api_url,
+            "--users",
+            "4",
+            "--seconds",
+            "6",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=service_env(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -123,11 +142,13 @@ def locust_swarm(api_url: str) -> dict[str, Any]:
 def two_versions_v1_promoted(platform: Settings, sample: pd.DataFrame) -> Settings:
     """Version 1 trained on one batch and promoted; version 2 a registered copy of it (the test
     needs a second version to swap to, not a better one)."""
-    warehouse.ingest(platform.warehouse_url, sample, platform.batch_size,
-                     platform.holdout_fraction, 1)  # fmt: skip
+    warehouse.ingest(
+        platform.warehouse_url, sample, platform.batch_size, platform.holdout_fraction, 1
+    )
     training.train_pending(platform)
-    registry.connect(platform).copy_model_version(registry.model_uri(platform, 1),
-                                                  platform.model_name)  # fmt: skip
+    registry.connect(platform).copy_model_version(
+        registry.model_uri(platform, 1), platform.model_name
+    )
     registry.promote(platform, 1)
     return platform
 
@@ -135,23 +156,37 @@ def two_versions_v1_promoted(platform: Settings, sample: pd.DataFrame) -> Settin
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api(
-        two_versions_v1_promoted: Settings, tmp_path: Path) -> None:
+    two_versions_v1_promoted: Settings, tmp_path: Path
+) -> None:
     settings = two_versions_v1_promoted
     api_port, prometheus_port = free_port(), free_port()
     api_url, prometheus_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prometheus_port}"
     api_env = service_env(
-        DATABASE_URL=settings.warehouse_url, MLFLOW_TRACKING_URI=settings.tracking_uri,
-        MODEL_NAME=settings.model_name, API_PORT=str(api_port), API_RELOAD_TOKEN=TOKEN,
+        DATABASE_URL=settings.warehouse_url,
+        MLFLOW_TRACKING_URI=settings.tracking_uri,
+        MODEL_NAME=settings.model_name,
+        API_PORT=str(api_port),
+        API_RELOAD_TOKEN=TOKEN,
         MODEL_POLL_SECONDS="300",  # version 2 arrives through POST /model/reload, not the poller
-        DRIFT_WINDOW=str(DRIFT_WINDOW), READMISSION_HOME=str(tmp_path / "home"))  # fmt: skip
+        DRIFT_WINDOW=str(DRIFT_WINDOW),
+        READMISSION_HOME=str(tmp_path / "home"),
+    )
     tool("prometheus")  # bin/prometheus runs the Debian binary from PATH
     prometheus_env = service_env(
         PROMETHEUS_CONFIG=str(prometheus_config(tmp_path, f"127.0.0.1:{api_port}")),
-        PROMETHEUS_STORAGE=str(tmp_path / "tsdb"), PROMETHEUS_PORT=str(prometheus_port))
+        PROMETHEUS_STORAGE=str(tmp_path / "tsdb"),
+        PROMETHEUS_PORT=str(prometheus_port),
+    )
 
-    with service([str(ROOT / "bin" / "api")], tmp_path / "api.log", api_env, f"{api_url}/ready"), \
-         service([str(ROOT / "bin" / "prometheus")], tmp_path / "prometheus.log", prometheus_env,
-                 f"{prometheus_url}/-/ready"):  # fmt: skip
+    with (
+        service([str(ROOT / "bin" / "api")], tmp_path / "api.log", api_env, f"{api_url}/ready"),
+        service(
+            [str(ROOT / "bin" / "prometheus")],
+            tmp_path / "prometheus.log",
+            prometheus_env,
+            f"{prometheus_url}/-/ready",
+        ),
+    ):
         prometheus = Prometheus(prometheus_url)
         swarm = locust_swarm(api_url)
         assert swarm["requests"] > 0 and swarm["failures"] == 0, swarm
@@ -159,23 +194,38 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
         invalid = httpx.post(f"{api_url}/predict", json={**example_encounter(), "race": "Martian"})
         assert invalid.status_code == 422
         skewed = [example_encounter()] * DRIFT_WINDOW  # one encounter repeated: maximal drift
-        assert httpx.post(f"{api_url}/predict/batch", json={"encounters": skewed},
-                          timeout=30).status_code == 200  # fmt: skip
+        assert (
+            httpx.post(
+                f"{api_url}/predict/batch", json={"encounters": skewed}, timeout=30
+            ).status_code
+            == 200
+        )
         registry.promote(settings, 2)
-        reload = httpx.post(f"{api_url}/model/reload", timeout=60,
-                            headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        reload = httpx.post(
+            f"{api_url}/model/reload", timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         assert reload.status_code == 200 and reload.json()["version"] == "2", reload.text
 
-        wait_until(lambda: prometheus.has_data('readmission_model_version{job="api"} == 2'),
-                   "Prometheus to scrape the swap to version 2")
-        wait_until(lambda: prometheus.has_data(  # enough samples for a rate over the window
-            f'count_over_time(readmission_validation_errors_total[{RATE_WINDOW}]) >= 3'),
-            "three scrapes of the 422's series")  # fmt: skip
-        wait_until(lambda: prometheus.has_data(
-            'ALERTS{alertname="InputDrift", alertstate="pending", job="api"}'),
-            "the skewed batch to put InputDrift into pending")  # fmt: skip
-        wait_until(lambda: all(rule["health"] == "ok" for rule in prometheus.rules()),
-                   "every rule to be evaluated")
+        wait_until(
+            lambda: prometheus.has_data('readmission_model_version{job="api"} == 2'),
+            "Prometheus to scrape the swap to version 2",
+        )
+        wait_until(
+            lambda: prometheus.has_data(  # enough samples for a rate over the window
+                f"count_over_time(readmission_validation_errors_total[{RATE_WINDOW}]) >= 3"
+            ),
+            "three scrapes of the 422's series",
+        )
+        wait_until(
+            lambda: prometheus.has_data(
+                'ALERTS{alertname="InputDrift", alertstate="pending", job="api"}'
+            ),
+            "the skewed batch to put InputDrift into pending",
+        )
+        wait_until(
+            lambda: all(rule["health"] == "ok" for rule in prometheus.rules()),
+            "every rule to be evaluated",
+        )
 
         problems = []
         for query in panel_queries():
@@ -190,8 +240,10 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
             if prometheus.query(rule.expr)["status"] != "success":
                 problems.append(f"alert {rule.name}: {rule.expr} -> {prometheus.query(rule.expr)}")
             if not prometheus.has_data(as_series(rule.expr)):
-                problems.append(f"alert {rule.name} as series: {as_series(rule.expr)} -> "
-                                f"{prometheus.query(as_series(rule.expr))}")
+                problems.append(
+                    f"alert {rule.name} as series: {as_series(rule.expr)} -> "
+                    f"{prometheus.query(as_series(rule.expr))}"
+                )
         assert problems == []
         loaded = {rule["name"] for rule in prometheus.rules() if rule["type"] == "alerting"}
         assert loaded == {rule.name for rule in alert_rules()}

@@ -22,8 +22,9 @@ from tests.monitoring.monitoring_files import (
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool("promtool"), *map(str, args)], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [tool("promtool"), *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_promtool_accepts_the_config_with_its_rules_and_target_files() -> None:
@@ -59,11 +60,18 @@ def test_the_api_is_scraped_by_a_job_named_api_which_the_rules_select() -> None:
 # swapped for static pods carrying the same __meta_kubernetes_* labels that role pod produces;
 # promtool then applies the file's own relabel_configs to them.
 def pod(address: str, name: str, phase: str = "Running", **annotations: str) -> dict[str, Any]:
-    labels = {"__meta_kubernetes_namespace": "readmission", "__meta_kubernetes_pod_name": name,
-              "__meta_kubernetes_pod_phase": phase,
-              "__meta_kubernetes_pod_label_app_kubernetes_io_name": name.rsplit("-", 1)[0]}
-    labels.update({f"__meta_kubernetes_pod_annotation_prometheus_io_{key}": value
-                   for key, value in annotations.items()})  # fmt: skip
+    labels = {
+        "__meta_kubernetes_namespace": "readmission",
+        "__meta_kubernetes_pod_name": name,
+        "__meta_kubernetes_pod_phase": phase,
+        "__meta_kubernetes_pod_label_app_kubernetes_io_name": name.rsplit("-", 1)[0],
+    }
+    labels.update(
+        {
+            f"__meta_kubernetes_pod_annotation_prometheus_io_{key}": value
+            for key, value in annotations.items()
+        }
+    )
     return {"targets": [address], "labels": labels}
 
 
@@ -91,21 +99,26 @@ def k8s_config_on_sample_pods(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_promtool_accepts_the_kubernetes_config_apart_from_its_service_discovery(
-        k8s_config_on_sample_pods: Path) -> None:
+    k8s_config_on_sample_pods: Path,
+) -> None:
     result = promtool("check", "config", k8s_config_on_sample_pods)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout
 
 
 def test_kubernetes_relabelling_keeps_annotated_running_pods_with_their_port_path_and_job(
-        k8s_config_on_sample_pods: Path) -> None:
+    k8s_config_on_sample_pods: Path,
+) -> None:
     # Static targets are discovered at once; promtool still waits out --timeout.
-    result = promtool("check", "service-discovery", "--timeout=2s", k8s_config_on_sample_pods,
-                      "kubernetes-pods")
+    result = promtool(
+        "check", "service-discovery", "--timeout=2s", k8s_config_on_sample_pods, "kubernetes-pods"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     kept = [target["labels"] for target in json.loads(result.stdout) if target["labels"]]
-    scraped = {(t["__scheme__"], t["__address__"], t["__metrics_path__"]): (t["job"], t["pod"])
-               for t in kept}  # fmt: skip
+    scraped = {
+        (t["__scheme__"], t["__address__"], t["__metrics_path__"]): (t["job"], t["pod"])
+        for t in kept
+    }
     assert scraped == {
         ("http", "10.42.0.7:8000", "/metrics"): ("api", "api-7d9f"),
         ("http", "10.42.0.8:8000", "/metrics"): ("api", "api-5c2a"),

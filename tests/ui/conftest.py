@@ -22,11 +22,16 @@ MAX_BATCH_ROWS = 8  # small, so a batch upload of a few rows already needs sever
 PRODUCTION_VERSION = "1"  # of two trained versions: the newest is not the production one
 
 
-def platform_env(create_database: Callable[[], str], mlflow_server: str,
-                 home: Path) -> dict[str, str]:
-    return {"DATABASE_URL": create_database(), "MLFLOW_TRACKING_URI": mlflow_server,
-            "MODEL_NAME": f"readmission-ui-{uuid.uuid4().hex[:8]}", "BATCH_SIZE": "500",
-            "READMISSION_HOME": str(home)}
+def platform_env(
+    create_database: Callable[[], str], mlflow_server: str, home: Path
+) -> dict[str, str]:
+    return {
+        "DATABASE_URL": create_database(),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "MODEL_NAME": f"readmission-ui-{uuid.uuid4().hex[:8]}",
+        "BATCH_SIZE": "500",
+        "READMISSION_HOME": str(home),
+    }
 
 
 @contextmanager
@@ -36,10 +41,17 @@ def running_api(env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, subpr
     log_path = log_dir / f"api-{port}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(ROOT / "bin" / "api")], stdout=log, stderr=subprocess.STDOUT,
-            env=service_env(**env, API_PORT=str(port), MAX_BATCH_ROWS=str(MAX_BATCH_ROWS),
-                            MODEL_POLL_SECONDS="1"),
-            start_new_session=True)  # fmt: skip
+            [str(ROOT / "bin" / "api")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=service_env(
+                **env,
+                API_PORT=str(port),
+                MAX_BATCH_ROWS=str(MAX_BATCH_ROWS),
+                MODEL_POLL_SECONDS="1",
+            ),
+            start_new_session=True,
+        )
     try:
         yield f"http://127.0.0.1:{port}", process
     except Exception:
@@ -56,16 +68,21 @@ def train_and_promote(env: dict[str, str], sample: pd.DataFrame) -> None:
             patch.setenv(key, value)
         get_settings.cache_clear()
         settings = get_settings()
-        warehouse.ingest(settings.warehouse_url, sample, settings.batch_size,
-                         settings.holdout_fraction, 2)
+        warehouse.ingest(
+            settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, 2
+        )
         training.train_pending(settings)
         registry.promote(settings, PRODUCTION_VERSION)
     get_settings.cache_clear()
 
 
 @pytest.fixture(scope="package")
-def served_api(create_database: Callable[[], str], mlflow_server: str, sample: pd.DataFrame,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served_api(
+    create_database: Callable[[], str],
+    mlflow_server: str,
+    sample: pd.DataFrame,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     """URL of bin/api serving the promoted version. The API starts while the model trains and
     picks the promotion up from the registry, as it does in production."""
     home = tmp_path_factory.mktemp("served")
@@ -77,8 +94,9 @@ def served_api(create_database: Callable[[], str], mlflow_server: str, sample: p
 
 
 @pytest.fixture(scope="package")
-def idle_api(create_database: Callable[[], str], mlflow_server: str,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def idle_api(
+    create_database: Callable[[], str], mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """URL of bin/api for a model name with no version, once it has asked the registry."""
     home = tmp_path_factory.mktemp("idle")
     env = platform_env(create_database, mlflow_server, home / "home")

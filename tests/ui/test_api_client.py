@@ -46,8 +46,10 @@ def test_a_rejected_encounter_names_the_field_and_what_it_accepts(served_api: st
 
 def test_many_encounters_are_sent_in_chunks_under_the_apis_limit(served_api: str) -> None:
     client = ApiClient(served_api)
-    encounters = [{**example_encounter(), "encounter_id": n, "number_inpatient": n % 5}
-                  for n in range(1, 2 * MAX_BATCH_ROWS + 4)]  # fmt: skip
+    encounters = [
+        {**example_encounter(), "encounter_id": n, "number_inpatient": n % 5}
+        for n in range(1, 2 * MAX_BATCH_ROWS + 4)
+    ]
 
     with pytest.raises(BatchTooLarge, match=f"over the limit of {MAX_BATCH_ROWS}"):
         client.predict_batch(encounters)
@@ -62,8 +64,11 @@ def test_an_api_without_a_promoted_model_says_so_on_every_model_call(idle_api: s
     client = ApiClient(idle_api)
 
     assert client.ready()["ready"] is False
-    for call in (lambda: client.predict(example_encounter()), client.model,
-                 lambda: client.predict_batch([example_encounter()])):
+    for call in (
+        lambda: client.predict(example_encounter()),
+        client.model,
+        lambda: client.predict_batch([example_encounter()]),
+    ):
         with pytest.raises(NoModelPromoted, match="readmission promote"):
             call()
     assert client.history()["versions"] == []

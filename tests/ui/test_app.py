@@ -50,7 +50,8 @@ def metric(app: AppTest, label: str) -> str:
 
 
 def test_the_form_offers_every_model_input_with_the_schemas_default(
-        ui_against: Callable[[str], Settings], down_api_url: str) -> None:
+    ui_against: Callable[[str], Settings], down_api_url: str
+) -> None:
     ui_against(down_api_url)
     app = open_page()
 
@@ -66,7 +67,8 @@ def test_the_form_offers_every_model_input_with_the_schemas_default(
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_explains_an_unreachable_api_with_its_url_and_how_to_start_it(
-        page: str, ui_against: Callable[[str], Settings], down_api_url: str) -> None:
+    page: str, ui_against: Callable[[str], Settings], down_api_url: str
+) -> None:
     ui_against(down_api_url)
     app = open_page(page)
 
@@ -77,7 +79,8 @@ def test_every_page_explains_an_unreachable_api_with_its_url_and_how_to_start_it
 
 
 def test_submitting_while_the_api_is_down_says_so_next_to_the_form(
-        ui_against: Callable[[str], Settings], down_api_url: str) -> None:
+    ui_against: Callable[[str], Settings], down_api_url: str
+) -> None:
     ui_against(down_api_url)
     app = submit(open_page())
 
@@ -86,7 +89,8 @@ def test_submitting_while_the_api_is_down_says_so_next_to_the_form(
 
 
 def test_an_invalid_diagnosis_code_is_refused_naming_the_field_before_anything_is_sent(
-        ui_against: Callable[[str], Settings], down_api_url: str) -> None:
+    ui_against: Callable[[str], Settings], down_api_url: str
+) -> None:
     ui_against(down_api_url)
     app = submit(open_page(), diag_2="25O.1")
 
@@ -96,14 +100,20 @@ def test_an_invalid_diagnosis_code_is_refused_naming_the_field_before_anything_i
 
 
 def test_the_submitted_form_shows_the_apis_probability_band_version_and_contributions(
-        served_api: str, ui_against: Callable[[str], Settings]) -> None:
+    served_api: str, ui_against: Callable[[str], Settings]
+) -> None:
     ui_against(served_api)
-    changes = {"age": "[80-90)", "number_inpatient": 3, "discharge_disposition_id": 3,
-               "diag_1": "410"}
+    changes = {
+        "age": "[80-90)",
+        "number_inpatient": 3,
+        "discharge_disposition_id": 3,
+        "diag_1": "410",
+    }
     app = submit(open_page(), **changes)
 
-    expected = httpx.post(f"{served_api}/predict", params={"explain": "true"},
-                          json={**example_encounter(), **changes}).json()
+    expected = httpx.post(
+        f"{served_api}/predict", params={"explain": "true"}, json={**example_encounter(), **changes}
+    ).json()
     assert metric(app, "Risk of readmission within 30 days") == f"{expected['probability']:.1%}"
     assert expected["risk_band"].capitalize() in metric(app, "Risk band")
     assert metric(app, "Model version") == f"v{PRODUCTION_VERSION}"
@@ -114,7 +124,8 @@ def test_the_submitted_form_shows_the_apis_probability_band_version_and_contribu
 
 
 def test_pages_without_a_promoted_model_say_how_to_promote_one(
-        idle_api: str, ui_against: Callable[[str], Settings]) -> None:
+    idle_api: str, ui_against: Callable[[str], Settings]
+) -> None:
     ui_against(idle_api)
 
     for page in PAGES:
@@ -126,15 +137,17 @@ def test_pages_without_a_promoted_model_say_how_to_promote_one(
 
 
 def test_a_batch_upload_lists_the_bad_row_and_scores_the_good_ones_in_chunks(
-        served_api: str, ui_against: Callable[[str], Settings]) -> None:
+    served_api: str, ui_against: Callable[[str], Settings]
+) -> None:
     settings = ui_against(served_api)
     rows = synthetic_sample(20, seed=11)
     assert len(rows) > 2 * settings.max_batch_rows  # three requests at least
     rows.loc[3, "A1Cresult"] = "high"
     app = open_page("views/batch.py")
 
-    app.file_uploader[0].set_value(("encounters.csv", rows.to_csv(index=False).encode(),
-                                    "text/csv")).run()
+    app.file_uploader[0].set_value(
+        ("encounters.csv", rows.to_csv(index=False).encode(), "text/csv")
+    ).run()
     bad = app.dataframe[0].value
     assert list(bad["row"]) == [4]
     assert bad["reason"].iloc[0].startswith("A1Cresult must be one of 'None', 'Norm'")
@@ -152,13 +165,15 @@ def test_a_batch_upload_lists_the_bad_row_and_scores_the_good_ones_in_chunks(
 
 
 def test_an_upload_without_the_data_sets_columns_is_refused_naming_them(
-        ui_against: Callable[[str], Settings], down_api_url: str) -> None:
+    ui_against: Callable[[str], Settings], down_api_url: str
+) -> None:
     ui_against(down_api_url)
     rows = synthetic_sample(3, seed=1).drop(columns=["diag_1", "A1Cresult"])
     app = open_page("views/batch.py")
 
-    app.file_uploader[0].set_value(("admissions.csv", rows.to_csv(index=False).encode(),
-                                    "text/csv")).run()
+    app.file_uploader[0].set_value(
+        ("admissions.csv", rows.to_csv(index=False).encode(), "text/csv")
+    ).run()
 
     [message] = [e.value for e in app.error]
     assert message.startswith("**admissions.csv**: the file lacks the columns diag_1, A1Cresult")
@@ -166,7 +181,8 @@ def test_an_upload_without_the_data_sets_columns_is_refused_naming_them(
 
 
 def test_the_model_page_shows_the_production_version_and_every_trained_version(
-        served_api: str, ui_against: Callable[[str], Settings]) -> None:
+    served_api: str, ui_against: Callable[[str], Settings]
+) -> None:
     ui_against(served_api)
     app = open_page("views/model.py")
 

@@ -24,9 +24,13 @@ def ui_url(served_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     port = free_port()
     log_path = tmp_path_factory.mktemp("ui") / "ui.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen([str(ROOT / "bin" / "ui")], stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True,
-                                   env=service_env(API_URL=served_api, UI_PORT=str(port)))
+        process = subprocess.Popen(
+            [str(ROOT / "bin" / "ui")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=service_env(API_URL=served_api, UI_PORT=str(port)),
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/_stcore/health", process, timeout=120)
@@ -58,12 +62,14 @@ def choose(page: Page, label: str, option: str) -> None:
 def wait_until_drawn(page: Page, charts: int) -> None:
     """Charts (Vega SVG) and tables (canvas) are drawn by the browser after their data arrives."""
     expect(page.get_by_test_id("stVegaLiteChart").locator("svg.marks")).to_have_count(
-        charts, timeout=60_000)
+        charts, timeout=60_000
+    )
     page.get_by_test_id("stDataFrame").locator("canvas").first.wait_for(timeout=60_000)
 
 
 def test_a_person_fills_the_form_submits_it_and_reads_the_risk_and_its_reasons(
-        page: Page, ui_url: str, served_api: str, artifacts_dir: Path) -> None:
+    page: Page, ui_url: str, served_api: str, artifacts_dir: Path
+) -> None:
     page.goto(ui_url)
     page.get_by_label("Inpatient visits (prior year)", exact=True).fill("3")
     page.get_by_label("Primary diagnosis (ICD-9)", exact=True).fill("410")
@@ -75,21 +81,29 @@ def test_a_person_fills_the_form_submits_it_and_reads_the_risk_and_its_reasons(
     wait_until_drawn(page, charts=1)
     page.screenshot(path=artifacts_dir / "ui-prediction.png", full_page=True)
 
-    record = {**example_encounter(), "number_inpatient": 3, "diag_1": "410", "age": "[80-90)",
-              "discharge_disposition_id": 3}
+    record = {
+        **example_encounter(),
+        "number_inpatient": 3,
+        "diag_1": "410",
+        "age": "[80-90)",
+        "discharge_disposition_id": 3,
+    }
     expected = httpx.post(f"{served_api}/predict", json=record).json()
     metrics = page.get_by_test_id("stMetric")
     expect(metrics.filter(has_text="Risk of readmission within 30 days")).to_contain_text(
-        f"{expected['probability']:.1%}")
+        f"{expected['probability']:.1%}"
+    )
     expect(metrics.filter(has_text="Model version")).to_contain_text(f"v{PRODUCTION_VERSION}")
     expect(page.get_by_test_id("stAlert")).to_have_count(0)
 
 
 def test_the_model_page_draws_the_training_history_with_production_marked(
-        page: Page, ui_url: str, artifacts_dir: Path) -> None:
+    page: Page, ui_url: str, artifacts_dir: Path
+) -> None:
     page.goto(f"{ui_url}/model")
     wait_until_drawn(page, charts=2)
     page.screenshot(path=artifacts_dir / "ui-model.png", full_page=True)
 
     expect(page.get_by_test_id("stMetric").filter(has_text="Production version")).to_contain_text(
-        f"v{PRODUCTION_VERSION}")
+        f"v{PRODUCTION_VERSION}"
+    )

@@ -28,8 +28,7 @@ def test_choices_read_as_people_say_them() -> None:
     assert encounter_form.option_label("admission_type_id", 1) == "1 · Emergency"
     assert encounter_form.option_label("admission_source_id", 7) == "7 · Emergency room"
     assert encounter_form.option_label("discharge_disposition_id", 11) == "11 · Expired"
-    assert encounter_form.option_label("admission_source_id", 16) == (
-        "16 · not in the code table")
+    assert encounter_form.option_label("admission_source_id", 16) == ("16 · not in the code table")
     assert encounter_form.option_label("race", "?") == "Unknown (?)"
     assert encounter_form.option_label("A1Cresult", "None") == "Not measured"
     assert encounter_form.option_label("A1Cresult", ">8") == ">8"
