@@ -18,13 +18,15 @@ help:  ## List the targets
 
 setup: .venv/.synced  ## Create .venv with every dependency, from uv.lock
 
-lint: setup  ## ruff
+lint: setup  ## Linter, formatter check and type checker
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 test: setup  ## All tests, against real PostgreSQL, MLflow, Airflow, uvicorn, promtool, Locust
 	scripts/ensure-postgres
 	scripts/ensure-test-tools
-	.venv/bin/ruff check .
+	$(MAKE) --no-print-directory lint
 	.venv/bin/pytest
 
 bench: setup  ## Benchmarks on the real data set (DATA_SOURCE, default ../shared/data/dataset_diabetes.zip)

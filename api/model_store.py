@@ -42,7 +42,7 @@ class ServedModel:
     name: str
     version: str
     alias: str | None
-    stage: str
+    stage: str | None
     run_id: str | None
     metrics: dict[str, float]
     scorer: CompiledScorer

@@ -57,7 +57,7 @@ class BatchRequest(BaseModel):
         }
     )
 
-    encounters: list[Encounter] = Field(  # type: ignore[valid-type]
+    encounters: list[Encounter] = Field(
         description="Encounters to score, at most MAX_BATCH_ROWS (413 beyond)."
     )
 
@@ -106,7 +106,7 @@ class VersionRow(BaseModel):
     holdout_log_loss: float | None
     samples_seen: int | None
     aliases: list[str]
-    stage: str
+    stage: str | None
 
 
 class ModelHistory(BaseModel):

@@ -212,9 +212,8 @@ def pod_problems(pod: Manifest) -> list[str]:
 
 def api_error_message(error: Exception) -> str:
     """The API server's own message (a Status object's `message`) when there is one."""
-    body = getattr(error, "body", None)
     try:
-        return json.loads(body)["message"]
+        return json.loads(getattr(error, "body", None) or "")["message"]
     except (TypeError, ValueError, KeyError):
         status = getattr(error, "status", None)
         return f"{status} {getattr(error, 'reason', '')}".strip() if status else str(error)

@@ -161,7 +161,7 @@ def widget_key(column: str) -> str:
 def field(column: str, default: Any) -> Any:
     """The input widget of one column, by the kind of values the schema allows."""
     spec = SPECS[column]
-    common = {"key": widget_key(column), "help": spec.description}
+    key, hint = widget_key(column), spec.description
     if isinstance(spec, Integer) and spec.codes:
         codes = list(range(spec.low, spec.high + 1))
         return st.selectbox(
@@ -169,11 +169,18 @@ def field(column: str, default: Any) -> Any:
             codes,
             index=codes.index(default),
             format_func=partial(option_label, column),
-            **common,
+            key=key,
+            help=hint,
         )
     if isinstance(spec, Integer):
         return st.number_input(
-            label(column), min_value=spec.low, max_value=spec.high, value=default, step=1, **common
+            label(column),
+            min_value=spec.low,
+            max_value=spec.high,
+            value=default,
+            step=1,
+            key=key,
+            help=hint,
         )
     if spec.values:
         return st.selectbox(
@@ -181,10 +188,16 @@ def field(column: str, default: Any) -> Any:
             spec.values,
             index=spec.values.index(default),
             format_func=partial(option_label, column),
-            **common,
+            key=key,
+            help=hint,
         )
     return st.text_input(
-        label(column), value=default, max_chars=8, placeholder="e.g. 428, 250.83, V57", **common
+        label(column),
+        value=default,
+        max_chars=8,
+        placeholder="e.g. 428, 250.83, V57",
+        key=key,
+        help=hint,
     )
 
 

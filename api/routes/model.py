@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
@@ -19,7 +19,9 @@ from readmission.config import Settings
 
 router = APIRouter(prefix="/model", tags=["model"])
 bearer = HTTPBearer(auto_error=False, description="The API_RELOAD_TOKEN of the server.")
-NO_MODEL = {503: {"model": ModelInfo, "description": "No model is served (version null)."}}
+NO_MODEL: dict[int | str, dict[str, Any]] = {
+    503: {"model": ModelInfo, "description": "No model is served (version null)."}
+}
 
 
 @router.get(

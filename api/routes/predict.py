@@ -22,7 +22,7 @@ from readmission.schema import Encounter, example_encounter
 
 TOP_CONTRIBUTIONS = 10
 router = APIRouter(tags=["predictions"])
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Message, "description": "The body could not be decoded (not UTF-8 JSON)."},
     422: {"model": ValidationProblems, "description": "A field is invalid: which, and why."},
     503: {"model": Message, "description": "No model is served: how to promote one."},
@@ -68,7 +68,7 @@ def _fields(model: ServedModel, encounter_id: int | None, probability: float) ->
     summary="P(readmission within 30 days) of one encounter",
 )
 async def predict(
-    encounter: Annotated[Encounter, Body(openapi_examples=EXAMPLES)],  # type: ignore[valid-type]
+    encounter: Annotated[Encounter, Body(openapi_examples=EXAMPLES)],
     scoring: ScoringState,
     explain: Annotated[bool, Query(description="Add each feature's share of the logit.")] = False,
 ) -> ExplainedPrediction:

@@ -260,7 +260,7 @@ NUMERIC: tuple[Numeric, ...] = (
     Numeric("log1p_total_visits", _COUNTS, _total_visits),
 )
 
-INPUT_COLUMNS = tuple(dict.fromkeys(c for f in (*CATEGORICAL, *NUMERIC) for c in f.inputs))
+INPUT_COLUMNS = tuple(dict.fromkeys(c for f in CATEGORICAL + NUMERIC for c in f.inputs))
 
 
 class FeatureSpace:

@@ -76,8 +76,8 @@ def evaluate_and_promote(
     y = labels(holdout)
 
     def holdout_scores(version: str) -> dict[str, float]:
-        probability = registry.load_pyfunc(settings, version).predict(holdout)
-        return evaluation.scores(y, probability[registry.PROBABILITY_COLUMN].to_numpy(), 0.5)
+        probability = registry.pyfunc_probability(settings, version, holdout)
+        return evaluation.scores(y, probability, 0.5)
 
     ours = holdout_scores(challenger.version)
     theirs = holdout_scores(champion.version) if champion else None

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PyFuncModel, PythonModel
 
 from readmission.config import Settings
 from readmission.model import ReadmissionModel
@@ -22,7 +24,7 @@ PROBABILITY_COLUMN = "readmit_30d_probability"
 log = logging.getLogger(__name__)
 
 
-class ReadmissionPyfunc(mlflow.pyfunc.PythonModel):
+class ReadmissionPyfunc(PythonModel):
     """Preprocessing and classifier as one model: raw data set columns in, probability out."""
 
     def __init__(self, model: ReadmissionModel) -> None:
@@ -53,7 +55,10 @@ def experiment_id(settings: Settings) -> str:
     try:
         return mlflow.create_experiment(settings.experiment_name, artifact_location=location)
     except MlflowException:  # created concurrently by another process
-        return mlflow.get_experiment_by_name(settings.experiment_name).experiment_id
+        concurrent = mlflow.get_experiment_by_name(settings.experiment_name)
+        if concurrent is None:  # the failure was not a name clash: report it
+            raise
+        return concurrent.experiment_id
 
 
 def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
@@ -116,7 +121,7 @@ class VersionSummary:
     parent_version: str | None
     batch_id: str | None
     aliases: list[str]
-    stage: str
+    stage: str | None
     metrics: dict[str, float]
     tags: dict[str, str]
 
@@ -151,9 +156,18 @@ def model_uri(settings: Settings, version: str | int) -> str:
     return f"models:/{settings.model_name}/{version}"
 
 
-def load_pyfunc(settings: Settings, version: str | int) -> mlflow.pyfunc.PyFuncModel:
+def load_pyfunc(settings: Settings, version: str | int) -> PyFuncModel:
     connect(settings)
     return mlflow.pyfunc.load_model(model_uri(settings, version))
+
+
+def pyfunc_probability(settings: Settings, version: str | int, frame: pd.DataFrame) -> np.ndarray:
+    """P(readmission) of each row of `frame` through the version's logged pyfunc model, the
+    artifact MLflow itself would serve."""
+    output = load_pyfunc(settings, version).predict(frame)
+    if not isinstance(output, pd.DataFrame):  # a version logged by some other code
+        raise TypeError(f"version {version} predicts {type(output).__name__}, not a DataFrame")
+    return output[PROBABILITY_COLUMN].to_numpy()
 
 
 def load_readmission_model(settings: Settings, version: str | int) -> ReadmissionModel:

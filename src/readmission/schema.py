@@ -326,7 +326,7 @@ def _pydantic_field(spec: Categorical | Integer) -> tuple[Any, Any]:
     elif spec.open:
         kind = Annotated[str, Field(pattern=spec.pattern)]
     else:
-        kind = Literal[spec.values]  # type: ignore[valid-type]
+        kind = Literal[spec.values]
     return kind, Field(description=spec.description, alias=alias, examples=[spec.default])
 
 

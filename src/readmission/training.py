@@ -158,8 +158,13 @@ def _no_uv_project_files() -> Iterator[None]:
 
 def initial_params(settings: Settings) -> ModelParams:
     """Hyperparameters for the first version of a lineage: SGD_* settings over the defaults."""
-    chosen = {"alpha": settings.sgd_alpha, "eta0": settings.sgd_eta0, "epochs": settings.sgd_epochs}
-    return replace(ModelParams(), **{k: v for k, v in chosen.items() if v is not None})
+    defaults = ModelParams()
+    return replace(
+        defaults,
+        alpha=defaults.alpha if settings.sgd_alpha is None else settings.sgd_alpha,
+        eta0=defaults.eta0 if settings.sgd_eta0 is None else settings.sgd_eta0,
+        epochs=defaults.epochs if settings.sgd_epochs is None else settings.sgd_epochs,
+    )
 
 
 def _evaluate_and_log(

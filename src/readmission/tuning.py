@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import mlflow
@@ -61,7 +61,7 @@ def evaluate(
     return Candidate(params, aucs, float(log_loss(y_val, model.predict_proba(validation))))
 
 
-def grid(base: ModelParams, space: dict[str, Iterable] = GRID) -> list[ModelParams]:
+def grid(base: ModelParams, space: Mapping[str, Iterable] = GRID) -> list[ModelParams]:
     keys = list(space)
     return [
         replace(base, **dict(zip(keys, values, strict=True)))
@@ -78,7 +78,7 @@ def tune(
     settings: Settings,
     train_rows: pd.DataFrame,
     validation_fraction: float = 0.2,
-    space: dict[str, Iterable] = GRID,
+    space: Mapping[str, Iterable] = GRID,
 ) -> Candidate:
     """Run the grid on `train_rows` (clean, holdout excluded) and log everything to MLflow."""
     stream, validation = split(train_rows, validation_fraction)

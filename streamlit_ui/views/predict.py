@@ -83,7 +83,7 @@ else:
     payload, problems = encounters.parse(
         {k: v.strip() if isinstance(v, str) else v for k, v in record.items()}
     )
-    if problems:
+    if payload is None:
         st.error("**Fix these fields:**\n\n" + "\n".join(f"- {p}" for p in problems))
     else:
         try:
