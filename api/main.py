@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -17,6 +16,7 @@ from api.metrics import ServingMetrics
 from api.model_store import ModelStore
 from api.routes import health, model, predict
 from readmission.config import Settings, get_settings
+from readmission.logging_setup import configure_logging
 
 DESCRIPTION = """Scores hospital encounters of diabetic patients with the production version of
 the readmission model in the MLflow registry (alias `production`), and follows promotions
@@ -34,9 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging()
         watcher = asyncio.create_task(store.watch(), name="model-registry-watcher")
         yield
         watcher.cancel()

@@ -15,6 +15,7 @@ DEMO_EXIT=1 to stop the services once the prediction is shown (tests and CI).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -33,11 +34,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import airflow_runs  # noqa: E402
 
+from readmission.logging_setup import configure_logging  # noqa: E402
 from readmission.schema import example_encounter  # noqa: E402
 
-
-def say(message: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+log = logging.getLogger("readmission.demo")
 
 
 class Services:
@@ -48,12 +48,17 @@ class Services:
         self.running: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = (self.logs / f"{name}.log").open("ab")
+        output = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.running.append((name, process))
-        say(f"started {name} (pid {process.pid}, log {self.logs / f'{name}.log'})")
+        log.info(f"started {name} (pid {process.pid}, log {self.logs / f'{name}.log'})")
         return process
 
     def stop(self) -> None:
@@ -70,7 +75,7 @@ class Services:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-            say(f"stopped {name}")
+            log.info(f"stopped {name}")
         self.running.clear()
 
     def check(self) -> None:
@@ -104,6 +109,7 @@ def answers(url: str) -> bool:
 
 
 def main() -> int:
+    configure_logging()
     home = Path(os.environ.get("READMISSION_HOME", ".readmission"))
     home = home if home.is_absolute() else ROOT / home
     logs = home / "logs"
@@ -120,7 +126,7 @@ def main() -> int:
     }
     busy = [f"{name} port {port}" for name, port in ports.items() if not port_free(port)]
     if busy:
-        say(
+        log.info(
             f"in use: {', '.join(busy)}. Stop what holds them (an earlier demo still running?) "
             "or set MLFLOW_PORT / AIRFLOW_PORT / API_PORT / UI_PORT / PROMETHEUS_PORT."
         )
@@ -164,15 +170,15 @@ def main() -> int:
         run(services, env, ports, mlflow_url, api_url, home)
         if os.environ.get("DEMO_EXIT") == "1":
             return 0
-        say("running; press Ctrl-C to stop every service")
+        log.info("running; press Ctrl-C to stop every service")
         while True:
             services.check()
             time.sleep(2)
     except KeyboardInterrupt:
-        say("stopping ...")
+        log.info("stopping ...")
         return 0
     except Exception as error:  # the demo reports any failure, then cleans up
-        say(f"failed: {error}")
+        log.info(f"failed: {error}")
         return 1
     finally:
         services.stop()
@@ -189,7 +195,7 @@ def run(
     batches = int(os.environ.get("DEMO_BATCHES", "3"))
     services.start("mlflow", [str(ROOT / "bin" / "mlflow-server")], env)
     wait_until("MLflow", lambda: answers(f"{mlflow_url}/health"), services, 120)
-    say(f"MLflow is up at {mlflow_url}")
+    log.info(f"MLflow is up at {mlflow_url}")
     services.start("airflow", [str(ROOT / "bin" / "airflow-standalone")], env)
     services.start("api", [str(ROOT / "bin" / "api")], env)
     services.start("ui", [str(ROOT / "bin" / "ui")], env)
@@ -213,30 +219,30 @@ def run(
             {**env, "PROMETHEUS_CONFIG": str(config / "prometheus.yml")},
         )
     else:
-        say("prometheus is not installed (apt-get install prometheus): skipping it")
+        log.info("prometheus is not installed (apt-get install prometheus): skipping it")
     wait_until("API", lambda: answers(f"{api_url}/health"), services, 120)
-    say("the API is up (no model in production yet: /ready answers 503 until one is promoted)")
+    log.info("the API is up (no model in production yet: /ready answers 503 until one is promoted)")
     airflow_url = f"http://127.0.0.1:{ports['airflow']}"
     wait_until("Airflow", lambda: answers(f"{airflow_url}/api/v2/monitor/health"), services, 300)
-    say(f"Airflow is up at {airflow_url}")
+    log.info(f"Airflow is up at {airflow_url}")
 
-    say(
+    log.info(
         f"triggering 01_ingest_data for {batches} batch(es) of "
         f"{os.environ.get('BATCH_SIZE', '15000')} rows ..."
     )
     ingest = airflow_runs.wait(
         "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": batches})
     )
-    say(f"01_ingest_data: {ingest['state']}; its Asset queues 02_warm_start_training ...")
+    log.info(f"01_ingest_data: {ingest['state']}; its Asset queues 02_warm_start_training ...")
     training = airflow_runs.wait(
         "02_warm_start_training", airflow_runs.wait_for_asset_run("02_warm_start_training", ingest)
     )
-    say(f"02_warm_start_training: {training['state']}; 03_evaluate_and_promote follows ...")
+    log.info(f"02_warm_start_training: {training['state']}; 03_evaluate_and_promote follows ...")
     verdict = airflow_runs.wait(
         "03_evaluate_and_promote",
         airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training),
     )
-    say(f"03_evaluate_and_promote: {verdict['state']}")
+    log.info(f"03_evaluate_and_promote: {verdict['state']}")
 
     ready = wait_until(
         "a served model",
@@ -244,18 +250,18 @@ def run(
         services,
         120,
     )
-    say(f"the API serves version {ready['model_version']}")
+    log.info(f"the API serves version {ready['model_version']}")
     prediction = httpx.post(f"{api_url}/predict", json=example_encounter(), timeout=10)
     prediction.raise_for_status()
     body = prediction.json()
-    say(
+    log.info(
         f"prediction for a typical encounter: P(readmitted within 30 days) = "
         f"{body['probability']:.3f}, risk band {body['risk_band']}, "
         f"model {body['model_name']} v{body['model_version']}"
     )
     print(f"DEMO PREDICTION {json.dumps(body)}", flush=True)
     password_file = home / "airflow" / "simple_auth_manager_passwords.json.generated"
-    say("where everything is:")
+    log.info("where everything is:")
     print(f"  Airflow UI   {airflow_url}  (user admin, password in {password_file})")
     print(f"  MLflow UI    {mlflow_url}  (no login)")
     print(f"  API docs     {api_url}/docs  (POST /model/reload needs API_RELOAD_TOKEN)")

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-from contextlib import nullcontext
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Annotated
 
 import mlflow
 import typer
 
+import readmission
 from readmission import pipeline, registry, tuning, warehouse
 from readmission.config import get_settings
 from readmission.dataset import DatasetError, synthetic_sample
+from readmission.logging_setup import configure_logging
 from readmission.validation import validate
 
 app = typer.Typer(
@@ -23,14 +26,28 @@ app = typer.Typer(
 )
 
 
+def _print_version(requested: bool) -> None:
+    if requested:
+        typer.echo(f"readmission {readmission.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("alembic", "mlflow", "urllib3", "httpx", "botocore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at DEBUG level (default INFO).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    configure_logging(verbose)
 
 
 @app.command()
@@ -85,7 +102,11 @@ def promote(version: Annotated[str, typer.Argument(help="Model version to promot
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document instead of the table.")
+    ] = False,
+) -> None:
     """Batches ingested and trained, model versions, and which one is in production."""
     report = pipeline.status(get_settings())
     if as_json:
@@ -124,7 +145,8 @@ def tune(
     clean = frame.clean
     train_rows = clean.iloc[: int(len(clean) * (1 - settings.holdout_fraction))]
     typer.echo(f"tuning on {len(train_rows)} training rows (holdout excluded) ...")
-    winner = tuning.tune(settings, train_rows, validation_fraction)
+    with _progress_bar("tuning") as progress:
+        winner = tuning.tune(settings, train_rows, validation_fraction, progress=progress)
     typer.echo(f"best: {winner.params.as_dict()}")
     typer.echo(
         f"validation AUC by batch: {[round(a, 4) for a in winner.aucs]}, "
@@ -133,8 +155,29 @@ def tune(
     typer.echo("set SGD_ALPHA, SGD_ETA0 and SGD_EPOCHS to use them for a new model lineage")
 
 
+@contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A `progress(done, total)` that draws a bar on a terminal's stderr (log lines scroll
+    above it), or None elsewhere: in CI and in files the log lines alone tell the progress."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    # rich comes with typer (its help and error rendering)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    columns = (f"{label} ", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 @app.command()
-def sample(path: str, rows: int = 2000, seed: int = 0) -> None:
+def sample(
+    path: Annotated[str, typer.Argument(help="The CSV file to write.")],
+    rows: Annotated[int, typer.Option(help="How many encounters.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same rows.")] = 0,
+) -> None:
     """Write a synthetic sample with the data set's columns to PATH (.csv)."""
     synthetic_sample(rows, seed).to_csv(path, index=False)
     typer.echo(f"wrote {rows} synthetic encounters to {path}")

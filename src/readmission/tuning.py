@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import mlflow
@@ -23,6 +24,7 @@ from readmission import registry
 from readmission.config import Settings
 from readmission.model import ModelParams, ReadmissionModel, labels
 
+log = logging.getLogger(__name__)
 GRID: dict[str, tuple] = {
     "alpha": (1e-4, 3e-4, 1e-3),
     "eta0": (0.0025, 0.005, 0.01),
@@ -79,9 +81,12 @@ def tune(
     train_rows: pd.DataFrame,
     validation_fraction: float = 0.2,
     space: Mapping[str, Iterable] = GRID,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Candidate:
-    """Run the grid on `train_rows` (clean, holdout excluded) and log everything to MLflow."""
+    """Run the grid on `train_rows` (clean, holdout excluded) and log everything to MLflow;
+    `progress(done, total)` is called after each candidate."""
     stream, validation = split(train_rows, validation_fraction)
+    points = grid(ModelParams(), space)
     candidates = []
     experiment = registry.experiment_id(settings)
     with mlflow.start_run(experiment_id=experiment, run_name="tune") as run:
@@ -94,9 +99,20 @@ def tune(
                 "validation_rows": len(validation),
             }
         )
-        for params in grid(ModelParams(), space):
+        for number, params in enumerate(points, 1):
             candidate = evaluate(params, stream, validation, settings.batch_size)
             candidates.append(candidate)
+            log.info(
+                "candidate %d/%d alpha=%g eta0=%g epochs=%d: validation AUC %.4f, log-loss %.4f%s",
+                number,
+                len(points),
+                params.alpha,
+                params.eta0,
+                params.epochs,
+                candidate.aucs[-1],
+                candidate.log_loss,
+                "" if candidate.stable else " (unstable: AUC dropped between batches)",
+            )
             with mlflow.start_run(
                 experiment_id=experiment,
                 nested=True,
@@ -113,6 +129,8 @@ def tune(
                         "stable": float(candidate.stable),
                     }
                 )
+            if progress is not None:
+                progress(number, len(points))
         winner = best(candidates)
         mlflow.log_params({f"best_{k}": v for k, v in winner.params.as_dict().items()})
         mlflow.log_metrics(

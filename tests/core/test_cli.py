@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+import readmission
 from readmission.config import Settings
 
 from ..conftest import BIN, ROOT
@@ -70,3 +72,24 @@ def test_mlflow_run_trains_through_the_mlproject_entry_point(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "version 2 (parent 1)" in done.stdout
+
+
+def test_python_m_readmission_is_the_same_command_line() -> None:
+    version = subprocess.run(
+        [sys.executable, "-m", "readmission", "--version"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+        timeout=60,
+        check=True,
+    )
+    assert version.stdout == f"readmission {readmission.__version__}\n"
+    usage = subprocess.run(
+        [sys.executable, "-m", "readmission", "--help"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "COLUMNS": "100"},
+        timeout=60,
+        check=True,
+    )
+    assert "Usage: readmission [OPTIONS] COMMAND" in usage.stdout

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import mlflow
 import pandas as pd
+import pytest
 
 from readmission import registry, tuning
 from readmission.config import Settings
@@ -32,13 +35,24 @@ def test_the_validation_slice_is_the_latest_training_rows() -> None:
 
 
 def test_tune_logs_every_candidate_as_a_nested_run(
-    platform: Settings, sample: pd.DataFrame
+    platform: Settings, sample: pd.DataFrame, caplog: pytest.LogCaptureFixture
 ) -> None:
     train_rows = validate(sample).clean.iloc[:2000]
     space = {"alpha": (1e-4, 1e-3), "eta0": (0.005,), "epochs": (2,)}
-    winner = tuning.tune(platform, train_rows, 0.25, space)
+    progress: list[tuple[int, int]] = []
+    with caplog.at_level(logging.INFO, logger=tuning.__name__):
+        winner = tuning.tune(
+            platform, train_rows, 0.25, space, progress=lambda *done: progress.append(done)
+        )
 
     assert winner.params.alpha in space["alpha"] and len(winner.aucs) == 3  # 1500 rows / 500
+    assert progress == [(1, 2), (2, 2)]
+    lines = [r.getMessage() for r in caplog.records if r.name == tuning.__name__]
+    assert [line.split(":")[0] for line in lines] == [
+        "candidate 1/2 alpha=0.0001 eta0=0.005 epochs=2",
+        "candidate 2/2 alpha=0.001 eta0=0.005 epochs=2",
+    ]
+    assert any(f"validation AUC {winner.aucs[-1]:.4f}" in line for line in lines)
     registry.connect(platform)
     runs = mlflow.search_runs([registry.experiment_id(platform)], output_format="list")
     parent = next(r for r in runs if r.info.run_name == "tune")
