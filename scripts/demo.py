@@ -29,13 +29,14 @@ from typing import Any
 
 import httpx
 
+from readmission import airflow_runs, pipeline
+from readmission.config import DEMO_ENV_FILE, get_settings
+from readmission.dataset import DatasetError
+from readmission.logging_setup import configure_logging
+from readmission.schema import example_encounter
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import airflow_runs  # noqa: E402
-
-from readmission.logging_setup import configure_logging  # noqa: E402
-from readmission.schema import example_encounter  # noqa: E402
+PIPELINE_DAGS = ("01_ingest_data", "02_warm_start_training", "03_evaluate_and_promote")
 
 log = logging.getLogger("readmission.demo")
 
@@ -160,6 +161,15 @@ def main() -> int:
     if "DATA_SOURCE" in os.environ and not os.environ["DATA_SOURCE"].startswith("http"):
         env["DATA_SOURCE"] = str(Path(os.environ["DATA_SOURCE"]).resolve())
     os.environ.update(env)  # the Airflow client below reads AIRFLOW_* from here
+    # The data source is checked (and a download cached where the ingest task looks) before
+    # any service starts: a wrong DATA_SOURCE fails here in seconds, not in a task retry.
+    try:
+        settings = get_settings()
+        log.info(f"checking DATA_SOURCE {settings.data_source} ...")
+        pipeline.acquire(settings)
+    except DatasetError as error:
+        log.info(f"failed: {error}")
+        return 2
     services = Services(logs)
 
     def shutdown(signum: int, frame: object) -> None:
@@ -182,6 +192,7 @@ def main() -> int:
         return 1
     finally:
         services.stop()
+        (home / DEMO_ENV_FILE).unlink(missing_ok=True)
 
 
 def run(
@@ -196,6 +207,8 @@ def run(
     services.start("mlflow", [str(ROOT / "bin" / "mlflow-server")], env)
     wait_until("MLflow", lambda: answers(f"{mlflow_url}/health"), services, 120)
     log.info(f"MLflow is up at {mlflow_url}")
+    # `readmission status` / `promote` in another shell read this (config.DEMO_ENV_FILE).
+    (home / DEMO_ENV_FILE).write_text(f"MLFLOW_TRACKING_URI={mlflow_url}\nAPI_URL={api_url}\n")
     services.start("airflow", [str(ROOT / "bin" / "airflow-standalone")], env)
     services.start("api", [str(ROOT / "bin" / "api")], env)
     services.start("ui", [str(ROOT / "bin" / "ui")], env)
@@ -230,17 +243,22 @@ def run(
         f"triggering 01_ingest_data for {batches} batch(es) of "
         f"{os.environ.get('BATCH_SIZE', '15000')} rows ..."
     )
+    for line in airflow_runs.other_work(PIPELINE_DAGS):
+        log.info(f"note: {line}")
     ingest = airflow_runs.wait(
         "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": batches})
     )
+    # From here on the demo follows only the runs its own trigger caused, through the Asset
+    # events of its own runs: another run in the same Airflow cannot be taken for ours.
     log.info(f"01_ingest_data: {ingest['state']}; its Asset queues 02_warm_start_training ...")
     training = airflow_runs.wait(
-        "02_warm_start_training", airflow_runs.wait_for_asset_run("02_warm_start_training", ingest)
+        "02_warm_start_training",
+        airflow_runs.wait_for_asset_run("02_warm_start_training", ingest, report=log.info),
     )
     log.info(f"02_warm_start_training: {training['state']}; 03_evaluate_and_promote follows ...")
     verdict = airflow_runs.wait(
         "03_evaluate_and_promote",
-        airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training),
+        airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training, report=log.info),
     )
     log.info(f"03_evaluate_and_promote: {verdict['state']}")
 
@@ -269,6 +287,10 @@ def run(
     if prometheus:
         print(f"  Prometheus   http://127.0.0.1:{ports['prometheus']}")
     print(f"  logs         {services.logs}", flush=True)
+    log.info(
+        f"`readmission status` and `readmission promote N` in another shell use these services "
+        f"while the demo runs (they read {home / DEMO_ENV_FILE})"
+    )
 
 
 if __name__ == "__main__":

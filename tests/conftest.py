@@ -59,10 +59,51 @@ def stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, 9)
 
 
+# What a subprocess inherits from the pytest process: what any program needs to run on this
+# machine, nothing that says where a service or database is. Fixtures export AIRFLOW_*, MLFLOW_*,
+# DATABASE_URL and the like into this process (the DAG tests must: Airflow reads them when
+# imported); a child that inherited them would run on another test's databases.
+INHERITED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "TERM",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "CI",
+        "OPENBLAS_CORETYPE",
+        "OPENBLAS_L2_SIZE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    }
+)
+
+
 def service_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    """The environment of a subprocess: the allow-listed basics, the venv's bin first on PATH,
+    and `extra`, which must name every setting the child needs."""
+    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     env.update(extra)
     return env
+
+
+def platform_env() -> dict[str, str]:
+    """The platform settings this test set (see `configure`), to hand to a subprocess."""
+    aliases = {str(field.alias) for field in Settings.model_fields.values()}
+    return {k: v for k, v in os.environ.items() if k in aliases}
 
 
 @pytest.fixture(scope="session")

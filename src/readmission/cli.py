@@ -108,11 +108,13 @@ def status(
     ] = False,
 ) -> None:
     """Batches ingested and trained, model versions, and which one is in production."""
-    report = pipeline.status(get_settings())
+    settings = get_settings()
+    report = pipeline.status(settings)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
     typer.echo(f"warehouse: {report['warehouse']}")
+    typer.echo(f"MLflow: {settings.tracking_uri}")
     for b in report["batches"]:
         trained = f"trained -> v{b['model_version']}" if b["trained"] else "untrained"
         typer.echo(

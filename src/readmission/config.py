@@ -94,7 +94,17 @@ class Settings(BaseSettings):
         return self.home / "downloads"
 
 
+# Written by `make demo` (scripts/demo.py) under READMISSION_HOME while its services run, so
+# that the CLI in a second shell talks to the demo's MLflow server and API, not to a store of
+# its own. The process environment still wins over it, as over `.env`.
+DEMO_ENV_FILE = "demo.env"
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process's settings, read once. Tests call `get_settings.cache_clear()` after changes."""
-    return Settings()
+    settings = Settings()
+    demo = settings.home / DEMO_ENV_FILE
+    if demo.is_file():
+        settings = Settings(_env_file=(".env", demo))
+    return settings

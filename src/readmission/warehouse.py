@@ -7,6 +7,7 @@ source by `encounter_id` is batch 0, the fixed holdout; the rest arrives in batc
 
 from __future__ import annotations
 
+import fcntl
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from readmission.validation import validate
 
 HOLDOUT_BATCH = 0
 _LOCK_ID = 7_296_001  # PostgreSQL advisory lock serialising ingests
+_SCHEMA_LOCK_ID = 7_296_002  # ... and schema creation
 
 metadata = sa.MetaData()
 
@@ -111,8 +113,30 @@ def engine_for(url: str) -> Engine:
     """One engine per URL per process, with the schema created on first use."""
     ensure_sqlite_directory(url)
     engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    create_schema(engine)
     return engine
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the missing tables, safe when several processes open a fresh warehouse at once.
+
+    `create_all` checks, then creates: two processes can both see a table missing and the
+    second CREATE fails. PostgreSQL serialises them with a transaction-scoped advisory lock;
+    SQLite with an exclusive lock on a file beside the database (its own locking does not
+    cover the check), so the second process finds the tables there and creates nothing.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
+            metadata.create_all(conn)
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        metadata.create_all(engine)
+        return
+    with open(f"{database}.schema-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        metadata.create_all(engine)
 
 
 def ensure_sqlite_directory(url: str) -> None:

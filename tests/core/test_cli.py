@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import readmission
 from readmission.config import Settings
 
-from ..conftest import BIN, ROOT
+from ..conftest import BIN, ROOT, platform_env, service_env
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -19,7 +18,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         [str(BIN / "readmission"), *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env=service_env(**platform_env(), **(env or {})),
         timeout=300,
         check=False,
     )
@@ -57,17 +56,13 @@ def test_a_missing_source_is_a_clear_error_not_a_traceback(
 def test_mlflow_run_trains_through_the_mlproject_entry_point(
     platform: Settings, sample_csv: Path
 ) -> None:
-    env = {
-        "DATA_SOURCE": str(sample_csv),
-        "DATA_SHA256": "",
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = {"DATA_SOURCE": str(sample_csv), "DATA_SHA256": ""}
     done = subprocess.run(
         [str(BIN / "mlflow"), "run", str(ROOT), "--env-manager", "local", "-P", "batches=2"],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, **env},
+        env=service_env(**platform_env(), **env),
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -79,7 +74,7 @@ def test_python_m_readmission_is_the_same_command_line() -> None:
         [sys.executable, "-m", "readmission", "--version"],
         capture_output=True,
         text=True,
-        env={"PATH": os.environ["PATH"]},
+        env=service_env(),
         timeout=60,
         check=True,
     )
@@ -88,7 +83,7 @@ def test_python_m_readmission_is_the_same_command_line() -> None:
         [sys.executable, "-m", "readmission", "--help"],
         capture_output=True,
         text=True,
-        env={"PATH": os.environ["PATH"], "COLUMNS": "100"},
+        env=service_env(COLUMNS="100"),
         timeout=60,
         check=True,
     )

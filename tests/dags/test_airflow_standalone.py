@@ -1,5 +1,5 @@
 """bin/airflow-standalone (real scheduler, dag-processor, triggerer, API server on PostgreSQL),
-driven through scripts/airflow_runs.py: an ingest run's Asset event starts training, whose
+driven through readmission.airflow_runs: an ingest run's Asset event starts training, whose
 Asset event starts evaluation."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from readmission import registry
+from readmission import airflow_runs, registry
 from readmission.config import Settings
-from scripts import airflow_runs
 from tests.conftest import ROOT, free_port, service_env, stop, wait_for
 from tests.dags.conftest import airflow_url
 
 pytestmark = pytest.mark.slow
+PIPELINE = ["01_ingest_data", "02_warm_start_training", "03_evaluate_and_promote"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def airflow(
 
 @pytest.fixture(autouse=True)
 def client_of(airflow: Airflow, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Point scripts/airflow_runs at the server, signing in with the generated admin password."""
+    """Point readmission.airflow_runs at the server, signed in with the generated password."""
     monkeypatch.setenv("AIRFLOW_URL", airflow.url)
     monkeypatch.setenv("AIRFLOW_HOME", str(airflow.home))
     monkeypatch.delenv("AIRFLOW_ADMIN_PASSWORD", raising=False)
@@ -108,6 +108,50 @@ def test_an_ingest_run_starts_training_then_evaluation_through_their_assets(
     assert [v.batch_id for v in registry.version_summaries(airflow.settings)] == ["1", "2"]
     # Evaluation ran with its params' defaults, read from the settings: AUTO_PROMOTE=true.
     assert registry.production_version(airflow.settings).version == "2"
+
+
+def test_a_queued_foreign_asset_event_is_reported_and_never_taken_for_ours(
+    airflow: Airflow,
+) -> None:
+    """A stale event (as a DAG test or another user leaves) starts a 02 run of its own; ours
+    follows the event of our own 01 run, and says what else was there."""
+    clean_encounters = "x-readmission://warehouse/clean_encounters"
+    asset = airflow_runs.client().request(
+        "GET", "/assets", params={"uri_pattern": clean_encounters}
+    )["assets"][0]
+    foreign = airflow_runs.client().request(
+        "POST", "/assets/events", json={"asset_id": asset["id"], "extra": {"from": "elsewhere"}}
+    )
+    assert any("02_warm_start_training" in line for line in airflow_runs.other_work(PIPELINE))
+
+    heard: list[str] = []
+    ingest = airflow_runs.wait(
+        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": 1}), 300
+    )
+    ours = airflow_runs.wait_for_asset_run("02_warm_start_training", ingest, report=heard.append)
+    training = airflow_runs.wait("02_warm_start_training", ours, 600)
+
+    foreign_runs = {
+        run["run_id"]
+        for event in airflow_runs.client().request(
+            "GET", "/assets/events", params={"asset_id": asset["id"]}
+        )["asset_events"]
+        if event["id"] == foreign["id"]
+        for run in event["created_dagruns"]
+    }
+    assert ours not in foreign_runs  # the foreign event's run trained nothing of ours
+    assert training["state"] == "success"
+    assert "3" in [v.batch_id for v in registry.version_summaries(airflow.settings)]
+    if heard:  # our run may have had to wait behind the foreign one: then we were told
+        assert all("02_warm_start_training" in line for line in heard)
+
+
+def test_a_run_that_announced_nothing_is_an_error_at_once_not_a_wait() -> None:
+    idle = airflow_runs.wait(
+        "02_warm_start_training", airflow_runs.trigger("02_warm_start_training"), 300
+    )  # every ingested batch is trained: nothing to announce
+    with pytest.raises(airflow_runs.AirflowError, match="without an Asset event"):
+        airflow_runs.wait_for_asset_run("03_evaluate_and_promote", idle, timeout=600)
 
 
 def test_a_failed_run_is_reported_with_the_task_that_failed(tmp_path: Path) -> None:

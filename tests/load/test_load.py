@@ -4,7 +4,6 @@ headless command as a user types it. Every run is bounded in users and seconds."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 from readmission import registry
 from readmission.config import Settings
 from tests.api.serving import Api, copy_lineage, platform_settings, running_api, train_versions
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN, ROOT, service_env
 from tests.load.conftest import MlflowServer
 
 USERS = 20
@@ -136,7 +135,7 @@ def headless_locust(api: Api, seconds: int, **thresholds: str) -> subprocess.Com
         "--host",
         api.url,
     ]
-    env = {**os.environ, **thresholds}
+    env = service_env(**thresholds)
     return subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 120
     )

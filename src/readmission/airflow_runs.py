@@ -2,13 +2,13 @@
 
 For the demo and other scripts::
 
-    from airflow_runs import trigger, wait, wait_for_asset_run
+    from readmission.airflow_runs import trigger, wait, wait_for_asset_run
 
     ingest = wait("01_ingest_data", trigger("01_ingest_data", {"batches": 2}))
     training = wait("02_warm_start_training",
                     wait_for_asset_run("02_warm_start_training", ingest))
 
-From a shell: `python scripts/airflow_runs.py 01_ingest_data --conf '{"batches": 2}'`.
+From a shell: `python -m readmission.airflow_runs 01_ingest_data --conf '{"batches": 2}'`.
 
 Where and who: AIRFLOW_URL (default http://127.0.0.1:$AIRFLOW_PORT, port 8080), and the admin
 account of the compose stack, AIRFLOW_ADMIN_USER (default admin) and AIRFLOW_ADMIN_PASSWORD;
@@ -24,13 +24,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Collection
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
 FINISHED = {"success", "failed"}
 
 
@@ -49,10 +49,8 @@ class DagRunFailed(AirflowError):
 def _password(username: str) -> str:
     if password := os.environ.get("AIRFLOW_ADMIN_PASSWORD"):
         return password
-    home = Path(os.environ.get("AIRFLOW_HOME") or ".readmission/airflow")
-    path = (home if home.is_absolute() else ROOT / home) / (
-        "simple_auth_manager_passwords.json.generated"
-    )
+    home = Path(os.environ.get("AIRFLOW_HOME") or ".readmission/airflow").resolve()
+    path = home / "simple_auth_manager_passwords.json.generated"
     try:
         return json.loads(path.read_text())[username]
     except (OSError, ValueError, KeyError) as error:
@@ -179,26 +177,67 @@ def wait(dag_id: str, run_id: str, timeout: float = 900, poll: float = 2) -> dic
         time.sleep(poll)
 
 
+def other_work(dag_ids: Collection[str], mine: Collection[str] = ()) -> list[str]:
+    """What else is queued or running for `dag_ids` (runs not in `mine`, queued Asset events),
+    one sentence each: a run of ours may have to wait behind it, or share its Asset events."""
+    found = []
+    for dag_id in dag_ids:
+        runs = client().request(
+            "GET", f"/dags/{dag_id}/dagRuns", params={"state": ["queued", "running"]}
+        )["dag_runs"]
+        for run in runs:
+            if run["dag_run_id"] not in mine:
+                found.append(f"{dag_id} has another run {run['state']}: {run['dag_run_id']}")
+        queued = client().request("GET", f"/dags/{dag_id}/assets/queuedEvents")
+        if queued["total_entries"]:
+            found.append(
+                f"{dag_id} has {queued['total_entries']} Asset event(s) queued from earlier "
+                "runs; its next run consumes them together with ours"
+            )
+    return found
+
+
 def wait_for_asset_run(
-    dag_id: str, source: dict[str, Any], timeout: float = 300, poll: float = 2
+    dag_id: str,
+    source: dict[str, Any],
+    timeout: float = 300,
+    poll: float = 2,
+    report: Callable[[str], None] | None = None,
 ) -> str:
-    """The run id of `dag_id` that an Asset event of the finished run `source` started."""
+    """The run id of `dag_id` that an Asset event of the finished run `source` started.
+
+    Only `source`'s own events count, so a stale or foreign run of `dag_id` cannot be taken
+    for ours. Asset events are recorded as their task ends, before its run finishes: a
+    finished run with none has nothing to announce (another run may have done its work), and
+    waiting would be waiting for nothing, so that is an error at once. `report` hears about
+    other runs of `dag_id` that ours waits behind.
+    """
     deadline = time.monotonic() + timeout
+    reported: set[str] = set()
     while True:
         events = client().request(
             "GET",
             "/assets/events",
             params={"source_dag_id": source["dag_id"], "source_run_id": source["dag_run_id"]},
-        )
-        for event in events["asset_events"]:
+        )["asset_events"]
+        if not events and source["state"] in FINISHED:
+            raise AirflowError(
+                f"{source['dag_id']} run {source['dag_run_id']} ended {source['state']} without "
+                f"an Asset event, so it starts no {dag_id} run: it had nothing new to announce "
+                "(did another run do its work first? see its log)"
+            )
+        for event in events:
             for run in event["created_dagruns"]:
                 if run["dag_id"] == dag_id:
                     return run["run_id"]
+        if report:
+            for line in set(other_work([dag_id])) - reported:
+                report(f"waiting for our {dag_id} run; {line}")
+                reported.add(line)
         if time.monotonic() > deadline:
-            found = "no Asset event" if not events["asset_events"] else "Asset events, no run"
             raise TimeoutError(
-                f"{source['dag_id']} run {source['dag_run_id']} left {found} "
-                f"for {dag_id} after {timeout}s"
+                f"{source['dag_id']} run {source['dag_run_id']} left Asset events but no "
+                f"{dag_id} run after {timeout}s: is {dag_id} paused, or is the scheduler down?"
             )
         time.sleep(poll)
 

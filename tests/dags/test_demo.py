@@ -1,0 +1,83 @@
+"""`make demo`, reduced: the whole loop through real Airflow, MLflow, API, UI and Prometheus on
+a small sample, ending with a served prediction and no process left behind.
+
+It lives beside the DAG tests and asks for their Airflow database on purpose: this pytest
+process then exports AIRFLOW_HOME and AIRFLOW__DATABASE__SQL_ALCHEMY_CONN of the DAG tests, and
+the demo must run on its own Airflow all the same (it once picked up their queued Asset events).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import ROOT, free_port, service_env
+
+
+def run_demo(tmp_path: Path, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
+    ports = {
+        f"{name}_PORT": str(free_port())
+        for name in ("MLFLOW", "AIRFLOW", "API", "UI", "PROMETHEUS")
+    }
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        env=service_env(**ports, READMISSION_HOME=str(tmp_path / "home"), DEMO_EXIT="1", **env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def leftovers(tmp_path: Path) -> str:
+    return subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
+
+
+@pytest.mark.slow
+def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
+    airflow_db: str, sample_csv: Path, tmp_path: Path
+) -> None:
+    assert os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == airflow_db  # the trap is set
+    dag_test_runs = sa.create_engine(airflow_db)
+    with dag_test_runs.connect() as conn:
+        runs_before = conn.execute(sa.text("SELECT count(*) FROM dag_run")).scalar_one()
+
+    done = run_demo(
+        tmp_path,
+        900,
+        DATA_SOURCE=str(sample_csv),
+        DATA_SHA256="",
+        BATCH_SIZE="500",
+        DEMO_BATCHES="2",
+        MAX_LOG_LOSS="0.7",  # the synthetic sample's base rate is 21%: its log-loss is higher
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+
+    line = next(x for x in output.splitlines() if x.startswith("DEMO PREDICTION "))
+    prediction = json.loads(line.removeprefix("DEMO PREDICTION "))
+    assert 0 < prediction["probability"] < 1
+    assert prediction["model_version"] == "2"  # both batches trained, the newest promoted
+    assert "Airflow UI" in output and "simple_auth_manager_passwords.json.generated" in output
+    assert "note:" not in output  # its own Airflow: nothing else was queued there
+    with dag_test_runs.connect() as conn:  # ... and none of its runs went to the DAG tests'
+        assert conn.execute(sa.text("SELECT count(*) FROM dag_run")).scalar_one() == runs_before
+    dag_test_runs.dispose()
+    assert not (tmp_path / "home" / "demo.env").exists()  # the CLI is not sent to dead services
+    assert leftovers(tmp_path) == "", "demo left processes running"
+
+
+def test_demo_with_a_missing_data_source_fails_fast_naming_it(tmp_path: Path) -> None:
+    done = run_demo(tmp_path, 120, DATA_SOURCE=str(tmp_path / "nonexistent.zip"))
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    assert "DATA_SOURCE" in output and "Traceback" not in output
+    assert "started" not in output  # no service was started
+    assert leftovers(tmp_path) == ""
