@@ -44,22 +44,21 @@ def main() -> None:
     pipeline.ingest(settings)
     url = settings.warehouse_url
     holdout = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
-    print(f"holdout: {len(holdout)} rows; training batches: {warehouse.untrained_batches(url)}")
+    print(f"holdout: {len(holdout)} rows; training batches: {warehouse.training_batches(url)}")
     started = time.perf_counter()
     history = []
-    for batch_id in warehouse.untrained_batches(url):
-        result = training.train_batch(settings, batch_id)
+    for result in training.train_pending(settings, holder="bench/model_quality.py"):
         history.append(
             {
-                "batch": batch_id,
+                "batch": result.batch_id,
                 "version": result.version,
                 "roc_auc": result.holdout["roc_auc"],
                 "log_loss": result.holdout["log_loss"],
             }
         )
         print(
-            f"batch {batch_id}: v{result.version} holdout AUC {result.holdout['roc_auc']:.4f} "
-            f"log-loss {result.holdout['log_loss']:.4f}",
+            f"batch {result.batch_id}: v{result.version} holdout AUC "
+            f"{result.holdout['roc_auc']:.4f} log-loss {result.holdout['log_loss']:.4f}",
             flush=True,
         )
     warm_seconds = time.perf_counter() - started

@@ -1,8 +1,9 @@
 """One warm-start training step on the real data set: seconds and peak memory, with an anchor.
 
 Ingests the source into a fresh local warehouse, trains batch 1 (the cold start), then measures
-batch 2 through `readmission.training.train_batch` (load parent from MLflow, prequential scoring,
-partial_fit, holdout evaluation, plots, log + register the model) against the anchor: the bare
+batch 2 through `readmission.training.train_pending` (lease, load parent from MLflow,
+prequential scoring, partial_fit, holdout evaluation, plots, log + register the model) against the
+anchor: the bare
 `ReadmissionModel.partial_fit` on the same batch. Peak memory is traced by tracemalloc (Python
 and NumPy allocations). Last line: a JSON object.
 
@@ -44,8 +45,10 @@ def main() -> None:
 
     settings = get_settings()
     pipeline.ingest(settings, max_batches=2)
-    training.train_batch(settings, 1)
-    result, step_seconds, step_peak = measured(lambda: training.train_batch(settings, 2))
+    training.train_pending(settings, max_batches=1)
+    (result,), step_seconds, step_peak = measured(
+        lambda: training.train_pending(settings, max_batches=1)
+    )
     print(
         f"warm-start step (batch 2 -> v{result.version}): {step_seconds:.2f} s, "
         f"peak {step_peak:.0f} MiB traced"

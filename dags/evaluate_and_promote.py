@@ -1,8 +1,9 @@
 """
 ### 03 · Evaluate and promote
 
-Scores the **newest** model version (the challenger) and the **production** one (the
-champion, alias `MODEL_ALIAS`) on the fixed holdout. The challenger passes when it meets the
+Scores the lineage's **newest** model version (the challenger) and the **production** one (the
+champion, alias `MODEL_ALIAS`) on the same rows: the holdout as it stands (its size and
+fingerprint go into the verdict). The challenger passes when it meets the
 quality floors (`MIN_AUC`, `MAX_LOG_LOSS`) and beats the champion's holdout AUC by at least
 `margin`. The verdict is recorded as tags on the challenger version in the MLflow registry
 (`validation_status`, `validation_reason`, scores of both).
@@ -98,7 +99,8 @@ def evaluate_and_promote() -> None:
         return {
             "challenger_version": verdict.challenger_version,
             "champion_version": verdict.champion_version,
-            "challenger_roc_auc": verdict.challenger["roc_auc"],
+            # Empty on a re-run after the promotion: nothing was scored again.
+            "challenger_roc_auc": verdict.challenger.get("roc_auc"),
             "champion_roc_auc": verdict.champion["roc_auc"] if verdict.champion else None,
             "passed": verdict.passed,
             "promoted": verdict.promoted,

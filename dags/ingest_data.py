@@ -1,18 +1,21 @@
 """
 ### 01 · Ingest data
 
-Acquires the UCI *Diabetes 130-US hospitals* data set (the `DATA_SOURCE` setting: the UCI URL,
-or a local `.zip` / `.csv`) and stores its **next batches** in the warehouse, validated: clean
-rows go to `clean_encounters`, rejected rows to `quarantined_encounters` with the reason.
-The first ingest also stores the fixed holdout (batch 0) that every model is judged on.
+Acquires an extract of the UCI *Diabetes 130-US hospitals* data set (the `DATA_SOURCE` setting,
+or the `source` param: a URL or a local `.zip` / `.csv`) and stores what it adds, validated:
+new encounters of holdout patients join the holdout (batch 0), the others become new training
+batches in `encounter_id` order; clean rows go to `clean_encounters`, rejected rows (bad values
+or bad identifiers) to `quarantined_encounters` with the reason. Any later extract works: newer
+encounters, an overlap, a replay, an older one; an encounter stored before is skipped, or
+recorded as a correction when its content changed (a trained batch is never rewritten).
 
 | Param | Meaning |
 |---|---|
 | `batches` | New training batches to add. `0` or empty: every remaining batch. |
 | `source` | Path or URL overriding `DATA_SOURCE` for this run (no checksum check). |
 
-Re-running is safe: rows already stored (by `encounter_id`) are skipped. When the run added
-at least one training batch, `announce_new_batches` updates the Asset
+Re-running is safe: the ingest is one transaction, and rows already stored are skipped.
+When the run added at least one training batch, `announce_new_batches` updates the Asset
 `x-readmission://warehouse/clean_encounters`, which starts **02_warm_start_training**. A run
 that added nothing skips that task, so no pointless training run follows.
 
@@ -87,13 +90,17 @@ def ingest_data() -> None:
                 batch.accepted,
                 batch.quarantined,
             )
-        log.info("%d rows added, %d already present", report.rows_added, report.already_present)
+        log.info("%s", pipeline.describe(report))
         return {
             "batch_ids": [b.batch_id for b in report.new_batches],
-            "training_batch_ids": [b.batch_id for b in report.new_batches if b.kind == "train"],
+            "training_batch_ids": report.training_batch_ids,
+            "rows_in": report.rows_in,
             "rows_added": report.rows_added,
-            "quarantined": sum(b.quarantined for b in report.new_batches),
+            "accepted": report.accepted,
+            "quarantined": report.quarantined,
             "already_present": report.already_present,
+            "corrections": report.corrections,
+            "deferred": report.deferred,
         }
 
     @task(outlets=[CLEAN_ENCOUNTERS])

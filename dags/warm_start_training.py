@@ -1,10 +1,12 @@
 """
 ### 02 · Warm-start training
 
-Trains every ingested but untrained batch, **in order**, each continuing the newest registered
-model version: one batch, one MLflow run, one new version of `MODEL_NAME` (tagged with its
-batch and parent version). Batches are trained one after the other in a single task, never in
-parallel: each step starts from the version the previous step registered.
+Trains every ingested but untrained batch, **in order**, each continuing the version the
+warehouse recorded for the previous batch: one batch, one MLflow run, one new version of
+`MODEL_NAME` (tagged with its batch and parent version). The loop is the CLI's
+(`readmission train`): it holds the warehouse's training lease, so this DAG, the CLI and
+`mlflow run` never train at the same time; a run that finds the lease taken waits for it
+(`TRAINING_LEASE_WAIT`), then trains whatever is still pending.
 
 Starts on its own when **01_ingest_data** adds training batches (Asset
 `x-readmission://warehouse/clean_encounters`); can also be triggered by hand (it then trains
@@ -43,37 +45,41 @@ def warm_start_training() -> None:
     @task(**IO_RETRIES)
     def train_untrained_batches() -> list[dict[str, Any]]:
         """Train the pending batches in order; return batch ids, versions and holdout scores."""
-        from readmission import pipeline, warehouse
+        from readmission import training, warehouse
         from readmission.config import get_settings
 
         settings = get_settings()
-        pending = warehouse.untrained_batches(settings.warehouse_url)
-        if not pending:
+
+        def announce(number: int, total: int, batch_id: int) -> None:
+            log.info("[%d/%d] training batch %d", number, total, batch_id)
+
+        try:
+            results = training.train_pending(
+                settings, holder="Airflow 02_warm_start_training", on_step=announce
+            )
+        except warehouse.LeaseBusy as busy:
+            log.info("not training: %s, which trains every pending batch", busy)
+            return []
+        if not results:
             log.info("no untrained batch: trigger 01_ingest_data to add one")
-        trained = []
-        for number, batch_id in enumerate(pending, 1):
-            log.info("[%d/%d] training batch %d", number, len(pending), batch_id)
-            result = pipeline.train(settings, batch_id)
-            auc = result.holdout.get("roc_auc", float("nan"))
+        for result in results:
             log.info(
-                "[%d/%d] batch %d -> %s version %s (parent %s), holdout AUC %.4f",
-                number,
-                len(pending),
-                batch_id,
+                "batch %d -> %s version %s (parent %s), holdout AUC %.4f",
+                result.batch_id,
                 settings.model_name,
                 result.version,
                 result.parent_version or "none",
-                auc,
+                result.holdout.get("roc_auc", float("nan")),
             )
-            trained.append(
-                {
-                    "batch_id": batch_id,
-                    "version": result.version,
-                    "parent_version": result.parent_version,
-                    "holdout_roc_auc": auc,
-                }
-            )
-        return trained
+        return [
+            {
+                "batch_id": r.batch_id,
+                "version": r.version,
+                "parent_version": r.parent_version,
+                "holdout_roc_auc": r.holdout.get("roc_auc", float("nan")),
+            }
+            for r in results
+        ]
 
     @task(outlets=[MODEL_VERSIONS])
     def announce_new_versions(

@@ -13,7 +13,7 @@ import mlflow
 import typer
 
 import readmission
-from readmission import pipeline, registry, tuning, warehouse
+from readmission import holdout, pipeline, registry, training, tuning, warehouse
 from readmission.config import get_settings
 from readmission.dataset import DatasetError, synthetic_sample
 from readmission.logging_setup import configure_logging
@@ -55,7 +55,7 @@ def ingest(
     batches: Annotated[int | None, typer.Option(help="Ingest at most N new batches.")] = None,
     source: Annotated[str | None, typer.Option(help="Overrides DATA_SOURCE.")] = None,
 ) -> None:
-    """Load the data set's next batches (all by default) into the warehouse, validated."""
+    """Store what an extract adds to the warehouse (any later extract, overlap or replay)."""
     try:
         report = pipeline.ingest(get_settings(), max_batches=batches, source=source)
     except DatasetError as error:
@@ -66,7 +66,7 @@ def ingest(
             f"batch {b.batch_id} ({b.kind}): {b.rows} rows, {b.accepted} accepted, "
             f"{b.quarantined} quarantined"
         )
-    typer.echo(f"{report.rows_added} rows added, {report.already_present} already present")
+    typer.echo(pipeline.describe(report))
 
 
 @app.command()
@@ -75,19 +75,36 @@ def train(
 ) -> None:
     """Warm-start the model on every ingested, untrained batch, one registered version each."""
     settings = get_settings()
-    pending = warehouse.untrained_batches(settings.warehouse_url)[:batches]
-    if not pending:
-        typer.echo("nothing to train: ingest a batch first (readmission ingest --batches 1)")
+
+    def announce(number: int, total: int, batch_id: int) -> None:
+        typer.echo(f"[{number}/{total}] training batch {batch_id} ...")
+
     # Under `mlflow run` (MLFLOW_RUN_ID set) every batch's run becomes a child of the project run.
     with mlflow.start_run() if os.environ.get("MLFLOW_RUN_ID") else nullcontext():
-        for number, batch_id in enumerate(pending, 1):
-            typer.echo(f"[{number}/{len(pending)}] training batch {batch_id} ...")
-            result = pipeline.train(settings, batch_id)
+        try:
+            results = training.train_pending(settings, batches, on_step=announce)
+        except warehouse.LeaseBusy as busy:
             typer.echo(
-                f"  version {result.version} (parent {result.parent_version or 'none'}): "
-                f"holdout AUC {result.holdout.get('roc_auc', float('nan')):.4f}, "
-                f"log-loss {result.holdout.get('log_loss', float('nan')):.4f}"
+                f"not training: {busy} (waited TRAINING_LEASE_WAIT={settings.training_lease_wait:g}"
+                " s); it trains every pending batch"
             )
+            return
+        except training.LineageError as error:
+            typer.secho(f"error: {error}", fg="red", err=True)
+            raise typer.Exit(2) from error
+    if not results:
+        typer.echo("nothing to train: every ingested batch is trained (readmission ingest adds)")
+    for result in results:
+        typer.echo(
+            f"  batch {result.batch_id} -> version {result.version} "
+            f"(parent {result.parent_version or 'none'}): "
+            + (
+                "registered before its bookkeeping, adopted"
+                if result.recovered
+                else f"holdout AUC {result.holdout['roc_auc']:.4f}, "
+                f"log-loss {result.holdout['log_loss']:.4f}"
+            )
+        )
 
 
 @app.command()
@@ -115,6 +132,12 @@ def status(
         return
     typer.echo(f"warehouse: {report['warehouse']}")
     typer.echo(f"MLflow: {settings.tracking_uri}")
+    h = report["holdout"]
+    typer.echo(
+        f"holdout: {h['rows']} encounters of {h['patients']} patients (fingerprint "
+        f"{h['fingerprint']}), patients also in training: {h['patients_also_in_training']}"
+    )
+    typer.echo(f"ingests: {len(report['ingests'])}, corrections recorded: {report['corrections']}")
     for b in report["batches"]:
         trained = f"trained -> v{b['model_version']}" if b["trained"] else "untrained"
         typer.echo(
@@ -144,8 +167,9 @@ def tune(
     except DatasetError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
-    clean = frame.clean
-    train_rows = clean.iloc[: int(len(clean) * (1 - settings.holdout_fraction))]
+    # The warehouse's holdout patients, pinned by its first ingest, or HOLDOUT_FRACTION's.
+    fraction = warehouse.holdout_fraction(settings.warehouse_url) or settings.holdout_fraction
+    train_rows, _ = holdout.split(frame.clean, fraction)
     typer.echo(f"tuning on {len(train_rows)} training rows (holdout excluded) ...")
     with _progress_bar("tuning") as progress:
         winner = tuning.tune(settings, train_rows, validation_fraction, progress=progress)

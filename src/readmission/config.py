@@ -45,7 +45,19 @@ class Settings(BaseSettings):
         description="Expected sha256 of diabetic_data.csv; empty skips.",
     )
     batch_size: int = Field(15000, alias="BATCH_SIZE", gt=0)
-    holdout_fraction: float = Field(0.2, alias="HOLDOUT_FRACTION", gt=0, lt=1)
+    holdout_fraction: float = Field(
+        0.2,
+        alias="HOLDOUT_FRACTION",
+        gt=0,
+        lt=1,
+        description="Share of patients held out; pinned by the warehouse's first ingest.",
+    )
+    training_lease_wait: float = Field(
+        900,
+        alias="TRAINING_LEASE_WAIT",
+        ge=0,
+        description="Seconds a training run waits for another run's lease before giving up.",
+    )
     promotion_margin: float = Field(0.0, alias="PROMOTION_MARGIN", ge=0)
     min_auc: float = Field(0.60, alias="MIN_AUC")
     max_log_loss: float = Field(0.35, alias="MAX_LOG_LOSS")

@@ -8,6 +8,7 @@ whole frames with the same functions, memoised on distinct inputs.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -283,6 +284,16 @@ class FeatureSpace:
     @property
     def n_features(self) -> int:
         return self.n_onehot + len(self.numeric)
+
+    def column_names(self) -> list[str]:
+        """Every column of the design matrix, in order: what a model's coefficients refer to."""
+        return [*self.onehot_names(), *(n.name for n in self.numeric)]
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the column names: two spaces with the same one encode alike column for
+        column, so a model trained on one can be warm-started under the other."""
+        return hashlib.sha256("\n".join(self.column_names()).encode()).hexdigest()[:16]
 
     def onehot_names(self) -> list[str]:
         return [f"{f.name}={level}" for f in self.features for level in (*f.vocabulary, OTHER)]

@@ -72,15 +72,34 @@ def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
 
 
 def latest_version(settings: Settings) -> ModelVersion | None:
-    """The newest version of the lineage: the one the next warm-start step continues from."""
+    """The newest registered version, however it was registered: the challenger to judge."""
     versions = _versions(connect(settings), settings.model_name)
     return versions[-1] if versions else None
 
 
-def version_for_batch(settings: Settings, batch_id: int) -> ModelVersion | None:
-    """The version already registered for a batch (a step that died before its bookkeeping)."""
+def model_version(settings: Settings, version: str | int) -> ModelVersion | None:
+    """Version `version` of MODEL_NAME, or None when the registry has no such version."""
+    try:
+        return connect(settings).get_model_version(settings.model_name, str(version))
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def version_for_batch(
+    settings: Settings, batch_id: int, warehouse_id: str, parent_version: str
+) -> ModelVersion | None:
+    """The version a training step registered for this batch of this warehouse's lineage on top
+    of `parent_version`, when the step died before its bookkeeping. Versions registered by
+    other means lack those tags and are never adopted."""
     for version in _versions(connect(settings), settings.model_name):
-        if version.tags.get("batch_id") == str(batch_id):
+        tags = version.tags
+        if (
+            tags.get("batch_id") == str(batch_id)
+            and tags.get("warehouse_id") == warehouse_id
+            and tags.get("parent_version") == parent_version
+        ):
             return version
     return None
 

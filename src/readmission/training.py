@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -12,10 +12,13 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 
 from readmission import evaluation, registry, warehouse
 from readmission.config import Settings
+from readmission.features import FeatureSpace
+from readmission.holdout import fingerprint
 from readmission.model import ModelParams, ReadmissionModel, labels
 from readmission.schema import FEATURES
 
@@ -32,40 +35,79 @@ class TrainResult:
     recovered: bool = False  # registered by an earlier step that died before its bookkeeping
 
 
-def train_batch(
-    settings: Settings, batch_id: int, params: ModelParams | None = None
-) -> TrainResult:
-    """Update the newest model version with one batch and register the result.
+class LineageError(RuntimeError):
+    """The warehouse and the registry disagree about the lineage; the message says what to do."""
+
+
+def train_pending(
+    settings: Settings,
+    max_batches: int | None = None,
+    params: ModelParams | None = None,
+    holder: str = "readmission train",
+    on_step: Callable[[int, int, int], None] | None = None,
+) -> list[TrainResult]:
+    """The training loop of the CLI, the DAG and the MLproject entry point: under the
+    warehouse's training lease, train this lineage's untrained batches in order (at most
+    `max_batches`), each continuing the version the previous one registered.
+
+    The lease makes every other run (any process, any host) wait, so no batch is trained twice
+    and the lineage never forks; past TRAINING_LEASE_WAIT seconds it raises
+    `warehouse.LeaseBusy` naming the holder. Batches ingested while the loop runs are trained
+    too. `on_step(number, total, batch_id)` is called before each batch.
+    """
+    url, name = settings.warehouse_url, settings.model_name
+    results: list[TrainResult] = []
+    with warehouse.training_lease(url, f"{holder} for {name}", settings.training_lease_wait):
+        while max_batches is None or len(results) < max_batches:
+            pending = warehouse.untrained_batches(url, name)
+            if not pending:
+                break
+            total = len(results) + len(pending)
+            if on_step is not None:
+                on_step(len(results) + 1, min(total, max_batches or total), pending[0])
+            results.append(_train_batch(settings, pending[0], params))
+    return results
+
+
+def _train_batch(settings: Settings, batch_id: int, params: ModelParams | None) -> TrainResult:
+    """Update the lineage's head version with one batch and register the result.
 
     Test-then-train: the parent scores the batch before learning from it. Registration is the
-    last step, so a failure leaves the registry and the batch bookkeeping as they were.
+    last step but one; a run that died between registering and the bookkeeping is recognised
+    by its tags (this warehouse, this batch, this parent) and adopted instead of retrained.
     """
     url = settings.warehouse_url
     batch = next((b for b in warehouse.batch_list(url) if b.batch_id == batch_id), None)
     if batch is None or batch.kind != "train":
         raise ValueError(f"batch {batch_id} is not an ingested training batch")
-    if batch.trained:
-        raise ValueError(f"batch {batch_id} is already trained (version {batch.model_version})")
-    existing = registry.version_for_batch(settings, batch_id)
+    warehouse_id = warehouse.identity(url)
+    head = warehouse.lineage_head(url, settings.model_name)
+    parent = _parent_version(settings, head, warehouse_id)
+    parent_tag = parent.version if parent else ""
+    existing = registry.version_for_batch(settings, batch_id, warehouse_id, parent_tag)
     if existing is not None:
-        warehouse.mark_trained(url, batch_id, existing.version, existing.run_id or "")
+        warehouse.mark_trained(
+            url, settings.model_name, batch_id, existing.version, existing.run_id or ""
+        )
+        log.info("batch %s: adopting version %s registered before", batch_id, existing.version)
         return TrainResult(
             batch_id,
             existing.version,
-            existing.tags.get("parent_version"),
+            parent.version if parent else None,
             existing.run_id or "",
             {},
             recovered=True,
         )
 
-    parent = registry.latest_version(settings)
     model = (
         registry.load_readmission_model(settings, parent.version)
         if parent
         else ReadmissionModel(params or initial_params(settings))
     )
+    check_feature_space(model, parent.version if parent else None, settings.model_name)
     frame = warehouse.clean_rows(url, batch_id)
     holdout = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
+    holdout_print = fingerprint(holdout["encounter_id"])
     y, y_holdout = labels(frame), labels(holdout)
     if len(frame) == 0 or len(holdout) == 0:
         raise ValueError(f"batch {batch_id} or the holdout has no clean rows to train on")
@@ -90,6 +132,9 @@ def train_batch(
                 "last_encounter_id": batch.last_encounter_id,
                 "parent_version": parent.version if parent else "none",
                 "n_features": model.space.n_features,
+                "feature_space": model.space.fingerprint,
+                "holdout_rows": len(holdout),
+                "holdout_fingerprint": holdout_print,
             }
         )
         if model.is_fitted:
@@ -125,9 +170,13 @@ def train_batch(
             "last_encounter_id": batch.last_encounter_id,
             "holdout_roc_auc": f"{metrics['roc_auc']:.6f}",
             "holdout_log_loss": f"{metrics['log_loss']:.6f}",
+            "holdout_rows": str(len(holdout)),
+            "holdout_fingerprint": holdout_print,
+            "warehouse_id": warehouse_id,
+            "feature_space": model.space.fingerprint,
         }
         version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
-    warehouse.mark_trained(url, batch_id, version.version, run.info.run_id)
+    warehouse.mark_trained(url, settings.model_name, batch_id, version.version, run.info.run_id)
     log.info(
         "batch %s -> %s v%s (holdout AUC %.4f)",
         batch_id,
@@ -188,9 +237,46 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("mlflow", "scikit-learn", "pandas", "numpy", "scipy")]
 
 
-def train_pending(
-    settings: Settings, max_batches: int | None = None, params: ModelParams | None = None
-) -> list[TrainResult]:
-    """Train every ingested but untrained batch in order (or the first `max_batches`)."""
-    pending = warehouse.untrained_batches(settings.warehouse_url)[:max_batches]
-    return [train_batch(settings, batch_id, params) for batch_id in pending]
+def _parent_version(
+    settings: Settings, head: tuple[int, str] | None, warehouse_id: str
+) -> ModelVersion | None:
+    """The version the warehouse recorded for the lineage's last trained batch, checked
+    against the registry: a version registered by other means is never a parent."""
+    if head is None:
+        return None
+    batch_id, version = head
+    found = registry.model_version(settings, version)
+    if (
+        found is None
+        or found.tags.get("warehouse_id") != warehouse_id
+        or found.tags.get("batch_id") != str(batch_id)
+    ):
+        raise LineageError(
+            f"the warehouse records {settings.model_name} version {version} as trained on batch "
+            f"{batch_id}, but the registry's version {version} "
+            + ("does not exist" if found is None else "was not registered by this warehouse")
+            + ". The registry was reset or replaced under this warehouse: point "
+            "MLFLOW_TRACKING_URI back at its registry, or set MODEL_NAME to a new name to start "
+            "a new lineage from the first batch."
+        )
+    return found
+
+
+def check_feature_space(model: ReadmissionModel, version: str | None, model_name: str) -> None:
+    """Refuse to warm-start a parent whose feature space is not the code's: its coefficients
+    would be read against the wrong columns."""
+    code = FeatureSpace()
+    if version is None or model.space.fingerprint == code.fingerprint:
+        return
+    theirs, ours = set(model.space.column_names()), set(code.column_names())
+    added, removed = sorted(ours - theirs), sorted(theirs - ours)
+    raise LineageError(
+        f"{model_name} version {version} was trained on feature space {model.space.fingerprint} "
+        f"({model.space.n_features} columns); this code's is {code.fingerprint} "
+        f"({code.n_features} columns): {len(added)} added (e.g. {added[:3]}), {len(removed)} "
+        f"removed (e.g. {removed[:3]})"
+        + (", same columns in another order" if not added and not removed else "")
+        + ". A warm start cannot carry coefficients across feature spaces. To start a new "
+        "lineage on purpose, set MODEL_NAME to a new name: its first version trains from "
+        "scratch on every batch in order."
+    )

@@ -1,11 +1,12 @@
 """Hyperparameter tuning on a validation slice of the training data, logged to MLflow.
 
-The procedure: drop the holdout (the last HOLDOUT_FRACTION by encounter_id) entirely; of the
-remaining training rows, the last `validation_fraction` become the validation slice and the rest
-stream through warm-start updates in BATCH_SIZE batches, exactly as in production. Each grid
-point is scored on the validation slice after every batch. The winner has the best final
-validation AUC among the *stable* candidates (AUC never drops more than `max_drop` from one
-batch to the next); ties go to the lower log-loss. Every candidate is a nested MLflow run.
+The procedure: drop the holdout patients (`readmission.holdout`, as the warehouse does)
+entirely; of the remaining training rows, the last `validation_fraction` become the validation
+slice and the rest stream through warm-start updates in BATCH_SIZE batches, exactly as in
+production. Each grid point is scored on the validation slice after every batch. The winner has
+the best final validation AUC among the *stable* candidates (AUC never drops more than
+`max_drop` from one batch to the next); ties go to the lower log-loss. Every candidate is a
+nested MLflow run.
 """
 
 from __future__ import annotations

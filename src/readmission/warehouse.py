@@ -1,17 +1,29 @@
-"""The data warehouse: raw, clean and quarantined encounters and batch bookkeeping.
+"""The data warehouse: raw, clean and quarantined encounters, corrections, batch bookkeeping,
+the record of every ingest, which version each batch was trained into, and the training lease.
 
-The same SQLAlchemy code runs on PostgreSQL and SQLite. Ingest is idempotent, keyed on
-`encounter_id`; on PostgreSQL rows go in with COPY. The last `HOLDOUT_FRACTION` of the first
-source by `encounter_id` is batch 0, the fixed holdout; the rest arrives in batches 1, 2, ...
+The same SQLAlchemy code runs on PostgreSQL and SQLite. An encounter is identified by its
+`encounter_id` (as an integer: `N` and `N.0` are the same encounter). Every extract, in any
+order, overlapping or replayed, is reduced to what is new: a new encounter goes to the holdout
+(batch 0) when its patient is a holdout patient (`readmission.holdout`), else into a new training
+batch, in `encounter_id` order; an encounter stored before is skipped, or, when its content
+differs, recorded as a correction. A stored batch is never rewritten. Rows with a bad identifier
+are quarantined with the reason, never fatal. An ingest is one transaction, serialised with any
+other (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so a killed ingest leaves nothing
+and two at once store every row once. On PostgreSQL rows go in with COPY.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
-from collections.abc import Iterator
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -20,12 +32,18 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from readmission import holdout
 from readmission.schema import COLUMNS, ID_COLUMNS, INTEGER_COLUMNS
 from readmission.validation import validate
 
 HOLDOUT_BATCH = 0
 _LOCK_ID = 7_296_001  # PostgreSQL advisory lock serialising ingests
 _SCHEMA_LOCK_ID = 7_296_002  # ... and schema creation
+_LEASE_ID = 7_296_003  # PostgreSQL advisory lock held for as long as a training run lives
+# Quarantine reasons, as counted in ingest reports.
+INVALID_ID = "invalid_encounter_id"
+DUPLICATE_ID = "duplicate_encounter_id"
+INVALID_VALUES = "invalid_values"
 
 metadata = sa.MetaData()
 
@@ -42,8 +60,9 @@ def _typed_columns() -> list[sa.Column]:
 raw_encounters = sa.Table(
     "raw_encounters",
     metadata,
-    sa.Column("encounter_id", sa.Text, primary_key=True),
+    sa.Column("encounter_id", sa.BigInteger, primary_key=True),
     sa.Column("batch_id", sa.Integer, nullable=False, index=True),
+    sa.Column("row_hash", sa.String(64), nullable=False),
     *(sa.Column(c, sa.Text, nullable=False) for c in COLUMNS if c != "encounter_id"),
 )
 clean_encounters = sa.Table(
@@ -57,10 +76,24 @@ quarantine = sa.Table(
     "quarantined_encounters",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("encounter_id", sa.Text, nullable=False, index=True),
-    sa.Column("batch_id", sa.Integer, nullable=False, index=True),
+    sa.Column("encounter_id", sa.Text, nullable=False, index=True),  # as received
+    sa.Column("batch_id", sa.Integer, index=True),  # none: rejected before batching (its id)
+    sa.Column("reason_code", sa.String(32), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("row_hash", sa.String(64), nullable=False),
     sa.Column("raw", sa.Text, nullable=False),
+    sa.UniqueConstraint("row_hash", "reason_code"),  # a replayed bad row is stored once
+)
+corrections = sa.Table(
+    "corrections",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("encounter_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("row_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("fields", sa.Text, nullable=False),  # {column: [stored, received]}
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("applied_to_batch", sa.Integer),  # a fixed quarantined row, now a clean row
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
 )
 batches = sa.Table(
     "batches",
@@ -73,9 +106,36 @@ batches = sa.Table(
     sa.Column("accepted", sa.Integer, nullable=False),
     sa.Column("quarantined", sa.Integer, nullable=False),
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("trained_at", sa.DateTime(timezone=True)),
-    sa.Column("model_version", sa.String(32)),
-    sa.Column("run_id", sa.String(64)),
+)
+trainings = sa.Table(
+    "trainings",
+    metadata,
+    sa.Column("model_name", sa.String(256), primary_key=True),
+    sa.Column("batch_id", sa.Integer, primary_key=True),  # once per lineage, by construction
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("trained_at", sa.DateTime(timezone=True), nullable=False),
+)
+ingests = sa.Table(
+    "ingests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rows_in", sa.Integer, nullable=False),
+    sa.Column("accepted", sa.Integer, nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("already_present", sa.Integer, nullable=False),
+    sa.Column("deferred", sa.Integer, nullable=False),
+    sa.Column("corrections", sa.Integer, nullable=False),
+    sa.Column("report", sa.Text, nullable=False),  # the whole IngestReport as JSON
+)
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
 )
 settings_table = sa.Table(
     "warehouse_settings",
@@ -100,19 +160,36 @@ class Batch:
 
 @dataclass(frozen=True)
 class IngestReport:
-    new_batches: list[Batch]
-    already_present: int  # source rows skipped because their encounter_id was ingested before
+    """What one extract did. rows_in = accepted + quarantined + already_present + deferred."""
+
+    rows_in: int
+    accepted: int  # new clean rows (new encounters, and fixes of quarantined ones)
+    quarantined: dict[str, int]  # new quarantined rows by reason code
+    already_present: int  # encounters stored before (identical, or recorded as a correction)
+    deferred: int  # new training rows left for a later ingest (`max_batches`)
+    corrections: int  # rows whose content differs from the stored encounter's, recorded
+    new_batches: list[Batch] = field(default_factory=list)  # holdout additions: batch 0
 
     @property
     def rows_added(self) -> int:
         return sum(b.rows for b in self.new_batches)
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    @property
+    def training_batch_ids(self) -> list[int]:
+        return [b.batch_id for b in self.new_batches if b.kind == "train"]
 
 
 @cache
 def engine_for(url: str) -> Engine:
     """One engine per URL per process, with the schema created on first use."""
     ensure_sqlite_directory(url)
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    # SQLite: wait for another process's write transaction instead of failing at once.
+    connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     create_schema(engine)
     return engine
 
@@ -148,10 +225,63 @@ def ensure_sqlite_directory(url: str) -> None:
 
 @contextmanager
 def transaction(url: str) -> Iterator[Connection]:
+    """A write transaction that excludes every other one, in this process or another."""
     with engine_for(url).begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        else:  # take SQLite's write lock now, before reading what the writes depend on
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         yield conn
+
+
+def identity(url: str) -> str:
+    """This warehouse's id, created once: model versions carry it, so a version registered
+    from another warehouse (or by hand) is never taken for one of this lineage's."""
+    with transaction(url) as conn:
+        return _setting(conn, "warehouse_id", lambda: uuid.uuid4().hex)
+
+
+def _setting(conn: Connection, key: str, default: object) -> str:
+    """The stored value of `key`; the first call stores `default` (a callable is called)."""
+    stored = conn.execute(
+        sa.select(settings_table.c.value).where(settings_table.c.key == key)
+    ).scalar()
+    if stored is not None:
+        return str(stored)
+    value = str(default() if callable(default) else default)
+    conn.execute(settings_table.insert().values(key=key, value=value))
+    return value
+
+
+def holdout_fraction(url: str) -> float | None:
+    """The holdout fraction pinned by the first ingest (None before it)."""
+    with engine_for(url).connect() as conn:
+        stored = conn.execute(
+            sa.select(settings_table.c.value).where(settings_table.c.key == "holdout_fraction")
+        ).scalar()
+    return float(stored) if stored is not None else None
+
+
+def encounter_keys(ids: pd.Series) -> pd.Series:
+    """Integer identity of each `encounter_id` text (`N`, ` N `, `N.0` alike); NA when the text
+    is not a positive integer."""
+    digits = ids.astype(str).str.extract(r"^\s*0*(\d{1,18})(?:\.0*)?\s*$")[0]
+    keys = pd.to_numeric(digits, errors="coerce").astype("Int64")
+    return keys.where(keys > 0)
+
+
+def _row_hashes(raw: pd.DataFrame, keys: pd.Series) -> pd.Series:
+    """Content digest of each row, its encounter_id written canonically."""
+    ids = keys.astype(str).where(keys.notna(), raw["encounter_id"])
+    frame = raw.assign(encounter_id=ids)
+    return pd.Series(
+        [
+            hashlib.sha256("\x1f".join(row).encode()).hexdigest()
+            for row in frame.itertuples(index=False, name=None)
+        ],
+        index=raw.index,
+        dtype=object,
+    )
 
 
 def ingest(
@@ -160,89 +290,266 @@ def ingest(
     batch_size: int,
     holdout_fraction: float,
     max_batches: int | None = None,
+    source_name: str = "",
 ) -> IngestReport:
-    """Store the rows of `source` not stored yet: the holdout, then up to `max_batches` batches.
+    """Store what `source` (raw text rows, any order) adds to the warehouse; see the module doc.
 
-    `source` holds raw text rows sorted by encounter_id. Replaying a source adds nothing.
+    `max_batches` caps the new training batches; the training rows beyond them are deferred
+    (not stored) and come with the next ingest of the same extract. The holdout fraction is
+    pinned by the first ingest: a later HOLDOUT_FRACTION cannot move a patient across.
     """
+    raw = source[list(COLUMNS)].astype(str)
+    keys = encounter_keys(raw["encounter_id"])
+    order = keys.astype("float64").fillna(float("inf")).to_numpy().argsort(kind="stable")
+    raw, keys = raw.iloc[order].reset_index(drop=True), keys.iloc[order].reset_index(drop=True)
+    hashes = _row_hashes(raw, keys)
     with transaction(url) as conn:
-        known = set(conn.execute(sa.select(raw_encounters.c.encounter_id)).scalars())
-        ids = source["encounter_id"].astype(str)
-        fresh = source[~ids.isin(known)]
-        holdout_from = _holdout_start(conn, source, holdout_fraction)
-        numeric = pd.to_numeric(fresh["encounter_id"], errors="coerce")
-        in_holdout = numeric >= holdout_from
-        new: list[Batch] = []
-        if in_holdout.any():
-            new.append(_store_batch(conn, HOLDOUT_BATCH, "holdout", fresh[in_holdout]))
-        train = fresh[~in_holdout]
-        next_id = (conn.execute(sa.select(sa.func.max(batches.c.batch_id))).scalar() or 0) + 1
-        for start in range(0, len(train), batch_size):
-            if max_batches is not None and start // batch_size >= max_batches:
-                break
-            chunk = train.iloc[start : start + batch_size]
-            new.append(_store_batch(conn, next_id, "train", chunk))
+        fraction = float(_setting(conn, "holdout_fraction", repr(holdout_fraction)))
+        plan = _Plan(conn, raw, keys, hashes)
+        plan.route(fraction, batch_size, max_batches)
+        report = plan.store(source_name)
+        return report
+
+
+class _Plan:
+    """One ingest, worked out row by row inside the ingest's transaction."""
+
+    def __init__(
+        self, conn: Connection, raw: pd.DataFrame, keys: pd.Series, hashes: pd.Series
+    ) -> None:
+        self.conn, self.raw, self.keys, self.hashes = conn, raw, keys, hashes
+        self.outcome = pd.Series("", index=raw.index, dtype=object)
+        self.quarantine_rows: list[dict[str, object]] = []
+        self.correction_rows: list[tuple[int, dict[str, object]]] = []  # (row, record)
+        self.new_batches: list[Batch] = []
+        self.stored_raw = pd.DataFrame()
+        self.fixes = pd.Series(False, index=raw.index)
+
+    def route(self, fraction: float, batch_size: int, max_batches: int | None) -> None:
+        raw, keys, hashes = self.raw, self.keys, self.hashes
+        quarantined = self.conn.execute(sa.select(quarantine.c.row_hash, quarantine.c.reason_code))
+        known_quarantine = {(str(h), str(code)) for h, code in quarantined}
+        bad_id = keys.isna()
+        duplicate = ~bad_id & keys.duplicated(keep="first")
+        for index in raw.index[bad_id | duplicate]:
+            text = raw.at[index, "encounter_id"]
+            if bad_id[index]:
+                code, reason = INVALID_ID, f"encounter_id must be a positive integer, got {text!r}"
+            else:
+                code = DUPLICATE_ID
+                reason = f"duplicate encounter_id {keys[index]} in this extract (as {text!r})"
+            if (hashes[index], code) in known_quarantine:  # the same row, quarantined before
+                self.outcome[index] = "present"
+                continue
+            known_quarantine.add((hashes[index], code))
+            self.outcome[index] = "quarantined"
+            self.quarantine_rows.append(self._quarantine_record(index, None, code, reason))
+
+        unique = raw.index[~bad_id & ~duplicate]
+        stored = self._stored_hashes()
+        seen = keys[unique].map(stored)
+        same = seen.notna() & (seen == hashes[unique])
+        self.outcome[unique[same.to_numpy()]] = "present"
+        changed = unique[(seen.notna() & ~same).to_numpy()]
+        if len(changed):
+            self._corrections(changed)
+        fresh = unique[seen.isna().to_numpy()].append(raw.index[self.fixes.to_numpy()])
+        self._batch(fresh.sort_values(), fraction, batch_size, max_batches)
+
+    def _stored_hashes(self) -> dict[int, str]:
+        rows = self.conn.execute(
+            sa.select(raw_encounters.c.encounter_id, raw_encounters.c.row_hash)
+        )
+        return {int(k): h for k, h in rows}
+
+    def _corrections(self, changed: pd.Index) -> None:
+        """Rows of stored encounters with new content: recorded once each, never rewriting a
+        batch; a fix of a quarantined encounter that now validates becomes a new clean row."""
+        known = set(self.conn.execute(sa.select(corrections.c.row_hash)).scalars())
+        ids = [int(k) for k in self.keys[changed]]
+        stored = self._raw_rows(ids)
+        clean_ids = self._clean_ids(ids)
+        fixable = validate(self.raw.loc[changed]).clean.index
+        for index in changed:
+            self.outcome[index] = "present"
+            if self.hashes[index] in known:
+                continue
+            known.add(self.hashes[index])
+            key = int(self.keys[index])
+            before = stored.loc[key]
+            fields = {
+                c: [before[c], self.raw.at[index, c]]
+                for c in COLUMNS
+                if c != "encounter_id" and before[c] != self.raw.at[index, c]
+            }
+            record = {
+                "encounter_id": key,
+                "row_hash": self.hashes[index],
+                "fields": json.dumps(fields),
+                "raw": json.dumps(self.raw.loc[index].to_dict()),
+                "applied_to_batch": None,
+                "received_at": datetime.now(UTC),
+            }
+            self.correction_rows.append((index, record))
+            if key not in clean_ids and index in fixable:
+                self.fixes[index] = True
+
+    def _raw_rows(self, ids: list[int]) -> pd.DataFrame:
+        frames = []
+        for start in range(0, len(ids), 1000):
+            query = sa.select(raw_encounters).where(
+                raw_encounters.c.encounter_id.in_(ids[start : start + 1000])
+            )
+            frames.append(pd.read_sql(query, self.conn))
+        return pd.concat(frames).set_index("encounter_id")
+
+    def _clean_ids(self, ids: list[int]) -> set[int]:
+        found: set[int] = set()
+        for start in range(0, len(ids), 1000):
+            query = sa.select(clean_encounters.c.encounter_id).where(
+                clean_encounters.c.encounter_id.in_(ids[start : start + 1000])
+            )
+            found.update(int(k) for k in self.conn.execute(query).scalars())
+        return found
+
+    def _batch(
+        self, fresh: pd.Index, fraction: float, batch_size: int, max_batches: int | None
+    ) -> None:
+        patients = encounter_keys(self.raw.loc[fresh, "patient_nbr"])
+        to_holdout = pd.Series(False, index=fresh)
+        known = patients.notna()
+        to_holdout[known] = holdout.in_holdout(patients[known], fraction)
+        self.holdout_rows = fresh[to_holdout.to_numpy()]
+        training = fresh[~to_holdout.to_numpy()]
+        chunks = [training[i : i + batch_size] for i in range(0, len(training), batch_size)]
+        kept = chunks if max_batches is None else chunks[:max_batches]
+        self.outcome[training[sum(len(c) for c in kept) :]] = "deferred"
+        self.training_chunks = kept
+
+    def store(self, source_name: str) -> IngestReport:
+        conn = self.conn
+        if len(self.holdout_rows):
+            self.new_batches.append(self._store_batch(HOLDOUT_BATCH, "holdout", self.holdout_rows))
+        next_id = (
+            conn.execute(
+                sa.select(sa.func.max(batches.c.batch_id)).where(batches.c.batch_id > 0)
+            ).scalar()
+            or 0
+        ) + 1
+        for chunk in self.training_chunks:
+            self.new_batches.append(self._store_batch(next_id, "train", chunk))
             next_id += 1
-        return IngestReport(new_batches=new, already_present=len(source) - len(fresh))
-
-
-def _holdout_start(conn: Connection, source: pd.DataFrame, fraction: float) -> float:
-    """The encounter_id where the holdout starts, fixed by the first source ever ingested."""
-    stored = conn.execute(
-        sa.select(settings_table.c.value).where(settings_table.c.key == "holdout_from")
-    ).scalar()
-    if stored is not None:
-        return float(stored)
-    ids = pd.to_numeric(source["encounter_id"], errors="coerce").dropna().sort_values()
-    cut = int(len(ids) * (1 - fraction))
-    start = float(ids.iloc[cut]) if 0 < cut < len(ids) else float("inf")
-    conn.execute(settings_table.insert().values(key="holdout_from", value=repr(start)))
-    return start
-
-
-def _store_batch(conn: Connection, batch_id: int, kind: str, rows: pd.DataFrame) -> Batch:
-    checked = validate(rows)
-    raw = rows.drop_duplicates("encounter_id")
-    _bulk_insert(conn, raw_encounters, raw.assign(batch_id=batch_id))
-    _bulk_insert(conn, clean_encounters, checked.clean.assign(batch_id=batch_id))
-    bad = checked.quarantined
-    if len(bad):
+        records = [r for i, r in self.correction_rows if self.outcome[i] != "deferred"]
+        if records:
+            conn.execute(corrections.insert(), records)
+        if self.quarantine_rows:
+            conn.execute(quarantine.insert(), self.quarantine_rows)
+        reasons: dict[str, int] = {}
+        for record in self.quarantine_rows:
+            code = str(record["reason_code"])
+            reasons[code] = reasons.get(code, 0) + 1
+        counts = self.outcome.value_counts()
+        report = IngestReport(
+            rows_in=len(self.raw),
+            accepted=int(counts.get("accepted", 0)),
+            quarantined=reasons,
+            already_present=int(counts.get("present", 0)),
+            deferred=int(counts.get("deferred", 0)),
+            corrections=len(records),
+            new_batches=self.new_batches,
+        )
         conn.execute(
-            quarantine.insert(),
-            [
-                {
-                    "encounter_id": str(r["encounter_id"]),
-                    "batch_id": batch_id,
-                    "reason": r["reason"],
-                    "raw": json.dumps({c: r[c] for c in COLUMNS}),
-                }
-                for r in bad.to_dict("records")
-            ],
+            ingests.insert().values(
+                source=source_name,
+                finished_at=datetime.now(UTC),
+                rows_in=report.rows_in,
+                accepted=report.accepted,
+                quarantined=report.quarantined_total,
+                already_present=report.already_present,
+                deferred=report.deferred,
+                corrections=report.corrections,
+                report=json.dumps(_report_dict(report)),
+            )
         )
-    batch = Batch(
-        batch_id,
-        kind,
-        str(rows["encounter_id"].iloc[0]),
-        str(rows["encounter_id"].iloc[-1]),
-        len(rows),
-        len(checked.clean),
-        len(bad),
-        False,
-        None,
-    )
-    conn.execute(
-        batches.insert().values(
+        return report
+
+    def _quarantine_record(
+        self, index: int, batch_id: int | None, code: str, reason: str
+    ) -> dict[str, object]:
+        return {
+            "encounter_id": self.raw.at[index, "encounter_id"],
+            "batch_id": batch_id,
+            "reason_code": code,
+            "reason": reason,
+            "row_hash": self.hashes[index],
+            "raw": json.dumps(self.raw.loc[index].to_dict()),
+        }
+
+    def _store_batch(self, batch_id: int, kind: str, rows: pd.Index) -> Batch:
+        conn = self.conn
+        fixes = rows[self.fixes[rows].to_numpy()]
+        new = rows[~self.fixes[rows].to_numpy()]
+        checked = validate(self.raw.loc[rows])
+        clean = checked.clean.assign(encounter_id=self.keys[checked.clean.index].astype("int64"))
+        raw = self.raw.loc[new].assign(
+            encounter_id=self.keys[new].astype("int64"),
+            row_hash=self.hashes[new],
             batch_id=batch_id,
-            kind=kind,
-            first_encounter_id=batch.first_encounter_id,
-            last_encounter_id=batch.last_encounter_id,
-            rows=batch.rows,
-            accepted=batch.accepted,
-            quarantined=batch.quarantined,
-            ingested_at=datetime.now(UTC),
         )
-    )
-    return batch
+        _bulk_insert(conn, raw_encounters, raw)
+        _bulk_insert(conn, clean_encounters, clean.assign(batch_id=batch_id))
+        for index, reason in checked.quarantined["reason"].items():
+            self.quarantine_rows.append(
+                self._quarantine_record(index, batch_id, INVALID_VALUES, reason)
+            )
+            self.outcome[index] = "quarantined"
+        self.outcome[clean.index] = "accepted"
+        for index, record in self.correction_rows:
+            if index in fixes:
+                record["applied_to_batch"] = batch_id
+        first, last = str(self.keys[rows[0]]), str(self.keys[rows[-1]])
+        accepted, quarantined = len(clean), len(checked.quarantined)
+        previous = conn.execute(sa.select(batches).where(batches.c.batch_id == batch_id)).mappings()
+        existing = previous.first()
+        if existing is None:
+            conn.execute(
+                batches.insert().values(
+                    batch_id=batch_id,
+                    kind=kind,
+                    first_encounter_id=first,
+                    last_encounter_id=last,
+                    rows=len(rows),
+                    accepted=accepted,
+                    quarantined=quarantined,
+                    ingested_at=datetime.now(UTC),
+                )
+            )
+        else:  # the holdout grows with every extract's holdout patients
+            conn.execute(
+                batches.update()
+                .where(batches.c.batch_id == batch_id)
+                .values(
+                    first_encounter_id=str(min(int(existing["first_encounter_id"]), int(first))),
+                    last_encounter_id=str(max(int(existing["last_encounter_id"]), int(last))),
+                    rows=existing["rows"] + len(rows),
+                    accepted=existing["accepted"] + accepted,
+                    quarantined=existing["quarantined"] + quarantined,
+                    ingested_at=datetime.now(UTC),
+                )
+            )
+        return Batch(batch_id, kind, first, last, len(rows), accepted, quarantined, False, None)
+
+
+def _report_dict(report: IngestReport) -> dict[str, object]:
+    return {
+        "rows_in": report.rows_in,
+        "accepted": report.accepted,
+        "quarantined": report.quarantined,
+        "already_present": report.already_present,
+        "deferred": report.deferred,
+        "corrections": report.corrections,
+        "batches": [b.batch_id for b in report.new_batches],
+    }
 
 
 def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
@@ -259,8 +566,10 @@ def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None
             copy.write_row(row)
 
 
-def batch_list(url: str) -> list[Batch]:
+def batch_list(url: str, model_name: str | None = None) -> list[Batch]:
+    """Every batch, with whether (and into which version) lineage `model_name` trained it."""
     with engine_for(url).connect() as conn:
+        trained = _trained_versions(conn, model_name) if model_name else {}
         rows = conn.execute(sa.select(batches).order_by(batches.c.batch_id)).mappings()
         return [
             Batch(
@@ -271,15 +580,41 @@ def batch_list(url: str) -> list[Batch]:
                 r["rows"],
                 r["accepted"],
                 r["quarantined"],
-                r["trained_at"] is not None,
-                r["model_version"],
+                r["batch_id"] in trained,
+                trained.get(r["batch_id"]),
             )
             for r in rows
         ]
 
 
-def untrained_batches(url: str) -> list[int]:
-    return [b.batch_id for b in batch_list(url) if b.kind == "train" and not b.trained]
+def _trained_versions(conn: Connection, model_name: str) -> dict[int, str]:
+    query = sa.select(trainings.c.batch_id, trainings.c.model_version).where(
+        trainings.c.model_name == model_name
+    )
+    return {int(b): str(v) for b, v in conn.execute(query)}
+
+
+def training_batches(url: str) -> list[int]:
+    with engine_for(url).connect() as conn:
+        query = sa.select(batches.c.batch_id).where(batches.c.kind == "train")
+        return sorted(int(b) for b in conn.execute(query).scalars())
+
+
+def untrained_batches(url: str, model_name: str) -> list[int]:
+    """Training batches lineage `model_name` has not trained yet, in training order."""
+    with engine_for(url).connect() as conn:
+        trained = _trained_versions(conn, model_name)
+    return [b for b in training_batches(url) if b not in trained]
+
+
+def lineage_head(url: str, model_name: str) -> tuple[int, str] | None:
+    """(batch, version) of the last batch lineage `model_name` trained: the next step's parent."""
+    with engine_for(url).connect() as conn:
+        trained = _trained_versions(conn, model_name)
+    if not trained:
+        return None
+    last = max(trained)
+    return last, trained[last]
 
 
 def clean_rows(url: str, batch_id: int) -> pd.DataFrame:
@@ -295,27 +630,143 @@ def clean_rows(url: str, batch_id: int) -> pd.DataFrame:
 
 
 def quarantined_rows(url: str, batch_id: int | None = None) -> pd.DataFrame:
-    query = sa.select(quarantine.c.encounter_id, quarantine.c.batch_id, quarantine.c.reason)
+    query = sa.select(
+        quarantine.c.encounter_id,
+        quarantine.c.batch_id,
+        quarantine.c.reason_code,
+        quarantine.c.reason,
+    )
     if batch_id is not None:
         query = query.where(quarantine.c.batch_id == batch_id)
     with engine_for(url).connect() as conn:
         return pd.read_sql(query.order_by(quarantine.c.id), conn)
 
 
-def mark_trained(url: str, batch_id: int, model_version: str, run_id: str) -> bool:
-    """Record that a batch was trained into a version; False if it was already marked."""
+def correction_rows(url: str) -> pd.DataFrame:
+    """Every recorded correction: the encounter, the fields that differ, where it was applied."""
+    query = sa.select(
+        corrections.c.encounter_id, corrections.c.fields, corrections.c.applied_to_batch
+    ).order_by(corrections.c.id)
+    with engine_for(url).connect() as conn:
+        frame = pd.read_sql(query, conn)
+    frame["fields"] = frame["fields"].map(json.loads)
+    return frame
+
+
+def ingest_history(url: str) -> list[dict[str, object]]:
+    """The report of every ingest, oldest first."""
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(sa.select(ingests).order_by(ingests.c.id)).mappings()
+        return [{"source": r["source"], **json.loads(r["report"])} for r in rows]
+
+
+def mark_trained(url: str, model_name: str, batch_id: int, model_version: str, run_id: str) -> bool:
+    """Record that lineage `model_name` trained a batch into a version; False if it already had."""
     with transaction(url) as conn:
         done = conn.execute(
-            batches.update()
-            .where(batches.c.batch_id == batch_id, batches.c.trained_at.is_(None))
-            .values(trained_at=datetime.now(UTC), model_version=model_version, run_id=run_id)
+            sa.select(trainings.c.model_version).where(
+                trainings.c.model_name == model_name, trainings.c.batch_id == batch_id
+            )
+        ).first()
+        if done is not None:
+            return False
+        conn.execute(
+            trainings.insert().values(
+                model_name=model_name,
+                batch_id=batch_id,
+                model_version=model_version,
+                run_id=run_id,
+                trained_at=datetime.now(UTC),
+            )
         )
-        return done.rowcount == 1
+        return True
 
 
 def row_counts(url: str) -> dict[str, int]:
     with engine_for(url).connect() as conn:
         return {
             t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-            for t in (raw_encounters, clean_encounters, quarantine)
+            for t in (raw_encounters, clean_encounters, quarantine, corrections)
         }
+
+
+def holdout_overlap(url: str) -> int:
+    """Patients with encounters both in the holdout and in a training batch: 0, always."""
+    held = sa.select(clean_encounters.c.patient_nbr).where(
+        clean_encounters.c.batch_id == HOLDOUT_BATCH
+    )
+    query = sa.select(sa.func.count(sa.distinct(clean_encounters.c.patient_nbr))).where(
+        clean_encounters.c.batch_id != HOLDOUT_BATCH, clean_encounters.c.patient_nbr.in_(held)
+    )
+    with engine_for(url).connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+class LeaseBusy(RuntimeError):
+    """Another run holds the training lease."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"the training lease is held by {holder}")
+        self.holder = holder
+
+
+@contextmanager
+def training_lease(url: str, holder: str, wait_seconds: float) -> Iterator[None]:
+    """Hold the warehouse's training lease: one training run at a time, whoever starts it.
+
+    PostgreSQL: a session advisory lock; SQLite: an exclusive flock on a file beside the
+    database. Both die with the process, so a killed run never leaves the lease taken. Waits
+    up to `wait_seconds`, then raises LeaseBusy naming the holder.
+    """
+    deadline = time.monotonic() + wait_seconds
+    with _lease_lock(url) as try_lock:
+        while not try_lock():
+            if time.monotonic() >= deadline:
+                raise LeaseBusy(_lease_holder(url))
+            time.sleep(0.5)
+        description = f"{holder} (pid {os.getpid()} on {socket.gethostname()})"
+        with transaction(url) as conn:
+            conn.execute(leases.delete().where(leases.c.name == "training"))
+            conn.execute(
+                leases.insert().values(
+                    name="training", holder=description, acquired_at=datetime.now(UTC)
+                )
+            )
+        yield
+
+
+@contextmanager
+def _lease_lock(url: str) -> Iterator[Callable[[], bool]]:
+    """A non-blocking `try_lock()` callable; the lock (if taken) is released on exit."""
+    engine = engine_for(url)
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+
+            def try_pg() -> bool:
+                query = sa.text("SELECT pg_try_advisory_lock(:id)")
+                return bool(conn.execute(query, {"id": _LEASE_ID}).scalar())
+
+            try:
+                yield try_pg
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+        return
+    database = sa.make_url(url).database or "warehouse"
+    with open(f"{database}.training.lock", "a") as handle:
+
+        def try_file() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        yield try_file  # closing the file releases the flock
+
+
+def _lease_holder(url: str) -> str:
+    with engine_for(url).connect() as conn:
+        holder = conn.execute(
+            sa.select(leases.c.holder).where(leases.c.name == "training")
+        ).scalar()
+    return str(holder) if holder else "another run"

@@ -27,14 +27,18 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_ingest_train_promote_and_status(platform: Settings, sample_csv: Path) -> None:
     first = cli("ingest", "--batches", "2", "--source", str(sample_csv))
     assert first.returncode == 0, first.stderr
-    assert "batch 0 (holdout): 500 rows" in first.stdout
-    assert "1500 rows added, 0 already present" in first.stdout
+    assert "batch 0 (holdout): 503 rows" in first.stdout
+    assert (
+        "2500 rows in: 1503 new accepted, 0 quarantined, 0 already present (0 corrections "
+        "recorded), 997 deferred to a later ingest; batches created: [0, 1, 2]"
+    ) in first.stdout
     again = cli("ingest", "--batches", "2", "--source", str(sample_csv))
-    assert "batch 3 (train)" in again.stdout and "1000 rows added" in again.stdout
+    assert "batch 3 (train)" in again.stdout and "997 new accepted" in again.stdout
 
     trained = cli("train", "--batches", "2")
     assert trained.returncode == 0, trained.stderr
-    assert "[2/2] training batch 2" in trained.stdout and "version 2 (parent 1)" in trained.stdout
+    assert "[2/2] training batch 2" in trained.stdout
+    assert "batch 2 -> version 2 (parent 1)" in trained.stdout
 
     promoted = cli("promote", "2")
     assert promoted.returncode == 0 and "version 2 is now 'production'" in promoted.stdout
@@ -43,6 +47,10 @@ def test_ingest_train_promote_and_status(platform: Settings, sample_csv: Path) -
     assert status["production_version"] == "2"
     assert [b["trained"] for b in status["batches"]] == [False, True, True, False, False]
     assert [v["parent_version"] for v in status["versions"]] == ["", "1"]
+    assert status["holdout"]["rows"] == 503 and status["holdout"]["patients_also_in_training"] == 0
+    assert [i["accepted"] for i in status["ingests"]] == [1503, 997]
+    text = cli("status").stdout
+    assert "holdout: 503 encounters" in text and "patients also in training: 0" in text
 
 
 def test_a_missing_source_is_a_clear_error_not_a_traceback(

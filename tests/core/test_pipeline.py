@@ -40,12 +40,34 @@ def test_without_auto_promotion_the_verdict_is_recorded_but_nothing_promoted(
     assert registry.production_version(trained) is None
 
 
-def test_re_running_after_a_promotion_keeps_the_verdict(trained: Settings) -> None:
-    pipeline.evaluate_and_promote(trained, auto_promote=True)
+def test_re_running_after_a_promotion_keeps_the_verdict_and_changes_nothing(
+    trained: Settings,
+) -> None:
+    first = pipeline.evaluate_and_promote(trained, auto_promote=True)
     again = pipeline.evaluate_and_promote(trained, auto_promote=True)
-    assert not again.promoted and "already in production" in again.reason
+    assert not again.promoted and "nothing changed" in again.reason
+    assert again.challenger["roc_auc"] == pytest.approx(first.challenger["roc_auc"], abs=1e-6)
     tags = registry.connect(trained).get_model_version(trained.model_name, "2").tags
     assert tags["validation_status"] == "passed"
+    holdout = warehouse.clean_rows(trained.warehouse_url, warehouse.HOLDOUT_BATCH)
+    assert tags["validation_holdout_rows"] == str(len(holdout))
+
+
+def test_a_retry_after_a_crash_between_verdict_and_promotion_promotes(
+    trained: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: object) -> None:
+        raise ConnectionError("injected: the registry went away before the promotion")
+
+    monkeypatch.setattr(registry, "promote", crash)
+    with pytest.raises(ConnectionError):
+        pipeline.evaluate_and_promote(trained, auto_promote=True)
+    tags = registry.connect(trained).get_model_version(trained.model_name, "2").tags
+    assert tags["validation_status"] == "passed" and registry.production_version(trained) is None
+    monkeypatch.undo()
+
+    retried = pipeline.evaluate_and_promote(trained, auto_promote=True)
+    assert retried.promoted and registry.production_version(trained).version == "2"
 
 
 def test_a_challenger_below_the_quality_floor_is_rejected_with_the_reason(

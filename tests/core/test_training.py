@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import mlflow
 import pandas as pd
 import pytest
 
 from readmission import registry, training, warehouse
 from readmission.config import Settings
-from readmission.features import normalise
+from readmission.features import CATEGORICAL, FeatureSpace, normalise
+from readmission.holdout import fingerprint
+from readmission.model import ReadmissionModel
 from readmission.scoring import CompiledScorer
 
 
@@ -28,9 +31,15 @@ def test_warm_start_registers_one_version_per_batch_each_tagged_with_its_parent(
     assert [v.version for v in versions] == ["1", "2", "3", "4"]
     assert [v.parent_version for v in versions] == ["", "1", "2", "3"]
     assert [v.batch_id for v in versions] == ["1", "2", "3", "4"]
-    assert all(v.metrics["samples_seen"] == 500 * int(v.version) for v in versions)
+    assert [v.metrics["samples_seen"] for v in versions] == [500, 1000, 1500, 1997]
     assert all("prequential_roc_auc" in v.metrics for v in versions[1:])
-    assert warehouse.untrained_batches(platform.warehouse_url) == []
+    holdout = warehouse.clean_rows(platform.warehouse_url, warehouse.HOLDOUT_BATCH)
+    assert {v.tags["holdout_rows"] for v in versions} == {str(len(holdout))}
+    assert {v.tags["holdout_fingerprint"] for v in versions} == {
+        fingerprint(holdout["encounter_id"])
+    }
+    assert {v.tags["feature_space"] for v in versions} == {FeatureSpace().fingerprint}
+    assert warehouse.untrained_batches(platform.warehouse_url, platform.model_name) == []
     client = registry.connect(platform)
     assert {"plots/roc.png", "plots/calibration.png"} <= {
         a.path for a in client.list_artifacts(versions[-1].run_id, "plots")
@@ -52,10 +61,7 @@ def test_each_step_continues_the_previous_model_instead_of_starting_over(
 
 def test_a_trained_batch_is_never_trained_twice(platform: Settings, sample: pd.DataFrame) -> None:
     ingest(platform, sample, batches=1)
-    training.train_pending(platform)
-
-    with pytest.raises(ValueError, match="already trained"):
-        training.train_batch(platform, 1)
+    assert len(training.train_pending(platform)) == 1
     assert training.train_pending(platform) == []
     assert len(registry.version_summaries(platform)) == 1
 
@@ -64,19 +70,19 @@ def test_a_failure_after_partial_fit_leaves_no_version_and_the_batch_untrained(
     platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingest(platform, sample, batches=2)
-    training.train_batch(platform, 1)
+    training.train_pending(platform, max_batches=1)
 
     def broken_evaluation(*args: object) -> dict[str, float]:
         raise RuntimeError("injected failure after partial_fit")
 
     monkeypatch.setattr(training, "_evaluate_and_log", broken_evaluation)
     with pytest.raises(RuntimeError, match="injected"):
-        training.train_batch(platform, 2)
+        training.train_pending(platform)
 
     assert [v.version for v in registry.version_summaries(platform)] == ["1"]
-    assert warehouse.untrained_batches(platform.warehouse_url) == [2]
+    assert warehouse.untrained_batches(platform.warehouse_url, platform.model_name) == [2]
     monkeypatch.undo()
-    assert training.train_batch(platform, 2).parent_version == "1"
+    assert training.train_pending(platform)[0].parent_version == "1"
 
 
 def test_a_version_registered_before_a_crash_is_recorded_not_retrained(
@@ -85,12 +91,51 @@ def test_a_version_registered_before_a_crash_is_recorded_not_retrained(
     ingest(platform, sample, batches=1)
     monkeypatch.setattr(warehouse, "mark_trained", lambda *a: (_ for _ in ()).throw(OSError()))
     with pytest.raises(OSError):
-        training.train_batch(platform, 1)
+        training.train_pending(platform)
     monkeypatch.undo()
 
-    result = training.train_batch(platform, 1)
+    (result,) = training.train_pending(platform)
     assert result.recovered and result.version == "1"
-    assert warehouse.untrained_batches(platform.warehouse_url) == []
+    assert warehouse.untrained_batches(platform.warehouse_url, platform.model_name) == []
+
+
+def test_a_version_registered_by_other_means_is_never_a_parent(
+    platform: Settings, sample: pd.DataFrame
+) -> None:
+    ingest(platform, sample, batches=2)
+    (first,) = training.train_pending(platform, max_batches=1)
+    registry.connect(platform)
+    # Someone registers a version under the model name by hand, with a batch tag even.
+    mlflow.register_model(
+        f"runs:/{first.run_id}/model", platform.model_name, tags={"batch_id": "2"}
+    )
+
+    (second,) = training.train_pending(platform)
+    assert second.version == "3" and second.parent_version == first.version == "1"
+    assert not second.recovered
+
+
+def test_a_registry_that_lost_the_lineage_head_is_a_clear_error(
+    platform: Settings, sample: pd.DataFrame
+) -> None:
+    ingest(platform, sample, batches=2)
+    training.train_pending(platform, max_batches=1)
+    registry.connect(platform).delete_model_version(platform.model_name, "1")
+
+    with pytest.raises(training.LineageError, match=r"version 1 does not exist.*MODEL_NAME"):
+        training.train_pending(platform)
+
+
+def test_a_parent_of_another_feature_space_cannot_be_warm_started() -> None:
+    model = ReadmissionModel()
+    model.space = FeatureSpace(features=CATEGORICAL[:-1])
+    with pytest.raises(training.LineageError) as error:
+        training.check_feature_space(model, "7", "readmission")
+    message = str(error.value)
+    assert "version 7 was trained on feature space" in message
+    assert f"{len(CATEGORICAL[-1].vocabulary) + 1} added" in message
+    assert "set MODEL_NAME to a new name" in message
+    training.check_feature_space(ReadmissionModel(), "7", "readmission")  # same space: fine
 
 
 def test_promote_then_resolve_by_alias_and_by_legacy_stage(

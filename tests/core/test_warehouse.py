@@ -1,14 +1,16 @@
-"""The warehouse on PostgreSQL and SQLite: idempotent, batched ingest with a fixed holdout."""
+"""The warehouse on PostgreSQL and SQLite: later extracts in any order, a patient-level holdout,
+quarantined identifiers, corrections, per-lineage bookkeeping and the training lease."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from readmission import warehouse
+from readmission import holdout, warehouse
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -19,58 +21,148 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return create()
 
 
-def test_holdout_first_then_batches_in_encounter_order(url: str, sample: pd.DataFrame) -> None:
-    report = warehouse.ingest(url, sample, 500, 0.2, max_batches=1)
-    assert [(b.batch_id, b.kind, b.rows) for b in report.new_batches] == [
-        (0, "holdout", 500),
-        (1, "train", 500),
+@pytest.fixture(scope="module")
+def text(sample: pd.DataFrame) -> pd.DataFrame:
+    """The sample as an extract arrives: every value text."""
+    return sample.astype(str)
+
+
+def balanced(report: warehouse.IngestReport) -> bool:
+    return report.rows_in == (
+        report.accepted + report.quarantined_total + report.already_present + report.deferred
+    )
+
+
+def test_holdout_patients_go_to_batch_0_the_rest_into_batches_in_encounter_order(
+    url: str, text: pd.DataFrame
+) -> None:
+    report = warehouse.ingest(url, text, 500, 0.2)
+    expected = holdout.in_holdout(text["patient_nbr"].astype("int64"), 0.2)
+    assert [(b.batch_id, b.kind) for b in report.new_batches] == [
+        (0, "holdout"),
+        *((i, "train") for i in (1, 2, 3, 4)),
     ]
-    assert report.new_batches[1].first_encounter_id == sample["encounter_id"].iloc[0]
-    holdout_ids = warehouse.clean_rows(url, 0)["encounter_id"]
-    assert holdout_ids.min() > warehouse.clean_rows(url, 1)["encounter_id"].max()
+    assert report.new_batches[0].rows == expected.sum() == 503
+    held = warehouse.clean_rows(url, 0)
+    assert set(held["encounter_id"]) == set(text["encounter_id"][expected].astype(int))
+    batches = [warehouse.clean_rows(url, b)["encounter_id"] for b in (1, 2, 3, 4)]
+    assert all(a.max() < b.min() for a, b in itertools.pairwise(batches))
+    assert warehouse.holdout_overlap(url) == 0
+    assert balanced(report) and report.accepted == 2500
 
 
-def test_ingesting_twice_adds_zero_rows(url: str, sample: pd.DataFrame) -> None:
-    first = warehouse.ingest(url, sample, 500, 0.2)
+def test_replaying_an_extract_adds_nothing_and_says_so(url: str, text: pd.DataFrame) -> None:
+    warehouse.ingest(url, text, 500, 0.2)
     counts = warehouse.row_counts(url)
-    again = warehouse.ingest(url, sample, 500, 0.2)
-    assert first.rows_added == 2500 and again.rows_added == 0
-    assert again.already_present == 2500
+    again = warehouse.ingest(url, text, 500, 0.2)
+    assert (again.rows_in, again.already_present, again.accepted) == (2500, 2500, 0)
+    assert again.new_batches == [] and balanced(again)
     assert warehouse.row_counts(url) == counts
-    assert len(warehouse.batch_list(url)) == 5
+    assert [r["already_present"] for r in warehouse.ingest_history(url)] == [0, 2500]
 
 
-def test_next_batch_continues_where_the_last_one_stopped(url: str, sample: pd.DataFrame) -> None:
-    warehouse.ingest(url, sample, 500, 0.2, max_batches=1)
-    warehouse.ingest(url, sample, 500, 0.2, max_batches=2)
-    batches = warehouse.batch_list(url)
-    assert [b.batch_id for b in batches] == [0, 1, 2, 3]
-    assert warehouse.untrained_batches(url) == [1, 2, 3]
+def test_later_overlapping_and_out_of_order_extracts_only_add_new_encounters(
+    url: str, text: pd.DataFrame
+) -> None:
+    first, later, older = text.iloc[1000:1800], text.iloc[1500:2500], text.iloc[:1000]
+    reports = [warehouse.ingest(url, part, 500, 0.2) for part in (first, later, older)]
+    assert all(balanced(r) for r in reports)
+    assert reports[1].already_present == 300 and reports[1].accepted == 700
+    assert sum(r.accepted for r in reports) == 2500
+    trained_ids = {b.batch_id for r in reports for b in r.new_batches if b.kind == "train"}
+    assert warehouse.training_batches(url) == sorted(trained_ids)
+    # The same patients are held out whatever order the extracts came in.
+    expected = holdout.in_holdout(text["patient_nbr"].astype("int64"), 0.2)
+    held = set(warehouse.clean_rows(url, 0)["encounter_id"])
+    assert held == set(text["encounter_id"][expected].astype(int))
+    assert warehouse.holdout_overlap(url) == 0
+
+
+def test_the_holdout_fraction_is_pinned_by_the_first_ingest(url: str, text: pd.DataFrame) -> None:
+    warehouse.ingest(url, text.iloc[:1000], 500, 0.2)
+    warehouse.ingest(url, text.iloc[1000:], 500, 0.5)
+    assert warehouse.holdout_fraction(url) == 0.2
+    assert len(warehouse.clean_rows(url, 0)) == 503
+
+
+def test_max_batches_defers_the_rest_to_the_next_ingest(url: str, text: pd.DataFrame) -> None:
+    first = warehouse.ingest(url, text, 500, 0.2, max_batches=1)
+    assert first.training_batch_ids == [1] and first.deferred == 1497 and balanced(first)
+    second = warehouse.ingest(url, text, 500, 0.2, max_batches=2)
+    assert second.training_batch_ids == [2, 3] and second.deferred == 497 and balanced(second)
     ids = [warehouse.clean_rows(url, b)["encounter_id"] for b in (1, 2, 3)]
     assert ids[0].max() < ids[1].min() and ids[1].max() < ids[2].min()
 
 
-def test_quarantined_rows_keep_their_reason_and_counts_add_up(
-    url: str, sample: pd.DataFrame
+def test_bad_identifiers_are_quarantined_with_a_reason_never_fatal(
+    url: str, text: pd.DataFrame
 ) -> None:
-    dirty = sample.copy()
+    dirty = text.iloc[:1000].copy()
     dirty.loc[3, "gender"] = "Unknown/Invalid"
-    dirty.loc[4, "diag_1"] = "not-a-code"
-    dirty.loc[5, "encounter_id"] = dirty.loc[6, "encounter_id"]
-    report = warehouse.ingest(url, dirty, 500, 0.2, max_batches=1)
-    batch = report.new_batches[1]
-    assert (batch.rows, batch.accepted, batch.quarantined) == (500, 497, 3)
-    reasons = warehouse.quarantined_rows(url, 1)["reason"].tolist()
+    dirty.loc[4, "encounter_id"] = "not-a-number"
+    dirty.loc[5, "encounter_id"] = ""
+    dirty.loc[6, "encounter_id"] = f"{dirty.loc[7, 'encounter_id']}.0"  # N.0 beside N
+    boundary = dirty.loc[[499]].assign(gender="Female")  # same id, across a batch boundary
+    dirty = pd.concat([dirty, boundary])
+    report = warehouse.ingest(url, dirty, 500, 0.2)
+    assert report.quarantined == {
+        warehouse.INVALID_ID: 2,
+        warehouse.DUPLICATE_ID: 2,
+        warehouse.INVALID_VALUES: 1,
+    }
+    assert balanced(report) and report.rows_in == 1001
+    reasons = warehouse.quarantined_rows(url)["reason"].tolist()
+    assert any("positive integer, got 'not-a-number'" in r for r in reasons)
+    assert any("positive integer, got ''" in r for r in reasons)
     assert any("gender must be one of" in r for r in reasons)
-    assert any("diag_1 must be" in r for r in reasons)
-    assert any("duplicate encounter_id" in r for r in reasons)
-    assert warehouse.ingest(url, dirty, 500, 0.2, max_batches=1).new_batches[0].batch_id == 2
-    assert len(warehouse.quarantined_rows(url, 1)) == 3
+    assert sum("duplicate encounter_id" in r for r in reasons) == 2
+    replay = warehouse.ingest(url, dirty, 500, 0.2)
+    assert replay.already_present == 1001 and len(warehouse.quarantined_rows(url)) == 5
 
 
-def test_mark_trained_is_recorded_once(url: str, sample: pd.DataFrame) -> None:
-    warehouse.ingest(url, sample, 500, 0.2, max_batches=1)
-    assert warehouse.mark_trained(url, 1, "1", "run-a") is True
-    assert warehouse.mark_trained(url, 1, "2", "run-b") is False
-    (batch,) = [b for b in warehouse.batch_list(url) if b.batch_id == 1]
+def test_a_corrected_row_is_recorded_with_its_fields_and_never_rewrites_a_batch(
+    url: str, text: pd.DataFrame
+) -> None:
+    dirty = text.iloc[:600].copy()
+    dirty.loc[10, "diag_1"] = "not-a-code"
+    warehouse.ingest(url, dirty, 500, 0.2)
+    stored = warehouse.clean_rows(url, 1)
+    fixed = text.iloc[:600].copy()  # diag_1 of row 10 fixed
+    fixed.loc[20, "num_medications"] = "99"  # and a changed stored row
+    report = warehouse.ingest(url, fixed, 500, 0.2)
+
+    assert report.corrections == 2 and balanced(report)
+    assert report.accepted == 1  # the fixed quarantined row, now a clean row in a new batch
+    corrections = warehouse.correction_rows(url).set_index("encounter_id")
+    changed = corrections.loc[int(text.loc[20, "encounter_id"])]
+    assert changed["fields"] == {"num_medications": [text.loc[20, "num_medications"], "99"]}
+    assert pd.isna(changed["applied_to_batch"])
+    repaired = corrections.loc[int(text.loc[10, "encounter_id"])]
+    assert repaired["fields"] == {"diag_1": ["not-a-code", text.loc[10, "diag_1"]]}
+    assert warehouse.clean_rows(url, 1).equals(stored)
+    assert warehouse.ingest(url, fixed, 500, 0.2).already_present == 600
+
+
+def test_a_batch_is_trained_once_per_lineage_and_the_head_is_the_last_one(
+    url: str, text: pd.DataFrame
+) -> None:
+    warehouse.ingest(url, text, 500, 0.2)
+    assert warehouse.mark_trained(url, "a", 1, "1", "run-a") is True
+    assert warehouse.mark_trained(url, "a", 1, "2", "run-b") is False
+    assert warehouse.mark_trained(url, "a", 2, "2", "run-c") is True
+    assert warehouse.lineage_head(url, "a") == (2, "2")
+    assert warehouse.untrained_batches(url, "a") == [3, 4]
+    assert warehouse.untrained_batches(url, "b") == [1, 2, 3, 4]  # a new lineage starts over
+    (batch,) = [b for b in warehouse.batch_list(url, "a") if b.batch_id == 1]
     assert batch.trained and batch.model_version == "1"
+
+
+def test_a_second_holder_of_the_training_lease_is_told_who_holds_it(url: str) -> None:
+    with (
+        warehouse.training_lease(url, "first run", wait_seconds=0),
+        pytest.raises(warehouse.LeaseBusy, match="first run"),
+        warehouse.training_lease(url, "second run", wait_seconds=1),
+    ):
+        pass
+    with warehouse.training_lease(url, "second run", wait_seconds=0):
+        pass  # released when the first one ended

@@ -66,11 +66,15 @@ def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds
     assert returned(first, "ingest") == {
         "batch_ids": [0, 1],
         "training_batch_ids": [1],
-        "rows_added": 1000,
-        "quarantined": 0,
+        "rows_in": 2500,
+        "rows_added": 1003,
+        "accepted": 1003,
+        "quarantined": {},
         "already_present": 0,
+        "corrections": 0,
+        "deferred": 1497,
     }
-    assert asset_events(first, CLEAN_ENCOUNTERS) == [{"batch_ids": [1], "rows_added": 1000}]
+    assert asset_events(first, CLEAN_ENCOUNTERS) == [{"batch_ids": [1], "rows_added": 1003}]
 
     training = run("02_warm_start_training")
     assert training.state == "success"
@@ -93,9 +97,13 @@ def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds
     assert returned(replay, "ingest") == {
         "batch_ids": [],
         "training_batch_ids": [],
+        "rows_in": 2500,
         "rows_added": 0,
-        "quarantined": 0,
+        "accepted": 0,
+        "quarantined": {},
         "already_present": 2500,
+        "corrections": 0,
+        "deferred": 0,
     }
     assert task_states(replay) == {"ingest": "success", "announce_new_batches": "skipped"}
     assert asset_events(replay, CLEAN_ENCOUNTERS) == []
@@ -126,6 +134,10 @@ def test_evaluation_promotes_a_better_challenger_and_refuses_a_worse_one_saying_
     better = verdict(auto_promote=True, margin=0.0)
     assert better["challenger_roc_auc"] > better["champion_roc_auc"]
     assert better["promoted"] and production(pipeline_env) == "4"
+    again = verdict(auto_promote=True, margin=0.0)  # a re-run after the promotion
+    assert (again["challenger_version"], again["promoted"]) == ("4", False)
+    assert "nothing changed" in again["reason"] and production(pipeline_env) == "4"
+    assert again["challenger_roc_auc"] == pytest.approx(better["challenger_roc_auc"], abs=1e-6)
 
     worse = register_inverted_model(pipeline_env)
     refused = verdict(auto_promote=True, margin=0.0)

@@ -1,0 +1,41 @@
+"""Which patients form the holdout: a fixed function of `patient_nbr`, valid for all future data.
+
+A patient is in the holdout when a hash of their `patient_nbr` falls below the holdout fraction.
+The assignment needs no state and no ordering, so every extract, whenever it arrives and
+whatever it overlaps, routes a patient's encounters to the same side: no patient is ever both
+scored on and trained on. The warehouse, tuning and the benchmarks all split through here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+_SALT = b"readmission-holdout-v1"  # changing it would reshuffle every patient: never do
+
+
+def patient_share(patient_nbr: str | int) -> float:
+    """A patient's fixed position in [0, 1): uniform over patients, stable across runs."""
+    digest = hashlib.blake2b(str(patient_nbr).encode(), digest_size=8, key=_SALT).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def in_holdout(patient_nbrs: pd.Series, fraction: float) -> pd.Series:
+    """True for the rows whose patient belongs to the holdout (`patient_nbrs` as integers)."""
+    codes, uniques = pd.factorize(patient_nbrs.astype("int64"))
+    shares = np.array([patient_share(int(p)) for p in uniques], dtype=np.float64)
+    return pd.Series(shares[codes] < fraction, index=patient_nbrs.index)
+
+
+def split(clean: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, holdout rows) of typed clean rows, each in its original order."""
+    mask = in_holdout(clean["patient_nbr"], fraction)
+    return clean[~mask], clean[mask]
+
+
+def fingerprint(encounter_ids: pd.Series) -> str:
+    """Short digest of a set of encounters, so metrics say exactly which rows they come from."""
+    ordered = np.sort(encounter_ids.astype("int64").to_numpy())
+    return hashlib.sha256(ordered.tobytes()).hexdigest()[:16]
