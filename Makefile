@@ -39,7 +39,8 @@ bench: setup  ## Benchmarks on the real data set (DATA_SOURCE, default ../shared
 demo: setup  ## The whole loop on this machine: services, ingest + train via Airflow, promote, predict
 	$(PY) scripts/demo.py
 
-up: setup  ## Docker Compose back office (creates .env with generated secrets when absent)
+# Only Docker with Compose and python3 (the .env generator is standard library): no project venv.
+up:  ## Docker Compose back office (creates .env with generated secrets when absent)
 	scripts/compose-up
 
 down:  ## Stop the compose stack and the k3d cluster

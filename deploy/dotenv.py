@@ -1,8 +1,12 @@
 """The deployment's `.env`: created from `.env.example` with freshly generated secrets.
 
-`scripts/compose-up` runs `python -m deploy.dotenv`. It never changes a value that is already set,
-so re-running is safe: it only fills the secrets that are missing or empty (a `.env` written
-before a secret was added to `.env.example` gets the new one appended).
+`scripts/compose-up` runs `python3 -m deploy.dotenv` with the host's Python, before any project
+environment exists, so this module uses the standard library only. It never changes a value that
+is already set, so re-running is safe: it only fills the secrets that are missing or empty (a
+`.env` written before a secret was added to `.env.example` gets the new one appended). It reads no
+values: everything that reads `.env` (pydantic-settings, deploy.k8s, the tests) goes through
+python-dotenv; the lines it writes are plain `KEY=value` with URL-safe values, which python-dotenv
+and Compose read alike.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENT = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
+# The assignments python-dotenv and Compose both accept; `KEY=`, `KEY=""` and `KEY=''` are empty.
+ASSIGNMENT = re.compile(r"^(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*)$")
+EMPTY = {"", '""', "''"}
 
 
 def token() -> str:
@@ -41,16 +47,11 @@ SECRETS: dict[str, Callable[[], str]] = {
     "AIRFLOW_API_SECRET_KEY": token,
     "GRAFANA_ADMIN_PASSWORD": token,
     "API_RELOAD_TOKEN": token,
+    "MINIO_MLFLOW_PASSWORD": token,
+    "MLFLOW_ADMIN_PASSWORD": token,
+    "MLFLOW_API_PASSWORD": token,
+    "MLFLOW_FLASK_SECRET_KEY": token,
 }
-
-
-def parse(text: str) -> dict[str, str]:
-    """`KEY=value` lines (comments and blank lines skipped); the last assignment wins."""
-    values = {}
-    for line in text.splitlines():
-        if match := ASSIGNMENT.match(line.strip()):
-            values[match["key"]] = match["value"]
-    return values
 
 
 def fill_secrets(text: str) -> tuple[str, list[str]]:
@@ -60,11 +61,11 @@ def fill_secrets(text: str) -> tuple[str, list[str]]:
     lines = []
     for line in text.splitlines():
         match = ASSIGNMENT.match(line.strip())
-        if match and match["key"] in SECRETS and not match["value"].strip():
+        if match and match["key"] in SECRETS and match["value"].strip() in EMPTY:
             line = f"{match['key']}={SECRETS[match['key']]()}"
             generated.append(match["key"])
         lines.append(line)
-    present = parse(text)
+    present = {match["key"] for line in lines if (match := ASSIGNMENT.match(line.strip()))}
     missing = [key for key in SECRETS if key not in present]
     if missing:
         lines += ["", "# --- Secrets added by deploy.dotenv ---"]

@@ -4,9 +4,13 @@
     .venv/bin/python -m deploy.k8s apply  [--image NAME=REF ...] [--context k3d-readmission]
 
 Rendering is kustomize's (`kustomize build` or `kubectl kustomize`) with the load restrictor off,
-since the ConfigMaps come from monitoring/ and the Secret from .env, outside k8s/. Objects are
-applied with server-side apply in dependency order, then every Deployment is watched until it is
-rolled out (the same rule as `kubectl rollout status`), printing progress as it changes.
+since the ConfigMaps come from monitoring/ and the Secrets from .env, outside k8s/. Each workload's
+Secret holds only the keys it reads (WORKLOAD_SECRETS), copied from .env into .deploy/<overlay>/
+(git-ignored) before kustomize runs: the back office's credentials never enter the cluster.
+Objects are applied with server-side apply in dependency order, then every Deployment is watched
+until it is rolled out (the same rule as `kubectl rollout status`), printing progress as it
+changes. With no version in production yet the API pods cannot be ready: they are waited for until
+they run, and the command ends by saying how to promote a version.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
+from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "k8s" / "overlays" / "k3d"
@@ -53,6 +59,34 @@ NOT_READY_HINTS = {
     "api": "the API is ready only once a model is in production: run the DAGs in Airflow and "
     "promote a version (MLflow UI, `readmission promote`, or 03_evaluate_and_promote)",
 }
+# The Secret of each workload: its keys, and the .env variable each one is copied from. Nothing
+# else of .env (PostgreSQL, MinIO, Airflow, Fernet, JWT, MLflow admin) reaches the cluster.
+WORKLOAD_SECRETS: dict[str, dict[str, str]] = {
+    "api": {
+        "API_RELOAD_TOKEN": "API_RELOAD_TOKEN",
+        "MLFLOW_TRACKING_USERNAME": "MLFLOW_API_USER",
+        "MLFLOW_TRACKING_PASSWORD": "MLFLOW_API_PASSWORD",
+    },
+    "grafana": {"GF_SECURITY_ADMIN_PASSWORD": "GRAFANA_ADMIN_PASSWORD"},
+    # monitoring/alertmanager/render-config reads them (a webhook URL may embed a token).
+    "alertmanager": {
+        name: name
+        for name in (
+            "ALERT_WEBHOOK_URL",
+            "ALERT_SLACK_WEBHOOK_URL",
+            "ALERT_SLACK_CHANNEL",
+            "ALERT_EMAIL_TO",
+            "ALERT_EMAIL_FROM",
+            "ALERT_SMTP_SMARTHOST",
+            "ALERT_SMTP_USERNAME",
+            "ALERT_SMTP_PASSWORD",
+        )
+    },
+}
+# .env variables a Secret may leave empty, and the defaults compose applies to them too.
+OPTIONAL_SECRETS = {"MLFLOW_API_USER": "readmission-api"} | dict.fromkeys(
+    WORKLOAD_SECRETS["alertmanager"], ""
+)
 
 Manifest = dict[str, Any]
 
@@ -72,13 +106,93 @@ def kustomize_command(which: Callable[[str], str | None] = shutil.which) -> list
     )
 
 
+def repository(overlay: Path) -> Path:
+    """The checkout an overlay (k8s/overlays/<name>) belongs to: where .env and .deploy/ are."""
+    return overlay.resolve().parents[2]
+
+
+def write_workload_secrets(overlay: Path) -> Path:
+    """Copy each workload's keys (WORKLOAD_SECRETS) from the repository's .env into
+    .deploy/<overlay name>/<workload>.env (mode 0600), which the overlay's secretGenerator reads.
+    Returns the folder."""
+    root = repository(overlay)
+    env_file = root / ".env"
+    if not env_file.is_file():
+        raise DeployError(f"no {env_file}: scripts/compose-up creates it (make up)")
+    values = {**OPTIONAL_SECRETS, **{k: v for k, v in dotenv_values(env_file).items() if v}}
+    sources = {source for keys in WORKLOAD_SECRETS.values() for source in keys.values()}
+    if missing := sorted(sources - values.keys()):
+        raise DeployError(
+            f"{env_file} lacks {', '.join(missing)}: run `make up` (it generates them)"
+        )
+    if multiline := sorted(source for source in sources if "\n" in values[source]):
+        raise DeployError(f"{env_file}: {', '.join(multiline)} must be one line")
+    folder = root / ".deploy" / overlay.resolve().name
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for workload, keys in WORKLOAD_SECRETS.items():
+        path = folder / f"{workload}.env"
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{key}={values[source]}\n" for key, source in keys.items()))
+    return folder
+
+
 def render(overlay: Path = OVERLAY) -> list[Manifest]:
-    """The objects kustomize builds from `overlay`."""
+    """The objects kustomize builds from `overlay`, with the workloads' Secrets from .env."""
+    write_workload_secrets(overlay)
     result = subprocess.run([*kustomize_command(), str(overlay)], capture_output=True, text=True)
     if result.returncode:
-        hint = "\n(no .env? scripts/compose-up creates it)" if ".env" in result.stderr else ""
-        raise DeployError(f"kustomize could not render {overlay}:\n{result.stderr.strip()}{hint}")
+        raise DeployError(f"kustomize could not render {overlay}:\n{result.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def production_version(overlay: Path, get: Callable[..., httpx.Response] = httpx.get) -> str | None:
+    """The version the API pods would serve, asked of the compose MLflow on the host as the API's
+    own read-only user: the model and alias of the overlay's api.env (what the pods read)."""
+    root = repository(overlay)
+    env = dotenv_values(root / ".env")
+    api = dotenv_values(root / "k8s" / "base" / "api.env")
+    url = f"http://127.0.0.1:{env.get('MLFLOW_HOST_PORT') or 5000}"
+    user = env.get("MLFLOW_API_USER") or OPTIONAL_SECRETS["MLFLOW_API_USER"]
+    try:
+        response = get(
+            f"{url}/api/2.0/mlflow/registered-models/alias",
+            params={"name": api["MODEL_NAME"], "alias": api["MODEL_ALIAS"]},
+            auth=(user, env.get("MLFLOW_API_PASSWORD") or ""),
+            timeout=10,
+        )
+    except httpx.HTTPError as error:
+        raise DeployError(
+            f"MLflow does not answer at {url} ({error}): is the compose stack up (make up)?"
+        ) from error
+    if response.status_code == 404:  # no such model, or no version with that alias
+        return None
+    if response.status_code in (401, 403):
+        raise DeployError(
+            f"MLflow at {url} refuses the API's user {user!r} ({response.status_code}): "
+            "MLFLOW_API_USER / MLFLOW_API_PASSWORD in .env must match what mlflow-init created "
+            "(re-run `make up`)"
+        )
+    if response.is_error:
+        raise DeployError(f"MLflow at {url} answered {response.status_code}: {response.text}")
+    return str(response.json()["model_version"]["version"])
+
+
+def promote_hint(overlay: Path) -> str:
+    """What to do when no version is in production: the three ways to promote one."""
+    api = dotenv_values(repository(overlay) / "k8s" / "base" / "api.env")
+    model, alias = api["MODEL_NAME"], api["MODEL_ALIAS"]
+    return (
+        f"No version of {model} is in production yet (alias {alias!r}): the API pods run and "
+        f"become ready within MODEL_POLL_SECONDS ({api.get('MODEL_POLL_SECONDS') or 5} s) of a "
+        "promotion. Promote a trained version (run 01_ingest_data in Airflow first) with one of:\n"
+        "  Airflow  trigger 03_evaluate_and_promote with 'Promote automatically' on "
+        "(http://localhost:8080)\n"
+        f"  MLflow   http://localhost:5000 > Models > {model} > a version > Aliases: add {alias!r}"
+        "\n"
+        "  CLI      MLFLOW_TRACKING_URI=http://127.0.0.1:5000 MLFLOW_TRACKING_USERNAME=admin \\\n"
+        "           MLFLOW_TRACKING_PASSWORD=<MLFLOW_ADMIN_PASSWORD of .env> "
+        ".venv/bin/readmission promote <version>"
+    )
 
 
 def image_name(reference: str) -> str:
@@ -129,18 +243,10 @@ def describe(manifest: Manifest) -> str:
 def rollout_status(deployment: Manifest) -> tuple[bool, str]:
     """Whether a Deployment is rolled out, and what it waits for (kubectl's rollout status rule).
     Raises DeployError once Kubernetes gave up on it (progress deadline exceeded)."""
-    name = deployment["metadata"]["name"]
     spec, status = deployment.get("spec", {}), deployment.get("status") or {}
     if deployment["metadata"].get("generation", 0) > (status.get("observedGeneration") or 0):
         return False, "waiting for the new spec to be observed"
-    for condition in status.get("conditions") or []:
-        if (
-            condition.get("type") == "Progressing"
-            and condition.get("reason") == "ProgressDeadlineExceeded"
-        ):
-            raise DeployError(
-                f"deployment/{name} exceeded its progress deadline: {condition.get('message', '')}"
-            )
+    check_progress(deployment)
     wanted = spec.get("replicas", 1)
     replicas = status.get("replicas") or 0
     updated = status.get("updatedReplicas") or 0
@@ -154,23 +260,59 @@ def rollout_status(deployment: Manifest) -> tuple[bool, str]:
     return True, f"rolled out ({available} available)"
 
 
+def check_progress(deployment: Manifest) -> None:
+    """DeployError once Kubernetes gave up on a Deployment (progress deadline exceeded)."""
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if (
+            condition.get("type") == "Progressing"
+            and condition.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            raise DeployError(
+                f"deployment/{deployment['metadata']['name']} exceeded its progress deadline: "
+                f"{condition.get('message', '')}"
+            )
+
+
+def started_status(deployment: Manifest, pods: list[Manifest]) -> tuple[bool, str]:
+    """For pods that cannot be ready yet (the API without a production model): done once every
+    replica of the new spec exists and its containers started (startup probe passed: the process
+    answers), so readiness is the only thing left."""
+    spec, status = deployment.get("spec", {}), deployment.get("status") or {}
+    if deployment["metadata"].get("generation", 0) > (status.get("observedGeneration") or 0):
+        return False, "waiting for the new spec to be observed"
+    wanted = spec.get("replicas", 1)
+    updated = status.get("updatedReplicas") or 0
+    if updated < wanted:
+        return False, f"{updated} of {wanted} new replicas created"
+    started = sum(
+        1
+        for pod in pods
+        if (containers := (pod.get("status") or {}).get("containerStatuses") or [])
+        and all(container.get("started") for container in containers)
+    )
+    if started < wanted:
+        return False, f"{started} of {wanted} replicas started"
+    return True, f"{started} replicas running, not ready until a version is in production"
+
+
 def wait_for_rollouts(
     names: Iterable[str],
-    read: Callable[[str], Manifest],
+    status: Callable[[str], tuple[bool, str]],
     timeout: float,
     poll: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     echo: Callable[[str], None] = print,
 ) -> None:
-    """Poll every Deployment in `names` (via `read(name)`) until all are rolled out, echoing each
-    status change; DeployError naming the laggards when `timeout` seconds pass."""
+    """Poll every Deployment in `names` (`status(name)`: done, and what it waits for) until all
+    are done, echoing each status change; DeployError naming the laggards when `timeout` seconds
+    pass."""
     pending = list(names)
     last: dict[str, str] = {}
     deadline = clock() + timeout
     while True:
         for name in list(pending):
-            done, message = rollout_status(read(name))
+            done, message = status(name)
             if last.get(name) != message:
                 echo(f"deployment/{name}: {message}")
                 last[name] = message
@@ -278,24 +420,35 @@ class Cluster:
 
 
 def deploy(
-    manifests: list[Manifest], cluster: Cluster, timeout: float, echo: Callable[[str], None] = print
+    manifests: list[Manifest],
+    cluster: Cluster,
+    timeout: float,
+    echo: Callable[[str], None] = print,
+    model_in_production: bool = True,
 ) -> None:
-    """Apply `manifests` in dependency order, then wait for every Deployment's rollout; on a
-    timeout, say why the pods that lag do not serve."""
+    """Apply `manifests` in dependency order, then wait for every Deployment's rollout (for the
+    API without a model in production: until its pods run); on a timeout, say why the pods that
+    lag do not serve."""
     ordered = apply_order(manifests)
     for manifest in ordered:
         cluster.apply(manifest)
         echo(f"applied {describe(manifest)}")
     by_name = {m["metadata"]["name"]: m for m in ordered if m["kind"] == "Deployment"}
-    for name in by_name.keys() & NOT_READY_HINTS.keys():
-        echo(f"note: {NOT_READY_HINTS[name]}")
-    try:
-        wait_for_rollouts(
-            by_name,
-            lambda name: cluster.deployment(by_name[name]["metadata"]["namespace"], name),
-            timeout=timeout,
-            echo=echo,
+    waiting_for_model = set() if model_in_production else by_name.keys() & NOT_READY_HINTS.keys()
+
+    def status(name: str) -> tuple[bool, str]:
+        manifest = by_name[name]
+        current = cluster.deployment(manifest["metadata"]["namespace"], name)
+        if name not in waiting_for_model:
+            return rollout_status(current)
+        check_progress(current)
+        pods = cluster.pods(
+            manifest["metadata"]["namespace"], manifest["spec"]["selector"]["matchLabels"]
         )
+        return started_status(current, pods)
+
+    try:
+        wait_for_rollouts(by_name, status, timeout=timeout, echo=echo)
     except DeployError as error:
         details = [str(error)]
         for name, manifest in by_name.items():
@@ -341,13 +494,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "render":
             yaml.safe_dump_all(manifests, sys.stdout, sort_keys=False)
             return 0
-        deploy(manifests, Cluster.connect(args.context), args.timeout)
+        production = production_version(args.overlay)
+        print(f"production version: {production or 'none yet'}")
+        cluster = Cluster.connect(args.context)
+        deploy(manifests, cluster, args.timeout, model_in_production=production is not None)
     except (DeployError, argparse.ArgumentTypeError) as error:
         print(f"deploy failed: {error}", file=sys.stderr)
         return 1
     print(
-        "ready: http://api.localhost:8081  http://ui.localhost:8081  http://grafana.localhost:8081"
+        "deployed: http://api.localhost:8081  http://ui.localhost:8081  "
+        "http://grafana.localhost:8081"
     )
+    if production is None:
+        print(promote_hint(args.overlay))
     return 0
 
 

@@ -2,10 +2,12 @@
 # Airflow 3 with the project installed and its DAGs baked in. Compose runs one container per
 # component with `airflow <component>` (api-server, scheduler, dag-processor, triggerer).
 # Build: docker build -f docker/airflow.Dockerfile -t readmission-airflow .
-ARG AIRFLOW_IMAGE=apache/airflow:slim-3.3.2-python3.12
+# Python 3.11, as the API image and uv.lock (requires-python): a model trained here is loaded
+# there with the same numpy, scipy and scikit-learn.
+ARG AIRFLOW_IMAGE=apache/airflow:slim-3.3.2-python3.11
 
 # requirements.txt (apache-airflow and every other dependency pinned as in uv.lock) + the wheel.
-FROM python:3.12-slim-bookworm AS build
+FROM python:3.11-slim-bookworm AS build
 RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./

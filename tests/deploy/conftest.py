@@ -4,6 +4,7 @@ Docker engine or cluster here, so nothing is started."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import compose
 import pytest
 import yaml
+from dotenv import dotenv_values
 
 from deploy import dotenv, k8s
 
@@ -31,6 +33,11 @@ def run_compose(
         text=True,
         timeout=60,
     )
+
+
+def env_values(text: str) -> dict[str, str]:
+    """A .env's values as python-dotenv (pydantic-settings' reader) reads them; unset is ''."""
+    return {key: value or "" for key, value in dotenv_values(stream=io.StringIO(text)).items()}
 
 
 def load_yaml(path: Path) -> Any:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ import pytest
 from deploy import dotenv
 from readmission.config import Settings
 
-from .conftest import COMPOSE_FILE, ROOT, load_yaml, run_compose, strings
+from .conftest import COMPOSE_FILE, ROOT, env_values, load_yaml, run_compose, strings
 
-ONE_SHOT = {"minio-init", "airflow-init"}
+ONE_SHOT = {"minio-init", "mlflow-init", "airflow-init"}
 AIRFLOW_COMPONENTS = {
     "airflow-apiserver": "api-server",
     "airflow-scheduler": "scheduler",
@@ -73,7 +74,7 @@ def test_every_secret_of_the_compose_file_is_generated_by_compose_up(compose_raw
     required = {name for text in strings(compose_raw) for name in re.findall(r"\$\{(\w+):\?", text)}
     assert required, "the compose file requires no variable at all?"
     assert required <= set(dotenv.SECRETS) | {"MINIO_ROOT_USER"}
-    example = dotenv.parse((ROOT / ".env.example").read_text())
+    example = env_values((ROOT / ".env.example").read_text())
     assert example.get("MINIO_ROOT_USER"), ".env.example must give MINIO_ROOT_USER a value"
 
 
@@ -262,7 +263,7 @@ def test_optional_settings_pass_through_from_env_or_keep_their_defaults(
     assert result.returncode == 0, result.stderr
     env = json.loads(result.stdout)["services"]["airflow-scheduler"]["environment"]
     assert env["BATCH_SIZE"] is None and env["DATA_SOURCE"] is None
-    assert env["MODEL_NAME"] == dotenv.parse(env_file.read_text())["MODEL_NAME"]
+    assert env["MODEL_NAME"] == env_values(env_file.read_text())["MODEL_NAME"]
 
 
 @pytest.mark.parametrize("service", ["airflow-scheduler", "airflow-apiserver", "api", "ui"])
@@ -292,3 +293,86 @@ def test_built_services_use_the_dockerfile_of_their_name(compose_model: dict, se
     build = compose_model["services"][service]["build"]
     assert Path(build["context"]) == ROOT
     assert build["dockerfile"] == f"docker/{service}.Dockerfile"
+
+
+def test_healthchecks_allow_slow_probes_at_official_airflow_intervals(
+    compose_model: dict,
+) -> None:
+    """`airflow jobs check` takes 5-7 s on a busy 2-core machine: a 10 s timeout at least, and
+    the official Airflow compose file's pace (probes every 10-30 s, 5 retries)."""
+    for name, service in long_running(compose_model).items():
+        check = service["healthcheck"]
+        assert seconds(check["timeout"]) >= 10, f"{name}: timeout {check['timeout']}"
+        assert 10 <= seconds(check["interval"]) <= 30, f"{name}: interval {check['interval']}"
+        assert check["retries"] >= 5, name
+        assert seconds(check["interval"]) * check["retries"] >= 50, name
+        # urlopen's own timeout must end before Docker's, so a slow answer is a failure, not a kill.
+        for timeout in re.findall(r"timeout=(\d+)", " ".join(check["test"])):
+            assert int(timeout) < seconds(check["timeout"]), name
+
+
+def seconds(duration: str) -> float:
+    """A Compose duration (`10s`, `1m30s`, `500ms`) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def test_mlflow_uses_its_own_minio_key_never_the_root_keys(compose_model: dict) -> None:
+    services = compose_model["services"]
+    mlflow, init = services["mlflow"]["environment"], services["minio-init"]["environment"]
+    root = {init["MINIO_ROOT_USER"], init["MINIO_ROOT_PASSWORD"]}
+    assert mlflow["AWS_ACCESS_KEY_ID"] == init["MINIO_MLFLOW_USER"]
+    assert mlflow["AWS_SECRET_ACCESS_KEY"] == init["MINIO_MLFLOW_PASSWORD"]
+    assert not root & {mlflow["AWS_ACCESS_KEY_ID"], mlflow["AWS_SECRET_ACCESS_KEY"]}
+    for name, service in services.items():
+        if name not in ("minio", "minio-init"):
+            values = set((service.get("environment") or {}).values())
+            assert not root & values, f"{name} holds MinIO's root keys"
+
+
+def test_minio_init_limits_mlflows_key_to_the_bucket(compose_model: dict) -> None:
+    init = compose_model["services"]["minio-init"]
+    script = Path(next(m["source"] for m in init["volumes"] if m["target"] in init["entrypoint"]))
+    text = script.read_text()
+    assert "arn:aws:s3:::$bucket/*" in text and 'arn:aws:s3:::$bucket"' in text
+    assert '"s3:*"' not in text
+    assert 'mc admin user add local "$MINIO_MLFLOW_USER" "$MINIO_MLFLOW_PASSWORD"' in text
+    result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_mlflow_asks_for_a_login_and_each_client_has_its_own(compose_model: dict) -> None:
+    services = compose_model["services"]
+    server = services["mlflow"]["environment"]
+    assert server["MLFLOW_AUTH_ADMIN_PASSWORD"] and server["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    admin = (server["MLFLOW_AUTH_ADMIN_USERNAME"], server["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    for name in [*AIRFLOW_COMPONENTS, "airflow-init", "mlflow-init"]:
+        env = services[name]["environment"]
+        assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == admin, name
+    init = services["mlflow-init"]["environment"]
+    api = services["api"]["environment"]
+    reader = (init["MLFLOW_READER_USERNAME"], init["MLFLOW_READER_PASSWORD"])
+    assert (api["MLFLOW_TRACKING_USERNAME"], api["MLFLOW_TRACKING_PASSWORD"]) == reader
+    assert reader[0] != admin[0] and reader[1] != admin[1]
+    assert services["mlflow-init"]["entrypoint"] == ["bin/mlflow-users"]
+    assert services["api"]["depends_on"]["mlflow-init"]["condition"] == (
+        "service_completed_successfully"
+    )
+
+
+def test_make_up_needs_no_project_environment() -> None:
+    """Only Docker with Compose and python3: `make up` neither syncs nor needs the venv."""
+    result = subprocess.run(
+        ["make", "-n", "up"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "uv sync" not in result.stdout and ".venv" not in result.stdout
+    assert result.stdout.split() == ["scripts/compose-up"]
+    script = (ROOT / "scripts" / "compose-up").read_text()
+    assert "python3 -m deploy.dotenv" in script and ".venv" not in script.split("cat <<INFO")[0]
+    imports = re.findall(
+        r"^(?:from|import) (\w+)", (ROOT / "deploy" / "dotenv.py").read_text(), re.M
+    )
+    assert set(imports) <= set(sys.stdlib_module_names), "deploy.dotenv must be standard library"

@@ -185,7 +185,7 @@ def test_dependencies_come_from_the_lock_with_the_images_extra(image: str) -> No
 def test_pinned_versions_match_the_lock() -> None:
     mlflow = " ".join(dockerfile("mlflow")[-1].all("RUN"))
     for package in ("mlflow", "psycopg2-binary", "boto3"):
-        assert f"{package}=={lock_version(package)}" in mlflow
+        assert re.search(rf"\b{package}(\[\w+\])?=={re.escape(lock_version(package))}\b", mlflow)
     airflow_base = dockerfile("airflow")[-1].base
     assert airflow_base.startswith(f"apache/airflow:slim-{lock_version('apache-airflow')}-")
     uv_pins = {
@@ -233,3 +233,22 @@ def test_the_dockerignore_matcher_follows_dockers_rules() -> None:
     assert not ignored("src/a/b.py", patterns)
     assert ignored("src/a/__pycache__/b.pyc", patterns)
     assert not ignored("keep/x/y.md", patterns) and ignored("keep/x/y.py", patterns)
+
+
+def python_version(image: str) -> str:
+    """The Python of an image's final stage and of every build stage, as `3.11`."""
+    versions = {
+        re.search(r"python:?(\d+\.\d+)", stage.base)[1]  # python:3.11-slim, ...-python3.11
+        for stage in dockerfile(image)
+    }
+    assert len(versions) == 1, f"{image} mixes Pythons: {versions}"
+    return versions.pop()
+
+
+def test_training_and_serving_images_run_the_python_of_the_lock() -> None:
+    """A model pickled in the Airflow image is loaded in the API image: same Python, and (one
+    resolution in uv.lock, tests/deploy/test_mlflow_auth.py) the same numpy/scipy/scikit-learn."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    assert lock["requires-python"] == "==3.11.*" and "resolution-markers" not in lock
+    for image in ("airflow", "api", "ui", "mlflow"):
+        assert python_version(image) == "3.11", image

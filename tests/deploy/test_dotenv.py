@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet
 
 from deploy import dotenv
 
-from .conftest import ROOT
+from .conftest import ROOT, env_values
 
 EXAMPLE = ROOT / ".env.example"
 
@@ -18,7 +18,7 @@ EXAMPLE = ROOT / ".env.example"
 def test_env_created_from_the_example_has_every_secret_and_keeps_the_rest(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     generated = dotenv.ensure(env, EXAMPLE)
-    values, example = dotenv.parse(env.read_text()), dotenv.parse(EXAMPLE.read_text())
+    values, example = env_values(env.read_text()), env_values(EXAMPLE.read_text())
     assert set(generated) == set(dotenv.SECRETS)
     for key in dotenv.SECRETS:
         assert len(values[key]) >= 32, key
@@ -34,21 +34,21 @@ def test_every_secret_is_a_different_fresh_value(tmp_path: Path) -> None:
     first, second = tmp_path / "a.env", tmp_path / "b.env"
     dotenv.ensure(first, EXAMPLE)
     dotenv.ensure(second, EXAMPLE)
-    a, b = dotenv.parse(first.read_text()), dotenv.parse(second.read_text())
+    a, b = env_values(first.read_text()), env_values(second.read_text())
     values = [a[key] for key in dotenv.SECRETS]
     assert len(set(values)) == len(values)
     assert all(a[key] != b[key] for key in dotenv.SECRETS)
 
 
 def test_the_example_declares_every_secret_empty() -> None:
-    example = dotenv.parse(EXAMPLE.read_text())
+    example = env_values(EXAMPLE.read_text())
     assert {key: example.get(key) for key in dotenv.SECRETS} == dict.fromkeys(dotenv.SECRETS, "")
 
 
 def test_secrets_are_url_safe_and_the_fernet_key_is_valid(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     dotenv.ensure(env, EXAMPLE)
-    values = dotenv.parse(env.read_text())
+    values = env_values(env.read_text())
     Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # raises on a malformed key
     for key in set(dotenv.SECRETS) - {"AIRFLOW_FERNET_KEY"}:
         assert values[key].replace("-", "").replace("_", "").isalnum(), key
@@ -59,7 +59,7 @@ def test_rerunning_changes_nothing_and_set_values_are_never_replaced(tmp_path: P
     env.write_text("POSTGRES_PASSWORD=mine\nAPI_RELOAD_TOKEN=\nMODEL_NAME=custom\n")
     generated = dotenv.ensure(env, EXAMPLE)
     assert "POSTGRES_PASSWORD" not in generated and "API_RELOAD_TOKEN" in generated
-    values = dotenv.parse(env.read_text())
+    values = env_values(env.read_text())
     assert values["POSTGRES_PASSWORD"] == "mine" and values["MODEL_NAME"] == "custom"
     assert set(dotenv.SECRETS) <= values.keys()
     before = env.read_text()
@@ -67,8 +67,23 @@ def test_rerunning_changes_nothing_and_set_values_are_never_replaced(tmp_path: P
     assert env.read_text() == before
 
 
-def test_commented_out_assignments_are_not_values() -> None:
-    assert dotenv.parse("# POSTGRES_PASSWORD=x\n  KEY = v\nA=b=c\n") == {"A": "b=c"}
+def test_what_python_dotenv_reads_as_empty_or_absent_gets_a_secret() -> None:
+    """The generator reads no values, but it must agree with python-dotenv (the reader of
+    pydantic-settings and deploy.k8s) on which secrets are missing."""
+    text = (
+        "# POSTGRES_PASSWORD=commented-out\n"
+        "export API_RELOAD_TOKEN=\n"
+        'GRAFANA_ADMIN_PASSWORD=""\n'
+        "AIRFLOW_DB_PASSWORD = ''\n"
+        "MLFLOW_DB_PASSWORD=kept=as-is\n"
+    )
+    before = env_values(text)
+    filled, generated = dotenv.fill_secrets(text)
+    after = env_values(filled)
+    assert {key for key in dotenv.SECRETS if not before.get(key)} == set(generated)
+    assert all(after[key] for key in dotenv.SECRETS)
+    assert after["MLFLOW_DB_PASSWORD"] == "kept=as-is"
+    assert filled.startswith("# POSTGRES_PASSWORD=commented-out\n")
 
 
 def test_main_reports_what_it_generated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -9,13 +9,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
 from deploy import k8s
 
-from .conftest import by_kind
+from .conftest import by_kind, env_values
 
 
 def deployment(
@@ -80,7 +81,7 @@ def test_render_uses_kustomize_with_the_load_restrictor_off(manifests: list[dict
 def test_render_explains_a_missing_env_file(render_tree: Path, tmp_path: Path) -> None:
     for folder in ("k8s", "monitoring"):
         shutil.copytree(render_tree / folder, tmp_path / folder)
-    with pytest.raises(k8s.DeployError, match=r"scripts/compose-up creates it"):
+    with pytest.raises(k8s.DeployError, match=r"scripts/compose-up creates it \(make up\)"):
         k8s.render(tmp_path / "k8s" / "overlays" / "k3d")
 
 
@@ -198,7 +199,7 @@ def test_wait_for_rollouts_echoes_each_change_once_and_returns_when_all_are_done
     clock, lines, cluster = FakeClock(), [], FakeCluster(states)
     k8s.wait_for_rollouts(
         ["api", "ui"],
-        lambda name: cluster.deployment("readmission", name),
+        lambda name: k8s.rollout_status(cluster.deployment("readmission", name)),
         timeout=60,
         poll=2,
         clock=clock,
@@ -219,7 +220,7 @@ def test_wait_for_rollouts_times_out_naming_what_it_waits_for() -> None:
     with pytest.raises(k8s.DeployError, match=r"after 10s: api \(0 of 2 updated"):
         k8s.wait_for_rollouts(
             ["api"],
-            lambda name: deployment(available=0),
+            lambda name: k8s.rollout_status(deployment(available=0)),
             timeout=10,
             poll=2,
             clock=clock,
@@ -328,7 +329,63 @@ def test_deploy_applies_in_order_then_waits_for_every_deployment(manifests: list
     k8s.deploy(manifests, cluster, timeout=5, echo=lines.append)
     assert cluster.applied == [k8s.describe(m) for m in k8s.apply_order(manifests)]
     assert {f"deployment/{name}: rolled out (1 available)" for name in names} <= set(lines)
-    assert any(line.startswith("note: the API is ready only once a model") for line in lines)
+
+
+def started_pod(name: str, labels: dict[str, str], started: bool) -> dict:
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "status": {
+            "containerStatuses": [
+                {"name": "api", "ready": False, "started": started, "state": {"running": {}}}
+            ]
+        },
+    }
+
+
+def test_without_a_production_model_deploy_waits_for_the_api_pods_to_run_not_to_be_ready(
+    manifests: list[dict],
+) -> None:
+    """The first `make k8s-up` after `make up`: nothing promoted, so /ready stays 503."""
+    names = by_kind(manifests, "Deployment")
+    states = {
+        name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names
+    }
+    states["api"] = [deployment("api", updated=1, available=0), deployment("api", available=0)]
+    labels = names["api"]["spec"]["selector"]["matchLabels"]
+    pods = [started_pod("api-1", labels, True), started_pod("api-2", labels, True)]
+    lines: list[str] = []
+    k8s.deploy(
+        manifests,
+        FakeCluster(states, pods),
+        timeout=5,
+        echo=lines.append,
+        model_in_production=False,
+    )
+    assert "deployment/api: 1 of 2 new replicas created" in lines
+    assert "deployment/api: 2 replicas running, not ready until a version is in production" in lines
+
+
+def test_started_status_waits_for_every_container_to_start() -> None:
+    pods = [started_pod("a", {}, True), started_pod("b", {}, False)]
+    assert k8s.started_status(deployment(available=0), pods) == (
+        False,
+        "1 of 2 replicas started",
+    )
+    assert k8s.started_status(deployment(generation=3, observed=2), pods)[0] is False
+
+
+def test_with_a_production_model_an_unready_api_still_fails_the_deploy(
+    manifests: list[dict],
+) -> None:
+    names = by_kind(manifests, "Deployment")
+    states = {
+        name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names
+    }
+    states["api"] = [deployment("api", available=0)]
+    labels = names["api"]["spec"]["selector"]["matchLabels"]
+    pods = [started_pod("api-1", labels, True), started_pod("api-2", labels, True)]
+    with pytest.raises(k8s.DeployError, match="not rolled out"):
+        k8s.deploy(manifests, FakeCluster(states, pods), timeout=0, echo=lambda line: None)
 
 
 def test_deploy_failure_explains_unready_api_pods(manifests: list[dict]) -> None:
@@ -465,3 +522,85 @@ def test_commands_report_errors_without_a_traceback(
     )
     assert code == 1
     assert capsys.readouterr().err.startswith("deploy failed: --image wants NAME=REFERENCE")
+
+
+class FakeMlflow:
+    """Answers the registry's alias lookup like MLflow does; records what it was asked."""
+
+    def __init__(self, status: int, body: dict | None = None) -> None:
+        self.status, self.body, self.calls = status, body or {}, []
+
+    def __call__(self, url: str, **kwargs: Any) -> httpx.Response:
+        self.calls.append((url, kwargs))
+        return httpx.Response(self.status, json=self.body, request=httpx.Request("GET", url))
+
+
+def test_production_version_asks_mlflow_as_the_apis_read_only_user(render_tree: Path) -> None:
+    overlay = render_tree / "k8s" / "overlays" / "k3d"
+    mlflow = FakeMlflow(200, {"model_version": {"version": "3"}})
+    assert k8s.production_version(overlay, get=mlflow) == "3"
+    ((url, kwargs),) = mlflow.calls
+    env = env_values((render_tree / ".env").read_text())
+    assert url == "http://127.0.0.1:5000/api/2.0/mlflow/registered-models/alias"
+    assert kwargs["params"] == {"name": "diabetes-readmission-predictor", "alias": "production"}
+    assert kwargs["auth"] == (env["MLFLOW_API_USER"], env["MLFLOW_API_PASSWORD"])
+
+
+def test_production_version_is_none_when_nothing_is_promoted(render_tree: Path) -> None:
+    overlay = render_tree / "k8s" / "overlays" / "k3d"
+    missing = {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "alias not found"}
+    assert k8s.production_version(overlay, get=FakeMlflow(404, missing)) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (FakeMlflow(401), "refuses the API's user 'readmission-api'"),
+        (FakeMlflow(500), "answered 500"),
+    ],
+)
+def test_production_version_failures_say_what_to_do(
+    render_tree: Path, answer: FakeMlflow, message: str
+) -> None:
+    with pytest.raises(k8s.DeployError, match=message):
+        k8s.production_version(render_tree / "k8s" / "overlays" / "k3d", get=answer)
+
+
+def test_an_unreachable_mlflow_points_at_make_up(render_tree: Path) -> None:
+    def refuse(url: str, **kwargs: Any) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    with pytest.raises(k8s.DeployError, match=r"does not answer .*make up"):
+        k8s.production_version(render_tree / "k8s" / "overlays" / "k3d", get=refuse)
+
+
+def test_apply_without_a_production_version_exits_0_and_says_how_to_promote(
+    render_tree: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`make k8s-up` right after `make up`: deployed, then the three ways to promote."""
+    deployed = {}
+
+    def fake_deploy(manifests: list, cluster: Any, timeout: float, **kwargs: Any) -> None:
+        deployed.update(kwargs, count=len(manifests))
+
+    monkeypatch.setattr(k8s, "production_version", lambda overlay: None)
+    monkeypatch.setattr(k8s.Cluster, "connect", classmethod(lambda cls, context: cls(None)))
+    monkeypatch.setattr(k8s, "deploy", fake_deploy)
+    code = k8s.main(["apply", "--overlay", str(render_tree / "k8s" / "overlays" / "k3d")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert deployed["model_in_production"] is False and deployed["count"] > 20
+    assert "production version: none yet" in out
+    assert "No version of diabetes-readmission-predictor is in production yet" in out
+    for way in ("03_evaluate_and_promote", "Aliases: add 'production'", "readmission promote"):
+        assert way in out
+
+
+def test_workload_secrets_need_the_generated_env(render_tree: Path, tmp_path: Path) -> None:
+    for folder in ("k8s", "monitoring"):
+        shutil.copytree(render_tree / folder, tmp_path / folder)
+    (tmp_path / ".env").write_text("API_RELOAD_TOKEN=x\n")
+    with pytest.raises(k8s.DeployError, match=r"lacks MLFLOW_API_PASSWORD: run `make up`"):
+        k8s.render(tmp_path / "k8s" / "overlays" / "k3d")
+    written = tmp_path / ".deploy" / "k3d"
+    assert not written.exists() or not list(written.iterdir())

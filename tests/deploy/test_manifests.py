@@ -3,6 +3,7 @@ Kubernetes 1.31 schemas and checked for the properties the platform relies on.""
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,9 @@ from typing import Any
 import pytest
 from kubernetes_validate import utils as kubernetes_validate
 
-from deploy import dotenv
+from deploy import dotenv, k8s
 
-from .conftest import ROOT, by_kind, load_yaml, load_yaml_all, strings
+from .conftest import ROOT, by_kind, env_values, load_yaml, load_yaml_all, strings
 
 KUBERNETES_VERSION = "1.31.0"
 K8S = ROOT / "k8s"
@@ -216,23 +217,79 @@ def test_network_policies_deny_by_default_and_allow_only_the_expected_paths(
         assert ports == [SERVING_PORTS[name]], name
 
 
-def test_secrets_come_from_the_generated_env_and_are_read_key_by_key(manifests: list[dict]) -> None:
-    secrets = by_kind(manifests, "Secret")
-    assert len(secrets) == 1
-    ((name, secret),) = secrets.items()
-    assert name.startswith("readmission-secrets-")  # hashed: a new secret rolls the pods
-    keys = set()
-    for deployment in by_kind(manifests, "Deployment").values():
-        for container in pod_spec(deployment)["containers"]:
-            assert not any("secretRef" in source for source in container.get("envFrom", []))
-            for var in container.get("env", []):
-                ref = var.get("valueFrom", {}).get("secretKeyRef")
-                if ref:
-                    assert ref["name"] == name
+BACK_OFFICE = re.compile(r"POSTGRES|_DB_|MINIO|AIRFLOW|FERNET|JWT|MLFLOW_ADMIN|FLASK|SECRET_KEY")
+
+
+def secret_references(deployment: dict[str, Any]) -> dict[str, set[str] | None]:
+    """The Secrets a Deployment's containers read: name -> keys (None: the whole Secret)."""
+    used: dict[str, set[str] | None] = {}
+    for container in pod_spec(deployment)["containers"]:
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                used[source["secretRef"]["name"]] = None
+        for var in container.get("env", []):
+            if ref := var.get("valueFrom", {}).get("secretKeyRef"):
+                keys = used.setdefault(ref["name"], set())
+                if keys is not None:
                     keys.add(ref["key"])
-    assert keys == {"API_RELOAD_TOKEN", "GRAFANA_ADMIN_PASSWORD"}
-    assert keys <= secret["data"].keys()
-    assert keys <= dotenv.SECRETS.keys(), "compose-up must generate every key the pods read"
+    return used
+
+
+def test_each_workload_reads_a_secret_of_its_own_holding_only_its_keys(
+    manifests: list[dict], env_file: Path
+) -> None:
+    secrets = by_kind(manifests, "Secret")
+    deployments = by_kind(manifests, "Deployment")
+    owners = {}
+    for name, deployment in deployments.items():
+        for secret, keys in secret_references(deployment).items():
+            assert secret.startswith(f"{name}-secrets-"), f"{name} reads {secret}"
+            assert secret in secrets, f"{name} reads the missing {secret}"
+            assert keys is None or keys <= secrets[secret]["data"].keys()
+            owners[secret] = name
+    assert owners.keys() == secrets.keys(), "a Secret no workload reads"
+    assert sorted(owners.values()) == ["alertmanager", "api", "grafana"]
+    values = env_values(env_file.read_text())
+    for secret, workload in owners.items():
+        data = {k: base64.b64decode(v).decode() for k, v in secrets[secret]["data"].items()}
+        expected = {
+            key: values.get(source, "") for key, source in k8s.WORKLOAD_SECRETS[workload].items()
+        }
+        assert data == expected, workload
+
+
+def test_no_back_office_credential_enters_the_cluster(
+    manifests: list[dict], env_file: Path
+) -> None:
+    values = env_values(env_file.read_text())
+    back_office = {key: value for key, value in values.items() if BACK_OFFICE.search(key) and value}
+    assert {
+        "POSTGRES_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+        "AIRFLOW_FERNET_KEY",
+        "AIRFLOW_JWT_SECRET",
+        "MLFLOW_ADMIN_PASSWORD",
+        "AIRFLOW_ADMIN_PASSWORD",
+    } <= back_office.keys()
+    for secret in by_kind(manifests, "Secret").values():
+        assert not any(BACK_OFFICE.search(key) for key in secret["data"]), secret["metadata"]
+        decoded = {base64.b64decode(v).decode() for v in secret["data"].values()}
+        assert not decoded & set(back_office.values()), secret["metadata"]["name"]
+    generated = {key: values[key] for key in dotenv.SECRETS if BACK_OFFICE.search(key)}
+    rendered = str(manifests)
+    assert not [key for key, value in generated.items() if value in rendered]
+
+
+def test_the_api_reads_mlflow_as_its_read_only_user(manifests: list[dict], env_file: Path) -> None:
+    values = env_values(env_file.read_text())
+    api = next(s for n, s in by_kind(manifests, "Secret").items() if n.startswith("api-"))
+    data = {k: base64.b64decode(v).decode() for k, v in api["data"].items()}
+    assert (
+        data["MLFLOW_TRACKING_USERNAME"] == values["MLFLOW_API_USER"] != values["MLFLOW_ADMIN_USER"]
+    )
+    assert data["MLFLOW_TRACKING_PASSWORD"] == values["MLFLOW_API_PASSWORD"]
+    for key in ("API_RELOAD_TOKEN", "MLFLOW_API_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        assert key in dotenv.SECRETS, "compose-up must generate every secret the pods read"
 
 
 def test_monitoring_configs_come_from_the_monitoring_folder(manifests: list[dict]) -> None:
@@ -249,7 +306,8 @@ def test_monitoring_configs_come_from_the_monitoring_folder(manifests: list[dict
         provisioning / "dashboards", "yaml"
     )
     assert configs["alertmanager-config"]["data"] == {
-        "alertmanager.yml": (MONITORING / "alertmanager" / "alertmanager.yml").read_text()
+        name: (MONITORING / "alertmanager" / name).read_text()
+        for name in ("alertmanager.yml", "render-config")
     }
 
 
@@ -327,3 +385,10 @@ def test_k3d_cluster_joins_compose_and_exposes_the_ingress() -> None:
     assert port["port"].endswith(":80") and port["nodeFilters"] == ["loadbalancer"]
     for script in ("k8s-up", "compose-down"):
         assert f"cluster={cluster['metadata']['name']}" in (ROOT / "scripts" / script).read_text()
+
+
+def test_k3d_listens_on_loopback_only() -> None:
+    """The Kubernetes API and the ingress port, like every port compose publishes."""
+    cluster = load_yaml(ROOT / "k3d" / "cluster.yaml")
+    assert cluster["kubeAPI"]["hostIP"] == "127.0.0.1"
+    assert all(port["port"].startswith("127.0.0.1:") for port in cluster["ports"])

@@ -14,7 +14,7 @@ import pytest
 
 from deploy import dotenv
 
-from .conftest import ROOT
+from .conftest import ROOT, env_values
 
 FAKE_TOOL = r"""#!/usr/bin/env bash
 # Stand-in for {tool}: logs its arguments, answers the few questions the scripts ask.
@@ -81,7 +81,7 @@ def run(
 def test_compose_up_creates_env_with_secrets_then_builds_starts_and_waits(repo: Path) -> None:
     result, calls = run(repo, "compose-up")
     assert result.returncode == 0, result.stderr
-    values = dotenv.parse((repo / ".env").read_text())
+    values = env_values((repo / ".env").read_text())
     assert all(values[key] for key in dotenv.SECRETS)
     assert stat.S_IMODE((repo / ".env").stat().st_mode) == 0o600
     assert "docker compose up --detach --build --wait --wait-timeout 900" in calls
@@ -90,6 +90,22 @@ def test_compose_up_creates_env_with_secrets_then_builds_starts_and_waits(repo: 
     )
     assert "Airflow     http://127.0.0.1:8080" in result.stdout
     assert "MLflow      http://127.0.0.1:5000" in result.stdout
+    assert not any(call.startswith("python ") for call in calls), "make up needs no venv"
+
+
+def test_compose_up_ends_by_saying_how_to_promote_then_serve(repo: Path) -> None:
+    result, _ = run(repo, "compose-up")
+    assert result.returncode == 0, result.stderr
+    next_steps = result.stdout.split("Next:")[1]
+    for step in (
+        "trigger 01_ingest_data",
+        "03_evaluate_and_promote",
+        'alias "production"',
+        "readmission promote <version>",
+        "`make k8s-up`",
+    ):
+        assert step in next_steps
+    assert next_steps.index("promote") < next_steps.index("make k8s-up")
 
 
 def test_compose_up_keeps_an_existing_env_and_passes_arguments_on(repo: Path) -> None:

