@@ -376,3 +376,19 @@ def test_make_up_needs_no_project_environment() -> None:
         r"^(?:from|import) (\w+)", (ROOT / "deploy" / "dotenv.py").read_text(), re.M
     )
     assert set(imports) <= set(sys.stdlib_module_names), "deploy.dotenv must be standard library"
+
+
+def test_alertmanager_renders_its_receivers_from_env_before_starting(
+    env_file: Path, tmp_path: Path
+) -> None:
+    configured = tmp_path / ".env"
+    configured.write_text(env_file.read_text() + "ALERT_WEBHOOK_URL=https://hooks.example.org/a\n")
+    result = run_compose("--profile", "serving", "config", "--format", "json", env_file=configured)
+    assert result.returncode == 0, result.stderr
+    alertmanager = json.loads(result.stdout)["services"]["alertmanager"]
+    assert alertmanager["environment"]["ALERT_WEBHOOK_URL"] == "https://hooks.example.org/a"
+    script = " ".join(alertmanager["command"])
+    render = script.index("/etc/alertmanager/render-config /etc/alertmanager/alertmanager.yml")
+    assert render < script.index("exec /bin/alertmanager --config.file=/tmp/alertmanager.yml")
+    mount = next(m for m in alertmanager["volumes"] if m["target"] == "/etc/alertmanager")
+    assert Path(mount["source"]) == ROOT / "monitoring" / "alertmanager" and mount["read_only"]

@@ -392,3 +392,17 @@ def test_k3d_listens_on_loopback_only() -> None:
     cluster = load_yaml(ROOT / "k3d" / "cluster.yaml")
     assert cluster["kubeAPI"]["hostIP"] == "127.0.0.1"
     assert all(port["port"].startswith("127.0.0.1:") for port in cluster["ports"])
+
+
+def test_alertmanager_pod_renders_its_receivers_then_starts(manifests: list[dict]) -> None:
+    pod = pod_spec(by_kind(manifests, "Deployment")["alertmanager"])
+    container = pod["containers"][0]
+    script = " ".join(container["command"] + container["args"])
+    assert script.index(
+        "render-config /etc/alertmanager/alertmanager.yml /tmp/alertmanager.yml"
+    ) < (script.index("exec /bin/alertmanager --config.file=/tmp/alertmanager.yml"))
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/etc/alertmanager"] == "config" and "/tmp" in mounts  # root FS is read-only
+    assert [s["secretRef"]["name"].rsplit("-", 1)[0] for s in container["envFrom"]] == [
+        "alertmanager-secrets"
+    ]
