@@ -15,7 +15,8 @@ from api.schemas import FieldProblem
 from readmission.schema import FEATURE_COLUMNS, ID_COLUMNS, allowed, field_name
 
 log = logging.getLogger(__name__)
-COLUMNS = {
+# A request field (column name or its Python alias) -> the data set column it stands for.
+FIELD_TO_COLUMN = {
     **{s.name: s.name for s in FEATURE_COLUMNS},
     **{field_name(s.name): s.name for s in FEATURE_COLUMNS},
 }
@@ -44,10 +45,9 @@ def describe(error: dict[str, Any]) -> tuple[FieldProblem, str]:
     name = next((p for p in reversed(loc) if isinstance(p, str)), "")
     if kind == "extra_forbidden":
         return FieldProblem(field=path, problem="unknown field", allowed=UNKNOWN), "unknown_field"
-    if name in COLUMNS:
-        return FieldProblem(field=path, problem=problem, allowed=allowed(COLUMNS[name])), COLUMNS[
-            name
-        ]
+    if name in FIELD_TO_COLUMN:
+        column = FIELD_TO_COLUMN[name]
+        return FieldProblem(field=path, problem=problem, allowed=allowed(column)), column
     label = name if name in OTHER_FIELDS else "body"
     return FieldProblem(field=path, problem=problem, allowed=OTHER_FIELDS.get(name)), label
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from readmission.schema import Encounter, example_encounter
+from readmission.scoring import Contribution
 
 RiskBand = Literal["low", "medium", "high"]
 
@@ -22,12 +23,6 @@ class Prediction(BaseModel):
     threshold: float = Field(description="The model version's decision threshold.")
     model_name: str
     model_version: str
-
-
-class Contribution(BaseModel):
-    feature: str
-    value: str = Field(description="The encounter's level of the feature (or numeric value).")
-    logit: float = Field(description="How much the feature moved the log-odds (+: more risk).")
 
 
 class ExplainedPrediction(Prediction):

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from readmission.schema import FEATURES, ID_COLUMNS
-from streamlit_ui import encounters
+from streamlit_ui import encounter_payload
 
 APPENDED = ("probability", "risk_band", "readmitted_within_30d", "model_version")
 
@@ -53,7 +53,7 @@ def check_rows(frame: pd.DataFrame) -> CheckedRows:
         for column in ID_COLUMNS:  # optional: an empty id is no id
             if values.get(column) == "":
                 del values[column]
-        payload, reasons = encounters.parse(values)
+        payload, reasons = encounter_payload.from_record(values)
         if payload is None:
             bad.append({"row": row, "reason": "; ".join(reasons)})
         else:

@@ -164,6 +164,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         yield env
     finally:
         stop(process)
+        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health, summary="Liveness: 200 while the process runs")
 async def health() -> Health:
+    """Answers while the process runs, model or not: the liveness probe (a failure restarts)."""
     return Health()
 
 
@@ -23,6 +24,8 @@ async def health() -> Health:
     responses={503: {"model": NotReady, "description": "No model is served yet."}},
 )
 async def ready(state: ServingState) -> Ready | JSONResponse:
+    """200 with the served version once a model is loaded, else 503 with the reason: the
+    readiness probe (no traffic until a model is served)."""
     model = state.store.current
     if model is None:
         body = NotReady(reason=state.store.unavailable_reason())

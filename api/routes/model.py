@@ -31,6 +31,9 @@ NO_MODEL: dict[int | str, dict[str, Any]] = {
     summary="The served model version, its metrics and the registry watcher's state",
 )
 async def model_info(state: ServingState) -> ModelInfo | JSONResponse:
+    """The served version (alias, stage, run, its metrics, load time) and the registry
+    watcher's state (reachable, failed loads, last error); 503 with the same body and what to
+    do while no version is served."""
     info = state.store.info()
     if info.version is None:
         return JSONResponse(info.model_dump(mode="json"), status_code=503)
@@ -44,6 +47,8 @@ async def model_info(state: ServingState) -> ModelInfo | JSONResponse:
     responses={503: {"model": Message, "description": "The registry is unreachable."}},
 )
 async def model_history(state: ServingState) -> ModelHistory:
+    """Every registered version of the model, oldest first: its parent, training batch,
+    holdout metrics, aliases and stage, read from the registry at each call."""
     try:
         return await asyncio.to_thread(_history, state.settings)
     except Exception as error:
@@ -104,6 +109,8 @@ async def reload_model(
     state: ServingState,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ModelInfo:
+    """Check the registry now instead of at the next poll, and load the production version if
+    it changed; answers the served model afterwards."""
     token = state.settings.api_reload_token
     if token is None or not token.get_secret_value():
         raise HTTPException(503, detail="reloading is disabled: set API_RELOAD_TOKEN on the server")

@@ -11,7 +11,6 @@ from api.model_store import ServedModel
 from api.schemas import (
     BatchPrediction,
     BatchRequest,
-    Contribution,
     ExplainedPrediction,
     Message,
     Prediction,
@@ -72,6 +71,9 @@ async def predict(
     scoring: ScoringState,
     explain: Annotated[bool, Query(description="Add each feature's share of the logit.")] = False,
 ) -> ExplainedPrediction:
+    """Score one encounter (the data set's columns) with the production model: probability,
+    decision at the version's threshold and risk band; with `explain=true` also the top
+    features' contributions to the logit."""
     state, model = scoring.state, scoring.model
     record = encounter.to_record()
     probability = model.scorer.probability(record)
@@ -79,10 +81,7 @@ async def predict(
     state.metrics.record(probability, probability >= model.threshold)
     prediction = ExplainedPrediction(**_fields(model, encounter.encounter_id, probability))
     if explain:
-        top = model.scorer.contributions(record)[:TOP_CONTRIBUTIONS]
-        prediction.contributions = [
-            Contribution(feature=c.feature, value=c.value, logit=c.logit) for c in top
-        ]
+        prediction.contributions = model.scorer.contributions(record)[:TOP_CONTRIBUTIONS]
         prediction.intercept = model.scorer.intercept
     return prediction
 
@@ -94,6 +93,8 @@ async def predict(
     summary="Probabilities for many encounters in one call",
 )
 async def predict_batch(batch: BatchRequest, scoring: ScoringState) -> BatchPrediction:
+    """Score up to MAX_BATCH_ROWS encounters in one call, in request order; one invalid
+    encounter rejects the whole batch with a 422 naming it by index."""
     state, model = scoring.state, scoring.model
     limit = state.settings.max_batch_rows
     if len(batch.encounters) > limit:

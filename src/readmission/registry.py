@@ -13,10 +13,13 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.pyfunc import PyFuncModel, PythonModel
+from mlflow.types import ColSpec, Schema, TensorSpec
 
 from readmission.config import Settings
 from readmission.model import ReadmissionModel
+from readmission.schema import SPECS, Integer
 from readmission.warehouse import ensure_sqlite_directory
 
 PRODUCTION_STAGE = "Production"
@@ -33,6 +36,17 @@ class ReadmissionPyfunc(PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         probability = self.model.predict_proba(pd.DataFrame(model_input))
         return pd.DataFrame({PROBABILITY_COLUMN: probability})
+
+
+def signature() -> ModelSignature:
+    """The pyfunc's columns and types, from the data set's schema rather than inferred from an
+    example: MLflow then warns that an inferred integer column could hold missing values, which
+    cannot happen here (validation quarantines such rows and the API rejects them)."""
+    inputs: list[ColSpec | TensorSpec] = [
+        ColSpec("long" if isinstance(spec, Integer) else "string", name)
+        for name, spec in SPECS.items()
+    ]
+    return ModelSignature(Schema(inputs), Schema([ColSpec("double", PROBABILITY_COLUMN)]))
 
 
 def connect(settings: Settings) -> MlflowClient:

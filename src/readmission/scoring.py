@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from readmission.features import OTHER, normalise
 from readmission.model import ReadmissionModel
@@ -27,11 +28,18 @@ class CompiledScoreMismatch(RuntimeError):
     """The compiled scorer disagrees with the pipeline: the version must not be served."""
 
 
+# The API returns it as is: the docstring and the Field descriptions are its OpenAPI schema.
 @dataclass(frozen=True)
 class Contribution:
+    """One feature's share of the encounter's logit."""
+
     feature: str
-    value: str
-    logit: float  # how much this feature moved the log-odds (positive: higher risk)
+    value: Annotated[
+        str, Field(description="The encounter's level of the feature (or numeric value).")
+    ]
+    logit: Annotated[
+        float, Field(description="How much the feature moved the log-odds (+: more risk).")
+    ]
 
 
 class CompiledScorer:

@@ -13,7 +13,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import infer_signature
 
 from readmission import evaluation, registry, warehouse
 from readmission.config import Settings
@@ -159,7 +158,7 @@ def _train_batch(settings: Settings, batch_id: int, params: ModelParams | None) 
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=pyfunc,
-                signature=infer_signature(example, pyfunc.predict(None, example)),
+                signature=registry.signature(),
                 input_example=example,
                 pip_requirements=_requirements(),
             )

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from streamlit_ui import encounter_form, encounters, notices
+from streamlit_ui import encounter_form, encounter_payload, notices
 from streamlit_ui.api_client import ApiClient, ApiError
 
 RESULT_KEY = "prediction"
@@ -80,7 +80,7 @@ if record is None:
         notices.warn_unless_ready(client)
 else:
     st.session_state.pop(RESULT_KEY, None)
-    payload, problems = encounters.parse(
+    payload, problems = encounter_payload.from_record(
         {k: v.strip() if isinstance(v, str) else v for k, v in record.items()}
     )
     if payload is None:

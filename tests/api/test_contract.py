@@ -7,6 +7,8 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import httpx
+
 from tests.api.serving import RELOAD_TOKEN, Api
 from tests.conftest import BIN
 
@@ -60,3 +62,23 @@ def test_generated_requests_find_no_server_error_and_match_the_schema(
         "GET /health",
     } <= set(cases)
     assert not any(len(case) for case in cases.values()), "a failure or error was reported"
+
+
+def test_every_operation_has_a_stable_id_and_a_description(served_api: Api) -> None:
+    document = httpx.get(f"{served_api.url}/openapi.json", timeout=10).json()
+    operations = {
+        f"{method.upper()} {path}": operation
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    }
+    assert {name: op["operationId"] for name, op in operations.items()} == {
+        "POST /predict": "predict",
+        "POST /predict/batch": "predict_batch",
+        "GET /model": "model_info",
+        "GET /model/history": "model_history",
+        "POST /model/reload": "reload_model",
+        "GET /ready": "ready",
+        "GET /health": "health",
+    }
+    undocumented = [name for name, op in operations.items() if not op.get("description")]
+    assert undocumented == []

@@ -1,4 +1,4 @@
-"""Checking encounters with the shared `Encounter` model before they are sent to the API."""
+"""An encounter's API payload, checked with the shared `Encounter` model before it is sent."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from readmission.schema import SPECS, Encounter, allowed
 
 
-def parse(record: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+def from_record(record: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
     """The API payload for `record` (data set column names), or the reasons it is invalid."""
     try:
         encounter = Encounter.model_validate(dict(record))
