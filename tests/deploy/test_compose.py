@@ -392,3 +392,34 @@ def test_alertmanager_renders_its_receivers_from_env_before_starting(
     assert render < script.index("exec /bin/alertmanager --config.file=/tmp/alertmanager.yml")
     mount = next(m for m in alertmanager["volumes"] if m["target"] == "/etc/alertmanager")
     assert Path(mount["source"]) == ROOT / "monitoring" / "alertmanager" and mount["read_only"]
+
+
+@pytest.mark.parametrize(
+    ("service", "secrets"),
+    [
+        ("api", {"API_RELOAD_TOKEN", "MLFLOW_API_PASSWORD"}),
+        ("ui", set()),
+        ("prometheus", set()),
+        ("alertmanager", set()),
+        ("grafana", {"GRAFANA_ADMIN_PASSWORD"}),
+        (
+            "mlflow",
+            {
+                "MLFLOW_DB_PASSWORD",
+                "MINIO_MLFLOW_PASSWORD",
+                "MLFLOW_ADMIN_PASSWORD",
+                "MLFLOW_FLASK_SECRET_KEY",
+            },
+        ),
+    ],
+)
+def test_serving_and_mlflow_containers_get_only_the_secrets_they_use(
+    compose_model: dict, env_file: Path, service: str, secrets: set[str]
+) -> None:
+    generated = env_values(env_file.read_text())
+    environment = " ".join(
+        str(value)
+        for value in (compose_model["services"][service].get("environment") or {}).values()
+    )
+    held = {key for key in dotenv.SECRETS if generated[key] in environment}
+    assert held == secrets

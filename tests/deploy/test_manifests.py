@@ -406,3 +406,10 @@ def test_alertmanager_pod_renders_its_receivers_then_starts(manifests: list[dict
     assert [s["secretRef"]["name"].rsplit("-", 1)[0] for s in container["envFrom"]] == [
         "alertmanager-secrets"
     ]
+
+
+def test_api_pods_become_ready_within_one_poll_of_a_promotion(manifests: list[dict]) -> None:
+    api = pod_spec(by_kind(manifests, "Deployment")["api"])["containers"][0]
+    config = next(c for n, c in by_kind(manifests, "ConfigMap").items() if n.startswith("api-"))
+    poll = float(config["data"]["MODEL_POLL_SECONDS"])
+    assert api["readinessProbe"]["periodSeconds"] < poll
