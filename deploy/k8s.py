@@ -274,15 +274,17 @@ def check_progress(deployment: Manifest) -> None:
 
 
 def started_status(deployment: Manifest, pods: list[Manifest]) -> tuple[bool, str]:
-    """For pods that cannot be ready yet (the API without a production model): done once every
-    replica of the new spec exists and its containers started (startup probe passed: the process
-    answers), so readiness is the only thing left."""
+    """For pods that cannot be ready yet (the API without a production model): done once the new
+    spec's replicas exist and every pod's containers started (startup probe passed: the process
+    answers), so readiness is all that is left. A rollout over unready old pods stops at its
+    first surge pod (maxUnavailable 0 keeps them): that counts as deployed too."""
     spec, status = deployment.get("spec", {}), deployment.get("status") or {}
     if deployment["metadata"].get("generation", 0) > (status.get("observedGeneration") or 0):
         return False, "waiting for the new spec to be observed"
     wanted = spec.get("replicas", 1)
     updated = status.get("updatedReplicas") or 0
-    if updated < wanted:
+    replaced = (status.get("replicas") or 0) > updated  # old pods kept while none is ready
+    if updated == 0 or (updated < wanted and not replaced):
         return False, f"{updated} of {wanted} new replicas created"
     started = sum(
         1
@@ -290,9 +292,9 @@ def started_status(deployment: Manifest, pods: list[Manifest]) -> tuple[bool, st
         if (containers := (pod.get("status") or {}).get("containerStatuses") or [])
         and all(container.get("started") for container in containers)
     )
-    if started < wanted:
-        return False, f"{started} of {wanted} replicas started"
-    return True, f"{started} replicas running, not ready until a version is in production"
+    if started < len(pods) or not pods:
+        return False, f"{started} of {len(pods)} pods started"
+    return True, f"{started} pods running, not ready until a version is in production"
 
 
 def wait_for_rollouts(
@@ -441,7 +443,7 @@ def deploy(
         current = cluster.deployment(manifest["metadata"]["namespace"], name)
         if name not in waiting_for_model:
             return rollout_status(current)
-        check_progress(current)
+        # No progress-deadline check: unready pods exceed it by design until a promotion.
         pods = cluster.pods(
             manifest["metadata"]["namespace"], manifest["spec"]["selector"]["matchLabels"]
         )

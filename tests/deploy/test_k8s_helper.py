@@ -350,7 +350,10 @@ def test_without_a_production_model_deploy_waits_for_the_api_pods_to_run_not_to_
     states = {
         name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names
     }
-    states["api"] = [deployment("api", updated=1, available=0), deployment("api", available=0)]
+    states["api"] = [
+        deployment("api", updated=1, total=1, available=0),
+        deployment("api", available=0),
+    ]
     labels = names["api"]["spec"]["selector"]["matchLabels"]
     pods = [started_pod("api-1", labels, True), started_pod("api-2", labels, True)]
     lines: list[str] = []
@@ -362,16 +365,44 @@ def test_without_a_production_model_deploy_waits_for_the_api_pods_to_run_not_to_
         model_in_production=False,
     )
     assert "deployment/api: 1 of 2 new replicas created" in lines
-    assert "deployment/api: 2 replicas running, not ready until a version is in production" in lines
+    assert "deployment/api: 2 pods running, not ready until a version is in production" in lines
 
 
 def test_started_status_waits_for_every_container_to_start() -> None:
     pods = [started_pod("a", {}, True), started_pod("b", {}, False)]
-    assert k8s.started_status(deployment(available=0), pods) == (
-        False,
-        "1 of 2 replicas started",
-    )
+    assert k8s.started_status(deployment(available=0), pods) == (False, "1 of 2 pods started")
     assert k8s.started_status(deployment(generation=3, observed=2), pods)[0] is False
+
+
+def test_started_status_accepts_a_rollout_held_by_unready_old_pods() -> None:
+    """maxUnavailable 0: with no pod ready, a new image stops at one surge pod; nothing serves
+    either way, so a second `make k8s-up` before any promotion still ends."""
+    held = deployment(available=0, updated=1, total=3)
+    pods = [started_pod(name, {}, True) for name in ("old-1", "old-2", "new-1")]
+    assert k8s.started_status(held, pods) == (
+        True,
+        "3 pods running, not ready until a version is in production",
+    )
+    creating = deployment(available=0, updated=1, total=1)
+    assert k8s.started_status(creating, pods[:1]) == (False, "1 of 2 new replicas created")
+
+
+def test_a_long_wait_for_a_model_is_not_a_failed_deploy(manifests: list[dict]) -> None:
+    names = by_kind(manifests, "Deployment")
+    states = {
+        name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names
+    }
+    deadline = {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "slow"}
+    states["api"] = [deployment("api", available=0, conditions=[deadline])]
+    labels = names["api"]["spec"]["selector"]["matchLabels"]
+    pods = [started_pod("api-1", labels, True), started_pod("api-2", labels, True)]
+    k8s.deploy(
+        manifests,
+        FakeCluster(states, pods),
+        timeout=0,
+        echo=lambda line: None,
+        model_in_production=False,
+    )
 
 
 def test_with_a_production_model_an_unready_api_still_fails_the_deploy(
