@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from api.drift import DriftMonitor
 from api.metrics import ServingMetrics
 from api.model_store import ModelStore, ServedModel
 from readmission.config import Settings
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -29,22 +33,44 @@ async def serving(request: Request) -> Serving:
     return request.app.state.serving
 
 
-@dataclass(frozen=True)
-class Scoring:
-    """What one prediction request needs: the app's state and the model to score with."""
-
-    state: Serving
-    model: ServedModel
-
-
-async def scoring(request: Request) -> Scoring:
-    """The served model, read once per request; 503 with what to do when there is none."""
+def served_model(request: Request) -> tuple[Serving, ServedModel]:
+    """The app's state and the served model, read once per request; 503 with what to do when
+    there is none."""
     state: Serving = request.app.state.serving
     model = state.store.current
     if model is None:
         raise HTTPException(503, detail=state.store.unavailable_reason())
-    return Scoring(state, model)
+    return state, model
+
+
+TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def query_flag(request: Request, name: str) -> bool:
+    """A boolean query parameter, read without FastAPI's per-parameter machinery (which cost
+    /predict more than scoring does); 422 naming it when it is not a boolean."""
+    value = request.query_params.get(name)
+    if value is None or value.lower() in FALSE:
+        return False
+    if value.lower() in TRUE:
+        return True
+    problem = {
+        "type": "bool_parsing",
+        "loc": ("query", name),
+        "msg": "Input should be a valid boolean",
+        "input": value,
+    }
+    raise RequestValidationError([problem])
+
+
+def parse_body(schema: type[Body], body: bytes) -> Body:
+    """`body` validated as `schema` straight from its JSON bytes; 422 naming each bad field,
+    as FastAPI's own body handling would."""
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError as error:
+        problems = [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        raise RequestValidationError(problems) from None
 
 
 ServingState = Annotated[Serving, Depends(serving)]
-ScoringState = Annotated[Scoring, Depends(scoring)]

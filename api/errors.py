@@ -25,6 +25,7 @@ OTHER_FIELDS = {
     "": "a JSON object: one encounter, keyed by the data set's column names",
     "encounters": "a JSON list of encounters",
     "explain": "true or false",
+    "by_feature": "true or false",
     **{c: "an integer, or null" for c in ID_COLUMNS},
 }
 

@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 
 import readmission
 from api import errors
+from api.body_limit import BodyLimit
 from api.deps import Serving
 from api.drift import DriftMonitor, PsiCollector
 from api.metrics import ServingMetrics
@@ -34,7 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = ServingMetrics()
     store = ModelStore(settings, metrics)
-    drift = DriftMonitor(settings.drift_window)
+    drift = DriftMonitor(
+        settings.drift_window, settings.drift_min_requests, settings.drift_max_age_seconds
+    )
     metrics.registry.register(
         PsiCollector(drift, lambda: store.current.drift if store.current else None)
     )
@@ -59,7 +62,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app, metrics)
     for router in (predict.router, model.router, health.router):
         app.include_router(router)
-    metrics.instrument(app)
+    predict.document_request_bodies(app)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.body_limit,
+        explanation="MAX_BODY_BYTES"
+        if settings.max_body_bytes
+        else f"room for MAX_BATCH_ROWS={settings.max_batch_rows} encounters: split the batch",
+    )
+    metrics.instrument(app)  # last: its middleware wraps the others and counts their 413s
     return app
 
 

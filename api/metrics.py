@@ -1,8 +1,7 @@
 """Prometheus metrics of the API (their names are a contract with the dashboards and alerts).
 
-They live in the process's default registry, beside the process metrics, because the
-instrumentator registers `http_requests_inprogress` there whatever registry it is given: one
-app per process, as `bin/api` runs it.
+They live in the process's default registry, beside the process metrics (CPU, memory, open
+files): one app per process, as `bin/api` runs it.
 """
 
 from __future__ import annotations
@@ -17,12 +16,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
-from prometheus_fastapi_instrumentator import Instrumentator
-from prometheus_fastapi_instrumentator import metrics as http
+
+from api.http_metrics import HttpMetrics, expose
 
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
 class ServingMetrics:
@@ -70,6 +68,11 @@ class ServingMetrics:
             "Model versions that failed to load or verify.",
             registry=registry,
         )
+        self.load_failing = Gauge(
+            "readmission_model_load_failing",
+            "1 while the version in production fails to load (retried with back-off).",
+            registry=registry,
+        )
         self.reloads = Counter(
             "readmission_model_reloads", "Model versions loaded and swapped in.", registry=registry
         )
@@ -81,6 +84,11 @@ class ServingMetrics:
         self.last_reload = Gauge(
             "readmission_model_last_reload_timestamp_seconds",
             "Unix time of the last model swap.",
+            registry=registry,
+        )
+        self.registered = Gauge(
+            "readmission_model_registered_timestamp_seconds",
+            "Unix time the served version was registered (its age, whatever the uptime).",
             registry=registry,
         )
 
@@ -95,29 +103,28 @@ class ServingMetrics:
         for probability in probabilities:
             self.probability.observe(probability)
 
-    def model_swapped(self, name: str, version: str, alias: str, run_id: str) -> None:
-        self.model_info.clear()
-        self.model_info.labels(name, version, alias, run_id).set(1)
+    def model_swapped(
+        self, name: str, version: str, alias: str, run_id: str, registered: float
+    ) -> None:
+        self.describe_model(name, version, alias, run_id)
         self.model_version.set(int(version) if version.isdigit() else -1)
         self.model_loaded.set(1)
+        self.registered.set(registered)
         self.reloads.inc()
         self.last_reload.set(time.time())
+
+    def describe_model(self, name: str, version: str, alias: str, run_id: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name, version, alias, run_id).set(1)
+
+    def model_withdrawn(self) -> None:
+        self.model_info.clear()
+        self.model_version.set(0)
+        self.model_loaded.set(0)
+        self.registered.set(0)
 
     def instrument(self, app: FastAPI) -> None:
         """HTTP metrics per route template (http_requests_total, http_request_duration_seconds,
         http_requests_inprogress) and the GET /metrics endpoint."""
-        instrumentator = Instrumentator(
-            should_group_status_codes=False,
-            should_ignore_untemplated=True,
-            should_instrument_requests_inprogress=True,
-            inprogress_labels=True,
-            excluded_handlers=["/metrics"],
-            registry=self.registry,
-        )
-        instrumentator.add(  # only these two of its defaults: each costs time on every request
-            http.requests(registry=self.registry),
-            http.latency(
-                should_include_status=False, buckets=LATENCY_BUCKETS, registry=self.registry
-            ),
-        )
-        instrumentator.instrument(app).expose(app, include_in_schema=False)
+        expose(app, self.registry)
+        app.add_middleware(HttpMetrics, routes=app.routes, registry=self.registry)

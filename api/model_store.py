@@ -3,16 +3,25 @@
 A watcher polls the registry every MODEL_POLL_SECONDS. A new production version is loaded beside
 the current one in a worker thread, verified against the pipeline and warmed up, then replaces it
 with one reference assignment: a request reads `store.current` once and scores with that object
-to the end. When the registry is unreachable or a version fails to load, the current model keeps
-serving and the failure shows in GET /model and the metrics.
+to the end. What the watcher does when something is off:
+
+- the registry answers that no version is in production: the model is withdrawn (503 saying
+  so), since someone took it out of service on purpose;
+- the registry is unreachable: the current model keeps serving (fail static), and GET /model
+  and the metrics say the registry is down;
+- a version fails to load: the current model keeps serving and the version is retried after
+  2, 4, 8 ... poll intervals, at most MODEL_RETRY_MAX_SECONDS apart (POST /model/reload retries
+  at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +56,7 @@ class ServedModel:
     metrics: dict[str, float]
     scorer: CompiledScorer
     drift: DriftReference | None
+    registered_at: datetime  # in the registry: how old the model is, whatever the process uptime
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -68,7 +78,7 @@ def load_served_model(settings: Settings, version: ModelVersion) -> ServedModel:
     scorer.verify(model, frame)  # raises CompiledScoreMismatch: such a version is never served
     records = normalise(frame.head(20)).to_dict("records")
     scorer.probabilities(records)
-    scorer.contributions(records[0])
+    scorer.field_contributions(records[0])
     run_metrics = (
         registry.connect(settings).get_run(version.run_id).data.metrics if version.run_id else {}
     )
@@ -81,7 +91,17 @@ def load_served_model(settings: Settings, version: ModelVersion) -> ServedModel:
         metrics={k: float(v) for k, v in run_metrics.items() if math.isfinite(v)},
         scorer=scorer,
         drift=DriftReference.of(model),
+        registered_at=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC),
     )
+
+
+@dataclass(frozen=True)
+class FailedLoad:
+    """A production version that failed to load, and when to try it again."""
+
+    version: str
+    attempts: int
+    retry_at: float  # time.monotonic()
 
 
 class ModelStore:
@@ -100,6 +120,8 @@ class ModelStore:
         self.checked = False  # the first registry check has finished
         self.registry_up = False
         self.production: str | None = None  # the version the registry names, served or not
+        self.withdrawn: str | None = None  # the version taken out of production while served
+        self.failed: FailedLoad | None = None
         self.load_failures = 0
         self.reloads = 0
         self.last_error: str | None = None
@@ -114,8 +136,9 @@ class ModelStore:
                 log.exception("model registry check failed unexpectedly")
             await asyncio.sleep(self.settings.model_poll_seconds)
 
-    async def refresh(self) -> None:
-        """Ask the registry for the production version; load and swap it in if it is new."""
+    async def refresh(self, retry_now: bool = False) -> None:
+        """Ask the registry for the production version and act on it (see the module's doc);
+        `retry_now` loads a version that failed before without waiting for its back-off."""
         async with self._lock:
             try:
                 version = await asyncio.to_thread(registry.production_version, self.settings)
@@ -127,44 +150,98 @@ class ModelStore:
             self.registry_up = True
             self.metrics.registry_up.set(1)
             self.production = version.version if version else None
-            if version is None or (self.current and self.current.version == version.version):
-                self.last_error = None
+            if version is None:
+                self._clear_failure()
+                self._withdraw()
+                return
+            if self.current and self.current.version == version.version:
+                self._clear_failure()
+                self._follow_labels(version)
+                return
+            failed = self.failed if self.failed and self.failed.version == version.version else None
+            if failed and not retry_now and time.monotonic() < failed.retry_at:
                 return
             try:
                 served = await asyncio.to_thread(self.loader, self.settings, version)
             except Exception as error:
-                self._load_failed(version.version, error)
+                self._load_failed(version.version, failed.attempts if failed else 0, error)
                 return
             self._swap(served)
 
     def _swap(self, served: ServedModel) -> None:
         previous = self.current.version if self.current else None
         self.current = served  # the atomic swap
+        self.withdrawn = None
+        self._clear_failure()
         self.reloads += 1
-        self.last_error = None
         self.metrics.model_swapped(
-            served.name, served.version, served.alias or "", served.run_id or ""
+            served.name,
+            served.version,
+            served.alias or "",
+            served.run_id or "",
+            served.registered_at.timestamp(),
         )
         log.info("serving %s version %s (was %s)", served.name, served.version, previous)
         # Move the long-lived objects (libraries, the model) out of the garbage collector's
         # generations, so that its full collections stay short and do not show in tail latency.
+        # Unfreeze and collect first: otherwise the previous model and the garbage of loading
+        # this one would be frozen too, and never freed.
+        gc.unfreeze()
+        gc.collect()
         gc.freeze()
+
+    def _follow_labels(self, version: ModelVersion) -> None:
+        """Keep the served version's alias and stage as the registry now says (a promotion
+        sets them one after the other; an operator may move either)."""
+        served = self.current
+        alias = self.settings.model_alias if self.settings.model_alias in version.aliases else None
+        if served and (served.alias, served.stage) != (alias, version.current_stage):
+            self.current = dataclasses.replace(served, alias=alias, stage=version.current_stage)
+            self.metrics.describe_model(
+                served.name, served.version, alias or "", served.run_id or ""
+            )
+
+    def _clear_failure(self) -> None:
+        self.failed = None
+        self.last_error = None
+        self.metrics.load_failing.set(0)
+
+    def _withdraw(self) -> None:
+        if self.current is None:
+            return
+        self.withdrawn = self.current.version
+        self.current = None
+        self.metrics.model_withdrawn()
+        log.warning(
+            "version %s of %s is no longer in production: withdrawn, not serving",
+            self.withdrawn,
+            self.settings.model_name,
+        )
 
     def _registry_failed(self, error: Exception) -> None:
         self.registry_up = False
         self.metrics.registry_up.set(0)
+        serving = self.current.version if self.current else None
         self.last_error = _short(f"model registry unreachable: {error}")
-        log.warning(
-            "%s; still serving version %s",
-            self.last_error,
-            self.current.version if self.current else None,
-        )
+        if serving:
+            self.last_error = _short(
+                f"model registry unreachable, still serving version {serving} (fail static): "
+                f"{error}"
+            )
+        log.warning("%s", self.last_error)
 
-    def _load_failed(self, version: str, error: Exception) -> None:
+    def _load_failed(self, version: str, attempts_before: int, error: Exception) -> None:
         self.load_failures += 1
         self.metrics.load_failures.inc()
+        attempts = attempts_before + 1
+        wait = min(
+            self.settings.model_poll_seconds * 2**attempts, self.settings.model_retry_max_seconds
+        )
+        self.failed = FailedLoad(version, attempts, time.monotonic() + wait)
+        self.metrics.load_failing.set(1)
         self.last_error = _short(
-            f"version {version} was not loaded: {type(error).__name__}: {error}"
+            f"version {version} was not loaded ({attempts} attempt{'s' * (attempts > 1)}, "
+            f"next in {wait:g} s): {type(error).__name__}: {error}"
         )
         log.error(
             "%s; still serving version %s",
@@ -181,11 +258,19 @@ class ModelStore:
             return f"no model is served: {self.last_error}"
         if self.production:
             return f"version {self.production} of '{name}' is loading; retry shortly"
+        promote = (
+            f"Promote one with `readmission promote VERSION`, or set the alias '{alias}' on a "
+            f"version in the MLflow UI (Models > {name}); this API picks it up within "
+            f"{self.settings.model_poll_seconds:g} s."
+        )
+        if self.withdrawn:
+            return (
+                f"version {self.withdrawn} of '{name}' was withdrawn: no version has the alias "
+                f"'{alias}' (or the stage Production) any more. {promote}"
+            )
         return (
             f"no production model: no version of '{name}' has the alias '{alias}' (or the "
-            f"stage Production). Promote one with `readmission promote VERSION`, or set the "
-            f"alias '{alias}' on a version in the MLflow UI (Models > {name}); this API picks "
-            f"it up within {self.settings.model_poll_seconds:g} s."
+            f"stage Production). {promote}"
         )
 
     def info(self) -> ModelInfo:
@@ -197,6 +282,7 @@ class ModelStore:
             stage=served.stage if served else None,
             run_id=served.run_id if served else None,
             metrics=served.metrics if served else {},
+            registered_at=served.registered_at if served else None,
             loaded_at=served.loaded_at if served else None,
             registry_reachable=self.registry_up,
             load_failures=self.load_failures,

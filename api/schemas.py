@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from readmission.config import MAX_BATCH_ROWS_CEILING
 from readmission.schema import Encounter, example_encounter
-from readmission.scoring import Contribution
+from readmission.scoring import FeatureContribution, FieldContribution
 
 RiskBand = Literal["low", "medium", "high"]
 
@@ -26,15 +27,26 @@ class Prediction(BaseModel):
 
 
 class ExplainedPrediction(Prediction):
-    """A prediction; with `?explain=true` also why (the two fields are absent otherwise)."""
+    """A prediction; with `?explain=true` also why (these fields are absent otherwise)."""
 
-    contributions: list[Contribution] | None = Field(
-        None, description="With explain=true: the top 10 features by |logit|."
-    )
     intercept: float | None = Field(
         None,
-        description="With explain=true: the log-odds of an average patient; with every "
-        "feature's contribution it sums to the logit.",
+        description="With explain=true: the log-odds of an average training encounter, the base "
+        "the contributions move from.",
+    )
+    log_odds: float | None = Field(
+        None, description="With explain=true: intercept + every contribution; logit(probability)."
+    )
+    contributions: list[FieldContribution] | None = Field(
+        None,
+        description="With explain=true: every input field with a non-zero share of the log-odds, "
+        "largest first. A feature read from several fields (an interaction, the medication "
+        "counts, total visits) is shared equally among them.",
+    )
+    feature_contributions: list[FeatureContribution] | None = Field(
+        None,
+        description="With explain=true&by_feature=true: every engineered feature's share, largest "
+        "first (the same total).",
     )
 
 
@@ -53,7 +65,9 @@ class BatchRequest(BaseModel):
     )
 
     encounters: list[Encounter] = Field(
-        description="Encounters to score, at most MAX_BATCH_ROWS (413 beyond)."
+        max_length=MAX_BATCH_ROWS_CEILING,
+        description=f"Encounters to score: at most MAX_BATCH_ROWS (413 beyond), which is at most "
+        f"{MAX_BATCH_ROWS_CEILING:,}.",
     )
 
 
@@ -85,7 +99,10 @@ class ModelInfo(BaseModel):
     stage: str | None
     run_id: str | None
     metrics: dict[str, float] = Field(description="The training run's metrics.")
-    loaded_at: datetime | None
+    registered_at: datetime | None = Field(
+        description="When the served version was registered: the model's age (StaleModel)."
+    )
+    loaded_at: datetime | None = Field(description="When this process loaded it.")
     registry_reachable: bool = Field(description="Whether the last registry check succeeded.")
     load_failures: int = Field(description="Versions that failed to load or verify.")
     last_error: str | None = Field(description="The last registry or load error.")

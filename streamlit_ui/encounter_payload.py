@@ -13,7 +13,8 @@ from readmission.schema import SPECS, Encounter, allowed
 def from_record(record: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
     """The API payload for `record` (data set column names), or the reasons it is invalid."""
     try:
-        encounter = Encounter.model_validate(dict(record))
+        # Lax: a CSV row holds text ("3"); the API takes JSON integers only.
+        encounter = Encounter.model_validate(dict(record), strict=False)
     except ValidationError as error:
         return None, [_reason(e) for e in error.errors(include_url=False)]
     return encounter.model_dump(by_alias=True, exclude_none=True), []

@@ -120,5 +120,5 @@ async def reload_model(
         raise HTTPException(
             401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
-    await state.store.refresh()
+    await state.store.refresh(retry_now=True)
     return state.store.info()

@@ -11,6 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 UCI_URL = "https://archive.ics.uci.edu/static/public/296/diabetes+130-us+hospitals+for+years+1999-2008.zip"
 # sha256 of diabetic_data.csv (the data file inside the archive, whichever layout it has).
 UCI_CSV_SHA256 = "0689e7ec031237dc63031b938805c48377748761a3b26acab621567afa24df97"
+# The batch list's bound in the API schema; MAX_BATCH_ROWS chooses a limit up to it.
+MAX_BATCH_ROWS_CEILING = 10_000
+# An encounter is about 1.1 KB of compact JSON; 4 KiB a row leaves room for indented JSON.
+BODY_BYTES_PER_ROW = 4096
+BODY_BYTES_BASE = 64 * 1024
 
 
 class Settings(BaseSettings):
@@ -76,18 +81,44 @@ class Settings(BaseSettings):
         description="Where the UI and Locust find the API.",
     )
     model_poll_seconds: float = Field(5.0, alias="MODEL_POLL_SECONDS", gt=0)
-    max_batch_rows: int = Field(1000, alias="MAX_BATCH_ROWS", gt=0)
+    max_batch_rows: int = Field(1000, alias="MAX_BATCH_ROWS", gt=0, le=MAX_BATCH_ROWS_CEILING)
+    max_body_bytes: int | None = Field(
+        None,
+        alias="MAX_BODY_BYTES",
+        gt=0,
+        description="Largest request body; default: room for MAX_BATCH_ROWS encounters.",
+    )
+    model_retry_max_seconds: float = Field(
+        300.0,
+        alias="MODEL_RETRY_MAX_SECONDS",
+        gt=0,
+        description="Longest wait between load attempts of a version that failed to load.",
+    )
     drift_window: int = Field(
         1000,
         alias="DRIFT_WINDOW",
         gt=0,
         description="Recent requests compared with the training data.",
     )
+    drift_min_requests: int = Field(
+        500,
+        alias="DRIFT_MIN_REQUESTS",
+        gt=0,
+        description="Requests the window must hold before PSI is exported.",
+    )
+    drift_max_age_seconds: float = Field(
+        3600.0,
+        alias="DRIFT_MAX_AGE_SECONDS",
+        gt=0,
+        description="Requests older than this leave the drift window.",
+    )
     api_reload_token: SecretStr | None = Field(
         None, alias="API_RELOAD_TOKEN", description="Bearer token for POST /model/reload."
     )
 
-    @field_validator("sgd_alpha", "sgd_eta0", "sgd_epochs", "api_reload_token", mode="before")
+    @field_validator(
+        "sgd_alpha", "sgd_eta0", "sgd_epochs", "api_reload_token", "max_body_bytes", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`SGD_ALPHA=` in a .env file means "not set", as for the string settings."""
@@ -100,6 +131,10 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def body_limit(self) -> int:
+        return self.max_body_bytes or BODY_BYTES_BASE + self.max_batch_rows * BODY_BYTES_PER_ROW
 
     @property
     def download_dir(self) -> Path:

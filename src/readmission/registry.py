@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -190,8 +191,12 @@ def model_uri(settings: Settings, version: str | int) -> str:
 
 
 def load_pyfunc(settings: Settings, version: str | int) -> PyFuncModel:
+    """A registered version, loaded in memory. Its artifacts are downloaded into a temporary
+    directory removed at once, loaded or not: left to MLflow, every load leaves a copy behind
+    (a serving pod's /tmp is small, and a failing version is retried)."""
     connect(settings)
-    return mlflow.pyfunc.load_model(model_uri(settings, version))
+    with tempfile.TemporaryDirectory(prefix="readmission-model-") as download:
+        return mlflow.pyfunc.load_model(model_uri(settings, version), dst_path=download)
 
 
 def pyfunc_probability(settings: Settings, version: str | int, frame: pd.DataFrame) -> np.ndarray:

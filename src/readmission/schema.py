@@ -295,6 +295,11 @@ COLUMNS = (*ID_COLUMNS, *FEATURES, TARGET)  # the 50 columns of diabetic_data.cs
 INTEGER_COLUMNS = tuple(name for name, spec in SPECS.items() if isinstance(spec, Integer))
 
 
+# A JSON integer only: not `true` (Python's bool is an int), not "3", not 3.0. Callers holding
+# text (a CSV row) validate the Encounter with `strict=False`.
+StrictInt = Annotated[int, Field(strict=True)]
+
+
 def field_name(column: str) -> str:
     """Python identifier for a data set column (`glyburide-metformin` -> `glyburide_metformin`)."""
     return column.replace("-", "_")
@@ -322,7 +327,7 @@ def is_valid(column: str, value: Any) -> bool:
 def _pydantic_field(spec: Categorical | Integer) -> tuple[Any, Any]:
     alias = spec.name if field_name(spec.name) != spec.name else None
     if isinstance(spec, Integer):
-        kind: Any = Annotated[int, Field(ge=spec.low, le=spec.high)]
+        kind: Any = Annotated[StrictInt, Field(ge=spec.low, le=spec.high)]
     elif spec.open:
         kind = Annotated[str, Field(pattern=spec.pattern)]
     else:
@@ -333,8 +338,10 @@ def _pydantic_field(spec: Categorical | Integer) -> tuple[Any, Any]:
 class _EncounterBase(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    encounter_id: int | None = Field(None, description="Optional, echoed back; not a feature.")
-    patient_nbr: int | None = Field(None, description="Optional; not a feature.")
+    encounter_id: StrictInt | None = Field(
+        None, description="Optional, echoed back; not a feature."
+    )
+    patient_nbr: StrictInt | None = Field(None, description="Optional; not a feature.")
 
     def to_record(self) -> dict[str, Any]:
         """The encounter keyed by the data set's column names, as the model expects."""

@@ -4,13 +4,21 @@ For a linear model over one-hot levels and standardised numerics, the logit of a
 intercept plus one weight per categorical feature (the weight of its level) plus a folded linear
 term per numeric. `CompiledScorer` precomputes those tables once per model version; a version
 whose compiled probabilities differ from the pipeline's by more than `TOLERANCE` is refused.
+
+Explanations are exact shares of the log-odds, relative to an average training encounter, per
+engineered feature or per input field. A feature read from one field belongs to that field;
+one read from several (an interaction such as number_inpatient_bin*discharge_disposition_id, the
+medication counts, total visits) is shared equally among the fields it reads. Either way the
+intercept plus every share is the record's log-odds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from operator import itemgetter
 from typing import Annotated, Any
 
 import numpy as np
@@ -22,16 +30,17 @@ from readmission.model import ReadmissionModel
 
 TOLERANCE = 1e-9
 VECTORISE_FROM = 200  # rows; measured: per-record scoring wins below about this size
+MEMO_LIMIT = 20_000  # memoised weights per field or multi-field feature
 
 
 class CompiledScoreMismatch(RuntimeError):
     """The compiled scorer disagrees with the pipeline: the version must not be served."""
 
 
-# The API returns it as is: the docstring and the Field descriptions are its OpenAPI schema.
+# The API returns these as they are: docstrings and Field descriptions are their OpenAPI schema.
 @dataclass(frozen=True)
-class Contribution:
-    """One feature's share of the encounter's logit."""
+class FeatureContribution:
+    """One engineered feature's share of the encounter's log-odds."""
 
     feature: str
     value: Annotated[
@@ -39,6 +48,19 @@ class Contribution:
     ]
     logit: Annotated[
         float, Field(description="How much the feature moved the log-odds (+: more risk).")
+    ]
+
+
+@dataclass(frozen=True)
+class FieldContribution:
+    """One input field's share of the encounter's log-odds."""
+
+    field: Annotated[
+        str, Field(description="An input field: a column of the data set, as in `Encounter`.")
+    ]
+    value: Annotated[str, Field(description="The encounter's value of the field.")]
+    logit: Annotated[
+        float, Field(description="How much the field moved the log-odds (+: more risk).")
     ]
 
 
@@ -71,13 +93,46 @@ class CompiledScorer:
         # are only defined up to a shared offset, so raw weights would read as effects of "No".
         self.typical = typical
         self.intercept = float(model.classifier.intercept_[0]) + sum(typical)
+        self._inputs = [f.inputs for f, _, _ in self.categorical] + [
+            n.inputs for n, _, _ in self.numeric
+        ]
+        # For one record at a time, every feature read from a single field is folded into that
+        # field's weight, and each weight is memoised by the value it was computed for: a record
+        # costs one look-up per field plus one per multi-field feature (keyed by its inputs),
+        # instead of a feature function call each.
+        by_field: dict[str, list[Callable[[Any], float]]] = {}
+        combined: list[tuple[Callable[[Mapping[str, Any]], Any], Callable[..., float]]] = []
+        weighers: list[tuple[tuple[str, ...], Callable[..., float]]] = [
+            (f.inputs, partial(_level_weight, f.fn, table, other))
+            for f, table, other in self.categorical
+        ]
+        weighers += [(n.inputs, partial(_numeric_weight, n.fn, w)) for n, w, _ in self.numeric]
+        for inputs, weigh in weighers:
+            if len(inputs) == 1:
+                by_field.setdefault(inputs[0], []).append(weigh)
+            else:
+                combined.append((itemgetter(*inputs), weigh))
+        self._by_field: list[tuple[str, dict[Any, float], Callable[[Any], float]]] = [
+            (name, {}, partial(_summed, tuple(weighs))) for name, weighs in by_field.items()
+        ]
+        self._combined: list[
+            tuple[Callable[[Mapping[str, Any]], Any], dict[Any, float], Callable[..., float]]
+        ] = [(key, {}, weigh) for key, weigh in combined]
 
     def logit(self, record: Mapping[str, Any]) -> float:
         total = self.bias
-        for feature, table, other in self.categorical:
-            total += table.get(feature.fn(*[record[c] for c in feature.inputs]), other)
-        for numeric, weight, _ in self.numeric:
-            total += weight * numeric.fn(*[record[c] for c in numeric.inputs])
+        for name, memo, weigh in self._by_field:
+            value = record[name]
+            weight = memo.get(value)
+            if weight is None:
+                weight = _remember(memo, value, weigh(value))
+            total += weight
+        for inputs, memo, weigh in self._combined:
+            values = inputs(record)
+            weight = memo.get(values)
+            if weight is None:
+                weight = _remember(memo, values, weigh(*values))
+            total += weight
         return total
 
     def probability(self, record: Mapping[str, Any]) -> float:
@@ -106,18 +161,41 @@ class CompiledScorer:
             total += weight * np.array([numeric.fn(*x) for x in inputs], dtype=float)[codes]
         return 1.0 / (1.0 + np.exp(-total))
 
-    def contributions(self, record: Mapping[str, Any]) -> list[Contribution]:
+    def feature_contributions(self, record: Mapping[str, Any]) -> list[FeatureContribution]:
         """Each feature's exact share of the log-odds relative to an average training encounter
-        (`self.intercept`, the base they move from): base + contributions = the record's logit."""
+        (`self.intercept`, the base they move from): base + contributions = the record's logit.
+        Largest magnitude first."""
         found = []
         for (feature, table, other), typical in zip(self.categorical, self.typical, strict=True):
             level = feature.fn(*[record[c] for c in feature.inputs])
             known = level if level in table else OTHER
-            found.append(Contribution(feature.name, known, table.get(level, other) - typical))
+            share = table.get(level, other) - typical
+            found.append(FeatureContribution(feature.name, known, share))
         for numeric, weight, mean in self.numeric:
             value = numeric.fn(*[record[c] for c in numeric.inputs])
-            found.append(Contribution(numeric.name, f"{value:g}", weight * (value - mean)))
+            found.append(FeatureContribution(numeric.name, f"{value:g}", weight * (value - mean)))
         return sorted(found, key=lambda c: abs(c.logit), reverse=True)
+
+    def field_contributions(self, record: Mapping[str, Any]) -> list[FieldContribution]:
+        """Each input field's exact share of the log-odds (see the module's doc for the rule on
+        features read from several fields); the fields with a non-zero share, largest first."""
+        shares: dict[str, float] = {}
+        for feature, contribution in zip(self._inputs, self._by_position(record), strict=True):
+            for field in feature:
+                shares[field] = shares.get(field, 0.0) + contribution / len(feature)
+        found = [FieldContribution(f, str(record[f]), s) for f, s in shares.items() if s != 0.0]
+        return sorted(found, key=lambda c: abs(c.logit), reverse=True)
+
+    def _by_position(self, record: Mapping[str, Any]) -> list[float]:
+        """Every feature's share, in the order of `self._inputs`."""
+        shares = []
+        for (feature, table, other), typical in zip(self.categorical, self.typical, strict=True):
+            shares.append(
+                table.get(feature.fn(*[record[c] for c in feature.inputs]), other) - typical
+            )
+        for numeric, weight, mean in self.numeric:
+            shares.append(weight * (numeric.fn(*[record[c] for c in numeric.inputs]) - mean))
+        return shares
 
     def verify(self, model: ReadmissionModel, frame: pd.DataFrame) -> float:
         """Largest probability difference from the pipeline on `frame`; raises past TOLERANCE."""
@@ -148,6 +226,28 @@ def _distinct_inputs(
     first = np.zeros(row_codes.max() + 1 if len(row_codes) else 0, dtype=np.int64)
     first[row_codes[::-1]] = np.arange(len(row_codes))[::-1]  # a row showing each combination
     return row_codes, [tuple(u[c[row]] for c, u in factorised) for row in first]
+
+
+def _level_weight(
+    fn: Callable[..., str], table: dict[str, float], other: float, *values: Any
+) -> float:
+    return table.get(fn(*values), other)
+
+
+def _numeric_weight(fn: Callable[..., float], weight: float, *values: Any) -> float:
+    return weight * fn(*values)
+
+
+def _summed(weighs: tuple[Callable[[Any], float], ...], value: Any) -> float:
+    return sum(weigh(value) for weigh in weighs)
+
+
+def _remember(memo: dict[Any, float], key: Any, weight: float) -> float:
+    """Store `weight` unless the memo is full: open fields (diagnosis codes, payer, specialty)
+    could otherwise grow it without bound."""
+    if len(memo) < MEMO_LIMIT:
+        memo[key] = weight
+    return weight
 
 
 def _sigmoid(z: float) -> float:

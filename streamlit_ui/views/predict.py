@@ -8,21 +8,26 @@ import streamlit as st
 
 from streamlit_ui import encounter_form, encounter_payload, notices
 from streamlit_ui.api_client import ApiClient, ApiError
+from streamlit_ui.explanations import factor
 
 RESULT_KEY = "prediction"
+CHART_FIELDS = 12
 
 
-def show_contributions(contributions: list[dict[str, Any]], intercept: float | None) -> None:
+def show_contributions(
+    contributions: list[dict[str, Any]], intercept: float | None, log_odds: float | None
+) -> None:
     frame = pd.DataFrame(contributions)
-    frame["factor"] = frame["feature"] + " = " + frame["value"].astype(str)
+    frame["factor"] = [factor(c["field"], c["value"]) for c in contributions]
     frame["effect"] = frame["logit"].map(lambda v: "raises risk" if v > 0 else "lowers risk")
+    top = frame.head(CHART_FIELDS)
     chart = (
-        alt.Chart(frame)
+        alt.Chart(top)
         .mark_bar()
         .encode(
             x=alt.X("logit:Q", title="Effect on the log-odds of readmission"),
             y=alt.Y(
-                "factor:N", sort=list(frame["factor"]), title=None, axis=alt.Axis(labelLimit=320)
+                "factor:N", sort=list(top["factor"]), title=None, axis=alt.Axis(labelLimit=320)
             ),
             color=alt.Color(
                 "effect:N",
@@ -32,20 +37,25 @@ def show_contributions(contributions: list[dict[str, Any]], intercept: float | N
                     domain=["raises risk", "lowers risk"], range=["#d62728", "#2ca02c"]
                 ),
             ),
-            tooltip=["feature", "value", alt.Tooltip("logit:Q", format="+.3f")],
+            tooltip=["factor", alt.Tooltip("logit:Q", format="+.3f")],
         )
     )
     st.altair_chart(chart, width="stretch")
     st.dataframe(
-        frame[["feature", "value", "logit", "effect"]],
+        frame[["factor", "logit", "effect"]],
         hide_index=True,
-        column_config={"logit": st.column_config.NumberColumn("log-odds", format="%+.3f")},
+        column_config={
+            "factor": st.column_config.TextColumn("field"),
+            "logit": st.column_config.NumberColumn("log-odds", format="%+.3f"),
+        },
     )
-    base = f"the intercept ({intercept:+.3g})" if intercept is not None else "the intercept"
-    st.caption(
-        f"Exact for the linear model: the log-odds are {base} plus every feature's "
-        "contribution; the largest ones are shown."
-    )
+    if intercept is not None and log_odds is not None:
+        st.caption(
+            f"Exact for this linear model: an average patient's log-odds ({intercept:+.3f}) plus "
+            f"every field's share above make this patient's log-odds ({log_odds:+.3f}). A factor "
+            "combining several fields (e.g. prior stays with the discharge destination) is shared "
+            f"equally among them. The chart shows the {CHART_FIELDS} largest."
+        )
 
 
 def show_result(result: dict[str, Any]) -> None:
@@ -66,7 +76,7 @@ def show_result(result: dict[str, Any]) -> None:
     version.metric("Model version", f"v{result['model_version']}", help=result["model_name"])
     if result.get("contributions"):
         st.markdown("**What pushed this patient's risk up or down**")
-        show_contributions(result["contributions"], result.get("intercept"))
+        show_contributions(result["contributions"], result.get("intercept"), result.get("log_odds"))
 
 
 st.title("Readmission risk of one encounter")

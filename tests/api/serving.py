@@ -25,6 +25,7 @@ from tests.conftest import ROOT, free_port, service_env, stop, wait_for
 RELOAD_TOKEN = secrets.token_urlsafe(16)
 TRAINED_VERSIONS = 3
 MAX_BATCH_ROWS = 100
+DRIFT_MIN_REQUESTS = 100
 
 
 def platform_settings(database_url: str, tracking_uri: str, home: Path, **extra: str) -> Settings:
@@ -103,6 +104,7 @@ def running_api(settings: Settings, log_dir: Path, **env: str) -> Iterator[Api]:
             "API_PORT": str(port),
             "MAX_BATCH_ROWS": str(MAX_BATCH_ROWS),
             "DRIFT_WINDOW": "500",
+            "DRIFT_MIN_REQUESTS": str(DRIFT_MIN_REQUESTS),
             **env,
         }
     )

@@ -13,7 +13,14 @@ from readmission.dataset import synthetic_sample
 from readmission.schema import TARGET, example_encounter
 from readmission.validation import validate
 from tests.api.conftest import SERVED_VERSION
-from tests.api.serving import MAX_BATCH_ROWS, RELOAD_TOKEN, Api, copy_lineage, running_api
+from tests.api.serving import (
+    DRIFT_MIN_REQUESTS,
+    MAX_BATCH_ROWS,
+    RELOAD_TOKEN,
+    Api,
+    copy_lineage,
+    running_api,
+)
 
 CONTRACT_SAMPLES = {
     "http_requests_total": {"handler", "method", "status"},
@@ -25,12 +32,16 @@ CONTRACT_SAMPLES = {
     "readmission_model_version": set(),
     "readmission_model_loaded": set(),
     "readmission_model_load_failures_total": set(),
+    "readmission_model_load_failing": set(),
     "readmission_model_reloads_total": set(),
     "readmission_registry_up": set(),
     "readmission_model_last_reload_timestamp_seconds": set(),
+    "readmission_model_registered_timestamp_seconds": set(),
     "readmission_batch_rows_bucket": {"le"},
     "readmission_validation_errors_total": {"field"},
     "readmission_feature_psi": {"feature"},
+    "readmission_drift_window_requests": set(),
+    "readmission_drift_min_requests": set(),
 }
 
 
@@ -95,6 +106,10 @@ def test_reload_picks_up_a_promotion_before_the_next_poll(
 
 
 def test_metrics_expose_every_metric_of_the_contract(served_api: Api) -> None:
+    served_api.post(
+        "/predict/batch",
+        json={"encounters": traffic(2 * DRIFT_MIN_REQUESTS, seed=5)[:DRIFT_MIN_REQUESTS]},
+    )
     served_api.post("/model/reload", headers=bearer(RELOAD_TOKEN))
     served_api.post("/predict", json={**example_encounter(), "number_inpatient": 6})
     served_api.post("/predict", json={**example_encounter(), "age": "old"})
@@ -164,3 +179,30 @@ def test_feature_psi_is_low_for_training_like_traffic_and_high_for_shifted_input
     assert usual["age"] < 0.1 and usual["A1Cresult"] < 0.1
     assert shifted["age"] > 1 and shifted["A1Cresult"] > 1
     assert shifted["race"] < 0.1
+
+
+def drift_window(api: Api) -> tuple[float, dict[str, float]]:
+    samples = scrape(api)
+    ((_, size),) = samples["readmission_drift_window_requests"]
+    psi = {labels["feature"]: value for labels, value in samples.get("readmission_feature_psi", [])}
+    return size, psi
+
+
+def test_psi_is_exported_once_the_window_holds_the_minimum_and_old_requests_age_out(
+    trained_lineage: Settings, tmp_path: Path
+) -> None:
+    settings = copy_lineage(trained_lineage, versions=1)
+    registry.promote(settings, 1)
+    encounters = traffic(80, seed=11)[:50]
+    env = {"DRIFT_MIN_REQUESTS": "50", "DRIFT_MAX_AGE_SECONDS": "3"}
+    with running_api(settings, tmp_path, **env) as api:
+        api.wait_until(lambda: api.served_version() == "1", "version 1 to be served")
+        api.post("/predict/batch", json={"encounters": encounters[:49]})
+        short = drift_window(api)
+        api.post("/predict", json=encounters[49])
+        full = drift_window(api)
+        aged = api.wait_until(lambda: (w := drift_window(api))[0] == 0 and w, "requests to age out")
+
+    assert short == (49, {})
+    assert full[0] == 50 and {"age", "race", "A1Cresult"} <= set(full[1])
+    assert aged == (0, {})

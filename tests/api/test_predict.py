@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from readmission import registry
+from readmission.config import MAX_BATCH_ROWS_CEILING
 from readmission.dataset import synthetic_sample
-from readmission.schema import TARGET, Encounter, allowed, example_encounter
+from readmission.schema import FEATURES, TARGET, Encounter, allowed, example_encounter
 from readmission.scoring import CompiledScorer
 from readmission.validation import validate
 from tests.api.conftest import SERVED_VERSION
@@ -56,20 +60,38 @@ def test_predict_scores_like_the_registered_version_with_band_relative_to_its_th
     assert len(bands) >= 2, "the sample should reach more than one risk band"
 
 
-def test_explain_adds_the_ten_largest_contributions_and_the_intercept(
+def test_explain_names_encounter_fields_whose_shares_add_up_to_the_log_odds(
     served_api: Api, scorer: CompiledScorer
 ) -> None:
     encounter = {**example_encounter(), "number_inpatient": 5, "discharge_disposition_id": 3}
     body = served_api.post("/predict", params={"explain": "true"}, json=encounter).json()
-    expected = scorer.contributions(record(encounter))[:10]
+    shares = body["contributions"]
 
-    assert [(c["feature"], c["value"]) for c in body["contributions"]] == [
+    assert {c["field"] for c in shares} <= set(FEATURES)
+    assert all(c["value"] == str(encounter[c["field"]]) and c["logit"] != 0 for c in shares)
+    magnitudes = [abs(c["logit"]) for c in shares]
+    assert magnitudes == sorted(magnitudes, reverse=True)
+    assert abs(body["intercept"] + sum(c["logit"] for c in shares) - body["log_odds"]) < 1e-9
+    assert body["log_odds"] == pytest.approx(scorer.logit(record(encounter)), abs=1e-12)
+    assert 1 / (1 + math.exp(-body["log_odds"])) == pytest.approx(body["probability"], abs=1e-12)
+    assert {"number_inpatient", "discharge_disposition_id"} <= {c["field"] for c in shares}
+    assert "feature_contributions" not in body
+
+
+def test_the_per_feature_detail_is_available_on_request(
+    served_api: Api, scorer: CompiledScorer
+) -> None:
+    encounter = {**example_encounter(), "number_inpatient": 5}
+    body = served_api.post(
+        "/predict", params={"explain": "true", "by_feature": "true"}, json=encounter
+    ).json()
+    expected = scorer.feature_contributions(record(encounter))
+
+    assert [(c["feature"], c["value"]) for c in body["feature_contributions"]] == [
         (c.feature, c.value) for c in expected
     ]
-    assert [c["logit"] for c in body["contributions"]] == pytest.approx([c.logit for c in expected])
-    magnitudes = [abs(c["logit"]) for c in body["contributions"]]
-    assert magnitudes == sorted(magnitudes, reverse=True)
-    assert body["intercept"] == pytest.approx(scorer.intercept)
+    total = body["intercept"] + sum(c["logit"] for c in body["feature_contributions"])
+    assert abs(total - body["log_odds"]) < 1e-9
 
 
 def test_batch_scores_every_encounter_like_single_requests(
@@ -150,3 +172,52 @@ def test_a_batch_over_the_limit_gets_413_stating_the_limit(served_api: Api) -> N
     assert "MAX_BATCH_ROWS" in response.json()["detail"]
     full = served_api.post("/predict/batch", json={"encounters": batch[:MAX_BATCH_ROWS]})
     assert full.status_code == 200 and full.json()["count"] == MAX_BATCH_ROWS
+
+
+@pytest.mark.parametrize("value", [True, "3", 3.0])
+def test_integers_are_strict_and_the_422_names_the_field(served_api: Api, value: object) -> None:
+    response = served_api.post("/predict", json={**example_encounter(), "time_in_hospital": value})
+
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["field"] == "time_in_hospital"
+    assert problem["allowed"] == allowed("time_in_hospital")
+
+
+def test_a_body_over_the_limit_gets_413_before_it_is_read(served_api: Api) -> None:
+    limit = served_api.settings.model_copy(update={"max_batch_rows": MAX_BATCH_ROWS}).body_limit
+    oversized = b'{"encounters": [' + b" " * limit + b"]}"
+    response = served_api.post(
+        "/predict/batch", content=oversized, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    assert f"over the limit of {limit:,} bytes" in response.json()["detail"]
+    assert "MAX_BATCH_ROWS" in response.json()["detail"]
+
+
+def test_a_chunked_body_over_the_limit_gets_413_and_one_under_it_is_scored(
+    served_api: Api,
+) -> None:
+    limit = served_api.settings.model_copy(update={"max_batch_rows": MAX_BATCH_ROWS}).body_limit
+
+    def chunked(body: bytes) -> Iterator[bytes]:  # a generator: httpx sends it chunked
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    endless = b'{"encounters": [' + b" " * (4 * limit) + b"]}"
+    small = json.dumps({"encounters": [example_encounter()] * 3}).encode()
+    over = served_api.post(
+        "/predict/batch", content=chunked(endless), headers={"Content-Type": "application/json"}
+    )
+    under = served_api.post(
+        "/predict/batch", content=chunked(small), headers={"Content-Type": "application/json"}
+    )
+
+    assert over.status_code == 413 and "over the limit" in over.json()["detail"]
+    assert under.status_code == 200 and under.json()["count"] == 3
+
+
+def test_the_batch_list_is_bounded_in_the_schema(served_api: Api) -> None:
+    schema = served_api.get("/openapi.json").json()["components"]["schemas"]["BatchRequest"]
+    assert schema["properties"]["encounters"]["maxItems"] == MAX_BATCH_ROWS_CEILING

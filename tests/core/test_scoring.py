@@ -10,7 +10,7 @@ import pytest
 from readmission.dataset import synthetic_sample
 from readmission.features import normalise
 from readmission.model import ReadmissionModel, labels
-from readmission.schema import Encounter, example_encounter
+from readmission.schema import FEATURES, TARGET, Encounter, example_encounter
 from readmission.scoring import CompiledScoreMismatch, CompiledScorer
 from readmission.validation import validate
 
@@ -31,12 +31,45 @@ def test_compiled_probabilities_equal_the_pipelines(model: ReadmissionModel) -> 
     assert np.allclose(scorer.probabilities(records[:20]), expected[:20], atol=1e-12)
 
 
-def test_contributions_add_up_to_the_logit(model: ReadmissionModel) -> None:
+def test_feature_and_field_contributions_each_add_up_to_the_logit(
+    model: ReadmissionModel,
+) -> None:
+    scorer = CompiledScorer(model)
+    clean = validate(synthetic_sample(50, seed=6)).clean.drop(columns=[TARGET])
+    for encounter in clean.to_dict("records"):
+        record = Encounter.model_validate(encounter, strict=False).to_record()
+        logit = scorer.logit(record)
+        by_feature = scorer.feature_contributions(record)
+        by_field = scorer.field_contributions(record)
+        assert math.isclose(
+            scorer.intercept + sum(c.logit for c in by_feature), logit, abs_tol=1e-9
+        )
+        assert math.isclose(scorer.intercept + sum(c.logit for c in by_field), logit, abs_tol=1e-9)
+        assert {c.field for c in by_field} <= set(FEATURES)
+        assert all(c.value == str(record[c.field]) for c in by_field)
+    assert math.isclose(scorer.probability(record), 1 / (1 + math.exp(-logit)), abs_tol=1e-12)
+
+
+def test_a_feature_read_from_several_fields_is_shared_equally_among_them(
+    model: ReadmissionModel,
+) -> None:
+    """The rule, checked on one interaction: moving only the interaction's weight moves its two
+    fields by half of it each."""
     scorer = CompiledScorer(model)
     record = Encounter(**example_encounter()).to_record()
-    total = scorer.intercept + sum(c.logit for c in scorer.contributions(record))
-    assert math.isclose(total, scorer.logit(record), abs_tol=1e-9)
-    assert math.isclose(scorer.probability(record), 1 / (1 + math.exp(-total)), abs_tol=1e-12)
+    position = next(
+        i
+        for i, (f, _, _) in enumerate(scorer.categorical)
+        if f.name == "number_inpatient_bin*discharge_disposition_id"
+    )
+    before = {c.field: c.logit for c in scorer.field_contributions(record)}
+    feature, table, other = scorer.categorical[position]
+    level = feature.fn(*[record[c] for c in feature.inputs])
+    scorer.categorical[position] = (feature, {**table, level: table[level] + 1.0}, other)
+    after = {c.field: c.logit for c in scorer.field_contributions(record)}
+
+    moved = {f: round(after[f] - before[f], 12) for f in after if after[f] != before[f]}
+    assert moved == {"number_inpatient": 0.5, "discharge_disposition_id": 0.5}
 
 
 def test_a_scorer_that_disagrees_with_the_pipeline_is_refused(model: ReadmissionModel) -> None:

@@ -30,12 +30,16 @@ CONTRACT_METRICS = {
     "readmission_model_version",
     "readmission_model_loaded",
     "readmission_model_load_failures_total",
+    "readmission_model_load_failing",
     "readmission_model_reloads_total",
     "readmission_registry_up",
     "readmission_model_last_reload_timestamp_seconds",
+    "readmission_model_registered_timestamp_seconds",
     "readmission_batch_rows_bucket",
     "readmission_validation_errors_total",
     "readmission_feature_psi",
+    "readmission_drift_window_requests",
+    "readmission_drift_min_requests",
 }
 PANELS_WITHOUT_QUERIES = {"alertlist", "row", "text"}
 

@@ -169,6 +169,7 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
         API_RELOAD_TOKEN=TOKEN,
         MODEL_POLL_SECONDS="300",  # version 2 arrives through POST /model/reload, not the poller
         DRIFT_WINDOW=str(DRIFT_WINDOW),
+        DRIFT_MIN_REQUESTS=str(DRIFT_WINDOW // 2),
         READMISSION_HOME=str(tmp_path / "home"),
     )
     tool("prometheus")  # bin/prometheus runs the Debian binary from PATH

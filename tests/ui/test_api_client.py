@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from readmission.config import Settings
-from readmission.schema import example_encounter
+from readmission.schema import FEATURES, example_encounter
 from streamlit_ui.api_client import (
     ApiClient,
     ApiUnavailable,
@@ -33,7 +33,10 @@ def test_a_prediction_carries_the_served_version_and_its_explanation(served_api:
 
     assert answer["model_version"] == PRODUCTION_VERSION
     assert 0 < answer["probability"] < 1
-    assert len(answer["contributions"]) == 10
+    fields = [c["field"] for c in answer["contributions"]]
+    assert fields and set(fields) <= set(FEATURES)
+    total = answer["intercept"] + sum(c["logit"] for c in answer["contributions"])
+    assert abs(total - answer["log_odds"]) < 1e-9
 
 
 def test_a_rejected_encounter_names_the_field_and_what_it_accepts(served_api: str) -> None:

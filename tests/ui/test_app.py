@@ -12,7 +12,9 @@ from streamlit.testing.v1 import AppTest
 from readmission.config import Settings
 from readmission.dataset import synthetic_sample
 from readmission.schema import FEATURES, SPECS, Integer, example_encounter
+from streamlit_ui import encounter_payload
 from streamlit_ui.encounter_form import widget_key
+from streamlit_ui.explanations import factor
 from tests.conftest import ROOT
 from tests.ui.conftest import PRODUCTION_VERSION
 
@@ -118,7 +120,11 @@ def test_the_submitted_form_shows_the_apis_probability_band_version_and_contribu
     assert expected["risk_band"].capitalize() in metric(app, "Risk band")
     assert metric(app, "Model version") == f"v{PRODUCTION_VERSION}"
     shown = app.dataframe[0].value
-    assert list(shown["feature"]) == [c["feature"] for c in expected["contributions"]]
+    assert list(shown["factor"]) == [
+        factor(c["field"], c["value"]) for c in expected["contributions"]
+    ]
+    assert "Primary diagnosis 410 (circulatory system)" in list(shown["factor"])
+    assert "Inpatient visits (prior year): 3" in list(shown["factor"])
     assert list(shown["logit"]) == pytest.approx([c["logit"] for c in expected["contributions"]])
     assert not app.error and not app.warning
 
@@ -158,7 +164,8 @@ def test_a_batch_upload_lists_the_bad_row_and_scores_the_good_ones_in_chunks(
     good = rows.drop(index=3)
     assert list(scored.index) == [n for n in range(1, 21) if n != 4]
     assert list(scored["encounter_id"]) == list(good["encounter_id"])
-    expected = httpx.post(f"{served_api}/predict", json=good.iloc[-1][list(FEATURES)].to_dict())
+    payload, _ = encounter_payload.from_record(good.iloc[-1][list(FEATURES)].to_dict())
+    expected = httpx.post(f"{served_api}/predict", json=payload)
     assert scored["probability"].iloc[-1] == pytest.approx(expected.json()["probability"])
     assert set(scored["model_version"]) == {PRODUCTION_VERSION}
     assert app.get("download_button")

@@ -1,0 +1,160 @@
+"""Where a /predict request's time goes inside the app: cProfile over the ASGI app in process.
+
+Trains batch 1 of the source into a fresh local platform (as bench/serving.py does), builds the
+app (`api.main.app`), loads the promoted version, then calls the ASGI app directly (no socket,
+no HTTP parser: those are uvicorn's, measured by bench/serving.py's floor) with real encounters:
+first timed without the profiler, `GET /health` (the app's floor) beside `POST /predict`, then
+`POST /predict` under cProfile. Prints the top functions by own time and by cumulative time, and
+the time per layer. Last line: a JSON object.
+
+    .venv/bin/python bench/serving_profile.py --source ../shared/data/dataset_diabetes.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from local_platform import use_local_platform
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the api package beside bench/
+
+# Functions whose cumulative time makes a layer of the request (substrings of pstats' labels).
+LAYERS = {
+    "http metrics middleware": "api/http_metrics.py",
+    "body limit middleware": "api/body_limit.py",
+    "request validation (FastAPI + pydantic)": "fastapi/routing.py:",
+    "handler": "api/routes/predict.py",
+    "scoring": "readmission/scoring.py",
+    "drift window": "api/drift.py",
+}
+
+
+class Call:
+    """One ASGI request/response cycle against an app, in process."""
+
+    def __init__(self, method: str, path: str, body: bytes = b"") -> None:
+        self.scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"bench"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 8000),
+        }
+        self.body = body
+
+    async def run(self, app: Any) -> int:
+        status = 0
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": self.body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(dict(self.scope), receive, send)
+        return status
+
+
+async def per_request_us(app: Any, calls: list[Call], repeat: int) -> float:
+    started = time.perf_counter()
+    for i in range(repeat):
+        status = await calls[i % len(calls)].run(app)
+        if status != 200:
+            raise RuntimeError(f"{calls[0].scope['path']} answered {status}")
+    return (time.perf_counter() - started) / repeat * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="../shared/data/dataset_diabetes.zip")
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    use_local_platform(args.source, "bench-serving-profile-", MODEL_POLL_SECONDS="3600")
+
+    import numpy as np
+    from serving import promoted_version
+
+    from api.main import app  # built at import from the settings set above
+    from readmission import warehouse
+    from readmission.config import get_settings
+    from readmission.schema import FEATURES
+
+    settings = get_settings()
+    version = promoted_version(settings)
+    serving = app.state.serving
+    asyncio.run(serving.store.refresh())
+    if serving.store.current is None:
+        raise RuntimeError(f"version {version} was not loaded: {serving.store.last_error}")
+    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    encounters = [
+        {k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}
+        for r in holdout[list(FEATURES)].head(4000).to_dict("records")
+    ]
+    predict = [Call("POST", "/predict", json.dumps(e).encode()) for e in encounters]
+    health = [Call("GET", "/health")]
+
+    async def measure() -> dict[str, float]:
+        await per_request_us(app, predict, 2000)  # warm-up
+        return {
+            "health_us": round(await per_request_us(app, health, args.requests), 1),
+            "predict_us": round(await per_request_us(app, predict, args.requests), 1),
+        }
+
+    timings = asyncio.run(measure())
+    print(f"in process, per request: {timings}", flush=True)
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    asyncio.run(per_request_us(app, predict, args.requests))
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("cumulative").print_stats(args.top * 2)
+    print(out.getvalue())
+    total = max(v[3] for v in stats.stats.values())  # type: ignore[attr-defined]
+    layers = {}
+    for name, pattern in LAYERS.items():
+        cumulative = [
+            v[3]
+            for k, v in stats.stats.items()
+            if pattern in f"{k[0]}:{k[2]}"  # type: ignore[attr-defined]
+        ]
+        layers[name] = round(max(cumulative, default=0.0) / args.requests * 1e6, 1)
+    print(
+        json.dumps(
+            {
+                "model_version": version,
+                **timings,
+                "profiled_total_us": round(total / args.requests * 1e6, 1),
+                "layers_cumulative_us": layers,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
