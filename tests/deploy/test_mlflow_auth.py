@@ -20,6 +20,8 @@ from mlflow.exceptions import MlflowException
 
 from readmission import registry, training, warehouse
 from readmission.config import Settings
+from readmission.schema import example_encounter
+from tests.api.serving import running_api
 from tests.conftest import free_port, mlflow_backend_uri, service_env, stop, wait_for
 
 from .conftest import ROOT
@@ -203,3 +205,17 @@ def test_a_logged_model_pins_the_versions_the_api_image_installs(
     assert {name: pinned.get(name) for name in SCIENTIFIC_STACK} == {
         name: locked[name][0] for name in SCIENTIFIC_STACK
     }
+
+
+def test_the_api_serves_the_production_version_as_the_read_only_user(
+    trained: Settings, reader: tuple[str, str], tmp_path: Path
+) -> None:
+    """bin/api configured as compose and k3d configure it: the reader's login, nothing else."""
+    with running_api(
+        trained, tmp_path, MLFLOW_TRACKING_USERNAME=reader[0], MLFLOW_TRACKING_PASSWORD=reader[1]
+    ) as api:
+        ready = api.wait_until(lambda: api.get("/ready").status_code == 200, "/ready 200")
+        assert ready and api.served_version() == "1"
+        response = api.post("/predict", json=example_encounter())
+        assert response.status_code == 200, response.text
+        assert 0 <= response.json()["probability"] <= 1
