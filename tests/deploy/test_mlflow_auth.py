@@ -152,6 +152,7 @@ def test_mlflow_users_is_idempotent_and_needs_the_admin(
     assert "cannot create 'readmission-api'" in refused.stderr
 
 
+@pytest.mark.slow
 def test_the_reader_loads_the_production_model_and_cannot_change_the_registry(
     trained: Settings, reader: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,6 +191,7 @@ def test_the_lock_holds_one_resolution_of_the_scientific_stack() -> None:
     }
 
 
+@pytest.mark.slow
 def test_a_logged_model_pins_the_versions_the_api_image_installs(
     trained: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,6 +209,7 @@ def test_a_logged_model_pins_the_versions_the_api_image_installs(
     }
 
 
+@pytest.mark.slow
 def test_the_api_serves_the_production_version_as_the_read_only_user(
     trained: Settings, reader: tuple[str, str], tmp_path: Path
 ) -> None:
