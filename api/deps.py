@@ -49,6 +49,8 @@ TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 def query_flag(request: Request, name: str) -> bool:
     """A boolean query parameter, read without FastAPI's per-parameter machinery (which cost
     /predict more than scoring does); 422 naming it when it is not a boolean."""
+    if not request.scope["query_string"]:  # the usual case: parse nothing
+        return False
     value = request.query_params.get(name)
     if value is None or value.lower() in FALSE:
         return False
