@@ -35,6 +35,7 @@ bench: setup  ## Benchmarks on the real data set (DATA_SOURCE, default ../shared
 	$(PY) bench/ingest.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 	$(PY) bench/training_step.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 	$(PY) bench/serving.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
+	$(PY) bench/stream.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 
 demo: setup  ## The whole loop on this machine: services, ingest + train via Airflow, promote, predict
 	$(PY) scripts/demo.py

@@ -1,0 +1,126 @@
+"""The chaos suite's platform: a fresh PostgreSQL warehouse, the session's real MLflow server,
+a model name of the test's own, and extracts of a synthetic sample cut by encounter_id."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from readmission import registry, warehouse
+from readmission.config import Settings
+from readmission.dataset import synthetic_sample
+
+from ..conftest import BIN, ROOT, platform_env, service_env
+
+BATCH_SIZE = 300
+
+
+@pytest.fixture
+def chaos(
+    configure: Callable[..., Settings], create_database: Callable[[], str], mlflow_server: str
+) -> Settings:
+    return configure(
+        DATABASE_URL=create_database(),
+        MLFLOW_TRACKING_URI=mlflow_server,
+        MODEL_NAME=f"chaos-{uuid.uuid4().hex[:8]}",
+        BATCH_SIZE=str(BATCH_SIZE),
+        TRAINING_LEASE_WAIT="120",
+        MAX_LOG_LOSS="0.7",  # the synthetic sample's base rate is 21%
+    )
+
+
+@pytest.fixture(scope="session")
+def rows() -> pd.DataFrame:
+    """1,200 synthetic encounters as text, in encounter_id order."""
+    return synthetic_sample(1200, seed=11).astype(str)
+
+
+@pytest.fixture
+def extract(rows: pd.DataFrame, tmp_path: Path) -> Callable[..., Path]:
+    """Write rows[start:stop] (or a given frame) as an extract file; return its path."""
+
+    def write(start: int = 0, stop: int | None = None, frame: pd.DataFrame | None = None) -> Path:
+        part = rows.iloc[start:stop] if frame is None else frame
+        path = tmp_path / f"extract-{uuid.uuid4().hex[:6]}.csv"
+        part.to_csv(path, index=False)
+        return path
+
+    return write
+
+
+def command(*args: str, crash_at: str | None = None) -> list[str]:
+    if crash_at is None:
+        return [str(BIN / "readmission"), *args]
+    return [sys.executable, "-m", "tests.chaos.crash", crash_at, *args]
+
+
+def start(*args: str, crash_at: str | None = None) -> subprocess.Popen[str]:
+    """A `readmission` process of its own, on this test's platform."""
+    return subprocess.Popen(
+        command(*args, crash_at=crash_at),
+        cwd=ROOT,
+        env=service_env(**platform_env()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run(*args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    process = start(*args, crash_at=crash_at)
+    output, _ = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, output)
+
+
+def ok(*args: str) -> str:
+    done = run(*args)
+    assert done.returncode == 0, done.stdout[-3000:]
+    return done.stdout
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+def assert_consistent(settings: Settings, sources: list[pd.DataFrame]) -> None:
+    """The invariants every chaos scenario must leave behind, whatever was killed when."""
+    url = settings.warehouse_url
+    for report in warehouse.ingest_history(url):
+        accounted = (
+            report["accepted"]
+            + sum(report["quarantined"].values())  # type: ignore[attr-defined]
+            + report["already_present"]
+            + report["deferred"]
+        )
+        assert report["rows_in"] == accounted, report
+    ids = pd.concat(sources)["encounter_id"].astype(int)
+    assert warehouse.row_counts(url)["raw_encounters"] == ids.nunique()  # every row stored once
+    assert warehouse.holdout_overlap(url) == 0
+
+    trained = [b for b in warehouse.batch_list(url, settings.model_name) if b.kind == "train"]
+    assert trained and all(b.trained for b in trained), "every batch trained"
+    versions = [
+        v
+        for v in registry.version_summaries(settings)
+        if v.tags.get("warehouse_id") == warehouse.identity(url)
+    ]
+    assert len(versions) == len(trained), "registered versions = trained batches"
+    assert sorted(v.batch_id for v in versions) == sorted(str(b.batch_id) for b in trained)
+    by_batch = {int(str(v.batch_id)): v for v in versions}
+    parent = ""
+    for batch in sorted(by_batch):  # each version continues the one before it
+        assert by_batch[batch].parent_version == parent
+        assert by_batch[batch].version == next(
+            b.model_version for b in trained if b.batch_id == batch
+        )
+        parent = by_batch[batch].version

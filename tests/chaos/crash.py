@@ -1,0 +1,55 @@
+"""Run the `readmission` CLI in this process and SIGKILL it at a named point of its work.
+
+    python -m tests.chaos.crash <point> <readmission arguments...>
+
+The kill is a real SIGKILL the process sends itself, so nothing runs after it: no `finally`,
+no rollback by Python, no atexit; what survives is exactly what the database and the MLflow
+server had made durable by then.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import mlflow
+
+from readmission import cli, warehouse
+from readmission.model import ReadmissionModel
+
+
+def _killing(original: Callable[..., Any], after_calls: int = 0) -> Callable[..., Any]:
+    calls = 0
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > after_calls:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+def _arm(point: str) -> None:
+    if point == "ingest-mid-write":  # raw rows of the first batch written, the rest not
+        warehouse._bulk_insert = _killing(warehouse._bulk_insert, after_calls=1)
+    elif point == "ingest-before-commit":  # everything written, the commit not reached
+        warehouse._report_dict = _killing(warehouse._report_dict)
+    elif point == "train-mid-fit":  # the MLflow run open, the model half updated
+        ReadmissionModel.partial_fit = _killing(ReadmissionModel.partial_fit)
+    elif point == "train-before-register":  # model logged to the run, no version yet
+        mlflow.register_model = _killing(mlflow.register_model)
+    elif point == "train-after-register":  # version registered, the warehouse not told
+        warehouse.mark_trained = _killing(warehouse.mark_trained)
+    else:
+        raise SystemExit(f"unknown crash point {point!r}")
+
+
+if __name__ == "__main__":
+    _arm(sys.argv[1])
+    sys.argv = ["readmission", *sys.argv[2:]]
+    cli.app()

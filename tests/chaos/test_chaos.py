@@ -1,0 +1,122 @@
+"""Chaos: real `readmission` processes on real PostgreSQL and a real MLflow server, killed with
+SIGKILL at each step of ingest and training, run two at a time, fed replays, corrections and
+extracts out of order. After each scenario the invariants of `assert_consistent` hold: rows in =
+accepted + quarantined + already present (+ deferred), every row stored once, every batch trained
+exactly once, registered versions = trained batches, each version's parent the previous version
+of the lineage, no patient both in the holdout and in training."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from readmission import warehouse
+from readmission.config import Settings
+
+from .conftest import assert_consistent, ok, run, start, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_an_ingest_killed_at_any_step_leaves_nothing_and_its_rerun_stores_everything_once(
+    chaos: Settings, rows: pd.DataFrame, extract: Callable[..., Path]
+) -> None:
+    source = extract(0, 800)
+    for point in ("ingest-mid-write", "ingest-before-commit"):
+        killed = run("ingest", "--source", str(source), crash_at=point)
+        assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
+        assert warehouse.row_counts(chaos.warehouse_url)["raw_encounters"] == 0
+        assert warehouse.ingest_history(chaos.warehouse_url) == []
+
+    ok("ingest", "--source", str(source))
+    ok("train")
+    assert_consistent(chaos, [rows.iloc[:800]])
+
+
+def test_a_training_run_killed_at_any_step_is_finished_by_the_next_run_without_forking(
+    chaos: Settings, rows: pd.DataFrame, extract: Callable[..., Path]
+) -> None:
+    ok("ingest", "--source", str(extract()))  # four training batches
+    ok("train", "--batches", "1")
+    for point, adopted in (
+        ("train-mid-fit", False),  # the MLflow run open, the model half updated
+        ("train-before-register", False),  # the model logged, no version yet
+        ("train-after-register", True),  # the version registered, the warehouse not told
+    ):
+        killed = run("train", crash_at=point)  # dies on the next batch
+        assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
+        rerun = ok("train", "--batches", "1")
+        assert ("registered before its bookkeeping, adopted" in rerun) is adopted, rerun
+    assert warehouse.untrained_batches(chaos.warehouse_url, chaos.model_name) == []
+    assert_consistent(chaos, [rows])
+
+
+def test_a_training_run_killed_while_holding_the_lease_releases_it(
+    chaos: Settings, rows: pd.DataFrame, extract: Callable[..., Path]
+) -> None:
+    ok("ingest", "--source", str(extract(0, 800)))
+    first = start("train")
+    wait_until(lambda: _lease_holder(chaos) != "" or first.poll() is not None)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+
+    ok("train")  # the dead run's lease went with its database session
+    assert_consistent(chaos, [rows.iloc[:800]])
+
+
+def test_two_training_runs_at_once_train_each_batch_once_and_both_exit_0(
+    chaos: Settings, rows: pd.DataFrame, extract: Callable[..., Path]
+) -> None:
+    ok("ingest", "--source", str(extract(0, 1000)))  # three training batches
+    runs = [start("train"), start("train")]
+    outputs = [p.communicate(timeout=300)[0] for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], "\n".join(o[-6000:] for o in outputs)
+    trained = sum(out.count("training batch") for out in outputs)
+    assert trained == len(warehouse.training_batches(chaos.warehouse_url))
+    assert_consistent(chaos, [rows.iloc[:1000]])
+
+
+def test_two_overlapping_ingests_at_once_store_every_row_once(
+    chaos: Settings, rows: pd.DataFrame, extract: Callable[..., Path]
+) -> None:
+    runs = [
+        start("ingest", "--source", str(extract(0, 700))),
+        start("ingest", "--source", str(extract(400, 1000))),
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outputs
+    history = warehouse.ingest_history(chaos.warehouse_url)
+    assert sum(int(str(r["already_present"])) for r in history) == 300  # the overlap, once
+    ok("train")
+    assert_consistent(chaos, [rows.iloc[:1000]])
+
+
+def test_replays_corrections_and_extracts_out_of_order_keep_the_lineage_straight(
+    chaos: Settings, rows: pd.DataFrame, extract: Callable[..., Path]
+) -> None:
+    later, earlier = extract(600, 1200), extract(0, 600)
+    ok("ingest", "--source", str(later))  # the newer extract first
+    ok("train")
+    ok("ingest", "--source", str(earlier))
+    replay = ok("ingest", "--source", str(earlier))
+    assert "0 new accepted" in replay and "600 already present" in replay
+    corrected = rows.iloc[:600].copy()
+    corrected.loc[corrected.index[:5], "num_medications"] = "77"
+    fixed = ok("ingest", "--source", str(extract(frame=corrected)))
+    assert "(5 corrections recorded)" in fixed and "batches created: none" in fixed
+    ok("train")
+    status = ok("status")
+    assert "corrections recorded: 5" in status and "patients also in training: 0" in status
+    assert_consistent(chaos, [rows])
+
+
+def _lease_holder(settings: Settings) -> str:
+    import sqlalchemy as sa
+
+    with warehouse.engine_for(settings.warehouse_url).connect() as conn:
+        return str(conn.execute(sa.select(warehouse.leases.c.holder)).scalar() or "")
