@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,25 @@ class Settings(BaseSettings):
     min_auc: float = Field(0.60, alias="MIN_AUC")
     max_log_loss: float = Field(0.35, alias="MAX_LOG_LOSS")
     auto_promote: bool = Field(False, alias="AUTO_PROMOTE")
+
+    # Release: the threshold, the model card's uncertainty and subgroups, the promotion gates.
+    threshold_policy: Literal["f1", "top_k"] = Field(
+        "f1",
+        alias="THRESHOLD_POLICY",
+        description="f1: maximise F1 on the holdout; top_k: flag the THRESHOLD_TOP_PERCENT % "
+        "of patients at highest risk.",
+    )
+    threshold_top_percent: float = Field(10.0, alias="THRESHOLD_TOP_PERCENT", gt=0, le=100)
+    bootstrap_resamples: int = Field(1000, alias="BOOTSTRAP_RESAMPLES", ge=500)
+    subgroup_min_events: int = Field(
+        30,
+        alias="SUBGROUP_MIN_EVENTS",
+        ge=1,
+        description="Fewer readmissions (or non-readmissions) than this: no AUC for the group.",
+    )
+    gate_subgroup_auc_margin: float = Field(0.1, alias="GATE_SUBGROUP_AUC_MARGIN", ge=0)
+    gate_calibration_slope_min: float = Field(0.7, alias="GATE_CALIBRATION_SLOPE_MIN", gt=0)
+    gate_calibration_slope_max: float = Field(1.3, alias="GATE_CALIBRATION_SLOPE_MAX", gt=0)
 
     # Hyperparameters of a new model lineage (warm starts keep their parent's); unset: the
     # defaults chosen by `readmission tune` (readmission.model.ModelParams).

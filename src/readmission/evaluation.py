@@ -1,4 +1,5 @@
-"""Metrics and plots of a model's probabilities against true labels."""
+"""A version's performance on the holdout: metrics with uncertainty, calibration, subgroups,
+and the plots of them (scikit-learn's displays)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from dataclasses import dataclass
+
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from sklearn import metrics
-from sklearn.calibration import calibration_curve
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import RocCurveDisplay
 
+from readmission import calibration, subgroups, thresholds
+from readmission.config import Settings
+from readmission.uncertainty import AucInterval, cluster_bootstrap_auc
 
-def best_f1_threshold(y: np.ndarray, probability: np.ndarray) -> float:
-    """The probability cut-off maximising F1, so labels mean something at an 11% base rate."""
-    precision, recall, thresholds = metrics.precision_recall_curve(y, probability)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(thresholds[int(np.argmax(f1[:-1]))]) if len(thresholds) else 0.5
+BOOTSTRAP_SEED = 20_240  # fixed, so a version's card and its promotion gate see the same interval
 
 
 def scores(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float]:
@@ -36,21 +40,91 @@ def scores(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str
     }
 
 
+@dataclass(frozen=True)
+class HoldoutEvaluation:
+    """Everything a model card and the promotion gate say about one version on the holdout."""
+
+    n: int
+    positives: int
+    patients: int
+    threshold: thresholds.Threshold
+    scores: dict[str, float]  # at the threshold
+    selection_rate: float  # share of the holdout flagged at the threshold
+    roc_auc: AucInterval
+    calibration: calibration.Calibration
+    subgroups: dict[str, list[subgroups.GroupRow]]
+    min_events: int
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for MLflow (logged with the prefix `holdout_`)."""
+        return {
+            **self.scores,
+            "roc_auc_ci_low": self.roc_auc.low,
+            "roc_auc_ci_high": self.roc_auc.high,
+            "calibration_intercept": self.calibration.intercept,
+            "calibration_slope": self.calibration.slope,
+            "ece": self.calibration.ece,
+            "selection_rate": self.selection_rate,
+        }
+
+
+def evaluate_holdout(
+    settings: Settings,
+    holdout: pd.DataFrame,
+    y: np.ndarray,
+    probability: np.ndarray,
+    threshold: thresholds.Threshold | None = None,
+) -> HoldoutEvaluation:
+    """Evaluate probabilities on the holdout; choose the threshold there unless one is given
+    (the holdout is the only data a new version has not trained on)."""
+    if threshold is None:
+        threshold = thresholds.choose(
+            settings.threshold_policy,
+            y,
+            probability,
+            chosen_on="holdout",
+            top_percent=settings.threshold_top_percent,
+        )
+    patients = holdout["patient_nbr"].to_numpy()
+    return HoldoutEvaluation(
+        n=len(y),
+        positives=int(y.sum()),
+        patients=len(np.unique(patients)),
+        threshold=threshold,
+        scores=scores(y, probability, threshold.value),
+        selection_rate=float(np.mean(probability >= threshold.value)),
+        roc_auc=cluster_bootstrap_auc(
+            y, probability, patients, settings.bootstrap_resamples, BOOTSTRAP_SEED
+        ),
+        calibration=calibration.assess(y, probability),
+        subgroups=subgroups.subgroup_tables(
+            holdout,
+            y,
+            probability,
+            threshold.value,
+            settings.subgroup_min_events,
+            settings.bootstrap_resamples,
+            BOOTSTRAP_SEED,
+        ),
+        min_events=settings.subgroup_min_events,
+    )
+
+
 def roc_figure(y: np.ndarray, probability: np.ndarray, title: str) -> Figure:
-    fpr, tpr, _ = metrics.roc_curve(y, probability)
-    figure, axes = plt.subplots(figsize=(5, 5))
-    axes.plot(fpr, tpr, label=f"AUC {metrics.roc_auc_score(y, probability):.3f}")
-    axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    axes.set(xlabel="False positive rate", ylabel="True positive rate", title=title)
-    axes.legend(loc="lower right")
-    return figure
+    display = RocCurveDisplay.from_predictions(
+        y, probability, name="holdout", plot_chance_level=True
+    )
+    display.ax_.set_title(title)
+    return display.figure_
 
 
 def calibration_figure(y: np.ndarray, probability: np.ndarray, title: str) -> Figure:
-    observed, predicted = calibration_curve(y, probability, n_bins=10, strategy="quantile")
     figure, axes = plt.subplots(figsize=(5, 5))
-    axes.plot(predicted, observed, marker="o")
-    top = max(float(predicted.max()), float(observed.max()))
-    axes.plot([0, top], [0, top], linestyle=":", color="grey")
-    axes.set(xlabel="Mean predicted probability", ylabel="Observed readmission rate", title=title)
+    display = CalibrationDisplay.from_predictions(
+        y, probability, n_bins=calibration.CURVE_BINS, strategy="quantile", name="holdout", ax=axes
+    )
+    top = max(float(display.prob_pred.max()), float(display.prob_true.max())) * 1.1
+    axes.set(xlim=(0, top), ylim=(0, top), title=title)
+    axes.set_xlabel("Mean predicted probability (equal-count bins)")
+    axes.set_ylabel("Observed readmission rate")
     return figure

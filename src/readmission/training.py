@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from readmission import evaluation, registry, warehouse
+from readmission import evaluation, model_card, registry, warehouse
 from readmission.config import Settings
 from readmission.features import FeatureSpace
 from readmission.holdout import fingerprint
@@ -142,8 +142,9 @@ def _train_batch(settings: Settings, batch_id: int, params: ModelParams | None) 
             mlflow.log_metrics({f"prequential_{k}": v for k, v in prequential.items()})
 
         model.partial_fit(frame, y)
-        model.threshold = evaluation.best_f1_threshold(y, model.predict_proba(frame))
-        metrics = _evaluate_and_log(model, holdout, y_holdout)
+        holdout_evaluation = _evaluate_and_log(settings, model, holdout, y_holdout)
+        model.threshold = holdout_evaluation.threshold.value
+        metrics = holdout_evaluation.scores
         mlflow.log_metrics(
             {
                 "samples_seen": model.samples_seen,
@@ -175,6 +176,18 @@ def _train_batch(settings: Settings, batch_id: int, params: ModelParams | None) 
             "feature_space": model.space.fingerprint,
         }
         version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
+        model_card.write(
+            model_card.build(
+                settings,
+                holdout_evaluation,
+                version=version.version,
+                run_id=run.info.run_id,
+                parent_version=parent.version if parent else None,
+                batches=_lineage_batches(url, settings.model_name, batch_id),
+                parameters=model.params.as_dict(),
+                samples_seen=model.samples_seen,
+            )
+        )
     warehouse.mark_trained(url, settings.model_name, batch_id, version.version, run.info.run_id)
     log.info(
         "batch %s -> %s v%s (holdout AUC %.4f)",
@@ -216,18 +229,35 @@ def initial_params(settings: Settings) -> ModelParams:
 
 
 def _evaluate_and_log(
-    model: ReadmissionModel, holdout: pd.DataFrame, y_holdout: np.ndarray
-) -> dict[str, float]:
+    settings: Settings, model: ReadmissionModel, holdout: pd.DataFrame, y_holdout: np.ndarray
+) -> evaluation.HoldoutEvaluation:
+    """Score the holdout, choose the threshold there (never on the batch just trained on), log
+    the metrics and plots."""
     probability = model.predict_proba(holdout)
-    metrics = evaluation.scores(y_holdout, probability, model.threshold)
-    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
-    for name, figure in (
-        ("roc", evaluation.roc_figure(y_holdout, probability, "Holdout ROC")),
-        ("calibration", evaluation.calibration_figure(y_holdout, probability, "Calibration")),
+    result = evaluation.evaluate_holdout(settings, holdout, y_holdout, probability)
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in result.metrics().items()})
+    mlflow.log_params(
+        {"threshold_policy": result.threshold.policy, "threshold_chosen_on": "holdout"}
+    )
+    for path, figure in (
+        (model_card.ROC_PLOT, evaluation.roc_figure(y_holdout, probability, "Holdout ROC")),
+        (
+            model_card.CALIBRATION_PLOT,
+            evaluation.calibration_figure(y_holdout, probability, "Calibration on the holdout"),
+        ),
     ):
-        mlflow.log_figure(figure, f"plots/{name}.png")
+        mlflow.log_figure(figure, path)
         plt.close(figure)
-    return metrics
+    return result
+
+
+def _lineage_batches(url: str, model_name: str, batch_id: int) -> list[warehouse.Batch]:
+    """The batches a version has learned from: those its lineage trained before, and this one."""
+    return [
+        b
+        for b in warehouse.batch_list(url, model_name)
+        if b.kind == "train" and (b.trained or b.batch_id == batch_id)
+    ]
 
 
 def _requirements() -> list[str]:
