@@ -3,10 +3,13 @@
 
 Scores the lineage's **newest** model version (the challenger) and the **production** one (the
 champion, alias `MODEL_ALIAS`) on the same rows: the holdout as it stands (its size and
-fingerprint go into the verdict). The challenger passes when it meets the
-quality floors (`MIN_AUC`, `MAX_LOG_LOSS`) and beats the champion's holdout AUC by at least
-`margin`. The verdict is recorded as tags on the challenger version in the MLflow registry
-(`validation_status`, `validation_reason`, scores of both).
+fingerprint go into the verdict). The challenger passes when it meets the quality floors
+(`MIN_AUC`, `MAX_LOG_LOSS`), no subgroup (race, gender, age band) with enough readmissions lies
+more than `GATE_SUBGROUP_AUC_MARGIN` below its overall AUC, its calibration slope is within
+`GATE_CALIBRATION_SLOPE_MIN`..`GATE_CALIBRATION_SLOPE_MAX`, and it beats the champion's holdout
+AUC by at least `margin`. The verdict is recorded as tags on the challenger version in the MLflow
+registry (`validation_status`, `validation_reason`, one `check_*` tag per check, scores). A
+promotion is recorded in the promotion ledger (`readmission promotions`).
 
 | Param | Meaning |
 |---|---|
@@ -66,14 +69,19 @@ _defaults = get_settings()
 )
 def evaluate_and_promote() -> None:
     @task(**IO_RETRIES)
-    def judge_challenger(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def judge_challenger(
+        params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> dict[str, Any]:
         """Record the verdict on the challenger version and promote it if asked and it won."""
-        from readmission import pipeline
+        from readmission import promotion
 
         params = params or {}
         settings = get_settings()
-        verdict = pipeline.evaluate_and_promote(
-            settings, auto_promote=params.get("auto_promote"), margin=params.get("margin")
+        verdict = promotion.evaluate_and_promote(
+            settings,
+            auto_promote=params.get("auto_promote"),
+            margin=params.get("margin"),
+            by=f"airflow 03_evaluate_and_promote (run {run_id})",
         )
         if verdict is None:
             raise AirflowSkipException(
@@ -105,6 +113,7 @@ def evaluate_and_promote() -> None:
             "passed": verdict.passed,
             "promoted": verdict.promoted,
             "reason": verdict.reason,
+            "checks": {c.name: c.passed for c in verdict.checks},
         }
 
     judge_challenger()

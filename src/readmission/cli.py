@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
@@ -13,7 +14,7 @@ import mlflow
 import typer
 
 import readmission
-from readmission import holdout, pipeline, registry, training, tuning, warehouse
+from readmission import holdout, ledger, pipeline, promotion, training, tuning, warehouse
 from readmission.config import get_settings
 from readmission.dataset import DatasetError, synthetic_sample
 from readmission.logging_setup import configure_logging
@@ -107,15 +108,71 @@ def train(
         )
 
 
+def _operator() -> str:
+    """Who runs the command, for the promotion ledger."""
+    return f"cli ({getpass.getuser()})"
+
+
 @app.command()
-def promote(version: Annotated[str, typer.Argument(help="Model version to promote.")]) -> None:
+def promote(
+    version: Annotated[str, typer.Argument(help="Model version to promote.")],
+    reason: Annotated[str, typer.Option(help="Why, for the promotion ledger.")] = "",
+) -> None:
     """Make VERSION the production model (alias MODEL_ALIAS and legacy stage Production)."""
     settings = get_settings()
-    promoted = registry.promote(settings, version)
+    try:
+        change = promotion.change_production(
+            settings, version, _operator(), reason or "promoted by hand"
+        )
+    except promotion.PromotionError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from error
+    if change is None:
+        typer.echo(f"{settings.model_name} version {version} is already in production")
+        return
     typer.echo(
-        f"{settings.model_name} version {promoted.version} is now "
-        f"'{settings.model_alias}' (stage {promoted.current_stage})"
+        f"{settings.model_name} version {version} is now '{settings.model_alias}' "
+        f"(was {change.from_version or 'none'})"
     )
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why, for the promotion ledger.")] = "",
+) -> None:
+    """Return production to the version that was production before the current one."""
+    settings = get_settings()
+    try:
+        change = promotion.rollback(settings, _operator(), reason or None)
+    except promotion.PromotionError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(
+        f"{settings.model_name} rolled back: version {change.to_version} is production again "
+        f"(was {change.from_version})"
+    )
+
+
+@app.command()
+def promotions(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON list instead of one line per change.")
+    ] = False,
+) -> None:
+    """Every change of the production version, oldest first: when, from, to, by whom, why."""
+    settings = get_settings()
+    promotion.notice_outside_changes(settings, noticed_by=_operator())
+    entries = ledger.entries(settings.warehouse_url, settings.model_name)
+    if as_json:
+        typer.echo(json.dumps([e.as_dict() for e in entries], indent=2))
+        return
+    if not entries:
+        typer.echo(f"no production change of {settings.model_name} recorded yet")
+    for e in entries:
+        typer.echo(
+            f"{e.time:%Y-%m-%d %H:%M:%S} v{e.from_version or '-'} -> v{e.to_version or '-'} "
+            f"by {e.by}: {e.reason}"
+        )
 
 
 @app.command()
@@ -150,6 +207,12 @@ def status(
             f"  v{v['version']:<4} parent {v['parent_version'] or '-':<4} "
             f"AUC {v['holdout_roc_auc']:.4f} log-loss {v['holdout_log_loss']:.4f} "
             f"{' '.join(v['aliases'])} {v['stage']}"
+        )
+    if report["promotions"]:
+        last = report["promotions"][-1]
+        typer.echo(
+            f"last production change {last['time']} by {last['by']} "
+            f"({len(report['promotions'])} in all: readmission promotions)"
         )
 
 

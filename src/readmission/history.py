@@ -1,0 +1,27 @@
+"""A model's history in one object: its versions (aliases, stage, metrics, verdict) and the
+ledger of production changes. The CLI's `status`, the API's /model/history and the UI read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from readmission import ledger, registry
+from readmission.config import Settings
+
+
+@dataclass(frozen=True)
+class VersionHistory:
+    model_name: str
+    production_version: str | None
+    versions: list[registry.VersionSummary]  # oldest first
+    promotions: list[ledger.Promotion]  # oldest first
+
+
+def version_history(settings: Settings) -> VersionHistory:
+    production = registry.production_version(settings)
+    return VersionHistory(
+        model_name=settings.model_name,
+        production_version=production.version if production else None,
+        versions=registry.version_summaries(settings),
+        promotions=ledger.entries(settings.warehouse_url, settings.model_name),
+    )
