@@ -26,14 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from typing import Any
 
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from api.drift import DriftReference
 from api.metrics import ServingMetrics
-from api.schemas import ModelInfo
-from readmission import registry
+from readmission import model_card, promotion, registry
 from readmission.config import Settings
 from readmission.dataset import synthetic_sample
 from readmission.features import normalise
@@ -57,6 +57,7 @@ class ServedModel:
     scorer: CompiledScorer
     drift: DriftReference | None
     registered_at: datetime  # in the registry: how old the model is, whatever the process uptime
+    card: dict[str, Any] | None = None  # model_card.json of the version's run, if it has one
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -92,6 +93,7 @@ def load_served_model(settings: Settings, version: ModelVersion) -> ServedModel:
         scorer=scorer,
         drift=DriftReference.of(model),
         registered_at=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC),
+        card=model_card.load(version.run_id) if version.run_id else None,
     )
 
 
@@ -149,7 +151,10 @@ class ModelStore:
                 self.checked = True
             self.registry_up = True
             self.metrics.registry_up.set(1)
-            self.production = version.version if version else None
+            production = version.version if version else None
+            if production != self.production:
+                await asyncio.to_thread(self._notice_change)
+            self.production = production
             if version is None:
                 self._clear_failure()
                 self._withdraw()
@@ -167,6 +172,14 @@ class ModelStore:
                 self._load_failed(version.version, failed.attempts if failed else 0, error)
                 return
             self._swap(served)
+
+    def _notice_change(self) -> None:
+        """Record a production change made outside the platform (the MLflow UI) in the ledger;
+        changes made by the CLI or the DAG are recorded already and add nothing."""
+        try:
+            promotion.notice_outside_changes(self.settings, noticed_by="the serving API")
+        except Exception as error:  # the ledger must never stop serving
+            log.warning("could not check the promotion ledger: %s", _short(str(error)))
 
     def _swap(self, served: ServedModel) -> None:
         previous = self.current.version if self.current else None
@@ -271,24 +284,6 @@ class ModelStore:
         return (
             f"no production model: no version of '{name}' has the alias '{alias}' (or the "
             f"stage Production). {promote}"
-        )
-
-    def info(self) -> ModelInfo:
-        served = self.current
-        return ModelInfo(
-            name=served.name if served else self.settings.model_name,
-            version=served.version if served else None,
-            alias=served.alias if served else None,
-            stage=served.stage if served else None,
-            run_id=served.run_id if served else None,
-            metrics=served.metrics if served else {},
-            registered_at=served.registered_at if served else None,
-            loaded_at=served.loaded_at if served else None,
-            registry_reachable=self.registry_up,
-            load_failures=self.load_failures,
-            last_error=self.last_error,
-            reloads=self.reloads,
-            detail=None if served else self.unavailable_reason(),
         )
 
 

@@ -115,16 +115,34 @@ class VersionRow(BaseModel):
     parent_version: str | None
     batch_id: str | None
     holdout_roc_auc: float | None
+    holdout_roc_auc_ci: list[float] | None = Field(
+        description="95% interval of the holdout ROC-AUC (patient-level bootstrap)."
+    )
     holdout_log_loss: float | None
+    calibration_slope: float | None
     samples_seen: int | None
     aliases: list[str]
     stage: str | None
+    validation_status: str | None = Field(
+        description="The promotion gate's verdict (passed / rejected), if it judged the version."
+    )
+
+
+class PromotionRow(BaseModel):
+    time: datetime
+    from_version: str | None = Field(description="Null: nothing was in production.")
+    to_version: str | None = Field(description="Null: production was removed.")
+    by: str = Field(description="The DAG, the CLI (and its user), or the MLflow registry.")
+    reason: str
 
 
 class ModelHistory(BaseModel):
     model_name: str
     production_version: str | None
     versions: list[VersionRow] = Field(description="Oldest first.")
+    promotions: list[PromotionRow] = Field(
+        description="Every change of the production version, oldest first (the ledger)."
+    )
 
 
 class Message(BaseModel):

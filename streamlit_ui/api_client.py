@@ -66,6 +66,10 @@ class ApiClient:
         """The production model the API serves, its metrics and its loading state."""
         return self._request("GET", "/model")
 
+    def card(self) -> Json:
+        """The served version's model card (404: trained before cards were written)."""
+        return self._request("GET", "/model/card")
+
     def history(self) -> Json:
         """Every registered version of the model, oldest first, with holdout metrics."""
         return self._request("GET", "/model/history", unavailable=ApiError)  # 503: no registry

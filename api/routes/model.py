@@ -10,11 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from mlflow.exceptions import MlflowException
 
-from api.deps import ServingState
-from api.schemas import Message, ModelHistory, ModelInfo, VersionRow
-from readmission import registry
+from api.deps import ScoringState, ServingState
+from api.model_store import ModelStore
+from api.schemas import Message, ModelHistory, ModelInfo, PromotionRow, VersionRow
+from readmission import history, registry
 from readmission.config import Settings
 
 router = APIRouter(prefix="/model", tags=["model"])
@@ -34,66 +34,110 @@ async def model_info(state: ServingState) -> ModelInfo | JSONResponse:
     """The served version (alias, stage, run, its metrics, load time) and the registry
     watcher's state (reachable, failed loads, last error); 503 with the same body and what to
     do while no version is served."""
-    info = state.store.info()
+    info = _model_info(state.store)
     if info.version is None:
         return JSONResponse(info.model_dump(mode="json"), status_code=503)
     return info
 
 
-@router.get(
-    "/history",
-    response_model=ModelHistory,
-    summary="Every registered version",
-    responses={503: {"model": Message, "description": "The registry is unreachable."}},
-)
-async def model_history(state: ServingState) -> ModelHistory:
-    """Every registered version of the model, oldest first: its parent, training batch,
-    holdout metrics, aliases and stage, read from the registry at each call."""
-    try:
-        return await asyncio.to_thread(_history, state.settings)
-    except Exception as error:
-        raise HTTPException(503, detail=f"model registry unreachable: {error}") from error
-
-
-def _history(settings: Settings) -> ModelHistory:
-    production = registry.production_version(settings)
-    aliases = _aliases(settings)
-    rows = [
-        VersionRow(
-            version=v.version,
-            parent_version=v.parent_version or None,
-            batch_id=v.batch_id,
-            holdout_roc_auc=_finite(v.metrics.get("holdout_roc_auc")),
-            holdout_log_loss=_finite(v.metrics.get("holdout_log_loss")),
-            samples_seen=int(v.metrics["samples_seen"]) if "samples_seen" in v.metrics else None,
-            aliases=sorted({*v.aliases, *aliases.get(v.version, ())}),
-            stage=v.stage,
-        )
-        for v in registry.version_summaries(settings)
-    ]
-    return ModelHistory(
-        model_name=settings.model_name,
-        production_version=production.version if production else None,
-        versions=rows,
+def _model_info(store: ModelStore) -> ModelInfo:
+    served = store.current
+    return ModelInfo(
+        name=served.name if served else store.settings.model_name,
+        version=served.version if served else None,
+        alias=served.alias if served else None,
+        stage=served.stage if served else None,
+        run_id=served.run_id if served else None,
+        metrics=served.metrics if served else {},
+        registered_at=served.registered_at if served else None,
+        loaded_at=served.loaded_at if served else None,
+        registry_reachable=store.registry_up,
+        load_failures=store.load_failures,
+        last_error=store.last_error,
+        reloads=store.reloads,
+        detail=None if served else store.unavailable_reason(),
     )
 
 
-def _aliases(settings: Settings) -> dict[str, list[str]]:
-    """Version -> its aliases (searching versions does not return their aliases)."""
+@router.get(
+    "/history",
+    response_model=ModelHistory,
+    summary="Every registered version and every change of the production version",
+    responses={
+        503: {"model": Message, "description": "The registry or the warehouse is unreachable."}
+    },
+)
+async def model_history(state: ServingState) -> ModelHistory:
+    """Versions oldest first (holdout metrics, aliases, stage, verdict) and the promotion
+    ledger: who put which version into production, when and why."""
     try:
-        model = registry.connect(settings).get_registered_model(settings.model_name)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return {}
-        raise
-    found: dict[str, list[str]] = {}
-    for alias, version in model.aliases.items():
-        found.setdefault(str(version), []).append(alias)
-    return found
+        return await asyncio.to_thread(_history, state.settings)
+    except Exception as error:
+        raise HTTPException(
+            503, detail=f"model registry or warehouse unreachable: {error}"
+        ) from error
+
+
+def _history(settings: Settings) -> ModelHistory:
+    found = history.version_history(settings)
+    return ModelHistory(
+        model_name=found.model_name,
+        production_version=found.production_version,
+        versions=[_version_row(v) for v in found.versions],
+        promotions=[
+            PromotionRow(
+                time=p.time,
+                from_version=p.from_version,
+                to_version=p.to_version,
+                by=p.by,
+                reason=p.reason,
+            )
+            for p in found.promotions
+        ],
+    )
+
+
+def _version_row(v: registry.VersionSummary) -> VersionRow:
+    low = _finite(v.metrics.get("holdout_roc_auc_ci_low"))
+    high = _finite(v.metrics.get("holdout_roc_auc_ci_high"))
+    return VersionRow(
+        version=v.version,
+        parent_version=v.parent_version or None,
+        batch_id=v.batch_id,
+        holdout_roc_auc=_finite(v.metrics.get("holdout_roc_auc")),
+        holdout_roc_auc_ci=[low, high] if low is not None and high is not None else None,
+        holdout_log_loss=_finite(v.metrics.get("holdout_log_loss")),
+        calibration_slope=_finite(v.metrics.get("holdout_calibration_slope")),
+        samples_seen=int(v.metrics["samples_seen"]) if "samples_seen" in v.metrics else None,
+        aliases=sorted(v.aliases),
+        stage=v.stage,
+        validation_status=v.tags.get("validation_status"),
+    )
 
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+@router.get(
+    "/card",
+    summary="The model card of the served version",
+    responses={
+        404: {"model": Message, "description": "The served version was trained without a card."},
+        503: {"model": Message, "description": "No model is served."},
+    },
+)
+async def model_card(scoring: ScoringState) -> dict[str, Any]:
+    """The `model_card.json` of the served version's training run: intended use, data,
+    holdout metrics with 95% intervals, calibration, subgroup tables, threshold, limitations."""
+    card = scoring.model.card
+    if card is None:
+        raise HTTPException(
+            404,
+            detail=f"version {scoring.model.version} has no model card: it was trained before "
+            "cards were written; promote a newer version",
+        )
+    return card
 
 
 @router.post(
@@ -121,4 +165,4 @@ async def reload_model(
             401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
     await state.store.refresh(retry_now=True)
-    return state.store.info()
+    return _model_info(state.store)

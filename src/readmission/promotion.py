@@ -86,7 +86,17 @@ def evaluate_and_promote(
     promoted = False
     if passed and auto_promote:
         promoted = change_production(settings, challenger.version, by, reason) is not None
-    _record_verdict(settings, challenger.version, checks, passed, promoted, reason, ours, theirs)
+    _record_verdict(
+        settings,
+        challenger.version,
+        champion.version if champion else None,
+        checks,
+        passed,
+        promoted,
+        reason,
+        ours,
+        theirs,
+    )
     log.info(
         "challenger v%s: %s (%s)", challenger.version, "passed" if passed else "rejected", reason
     )
@@ -195,6 +205,7 @@ def _calibration_check(settings: Settings, ours: evaluation.HoldoutEvaluation) -
 def _record_verdict(
     settings: Settings,
     version: str,
+    champion: str | None,
     checks: list[Check],
     passed: bool,
     promoted: bool,
@@ -210,6 +221,7 @@ def _record_verdict(
         "challenger_roc_auc_ci": f"{ours.roc_auc.low:.6f}-{ours.roc_auc.high:.6f}",
         "challenger_log_loss": f"{ours.scores['log_loss']:.6f}",
         "challenger_calibration_slope": f"{ours.calibration.slope:.6f}",
+        "champion_version": champion or "none",
         "champion_roc_auc": f"{theirs['roc_auc']:.6f}" if theirs else "none",
         "promoted_by": "auto" if promoted else "manual",
     }

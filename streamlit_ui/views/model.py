@@ -1,4 +1,5 @@
-"""Model: the production version the API serves, and the warm-start training history."""
+"""Model: the production version the API serves, its model card, the warm-start training
+history and the ledger of production changes."""
 
 from typing import Any
 
@@ -8,6 +9,7 @@ import streamlit as st
 
 from streamlit_ui import notices
 from streamlit_ui.api_client import ApiClient, ApiError, ApiUnavailable
+from streamlit_ui.model_card_view import show_card
 
 
 def show_served(model: dict[str, Any]) -> None:
@@ -89,8 +91,22 @@ def show_history(history: dict[str, Any]) -> None:
     st.dataframe(frame, hide_index=True)
 
 
+def show_promotions(promotions: list[dict[str, Any]]) -> None:
+    st.subheader("Production changes")
+    if not promotions:
+        st.info("No production change recorded yet: `readmission promote VERSION`.")
+        return
+    st.caption(
+        "Every change of the production version, oldest first: by the DAG, the CLI, or a "
+        "change made in the MLflow UI that the platform noticed. Undo the last one with "
+        "`readmission rollback`."
+    )
+    st.dataframe(pd.DataFrame(promotions), hide_index=True)
+
+
 st.title("Model")
 client = ApiClient()
+served: dict[str, Any] | None = None
 try:
     with st.spinner("Asking the API which model it serves ..."):
         served = client.model()
@@ -100,7 +116,15 @@ except ApiError as error:
     if isinstance(error, ApiUnavailable):
         st.stop()
 
+if served is not None:
+    try:
+        show_card(client.card())
+    except ApiError as error:
+        st.info(f"No model card for this version: {error}")
+
 try:
-    show_history(client.history())
+    history = client.history()
+    show_history(history)
+    show_promotions(history["promotions"])
 except ApiError as error:
     notices.show(error, client)

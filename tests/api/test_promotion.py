@@ -56,6 +56,7 @@ def test_without_production_model_503_explains_how_to_promote_then_promotions_ar
     second = api.post("/predict", json=HIGH_RISK).json()
     served = api.get("/model").json()
     history = api.get("/model/history").json()
+    card = api.get("/model/card").json()
 
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     assert ready.status_code == 503 and ready.json()["ready"] is False
@@ -83,6 +84,15 @@ def test_without_production_model_503_explains_how_to_promote_then_promotions_ar
     assert [v["samples_seen"] for v in history["versions"]] == [500, 1000]
     assert [v["aliases"] for v in history["versions"]] == [[], ["production"]]
     assert [v["stage"] for v in history["versions"]] == ["Archived", "Production"]
+    # registry.promote is what the MLflow UI does: the API notices each change for the ledger
+    promotions = history["promotions"]
+    assert [(p["from_version"], p["to_version"]) for p in promotions] == [(None, "1"), ("1", "2")]
+    assert all("outside the platform" in p["by"] for p in promotions)
+    assert all("noticed by the serving API" in p["reason"] for p in promotions)
+
+    assert card["model"]["version"] == "2"
+    assert card["holdout"]["roc_auc_ci"][0] <= card["holdout"]["roc_auc"]
+    assert card["threshold"]["value"] == pytest.approx(second["threshold"])
 
 
 def test_reload_is_disabled_with_503_when_no_token_is_configured(unpromoted_api: Api) -> None:

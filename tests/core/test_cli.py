@@ -24,7 +24,9 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_ingest_train_promote_and_status(platform: Settings, sample_csv: Path) -> None:
+def test_ingest_train_promote_rollback_promotions_and_status(
+    platform: Settings, sample_csv: Path
+) -> None:
     first = cli("ingest", "--batches", "2", "--source", str(sample_csv))
     assert first.returncode == 0, first.stderr
     assert "batch 0 (holdout): 503 rows" in first.stdout
@@ -42,6 +44,23 @@ def test_ingest_train_promote_and_status(platform: Settings, sample_csv: Path) -
 
     promoted = cli("promote", "2")
     assert promoted.returncode == 0 and "version 2 is now 'production'" in promoted.stdout
+    assert cli("promote", "1", "--reason", "compare with the first").returncode == 0
+    rolled = cli("rollback")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "version 2 is production again (was 1)" in rolled.stdout
+    missing = cli("promote", "9")
+    assert missing.returncode == 2 and "has no version 9" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    ledger = json.loads(cli("promotions", "--json").stdout)
+    assert [(e["from_version"], e["to_version"]) for e in ledger] == [
+        (None, "2"),
+        ("2", "1"),
+        ("1", "2"),
+    ]
+    assert {"time", "from_version", "to_version", "by", "reason"} <= set(ledger[0])
+    assert ledger[0]["by"].startswith("cli (") and ledger[1]["reason"] == "compare with the first"
+    assert "rollback" in ledger[2]["reason"]
 
     status = json.loads(cli("status", "--json").stdout)
     assert status["production_version"] == "2"

@@ -196,9 +196,28 @@ def test_the_model_page_shows_the_production_version_and_every_trained_version(
     assert not app.error and not app.warning
     assert metric(app, "Production version") == f"v{PRODUCTION_VERSION}"
     history = httpx.get(f"{served_api}/model/history").json()["versions"]
-    table = app.dataframe[-1].value
+    (table,) = [d.value for d in app.dataframe if "role" in d.value.columns]
     assert list(table["version"]) == [v["version"] for v in history] == ["1", "2"]
     assert list(table["role"]) == ["production", ""]
     assert list(table["holdout_roc_auc"]) == pytest.approx([v["holdout_roc_auc"] for v in history])
-    auc, log_loss = (chart.proto.spec for chart in app.get("vega_lite_chart"))
+    calibration, auc, log_loss = (chart.proto.spec for chart in app.get("vega_lite_chart"))
+    assert "observed_rate" in calibration
     assert "holdout_roc_auc" in auc and "holdout_log_loss" in log_loss
+
+
+def test_the_model_page_renders_the_served_versions_card(
+    served_api: str, ui_against: Callable[[str], Settings]
+) -> None:
+    ui_against(served_api)
+    app = open_page("views/model.py")
+    card = httpx.get(f"{served_api}/model/card").json()
+
+    low, high = card["holdout"]["roc_auc_ci"]
+    assert (
+        metric(app, "ROC-AUC (95% CI)")
+        == f"{card['holdout']['roc_auc']:.3f} ({low:.3f}-{high:.3f})"
+    )
+    assert metric(app, "Calibration slope") == f"{card['calibration']['slope']:.2f}"
+    assert [t.label for t in app.tabs] == ["Race", "Gender", "Age band"]
+    subgroup_tables = [d.value for d in app.dataframe if "group" in d.value.columns]
+    assert [int(t["n"].sum()) for t in subgroup_tables] == [card["holdout"]["n"]] * 3
