@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from readmission.warehouse import engine_for
+from readmission.warehouse import create_schema, engine_for
 
 _LOCK_ID = 7_296_015  # PostgreSQL advisory lock serialising production changes
 
@@ -60,9 +60,7 @@ class Promotion:
 def _engine(url: str) -> Engine:
     """The warehouse's engine, with the ledger's table created once per process."""
     engine = engine_for(url)
-    with engine.begin() as conn:
-        _lock(conn)  # two processes creating the table at once would collide on PostgreSQL
-        metadata.create_all(conn)
+    create_schema(engine, metadata)
     return engine
 
 

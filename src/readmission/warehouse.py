@@ -194,8 +194,8 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create the missing tables, safe when several processes open a fresh warehouse at once.
+def create_schema(engine: Engine, tables: sa.MetaData = metadata) -> None:
+    """Create the missing `tables`, safe when several processes open a fresh warehouse at once.
 
     `create_all` checks, then creates: two processes can both see a table missing and the
     second CREATE fails. PostgreSQL serialises them with a transaction-scoped advisory lock;
@@ -205,15 +205,15 @@ def create_schema(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
-            metadata.create_all(conn)
+            tables.create_all(conn)
         return
     database = engine.url.database
     if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
-        metadata.create_all(engine)
+        tables.create_all(engine)
         return
     with open(f"{database}.schema-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        metadata.create_all(engine)
+        tables.create_all(engine)
 
 
 def ensure_sqlite_directory(url: str) -> None:
