@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
-from mlflow.exceptions import MlflowException
 
 from readmission.config import Settings
 from readmission.evaluation import BOOTSTRAP_SEED, HoldoutEvaluation
@@ -286,6 +285,8 @@ def load(run_id: str) -> dict[str, Any] | None:
     """The card of a run (tracking URI already set), or None for a version trained before cards."""
     try:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{JSON_PATH}")
-    except (MlflowException, OSError) as error:
-        log.info("run %s has no model card: %s", run_id, error)
+    # Which error a missing artifact raises depends on the artifact store (local, proxied, S3);
+    # a card that cannot be read must never keep a version from being served.
+    except Exception as error:
+        log.info("run %s has no readable model card: %s", run_id, error)
         return None

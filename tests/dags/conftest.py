@@ -74,5 +74,11 @@ def dags() -> dict[str, Any]:
 def pipeline_env(
     platform: Settings, configure: Callable[..., Settings], sample_csv: Path
 ) -> Settings:
-    """`platform` reading the synthetic sample, with a log-loss floor its 20% base rate meets."""
-    return configure(DATA_SOURCE=str(sample_csv), DATA_SHA256="", MAX_LOG_LOSS="0.6")
+    """`platform` reading the synthetic sample, with a log-loss floor its 20% base rate meets and
+    a calibration floor its small, over-confident models (slope ~0.6) meet."""
+    return configure(
+        DATA_SOURCE=str(sample_csv),
+        DATA_SHA256="",
+        MAX_LOG_LOSS="0.6",
+        GATE_CALIBRATION_SLOPE_MIN="0.3",
+    )
