@@ -138,12 +138,14 @@ def promote(settings: Settings, version: str | int) -> ModelVersion:
     client = connect(settings)
     version = str(version)
     client.get_model_version(settings.model_name, version)  # fails clearly if absent
-    client.set_registered_model_alias(settings.model_name, settings.model_alias, version)
+    # Stage first, alias last: readers resolve the alias first, so they never see the new
+    # version before its stage says Production.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated, still used
         client.transition_model_version_stage(
             settings.model_name, version, PRODUCTION_STAGE, archive_existing_versions=True
         )
+    client.set_registered_model_alias(settings.model_name, settings.model_alias, version)
     log.info("promoted %s version %s to %s", settings.model_name, version, settings.model_alias)
     return client.get_model_version(settings.model_name, version)
 
