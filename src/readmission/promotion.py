@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import Connection
 
 from readmission import evaluation, ledger, registry, warehouse
 from readmission.config import Settings
+from readmission.holdout import fingerprint
 from readmission.model import labels
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,18 @@ def evaluate_and_promote(
         return None
     champion = registry.production_version(settings)
     if champion is not None and champion.version == challenger.version:
-        # Re-running is safe: the verdict that promoted this version stays as recorded.
-        reason = f"version {challenger.version} is already in production"
-        log.info("challenger v%s: nothing to do (%s)", challenger.version, reason)
-        return Verdict(challenger.version, champion.version, {}, None, True, False, reason)
+        # A re-run (or a retry after the alias moved): finish the promotion if a crash cut it
+        # short, keep the verdict as recorded, change nothing else.
+        if challenger.current_stage != registry.PRODUCTION_STAGE:
+            registry.promote(settings, challenger.version)
+        reason = f"version {challenger.version} is already in production: nothing changed"
+        log.info("challenger v%s: %s", challenger.version, reason)
+        recorded = {
+            k.removeprefix("challenger_"): float(v)
+            for k, v in challenger.tags.items()
+            if k in ("challenger_roc_auc", "challenger_log_loss")
+        }
+        return Verdict(challenger.version, champion.version, recorded, None, True, False, reason)
     holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
     y = labels(holdout)
     challenger_model = registry.load_readmission_model(settings, challenger.version)
@@ -83,9 +93,9 @@ def evaluate_and_promote(
     passed = all(c.passed for c in checks)
     failed = [c.detail for c in checks if not c.passed]
     reason = "; ".join(failed) if failed else checks[-1].detail
-    promoted = False
-    if passed and auto_promote:
-        promoted = change_production(settings, challenger.version, by, reason) is not None
+    promoted = passed and auto_promote
+    # The verdict first, the promotion last: a retry after a crash in between finds the same
+    # verdict to record again and then promotes; one after the promotion changes nothing.
     _record_verdict(
         settings,
         challenger.version,
@@ -96,7 +106,10 @@ def evaluate_and_promote(
         reason,
         ours,
         theirs,
+        holdout,
     )
+    if promoted:
+        change_production(settings, challenger.version, by, reason)
     log.info(
         "challenger v%s: %s (%s)", challenger.version, "passed" if passed else "rejected", reason
     )
@@ -212,6 +225,7 @@ def _record_verdict(
     reason: str,
     ours: evaluation.HoldoutEvaluation,
     theirs: dict[str, float] | None,
+    holdout: pd.DataFrame,
 ) -> None:
     tags = {
         "validation_status": "passed" if passed else "rejected",
@@ -223,6 +237,9 @@ def _record_verdict(
         "challenger_calibration_slope": f"{ours.calibration.slope:.6f}",
         "champion_version": champion or "none",
         "champion_roc_auc": f"{theirs['roc_auc']:.6f}" if theirs else "none",
+        # Champion and challenger on exactly the same rows: today's holdout, named by its print.
+        "validation_holdout_rows": str(len(holdout)),
+        "validation_holdout_fingerprint": fingerprint(holdout["encounter_id"]),
         "promoted_by": "auto" if promoted else "manual",
     }
     client = registry.connect(settings)

@@ -80,12 +80,36 @@ def test_without_auto_promotion_the_verdict_is_recorded_and_nothing_changes(
     assert moves(fresh) == []
 
 
-def test_re_running_after_a_promotion_keeps_the_verdict(fresh: Settings) -> None:
-    promotion.evaluate_and_promote(fresh, auto_promote=True)
+def test_re_running_after_a_promotion_keeps_the_verdict_and_changes_nothing(
+    fresh: Settings,
+) -> None:
+    first = promotion.evaluate_and_promote(fresh, auto_promote=True)
     again = promotion.evaluate_and_promote(fresh, auto_promote=True)
 
-    assert not again.promoted and "already in production" in again.reason
+    assert not again.promoted and "nothing changed" in again.reason
+    assert again.challenger["roc_auc"] == pytest.approx(first.challenger["roc_auc"], abs=1e-6)
+    recorded = tags(fresh, "3")
+    assert recorded["validation_status"] == "passed"
+    holdout = warehouse.clean_rows(fresh.warehouse_url, warehouse.HOLDOUT_BATCH)
+    assert recorded["validation_holdout_rows"] == str(len(holdout))
+    assert moves(fresh) == [(None, "3")]
+
+
+def test_a_retry_after_a_crash_between_verdict_and_promotion_promotes(
+    fresh: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: object) -> None:
+        raise ConnectionError("injected: the registry went away before the promotion")
+
+    monkeypatch.setattr(registry, "promote", crash)
+    with pytest.raises(ConnectionError):
+        promotion.evaluate_and_promote(fresh, auto_promote=True)
     assert tags(fresh, "3")["validation_status"] == "passed"
+    assert registry.production_version(fresh) is None and moves(fresh) == []
+    monkeypatch.undo()
+
+    retried = promotion.evaluate_and_promote(fresh, auto_promote=True)
+    assert retried.promoted and registry.production_version(fresh).version == "3"
     assert moves(fresh) == [(None, "3")]
 
 
