@@ -21,7 +21,7 @@ def version_history(settings: Settings) -> VersionHistory:
     production = registry.production_version(settings)
     return VersionHistory(
         model_name=settings.model_name,
-        production_version=production.version if production else None,
+        production_version=str(production.version) if production else None,
         versions=registry.version_summaries(settings),
         promotions=ledger.entries(settings.warehouse_url, settings.model_name),
     )

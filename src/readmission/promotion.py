@@ -302,7 +302,8 @@ def _notice(
 ) -> tuple[str | None, ledger.Promotion | None]:
     """The production version now, and the entry recording it if the ledger did not know it."""
     production = registry.production_version(settings)
-    now = production.version if production else None
+    # str: the SQLite store returns versions as int, the REST API as str
+    now = str(production.version) if production else None
     last = ledger.latest(conn, settings.model_name)
     recorded = last.to_version if last else None
     if now == recorded:

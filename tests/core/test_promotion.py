@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -198,3 +199,22 @@ def test_promoting_a_version_that_does_not_exist_names_it(fresh: Settings) -> No
     with pytest.raises(promotion.PromotionError, match="has no version 42"):
         promotion.change_production(fresh, "42", "cli (tester)", "typo")
     assert moves(fresh) == []
+
+
+def test_the_ledger_and_rollback_work_on_the_embedded_default(
+    configure: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """SQLite warehouse and MLflow store (whose versions come back as int, not str)."""
+    settings = configure()
+    client = registry.connect(settings)
+    client.create_registered_model(settings.model_name)
+    for _ in range(3):  # versions that are never loaded need no model behind them
+        client.create_model_version(settings.model_name, source=(tmp_path / "none").as_uri())
+
+    for version in ("1", "2", "3"):
+        promotion.change_production(settings, version, "cli (tester)", "by hand")
+    assert promotion.notice_outside_changes(settings, noticed_by="the test") is None
+    promotion.rollback(settings, "cli (tester)")
+
+    assert registry.production_version(settings).version in (2, "2")
+    assert moves(settings) == [(None, "1"), ("1", "2"), ("2", "3"), ("3", "2")]
