@@ -7,11 +7,11 @@ import math
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import ScoringState, ServingState
+from api.deps import ServingState, served_model
 from api.model_store import ModelStore
 from api.schemas import Message, ModelHistory, ModelInfo, PromotionRow, VersionRow
 from readmission import history, registry
@@ -127,17 +127,17 @@ def _finite(value: float | None) -> float | None:
         503: {"model": Message, "description": "No model is served."},
     },
 )
-async def model_card(scoring: ScoringState) -> dict[str, Any]:
+async def model_card(request: Request) -> dict[str, Any]:
     """The `model_card.json` of the served version's training run: intended use, data,
     holdout metrics with 95% intervals, calibration, subgroup tables, threshold, limitations."""
-    card = scoring.model.card
-    if card is None:
+    _, model = served_model(request)
+    if model.card is None:
         raise HTTPException(
             404,
-            detail=f"version {scoring.model.version} has no model card: it was trained before "
+            detail=f"version {model.version} has no model card: it was trained before "
             "cards were written; promote a newer version",
         )
-    return card
+    return model.card
 
 
 @router.post(
