@@ -175,11 +175,11 @@ def version_summaries(settings: Settings) -> list[VersionSummary]:
         metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
         summaries.append(
             VersionSummary(
-                version=v.version,
+                version=str(v.version),  # the SQLite store returns int, the REST API str
                 run_id=v.run_id,
                 parent_version=v.tags.get("parent_version"),
                 batch_id=v.tags.get("batch_id"),
-                aliases=aliases.get(v.version, []),
+                aliases=aliases.get(str(v.version), []),
                 stage=v.current_stage,
                 metrics=dict(metrics),
                 tags=dict(v.tags),

@@ -217,4 +217,5 @@ def test_the_ledger_and_rollback_work_on_the_embedded_default(
     promotion.rollback(settings, "cli (tester)")
 
     assert registry.production_version(settings).version in (2, "2")
+    assert [v.aliases for v in registry.version_summaries(settings)] == [[], ["production"], []]
     assert moves(settings) == [(None, "1"), ("1", "2"), ("2", "3"), ("3", "2")]
