@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from api.drift import DriftMonitor
 from api.metrics import ServingMetrics
 from api.model_store import ModelStore, ServedModel
+from api.prediction_logging import PredictionLogging
 from readmission.config import Settings
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -25,6 +26,7 @@ class Serving:
     store: ModelStore
     metrics: ServingMetrics
     drift: DriftMonitor
+    prediction_log: PredictionLogging
 
 
 # Dependencies are coroutines so that FastAPI calls them on the event loop: a plain function would

@@ -16,7 +16,8 @@ from api.deps import Serving
 from api.drift import DriftMonitor, PsiCollector
 from api.metrics import ServingMetrics
 from api.model_store import ModelStore
-from api.routes import health, model, predict
+from api.prediction_logging import PredictionLogCollector, PredictionLogging
+from api.routes import health, model, performance, predict
 from readmission.config import Settings, get_settings
 from readmission.logging_setup import configure_logging
 
@@ -41,12 +42,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.registry.register(
         PsiCollector(drift, lambda: store.current.drift if store.current else None)
     )
+    prediction_log = PredictionLogging(settings)
+    metrics.registry.register(PredictionLogCollector(prediction_log))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
         watcher = asyncio.create_task(store.watch(), name="model-registry-watcher")
-        yield
+        async with prediction_log.running():
+            yield
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
@@ -58,9 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
     )
-    app.state.serving = Serving(settings, store, metrics, drift)
+    app.state.serving = Serving(settings, store, metrics, drift, prediction_log)
     errors.install(app, metrics)
-    for router in (predict.router, model.router, health.router):
+    for router in (predict.router, model.router, performance.router, health.router):
         app.include_router(router)
     predict.document_request_bodies(app)
     app.add_middleware(

@@ -157,3 +157,76 @@ class FieldProblem(BaseModel):
 
 class ValidationProblems(BaseModel):
     detail: list[FieldProblem]
+
+
+class RealizedFigures(BaseModel):
+    """Metrics of the served probabilities against the outcomes (null where undefined)."""
+
+    roc_auc: float | None
+    pr_auc: float | None
+    log_loss: float | None
+    brier: float | None
+    calibration_intercept: float | None = Field(description="0 when calibrated in the large.")
+    calibration_slope: float | None = Field(description="1 when calibrated.")
+    observed_rate: float | None = Field(description="Share readmitted within 30 days.")
+    mean_predicted: float | None
+    ppv: float | None = Field(description="Precision at the served threshold.")
+    sensitivity: float | None = Field(description="Recall at the served threshold.")
+
+
+class PendingEstimate(BaseModel):
+    """Expected metrics of the encounters still without an outcome, from their probabilities
+    alone (confidence-based performance estimation): an estimate, valid if calibrated."""
+
+    n: int
+    roc_auc: float | None
+    pr_auc: float | None
+    log_loss: float | None
+    brier: float | None
+    observed_rate: float | None
+    mean_predicted: float | None
+    ppv: float | None
+    sensitivity: float | None
+
+
+class EstimateCheck(BaseModel):
+    """An earlier estimate against the outcomes its encounters received since."""
+
+    estimated_at: datetime
+    window: int = Field(description="Encounters pending when the estimate was made.")
+    labelled: int = Field(description="Of those, how many have an outcome now.")
+    estimated_roc_auc: float | None
+    realized_roc_auc: float | None
+    roc_auc_gap: float | None = Field(description="Realized minus estimated.")
+    estimated_observed_rate: float | None
+    realized_observed_rate: float | None
+
+
+class PeriodPerformance(RealizedFigures):
+    scored: int = Field(description="Encounters scored (each once per version).")
+    n: int = Field(description="Scored encounters whose outcome has arrived.")
+    pending: int = Field(description="Scored encounters still waiting for their outcome.")
+    unidentified: int = Field(description="Scored without an encounter_id: never labelled.")
+    estimate: PendingEstimate
+
+
+class WeekPerformance(PeriodPerformance):
+    week: str = Field(description="Monday of the calendar week of scoring.")
+
+
+class VersionPerformance(PeriodPerformance):
+    version: str
+    threshold: float
+    holdout_roc_auc: float | None = Field(description="Measured on the holdout at training.")
+    first_scored_at: datetime
+    last_scored_at: datetime
+    estimate_checks: list[EstimateCheck]
+    weeks: list[WeekPerformance]
+
+
+class PerformanceReport(BaseModel):
+    model_name: str
+    report_id: int
+    computed_at: datetime
+    outcomes_joined: int = Field(description="Predictions that received their outcome then.")
+    versions: list[VersionPerformance] = Field(description="Served versions, oldest first.")

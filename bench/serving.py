@@ -9,7 +9,9 @@ little of the CPU the servers share):
 - `api`: `POST /predict` with real encounters of the data set (its holdout);
 - `mlflow_models_serve`: `POST /invocations` with the same encounters;
 - `floor`: `GET /health` of the same API process, through the same middleware: what this stack
-  (uvicorn, Starlette, the middleware) costs before any validation or scoring.
+  (uvicorn, Starlette, the middleware) costs before any validation or scoring;
+- `api_prediction_log_off`: `POST /predict` of a second API process with PREDICTION_LOG=false
+  (`api` logs every answer to the warehouse in the background, the default): what logging costs.
 
 Checks both servers give the same probabilities (1e-9), then measures batch scoring: the
 compiled scorer's `.probabilities` on 100k records in process, and `POST /predict/batch`.
@@ -211,6 +213,16 @@ def promoted_version(settings: Any) -> str:
     return version
 
 
+def logged_predictions(settings: Any) -> int:
+    """Rows in the prediction log of the logging API (written by the time it stopped)."""
+    import sqlalchemy as sa
+
+    from readmission.warehouse import engine_for, prediction_log
+
+    with engine_for(settings.warehouse_url).connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(prediction_log)).scalar_one()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="../shared/data/dataset_diabetes.zip")
@@ -241,12 +253,18 @@ def main() -> None:
         {k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}
         for r in features.head(4000).to_dict("records")
     ]
-    api_bodies = [json.dumps(e).encode() for e in encounters]
+    ids = holdout[["encounter_id", "patient_nbr"]].head(len(encounters)).astype(int)
+    api_bodies = [  # with their ids, as a hospital's client sends them (the log keeps them)
+        json.dumps({**e, **i}).encode()
+        for e, i in zip(encounters, ids.to_dict("records"), strict=True)
+    ]
     mlflow_bodies = [json.dumps({"dataframe_records": [e]}).encode() for e in encounters]
 
     gc.freeze()  # this client's heap (pandas, MLflow) out of the way of its garbage collector
     api_url, mlflow_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     api_env = {**env, "API_PORT": api_url.rsplit(":", 1)[1]}
+    unlogged_url = f"http://127.0.0.1:{free_port()}"
+    unlogged_env = {**env, "API_PORT": unlogged_url.rsplit(":", 1)[1], "PREDICTION_LOG": "false"}
     mlflow_env = {**env, "MLFLOW_TRACKING_URI": settings.tracking_uri}
     serve = [
         str(BIN / "mlflow"),
@@ -266,6 +284,12 @@ def main() -> None:
     with (
         service([str(ROOT / "bin" / "api")], api_env, f"{api_url}/ready", home / "api.log"),
         service(serve, mlflow_env, f"{mlflow_url}/ping", home / "mlflow-serve.log"),
+        service(
+            [str(ROOT / "bin" / "api")],
+            unlogged_env,
+            f"{unlogged_url}/ready",
+            home / "api-unlogged.log",
+        ),
     ):
         sample = slice(0, 300)
         ours = uvloop.run(post_all(api_url, "/predict", api_bodies[sample]))
@@ -279,14 +303,16 @@ def main() -> None:
             "api": Target(api_url, "/predict", api_bodies),
             "mlflow_models_serve": Target(mlflow_url, "/invocations", mlflow_bodies),
             "floor": Target(api_url, "/health"),
+            "api_prediction_log_off": Target(unlogged_url, "/predict", api_bodies),
         }
         measured = uvloop.run(side_by_side(targets, args.seconds, args.rounds, args.concurrency))
         for name, numbers in measured.items():
             print(f"{name}: {numbers}", flush=True)
-        api, mlflow, floor = (
+        api, mlflow, floor, unlogged = (
             measured["api"],
             measured["mlflow_models_serve"],
             measured["floor"],
+            measured["api_prediction_log_off"],
         )
         batches = [
             json.dumps({"encounters": encounters[i : i + 1000]}).encode()
@@ -305,6 +331,7 @@ def main() -> None:
     compiled_rows_per_s = len(records) / (time.perf_counter() - started)
 
     ratio = api["req_per_s"] / mlflow["req_per_s"] if mlflow["req_per_s"] else float("inf")
+    logged = logged_predictions(settings)
     result = {
         "model_version": version,
         "concurrency": args.concurrency,
@@ -312,6 +339,11 @@ def main() -> None:
         "max_probability_gap": gap,
         **measured,
         "api_share_of_floor": round(api["req_per_s"] / floor["req_per_s"], 3),
+        "prediction_log_cost": {
+            "req_per_s_on_vs_off": round(api["req_per_s"] / unlogged["req_per_s"], 3),
+            "p99_ms_on_minus_off": round(api["p99_ms"] - unlogged["p99_ms"], 3),
+            "rows_logged": logged,
+        },
         "compiled_batch_rows_per_s": round(compiled_rows_per_s),
         "api_batch_rows_per_s": round(api_batch_rows_per_s),
         "goals_met": {

@@ -7,6 +7,11 @@ Web UI at http://127.0.0.1:8089:
     .venv/bin/locust -f locust_test/locustfile.py --web-host 127.0.0.1 --host http://127.0.0.1:8000
 
 Thresholds (environment): LOCUST_MAX_FAILURE_RATIO (default 0.01), LOCUST_MAX_P95_MS (default 500).
+
+Encounters: synthetic ones drawn from the schema's value sets, or, with LOCUST_ENCOUNTERS_CSV set
+to a file of the data set (.csv with the header of diabetic_data.csv, or the UCI .zip), its real
+records in file order (outcome left out), so the drift panels see real traffic and the
+prediction log can later be joined to those encounters' outcomes.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import random
 from typing import Any
 
 import gevent
+import pandas as pd
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
-from readmission.dataset import synthetic_sample
+from readmission.dataset import load, synthetic_sample
 from readmission.schema import TARGET
 from readmission.validation import validate
 
@@ -31,11 +37,24 @@ log = logging.getLogger(__name__)
 def realistic_encounters(rows: int = PAYLOAD_ROWS, seed: int | None = None) -> list[dict[str, Any]]:
     """Encounters with the data set's columns and value sets (typed as the API expects them)."""
     seed = random.randrange(2**31) if seed is None else seed
-    clean = validate(synthetic_sample(rows, seed)).clean
-    return clean.drop(columns=[TARGET]).to_dict("records")
+    return _requests(synthetic_sample(rows, seed))
 
 
-ENCOUNTERS = realistic_encounters()
+def real_encounters(path: str) -> list[dict[str, Any]]:
+    """The valid records of a file of the data set, in encounter_id order, without outcomes."""
+    return _requests(load(path))
+
+
+def _requests(raw: pd.DataFrame) -> list[dict[str, Any]]:
+    return validate(raw).clean.drop(columns=[TARGET]).to_dict("records")
+
+
+def _encounters() -> list[dict[str, Any]]:
+    path = os.environ.get("LOCUST_ENCOUNTERS_CSV", "").strip()
+    return real_encounters(path) if path else realistic_encounters()
+
+
+ENCOUNTERS = _encounters()
 # Importing pandas and building the payloads blocks the gevent loop for seconds, and its cached
 # clock would make --run-time end that much early (even at once): bring the clock up to date.
 gevent.get_hub().loop.update_now()

@@ -70,6 +70,12 @@ class ApiClient:
         """The served version's model card (404: trained before cards were written)."""
         return self._request("GET", "/model/card")
 
+    def performance(self) -> Json | None:
+        """Realized performance per served version (GET /performance); None before the first
+        computation."""
+        body = self._request("GET", "/performance", ok=(200, 404), unavailable=ApiError)
+        return body if "versions" in body else None
+
     def history(self) -> Json:
         """Every registered version of the model, oldest first, with holdout metrics."""
         return self._request("GET", "/model/history", unavailable=ApiError)  # 503: no registry

@@ -139,6 +139,7 @@ async def predict(request: Request) -> Response:
     state.drift.observe((record,))
     state.metrics.record(probability, probability >= model.threshold)
     answer = _fields(model, encounter.encounter_id, probability)
+    state.prediction_log.record(((answer, encounter.patient_nbr),))
     if explain:
         scorer = model.scorer
         answer["intercept"] = scorer.intercept
@@ -173,14 +174,18 @@ async def predict_batch(request: Request) -> Response:
     state.drift.observe(records)
     state.metrics.batch_rows.observe(len(records))
     state.metrics.record_many(probabilities, model.threshold)
+    predictions = [
+        _fields(model, encounter.encounter_id, probability)
+        for encounter, probability in zip(batch.encounters, probabilities, strict=True)
+    ]
+    state.prediction_log.record(
+        zip(predictions, (e.patient_nbr for e in batch.encounters), strict=True)
+    )
     return _json(
         {
             "model_name": model.name,
             "model_version": model.version,
             "count": len(records),
-            "predictions": [
-                _fields(model, encounter.encounter_id, probability)
-                for encounter, probability in zip(batch.encounters, probabilities, strict=True)
-            ],
+            "predictions": predictions,
         }
     )

@@ -14,7 +14,16 @@ import mlflow
 import typer
 
 import readmission
-from readmission import holdout, ledger, pipeline, promotion, training, tuning, warehouse
+from readmission import (
+    holdout,
+    ledger,
+    performance,
+    pipeline,
+    promotion,
+    training,
+    tuning,
+    warehouse,
+)
 from readmission.config import get_settings
 from readmission.dataset import DatasetError, synthetic_sample
 from readmission.logging_setup import configure_logging
@@ -214,6 +223,34 @@ def status(
             f"last production change {last['time']} by {last['by']} "
             f"({len(report['promotions'])} in all: readmission promotions)"
         )
+
+
+@app.command("performance")
+def realized_performance(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """How each served version really did: realized metrics on the scored encounters whose
+    outcome has arrived, per version and per week, and an estimate for those still pending."""
+    report = performance.compute(get_settings())
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    if not report["versions"]:
+        typer.echo("no prediction logged yet: the API logs every encounter it scores")
+        return
+    typer.echo(
+        f"{report['model_name']}: {report['outcomes_joined']} outcomes joined "
+        f"(report {report['report_id']})"
+    )
+    for row in performance.as_rows(report):
+        typer.echo(
+            f"  v{row['version']:<4} scored {row['scored']:>7} labelled {row['labelled']:>7} "
+            f"pending {row['pending']:>7}  AUC realized {_figure(row['realized_roc_auc'])} "
+            f"holdout {_figure(row['holdout_roc_auc'])} "
+            f"estimated (pending) {_figure(row['estimated_roc_auc'])}"
+        )
+
+
+def _figure(value: float | None) -> str:
+    return "  -   " if value is None else f"{value:.4f}"
 
 
 @app.command()

@@ -135,6 +135,23 @@ class Settings(BaseSettings):
     api_reload_token: SecretStr | None = Field(
         None, alias="API_RELOAD_TOKEN", description="Bearer token for POST /model/reload."
     )
+    prediction_log: bool = Field(
+        True,
+        alias="PREDICTION_LOG",
+        description="Record every served prediction in the warehouse (realized performance).",
+    )
+    prediction_log_buffer: int = Field(
+        10_000,
+        alias="PREDICTION_LOG_BUFFER",
+        gt=0,
+        description="Predictions held while the warehouse is slow or down; beyond: dropped.",
+    )
+    performance_poll_seconds: float = Field(
+        60.0,
+        alias="PERFORMANCE_POLL_SECONDS",
+        gt=0,
+        description="How often the API re-reads the stored realized performance for /metrics.",
+    )
 
     @field_validator(
         "sgd_alpha", "sgd_eta0", "sgd_epochs", "api_reload_token", "max_body_bytes", mode="before"

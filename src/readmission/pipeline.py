@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from readmission import warehouse
+from readmission import prediction_log, warehouse
 from readmission.config import Settings
 from readmission.dataset import load
 from readmission.history import version_history
@@ -39,6 +39,9 @@ def ingest(
         source_name=source or settings.data_source,
     )
     log.info("ingest: %s", describe(report))
+    # Outcomes of encounters the API scored earlier join the prediction log as they arrive.
+    labelled = prediction_log.join_outcomes(settings.warehouse_url)
+    log.info("%d logged predictions received their outcome", labelled)
     return report
 
 

@@ -144,6 +144,36 @@ settings_table = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# Every prediction the API served (readmission.prediction_log); `outcome` is the encounter's
+# `readmitted` value, copied in once an ingested extract carries it.
+prediction_log = sa.Table(
+    "prediction_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("encounter_id", sa.BigInteger, index=True),
+    sa.Column("patient_nbr", sa.BigInteger),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("predicted_label", sa.Boolean, nullable=False),
+    sa.Column("risk_band", sa.String(8), nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("outcome", sa.Text),
+    sa.Column("labelled_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_prediction_log_model_outcome", "model_name", "outcome"),
+)
+# Each computation of the realized performance (readmission.performance), as JSON.
+performance_reports = sa.Table(
+    "performance_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(256), nullable=False, index=True),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_prediction_id", sa.BigInteger, nullable=False),
+    sa.Column("report", sa.Text, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class Batch:

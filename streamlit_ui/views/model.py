@@ -104,6 +104,79 @@ def show_promotions(promotions: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame(promotions), hide_index=True)
 
 
+def show_performance(report: dict[str, Any] | None) -> None:
+    """Realized vs holdout AUC per served version, the pending count and the estimate."""
+    st.subheader("Realized performance of the served versions")
+    if report is None or not report["versions"]:
+        st.info(
+            "Not computed yet: the API logs every encounter it scores, and the realized "
+            "performance is computed after each ingest that brings outcomes (Airflow "
+            "`04_realized_performance`, or `readmission performance`)."
+        )
+        return
+    rows = pd.DataFrame(
+        {
+            "version": v["version"],
+            "scored": v["scored"],
+            "labelled": v["n"],
+            "pending": v["pending"],
+            "realized AUC": v["roc_auc"],
+            "holdout AUC": v["holdout_roc_auc"],
+            "estimated AUC (pending)": v["estimate"]["roc_auc"],
+            "calibration slope": v["calibration_slope"],
+            "observed rate": v["observed_rate"],
+            "mean predicted": v["mean_predicted"],
+            "PPV": v["ppv"],
+            "sensitivity": v["sensitivity"],
+        }
+        for v in report["versions"]
+    )
+    long = rows.melt(
+        id_vars="version",
+        value_vars=["realized AUC", "holdout AUC", "estimated AUC (pending)"],
+        var_name="measure",
+        value_name="ROC AUC",
+    ).dropna()
+    chart = (
+        alt.Chart(long)
+        .mark_point(size=120, filled=True)
+        .encode(
+            x=alt.X("version:O", title="Served version", sort=None),
+            y=alt.Y("ROC AUC:Q", scale=alt.Scale(zero=False)),
+            color="measure:N",
+            shape="measure:N",
+            tooltip=["version", "measure", alt.Tooltip("ROC AUC:Q", format=".4f")],
+        )
+        .properties(height=260)
+    )
+    st.altair_chart(chart, width="stretch")
+    st.dataframe(rows, hide_index=True)
+    st.caption(
+        f"Computed {report['computed_at']}. Realized: on the encounters a version scored whose "
+        "outcome has arrived. Estimated: the expected AUC of those still pending, from their "
+        "probabilities alone, an estimate that holds as far as the model is calibrated."
+    )
+    with st.expander("Per calendar week of scoring, and earlier estimates against outcomes"):
+        for v in report["versions"]:
+            st.markdown(f"**Version {v['version']}**")
+            st.dataframe(
+                pd.DataFrame(
+                    {
+                        "week": w["week"],
+                        "scored": w["scored"],
+                        "labelled": w["n"],
+                        "pending": w["pending"],
+                        "realized AUC": w["roc_auc"],
+                        "estimated AUC (pending)": w["estimate"]["roc_auc"],
+                    }
+                    for w in v["weeks"]
+                ),
+                hide_index=True,
+            )
+            if v["estimate_checks"]:
+                st.dataframe(pd.DataFrame(v["estimate_checks"]), hide_index=True)
+
+
 st.title("Model")
 client = ApiClient()
 served: dict[str, Any] | None = None
@@ -121,6 +194,11 @@ if served is not None:
         show_card(client.card())
     except ApiError as error:
         st.info(f"No model card for this version: {error}")
+
+try:
+    show_performance(client.performance())
+except ApiError as error:
+    notices.show(error, client)
 
 try:
     history = client.history()

@@ -87,7 +87,7 @@ def client_of(airflow: Airflow, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     airflow_runs.client.cache_clear()
 
 
-def test_an_ingest_run_starts_training_then_evaluation_through_their_assets(
+def test_an_ingest_run_starts_training_evaluation_and_realized_performance_through_assets(
     airflow: Airflow,
 ) -> None:
     ingest = airflow_runs.wait(
@@ -104,8 +104,15 @@ def test_an_ingest_run_starts_training_then_evaluation_through_their_assets(
         300,
     )
 
+    realized = airflow_runs.wait(
+        "04_realized_performance",
+        airflow_runs.wait_for_asset_run("04_realized_performance", ingest),
+        300,
+    )
+
     assert ingest["run_type"] == "manual"
     assert training["run_type"] == evaluation["run_type"] == "asset_triggered"
+    assert realized["run_type"] == "asset_triggered"
     assert [v.batch_id for v in registry.version_summaries(airflow.settings)] == ["1", "2"]
     # Evaluation ran with its params' defaults, read from the settings: AUTO_PROMOTE=true.
     assert registry.production_version(airflow.settings).version == "2"

@@ -12,16 +12,23 @@ from tests.conftest import BIN, service_env
 from tests.dags.conftest import AIRFLOWIGNORE_WARNING, DAGS
 
 pytestmark = pytest.mark.filterwarnings(AIRFLOWIGNORE_WARNING)
-PIPELINE = ["01_ingest_data", "02_warm_start_training", "03_evaluate_and_promote"]
+PIPELINE = [
+    "01_ingest_data",
+    "02_warm_start_training",
+    "03_evaluate_and_promote",
+    "04_realized_performance",
+]
 TAGS = {
     "01_ingest_data": {"readmission", "data"},
     "02_warm_start_training": {"readmission", "training"},
     "03_evaluate_and_promote": {"readmission", "registry"},
+    "04_realized_performance": {"readmission", "monitoring"},
 }
 IO_TASKS = {
     "01_ingest_data": "ingest",
     "02_warm_start_training": "train_untrained_batches",
     "03_evaluate_and_promote": "judge_challenger",
+    "04_realized_performance": "measure_realized_performance",
 }
 
 # Parses dags/ with every socket refused and reports what happened, as JSON on stdout.
@@ -68,12 +75,14 @@ def test_ingest_is_manual_and_training_then_evaluation_follow_through_assets(
 ) -> None:
     from readmission_common import CLEAN_ENCOUNTERS, MODEL_VERSIONS
 
-    ingest, training, evaluation = (dags[d] for d in PIPELINE)
+    ingest, training, evaluation, realized = (dags[d] for d in PIPELINE)
     assert ingest.schedule is None
     assert ingest.task_dict["announce_new_batches"].outlets == [CLEAN_ENCOUNTERS]
     assert list(training.timetable.asset_condition.objects) == [CLEAN_ENCOUNTERS]
     assert training.task_dict["announce_new_versions"].outlets == [MODEL_VERSIONS]
     assert list(evaluation.timetable.asset_condition.objects) == [MODEL_VERSIONS]
+    # Every ingest that adds data also brings outcomes of encounters scored earlier.
+    assert list(realized.timetable.asset_condition.objects) == [CLEAN_ENCOUNTERS]
     for dag in dags.values():  # only the announcing tasks emit Asset events
         emitting = {t.task_id for t in dag.tasks if t.outlets}
         assert emitting <= {"announce_new_batches", "announce_new_versions"}

@@ -7,14 +7,17 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from readmission import registry
 from readmission.config import Settings
+from readmission.warehouse import engine_for, prediction_log
 from tests.api.serving import Api, copy_lineage, platform_settings, running_api, train_versions
 from tests.conftest import BIN, ROOT, service_env
 from tests.load.conftest import MlflowServer
@@ -159,3 +162,27 @@ def test_the_headless_command_fails_when_a_threshold_is_impossible(load_api: Api
 
     assert run.returncode == 1, output[-4000:]
     assert "load test failed" in output and "p95" in output
+
+
+def test_given_a_csv_of_the_data_set_locust_sends_its_real_encounters(
+    load_api: Api, sample_csv: Path
+) -> None:
+    started = datetime.now(UTC)
+    run = headless_locust(load_api, seconds=5, LOCUST_ENCOUNTERS_CSV=str(sample_csv))
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    load_api.wait_until(
+        lambda: (
+            "readmission_prediction_log_buffered 0.0" in load_api.get("/metrics").text.splitlines()
+        ),
+        "the prediction log to be written",
+    )
+    query = sa.select(prediction_log.c.encounter_id).where(
+        prediction_log.c.model_name == load_api.settings.model_name,
+        prediction_log.c.scored_at >= started,
+    )
+    with engine_for(load_api.settings.warehouse_url).connect() as conn:
+        sent = set(conn.execute(query).scalars())
+
+    real = set(pd.read_csv(sample_csv)["encounter_id"])
+    assert len(sent) > 10
+    assert sent <= real

@@ -40,6 +40,15 @@ CONTRACT_METRICS = {
     "readmission_feature_psi",
     "readmission_drift_window_requests",
     "readmission_drift_min_requests",
+    "readmission_prediction_log_written_total",
+    "readmission_prediction_log_dropped_total",
+    "readmission_prediction_log_buffered",
+    "readmission_realized_roc_auc",
+    "readmission_realized_labelled_encounters",
+    "readmission_realized_pending_encounters",
+    "readmission_estimated_roc_auc",
+    "readmission_holdout_roc_auc",
+    "readmission_realized_min_auc",
 }
 PANELS_WITHOUT_QUERIES = {"alertlist", "row", "text"}
 

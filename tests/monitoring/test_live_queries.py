@@ -29,9 +29,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from readmission import registry, training, warehouse
+from readmission import performance, registry, training, warehouse
 from readmission.config import Settings
-from readmission.schema import example_encounter
+from readmission.schema import TARGET, example_encounter
 from tests.conftest import ROOT, free_port, service_env, stop, wait_for
 from tests.monitoring.monitoring_files import (
     PROMETHEUS_CONFIG,
@@ -171,6 +171,7 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
         DRIFT_WINDOW=str(DRIFT_WINDOW),
         DRIFT_MIN_REQUESTS=str(DRIFT_WINDOW // 2),
         READMISSION_HOME=str(tmp_path / "home"),
+        PERFORMANCE_POLL_SECONDS="1",
     )
     tool("prometheus")  # bin/prometheus runs the Debian binary from PATH
     prometheus_env = service_env(
@@ -200,6 +201,23 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
                 f"{api_url}/predict/batch", json={"encounters": skewed}, timeout=30
             ).status_code
             == 200
+        )
+        # Encounters whose outcome the warehouse holds: their realized performance is exported.
+        stored = warehouse.clean_rows(settings.warehouse_url, 1).head(100)
+        known = stored.drop(columns=[TARGET]).to_dict("records")
+        scored = httpx.post(f"{api_url}/predict/batch", json={"encounters": known}, timeout=30)
+        assert scored.status_code == 200
+        wait_until(  # the API's own /metrics: the batch was enqueued before it answered
+            lambda: (
+                "readmission_prediction_log_buffered 0.0"
+                in httpx.get(f"{api_url}/metrics").text.splitlines()
+            ),
+            "the prediction log to be written",
+        )
+        performance.compute(settings)
+        wait_until(
+            lambda: prometheus.has_data('readmission_realized_roc_auc{version="1"}'),
+            "Prometheus to scrape the realized performance",
         )
         registry.promote(settings, 2)
         reload = httpx.post(

@@ -14,8 +14,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from readmission import registry, training, warehouse
+from readmission import performance, registry, training, warehouse
 from readmission.config import Settings, get_settings
+from readmission.schema import TARGET
 from tests.conftest import ROOT, free_port, service_env, stop, wait_for
 
 MAX_BATCH_ROWS = 8  # small, so a batch upload of a few rows already needs several requests
@@ -76,6 +77,29 @@ def train_and_promote(env: dict[str, str], sample: pd.DataFrame) -> None:
     get_settings.cache_clear()
 
 
+def score_and_measure(env: dict[str, str], url: str, encounters: int = 200) -> None:
+    """Stored encounters scored through the API in requests of MAX_BATCH_ROWS, then the realized
+    performance of the served version computed (their outcomes are in the warehouse)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        get_settings.cache_clear()
+        settings = get_settings()
+        stored = warehouse.clean_rows(settings.warehouse_url, 1).head(encounters)
+        known = stored.drop(columns=[TARGET]).to_dict("records")
+        for start in range(0, len(known), MAX_BATCH_ROWS):
+            chunk = known[start : start + MAX_BATCH_ROWS]
+            httpx.post(f"{url}/predict/batch", json={"encounters": chunk}).raise_for_status()
+        deadline = time.monotonic() + 60
+        while "readmission_prediction_log_buffered 0.0" not in (
+            httpx.get(f"{url}/metrics").text.splitlines()
+        ):
+            assert time.monotonic() < deadline, "the API never wrote its prediction log"
+            time.sleep(0.2)
+        performance.compute(settings)
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="package")
 def served_api(
     create_database: Callable[[], str],
@@ -83,13 +107,15 @@ def served_api(
     sample: pd.DataFrame,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    """URL of bin/api serving the promoted version. The API starts while the model trains and
-    picks the promotion up from the registry, as it does in production."""
+    """URL of bin/api serving the promoted version, with the realized performance of 200
+    encounters it scored. The API starts while the model trains and picks the promotion up from
+    the registry, as it does in production."""
     home = tmp_path_factory.mktemp("served")
     env = platform_env(create_database, mlflow_server, home / "home")
     with running_api(env, home) as (url, process):
         train_and_promote(env, sample)
         wait_for(f"{url}/ready", process, timeout=120)
+        score_and_measure(env, url)
         yield url
 
 

@@ -200,8 +200,10 @@ def test_the_model_page_shows_the_production_version_and_every_trained_version(
     assert list(table["version"]) == [v["version"] for v in history] == ["1", "2"]
     assert list(table["role"]) == ["production", ""]
     assert list(table["holdout_roc_auc"]) == pytest.approx([v["holdout_roc_auc"] for v in history])
-    calibration, auc, log_loss = (chart.proto.spec for chart in app.get("vega_lite_chart"))
-    assert "observed_rate" in calibration
+    calibration, realized, auc, log_loss = (
+        chart.proto.spec for chart in app.get("vega_lite_chart")
+    )
+    assert "observed_rate" in calibration and "ROC AUC" in realized
     assert "holdout_roc_auc" in auc and "holdout_log_loss" in log_loss
 
 
@@ -221,3 +223,20 @@ def test_the_model_page_renders_the_served_versions_card(
     assert [t.label for t in app.tabs] == ["Race", "Gender", "Age band"]
     subgroup_tables = [d.value for d in app.dataframe if "group" in d.value.columns]
     assert [int(t["n"].sum()) for t in subgroup_tables] == [card["holdout"]["n"]] * 3
+
+
+def test_the_model_page_shows_realized_beside_holdout_performance_and_the_pending_count(
+    served_api: str, ui_against: Callable[[str], Settings]
+) -> None:
+    ui_against(served_api)
+    app = open_page("views/model.py")
+
+    report = httpx.get(f"{served_api}/performance").json()
+    (served,) = report["versions"]
+    realized = next(d.value for d in app.dataframe if "holdout AUC" in d.value.columns)
+    assert list(realized["version"]) == [PRODUCTION_VERSION]
+    assert (realized["labelled"].iloc[0], realized["pending"].iloc[0]) == (200, 0)
+    assert realized["realized AUC"].iloc[0] == pytest.approx(served["roc_auc"])
+    assert realized["holdout AUC"].iloc[0] == pytest.approx(served["holdout_roc_auc"])
+    assert "estimated AUC (pending)" in realized.columns
+    assert any("ROC AUC" in chart.proto.spec for chart in app.get("vega_lite_chart"))

@@ -1,0 +1,195 @@
+"""The API's side of closing the loop: served predictions go to the prediction log, and the
+realized performance stored by `readmission performance` comes back as Prometheus metrics.
+
+Requests only enqueue (readmission.prediction_log.PredictionLogWriter); the writing and the
+reading of reports happen in background tasks of the app's lifespan, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from readmission import performance
+from readmission.config import Settings
+from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+
+log = logging.getLogger(__name__)
+SHUTDOWN_FLUSH_SECONDS = 5.0
+
+
+class PredictionLogging:
+    """The writer of the prediction log (None when PREDICTION_LOG is off) and the last stored
+    realized-performance report of the served model's name."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.writer = (
+            PredictionLogWriter(settings.warehouse_url, settings.prediction_log_buffer)
+            if settings.prediction_log
+            else None
+        )
+        self.report: performance.Report | None = None
+
+    def record(self, served: Iterable[tuple[Mapping[str, Any], int | None]]) -> None:
+        """Enqueue each answered prediction (the response's fields) with the encounter's
+        patient_nbr."""
+        if self.writer is None:
+            return
+        now = datetime.now(UTC)
+        self.writer.enqueue(
+            LoggedPrediction(
+                p["encounter_id"],
+                patient_nbr,
+                p["model_name"],
+                p["model_version"],
+                p["probability"],
+                p["threshold"],
+                p["readmitted_within_30d"],
+                p["risk_band"],
+                now,
+            )
+            for p, patient_nbr in served
+        )
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The writer and the report reader, for the app's lifespan; a last flush at the end."""
+        tasks = [asyncio.create_task(self._read_reports(), name="performance-report-reader")]
+        if self.writer is not None:
+            tasks.append(asyncio.create_task(self.writer.run(), name="prediction-log-writer"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self.writer is not None:
+                await self.writer.flush(SHUTDOWN_FLUSH_SECONDS)
+
+    async def _read_reports(self) -> None:
+        failing = False
+        while True:
+            try:
+                self.report = await asyncio.to_thread(
+                    performance.latest, self.settings.warehouse_url, self.settings.model_name
+                )
+                failing = False
+            except Exception as error:  # the warehouse may be down: keep the last report
+                if not failing:
+                    log.warning("realized performance not read from the warehouse: %s", error)
+                failing = True
+            await asyncio.sleep(self.settings.performance_poll_seconds)
+
+
+# Per served version: (metric name, help, how to read it from a version of the report).
+VERSION_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
+    (
+        "readmission_realized_roc_auc",
+        "ROC AUC on the scored encounters whose outcome has arrived.",
+        lambda v: v["roc_auc"],
+    ),
+    (
+        "readmission_realized_labelled_encounters",
+        "Scored encounters whose outcome has arrived.",
+        lambda v: v["n"],
+    ),
+    (
+        "readmission_realized_pending_encounters",
+        "Scored encounters still waiting for their outcome.",
+        lambda v: v["pending"],
+    ),
+    (
+        "readmission_estimated_roc_auc",
+        "Expected ROC AUC of the pending encounters, from their probabilities (CBPE).",
+        lambda v: v["estimate"]["roc_auc"],
+    ),
+    (
+        "readmission_holdout_roc_auc",
+        "ROC AUC of the version on the fixed holdout, at training.",
+        lambda v: v["holdout_roc_auc"],
+    ),
+)
+
+
+class PredictionLogCollector(Collector):
+    """Prometheus metrics of the prediction log and of the last realized-performance report."""
+
+    def __init__(self, source: PredictionLogging) -> None:
+        self.source = source
+
+    def describe(self) -> list[Metric]:
+        # Nothing to check against the registry's names: collecting at registration would
+        # read state that does not exist yet.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        writer = self.source.writer
+        yield _gauge(
+            "readmission_prediction_log_enabled",
+            "1 when served predictions are logged (PREDICTION_LOG).",
+            writer is not None,
+        )
+        if writer is not None:
+            yield _counter(
+                "readmission_prediction_log_written",
+                "Predictions written to the prediction log.",
+                writer.written,
+            )
+            yield _counter(
+                "readmission_prediction_log_dropped",
+                "Predictions not logged: the buffer was full while the warehouse lagged.",
+                writer.dropped,
+            )
+            yield _counter(
+                "readmission_prediction_log_failed_writes",
+                "Failed attempts to write to the prediction log (each retried).",
+                writer.failed_writes,
+            )
+            yield _gauge(
+                "readmission_prediction_log_buffered",
+                "Predictions waiting to be written.",
+                writer.buffered,
+            )
+            yield _gauge(
+                "readmission_prediction_log_up",
+                "1 when the last write to the prediction log succeeded.",
+                writer.up,
+            )
+        yield _gauge(
+            "readmission_realized_min_auc",
+            "MIN_AUC, the floor of the realized AUC alert.",
+            self.source.settings.min_auc,
+        )
+        report = self.source.report
+        if report is None:
+            return
+        yield _gauge(
+            "readmission_performance_report_timestamp_seconds",
+            "When the last realized-performance report was computed.",
+            datetime.fromisoformat(report["computed_at"]).timestamp(),
+        )
+        for name, documentation, read in VERSION_GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["version"])
+            for version in report["versions"]:
+                value = read(version)
+                if value is not None:
+                    family.add_metric([version["version"]], float(value))
+            yield family
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=float(value))
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=float(value))

@@ -1,0 +1,70 @@
+"""
+### 04 · Realized performance
+
+How each served model version really performed: the API logs every encounter it scores, and
+when an ingested extract brings those encounters' outcomes (`readmitted`), this DAG computes,
+per served version and per calendar week of scoring, the realized ROC-AUC, PR-AUC, log-loss,
+Brier score, calibration, and PPV and sensitivity at the served threshold, with an estimate
+(from the probabilities alone) for the encounters still waiting for their outcome.
+
+The report is stored in the warehouse (`performance_reports`; `GET /performance` of the API),
+logged to MLflow (a run `realized-performance-v<N>` per version) and exported by the API to
+Prometheus, where the alert `RealizedAucBelowMinimum` watches it.
+
+Starts on its own after every ingest that adds data (Asset
+`x-readmission://warehouse/clean_encounters`); trigger it by hand at any time. Re-running is
+safe: it adds one more report, computed from the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk import dag, task
+from readmission_common import CLEAN_ENCOUNTERS, IO_RETRIES, START_DATE, TAGS
+
+log = logging.getLogger("readmission.dags.realized_performance")
+
+
+@dag(
+    dag_id="04_realized_performance",
+    dag_display_name="04 · Realized performance",
+    description="Realized performance of the served versions on the outcomes that arrived",
+    doc_md=__doc__,
+    schedule=[CLEAN_ENCOUNTERS],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
+    tags=[*TAGS, "monitoring"],
+)
+def realized_performance() -> None:
+    @task(**IO_RETRIES)
+    def measure_realized_performance() -> list[dict[str, Any]]:
+        """Join the outcomes that arrived, compute, store and log the report; return its rows."""
+        from readmission import performance
+        from readmission.config import get_settings
+
+        report = performance.compute(get_settings())
+        rows = performance.as_rows(report)
+        if not rows:
+            log.info("no prediction logged yet: the API logs every encounter it scores")
+        for row in rows:
+            log.info(
+                "v%s: %d scored, %d labelled, %d pending; realized AUC %s, holdout AUC %s, "
+                "estimated AUC of the pending %s",
+                row["version"],
+                row["scored"],
+                row["labelled"],
+                row["pending"],
+                row["realized_roc_auc"],
+                row["holdout_roc_auc"],
+                row["estimated_roc_auc"],
+            )
+        return rows
+
+    measure_realized_performance()
+
+
+realized_performance()

@@ -1,0 +1,364 @@
+"""Realized performance: how each served model version did on the encounters it actually scored.
+
+The prediction log (readmission.prediction_log) is joined to the outcomes the warehouse holds.
+For each served version, and each calendar week of scoring, the labelled encounters give the
+realized metrics; the encounters still waiting for an outcome get a label-free estimate
+(confidence-based performance estimation, as NannyML's CBPE: if the model is calibrated, an
+encounter scored p is a positive with weight p and a negative with weight 1 - p, and the
+expected metrics are the metrics of that weighted data). Once their outcomes arrive, the gap
+between what was estimated and what was realized is recorded.
+
+Each computation is stored in `performance_reports`, logged to MLflow (one run per version in
+the model's experiment, a metric step per report) and read back by the API for Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from scipy.optimize import brentq
+from sklearn import metrics
+from sklearn.linear_model import LogisticRegression
+
+from readmission import prediction_log, registry
+from readmission.config import Settings
+from readmission.schema import POSITIVE_LABEL
+from readmission.warehouse import engine_for, performance_reports, transaction
+from readmission.warehouse import prediction_log as log_table
+
+log = logging.getLogger(__name__)
+RUN_KIND_TAG = "readmission.kind"
+RUN_KIND = "realized_performance"
+CHECKED_REPORTS = 10  # earlier estimates compared with the outcomes that arrived since
+METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "brier",
+    "calibration_intercept",
+    "calibration_slope",
+    "observed_rate",
+    "mean_predicted",
+    "ppv",
+    "sensitivity",
+)
+_EPSILON = 1e-15
+
+Report = dict[str, Any]
+
+
+def realized_metrics(
+    y: np.ndarray,
+    probability: np.ndarray,
+    predicted: np.ndarray,
+    weight: np.ndarray | None = None,
+) -> dict[str, float | None]:
+    """The metrics of probabilities against outcomes (weighted: expected values), None where a
+    metric is undefined (no encounter; one class only for the ranking and calibration ones)."""
+    if len(y) == 0:
+        return dict.fromkeys(METRICS)
+    w = np.ones(len(y)) if weight is None else weight
+    both = len(np.unique(y[w > 0])) == 2
+    flagged = predicted.astype(bool)
+    true_positive = float(np.sum(w * y * flagged))
+    intercept, slope = calibration(y, probability) if both and weight is None else (None, None)
+    found: dict[str, float | None] = {
+        "roc_auc": metrics.roc_auc_score(y, probability, sample_weight=w) if both else None,
+        "pr_auc": metrics.average_precision_score(y, probability, sample_weight=w)
+        if both
+        else None,
+        "log_loss": metrics.log_loss(y, probability, sample_weight=w, labels=[0, 1]),
+        "brier": metrics.brier_score_loss(y, probability, sample_weight=w),
+        "calibration_intercept": intercept,
+        "calibration_slope": slope,
+        "observed_rate": float(np.average(y, weights=w)),
+        "mean_predicted": float(np.average(probability, weights=w)),
+        "ppv": true_positive / float(np.sum(w * flagged)) if flagged.any() else None,
+        "sensitivity": true_positive / float(np.sum(w * y)) if np.sum(w * y) else None,
+    }
+    return {k: _finite(v) for k, v in found.items()}
+
+
+def calibration(y: np.ndarray, probability: np.ndarray) -> tuple[float, float]:
+    """Calibration intercept (in the large: the shift of the log-odds that matches the observed
+    rate) and slope (of the outcome on the log-odds); 0 and 1 when perfectly calibrated."""
+    p = np.clip(probability, _EPSILON, 1 - _EPSILON)
+    log_odds = np.log(p / (1 - p))
+
+    def excess(shift: float) -> float:
+        return float(np.sum(y - 1 / (1 + np.exp(-(log_odds + shift)))))
+
+    intercept = brentq(excess, -50, 50)
+    fit = LogisticRegression(C=np.inf).fit(log_odds.reshape(-1, 1), y)
+    return float(intercept), float(fit.coef_[0][0])
+
+
+def estimate(probability: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
+    """Expected metrics of encounters without outcomes, from their probabilities alone (CBPE):
+    valid as far as the model is calibrated, which the realized calibration shows."""
+    n = len(probability)
+    y = np.r_[np.ones(n), np.zeros(n)]
+    weight = np.r_[probability, 1 - probability]
+    twice = np.r_[probability, probability]
+    expected = realized_metrics(y, twice, np.r_[predicted, predicted], weight)
+    return {k: v for k, v in expected.items() if not k.startswith("calibration")}
+
+
+def predictions(url: str, model_name: str) -> pd.DataFrame:
+    """The logged predictions of `model_name`, each (version, encounter) once: the latest."""
+    columns = [
+        log_table.c.id,
+        log_table.c.encounter_id,
+        log_table.c.model_version,
+        log_table.c.probability,
+        log_table.c.threshold,
+        log_table.c.predicted_label,
+        log_table.c.scored_at,
+        log_table.c.outcome,
+        log_table.c.labelled_at,
+    ]
+    query = sa.select(*columns).where(log_table.c.model_name == model_name).order_by(log_table.c.id)
+    with engine_for(url).connect() as conn:
+        frame = pd.read_sql(query, conn)
+    for column in ("scored_at", "labelled_at"):  # SQLite gives naive UTC, PostgreSQL aware
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    identified = frame[frame["encounter_id"].notna()]
+    latest = identified.drop_duplicates(["model_version", "encounter_id"], keep="last")
+    return pd.concat([latest, frame[frame["encounter_id"].isna()]]).sort_values("id")
+
+
+def summarise(rows: pd.DataFrame) -> Report:
+    """Counts, realized metrics on the labelled rows and the estimate for the pending ones."""
+    identified = rows["encounter_id"].notna()
+    labelled = rows[rows["outcome"].notna()]
+    pending = rows[identified & rows["outcome"].isna()]
+    y = (labelled["outcome"] == POSITIVE_LABEL).to_numpy(dtype=int)
+    return {
+        "scored": len(rows),
+        "n": len(labelled),
+        "pending": len(pending),
+        "unidentified": int((~identified).sum()),
+        **realized_metrics(
+            y,
+            labelled["probability"].to_numpy(),
+            labelled["predicted_label"].to_numpy(dtype=bool),
+        ),
+        "estimate": {
+            "n": len(pending),
+            **estimate(
+                pending["probability"].to_numpy(), pending["predicted_label"].to_numpy(dtype=bool)
+            ),
+        },
+    }
+
+
+def compute(settings: Settings) -> Report:
+    """Join the outcomes that arrived, compute the realized performance, store it, log it to
+    MLflow; return the report (its `versions` oldest first)."""
+    url = settings.warehouse_url
+    joined = prediction_log.join_outcomes(url)
+    rows = predictions(url, settings.model_name)
+    earlier = stored_reports(url, settings.model_name, CHECKED_REPORTS)
+    holdout = _holdout_aucs(settings) if len(rows) else {}
+    computed_at = datetime.now(UTC)
+    versions = []
+    for version, scored in sorted(rows.groupby("model_version"), key=lambda g: _order(g[0])):
+        week = scored["scored_at"].dt.tz_convert(None).dt.to_period("W-SUN").dt.start_time
+        versions.append(
+            {
+                "version": str(version),
+                **summarise(scored),
+                "threshold": float(scored["threshold"].iloc[-1]),
+                "holdout_roc_auc": holdout.get(str(version)),
+                "first_scored_at": scored["scored_at"].min().isoformat(),
+                "last_scored_at": scored["scored_at"].max().isoformat(),
+                "estimate_checks": _estimate_checks(str(version), scored, earlier),
+                "weeks": [
+                    {"week": start.date().isoformat(), **summarise(in_week)}
+                    for start, in_week in scored.groupby(week)
+                ],
+            }
+        )
+    report: Report = {
+        "model_name": settings.model_name,
+        "computed_at": computed_at.isoformat(),
+        "outcomes_joined": joined,
+        "versions": versions,
+    }
+    report["last_prediction_id"] = int(rows["id"].max()) if len(rows) else 0
+    with transaction(url) as conn:
+        report["report_id"] = conn.execute(
+            performance_reports.insert()
+            .values(
+                model_name=settings.model_name,
+                computed_at=computed_at,
+                last_prediction_id=report["last_prediction_id"],
+                report=json.dumps(report),
+            )
+            .returning(performance_reports.c.id)
+        ).scalar_one()
+    if versions:
+        log_to_mlflow(settings, report)
+    return report
+
+
+def _estimate_checks(version: str, rows: pd.DataFrame, earlier: list[Report]) -> list[Report]:
+    """Each earlier estimate of this version against the outcomes its window has received since:
+    the window is what was scored before that report and had no outcome then."""
+    checks = []
+    for past in earlier:
+        estimated = next((v["estimate"] for v in past["versions"] if v["version"] == version), None)
+        if not estimated or not estimated["n"]:
+            continue
+        at = pd.Timestamp(past["computed_at"])
+        window = rows[
+            (rows["id"] <= past["last_prediction_id"])
+            & rows["encounter_id"].notna()
+            & (rows["labelled_at"].isna() | (rows["labelled_at"] > at))
+        ]
+        arrived = window[window["outcome"].notna()]
+        if arrived.empty:
+            continue
+        y = (arrived["outcome"] == POSITIVE_LABEL).to_numpy(dtype=int)
+        realized = realized_metrics(
+            y, arrived["probability"].to_numpy(), arrived["predicted_label"].to_numpy(dtype=bool)
+        )
+        checks.append(
+            {
+                "estimated_at": past["computed_at"],
+                "window": len(window),
+                "labelled": len(arrived),
+                "estimated_roc_auc": estimated["roc_auc"],
+                "realized_roc_auc": realized["roc_auc"],
+                "roc_auc_gap": _difference(realized["roc_auc"], estimated["roc_auc"]),
+                "estimated_observed_rate": estimated["observed_rate"],
+                "realized_observed_rate": realized["observed_rate"],
+            }
+        )
+    return checks
+
+
+def stored_reports(url: str, model_name: str, limit: int) -> list[Report]:
+    """The latest `limit` stored reports of `model_name`, newest first."""
+    query = (
+        sa.select(performance_reports.c.id, performance_reports.c.report)
+        .where(performance_reports.c.model_name == model_name)
+        .order_by(performance_reports.c.id.desc())
+        .limit(limit)
+    )
+    with engine_for(url).connect() as conn:
+        found = conn.execute(query).all()
+    return [{**json.loads(report), "report_id": id_} for id_, report in found]
+
+
+def latest(url: str, model_name: str) -> Report | None:
+    """The last stored report of `model_name`, or None before the first computation."""
+    found = stored_reports(url, model_name, 1)
+    return found[0] if found else None
+
+
+def log_to_mlflow(settings: Settings, report: Report) -> None:
+    """One run per version (tagged, found again next time), a metric step per report; the
+    version in the registry gets its latest realized figures as tags."""
+    client = registry.connect(settings)
+    experiment = registry.experiment_id(settings)
+    timestamp = int(datetime.fromisoformat(report["computed_at"]).timestamp() * 1000)
+    step = int(report["report_id"])
+    for version in report["versions"]:
+        run_id = _run_for(client, settings, experiment, version["version"])
+        figures = {
+            "labelled": version["n"],
+            "pending": version["pending"],
+            "scored": version["scored"],
+            **{f"realized_{k}": version[k] for k in METRICS},
+            **{f"estimated_{k}": v for k, v in version["estimate"].items() if k != "n"},
+        }
+        if version["estimate_checks"]:
+            figures["estimate_roc_auc_gap"] = version["estimate_checks"][0]["roc_auc_gap"]
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(key, float(value), timestamp, step)
+                for key, value in figures.items()
+                if value is not None
+            ],
+        )
+        try:
+            for key in ("n", "roc_auc"):
+                client.set_model_version_tag(
+                    settings.model_name,
+                    version["version"],
+                    f"realized_{key}",
+                    "none" if version[key] is None else f"{version[key]:.6g}",
+                )
+        except MlflowException as error:  # a version deleted since it served: report anyway
+            log.warning("version %s: realized figures not tagged: %s", version["version"], error)
+
+
+def _run_for(client: MlflowClient, settings: Settings, experiment: str, version: str) -> str:
+    found = client.search_runs(
+        [experiment],
+        f"tags.`{RUN_KIND_TAG}` = '{RUN_KIND}' and tags.model_name = '{settings.model_name}' "
+        f"and tags.model_version = '{version}'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment,
+        run_name=f"realized-performance-v{version}",
+        tags={RUN_KIND_TAG: RUN_KIND, "model_name": settings.model_name, "model_version": version},
+    )
+    client.set_terminated(run.info.run_id)  # a record, not a job: metrics are added to it later
+    return run.info.run_id
+
+
+def _holdout_aucs(settings: Settings) -> dict[str, float | None]:
+    return {
+        v.version: _finite(v.metrics.get("holdout_roc_auc"))
+        for v in registry.version_summaries(settings)
+    }
+
+
+def _order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (10**9, version)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def as_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per version: what the CLI table and the UI show."""
+    return [
+        {
+            "version": v["version"],
+            "scored": v["scored"],
+            "labelled": v["n"],
+            "pending": v["pending"],
+            "realized_roc_auc": v["roc_auc"],
+            "holdout_roc_auc": v["holdout_roc_auc"],
+            "estimated_roc_auc": v["estimate"]["roc_auc"],
+            "calibration_slope": v["calibration_slope"],
+            "observed_rate": v["observed_rate"],
+            "mean_predicted": v["mean_predicted"],
+            "ppv": v["ppv"],
+            "sensitivity": v["sensitivity"],
+        }
+        for v in report["versions"]
+    ]

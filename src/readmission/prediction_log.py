@@ -1,0 +1,154 @@
+"""The prediction log: every prediction served, written to the warehouse in the background, and
+joined to the encounter's outcome once an ingested extract carries it.
+
+A request only appends to a bounded in-memory buffer (`PredictionLogWriter.enqueue`, O(1)). A
+task on the event loop hands batches to a worker thread that inserts them, so neither a slow nor a
+dead warehouse blocks a request or fails it: while the warehouse does not answer, the buffer holds
+what it can, the overflow is dropped and counted, and writing resumes by itself, oldest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from itertools import islice
+
+import sqlalchemy as sa
+
+from readmission.schema import TARGET
+from readmission.warehouse import clean_encounters, engine_for, prediction_log, transaction
+
+log = logging.getLogger(__name__)
+BATCH_ROWS = 500  # rows per INSERT: large enough to keep up, small enough to retry cheaply
+FLUSH_SECONDS = 0.5  # a quiet API still writes what it served within about this long
+MAX_RETRY_SECONDS = 30.0  # longest pause between attempts while the warehouse is down
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedPrediction:
+    """One served prediction, as stored in `prediction_log`."""
+
+    encounter_id: int | None
+    patient_nbr: int | None
+    model_name: str
+    model_version: str
+    probability: float
+    threshold: float
+    predicted_label: bool
+    risk_band: str
+    scored_at: datetime
+
+
+def write(url: str, records: list[LoggedPrediction]) -> None:
+    """Insert `records` in one transaction (blocking)."""
+    with engine_for(url).begin() as conn:
+        conn.execute(prediction_log.insert(), [asdict(r) for r in records])
+
+
+class PredictionLogWriter:
+    """A bounded buffer of served predictions and the loop that writes it to the warehouse.
+
+    `enqueue` and `run` must be called on the same event loop: the buffer is only touched there,
+    the worker thread gets a copy.
+    """
+
+    def __init__(self, url: str, capacity: int) -> None:
+        self.url = url
+        self.capacity = capacity
+        self.dropped = 0  # predictions lost because the buffer was full
+        self.written = 0
+        self.failed_writes = 0
+        self.up = True  # the last write attempt succeeded
+        self.last_error: str | None = None
+        self._buffer: deque[LoggedPrediction] = deque()
+        self._wake = asyncio.Event()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def enqueue(self, records: Iterable[LoggedPrediction]) -> None:
+        for record in records:
+            if len(self._buffer) >= self.capacity:
+                self.dropped += 1
+            else:
+                self._buffer.append(record)
+        if len(self._buffer) >= BATCH_ROWS:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Write the buffer until cancelled; after a failed write, wait longer each time."""
+        pause = 0.0  # after a failed write: how long until the next attempt
+        while True:
+            if pause:
+                await asyncio.sleep(pause)
+            else:
+                await self._batch_due()
+            while self._buffer:
+                if not await self.write_some():
+                    pause = min(2 * pause or 1.0, MAX_RETRY_SECONDS)
+                    break
+            else:
+                pause = 0.0
+
+    async def _batch_due(self) -> None:
+        """Return when a full batch is buffered, or FLUSH_SECONDS from now."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+
+    async def write_some(self) -> bool:
+        """Write the oldest BATCH_ROWS buffered predictions; False (they stay) if that failed."""
+        batch = list(islice(self._buffer, BATCH_ROWS))
+        try:
+            await asyncio.to_thread(write, self.url, batch)
+        except Exception as error:  # any warehouse failure: keep the records, try again later
+            self.failed_writes += 1
+            if self.up:
+                log.warning("prediction log: warehouse write failed, buffering: %s", error)
+            self.up, self.last_error = False, f"{type(error).__name__}: {error}"[:500]
+            return False
+        for _ in batch:  # only `run` removes records, so these are still the oldest
+            self._buffer.popleft()
+        self.written += len(batch)
+        if not self.up:
+            log.info("prediction log: warehouse writes resumed (%d dropped so far)", self.dropped)
+        self.up, self.last_error = True, None
+        return True
+
+    async def flush(self, timeout: float) -> None:
+        """Write what is buffered (at shutdown), giving up after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._buffer and time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
+            try:
+                if not await asyncio.wait_for(self.write_some(), remaining):
+                    break
+            except TimeoutError:
+                break
+        if self._buffer:
+            log.warning("prediction log: %d predictions not written at shutdown", self.buffered)
+
+
+def join_outcomes(url: str) -> int:
+    """Copy the outcome of every logged, still unlabelled encounter the warehouse now holds a
+    clean row for; return how many predictions got one. Idempotent."""
+    outcome = (
+        sa.select(clean_encounters.c[TARGET])
+        .where(clean_encounters.c.encounter_id == prediction_log.c.encounter_id)
+        .scalar_subquery()
+    )
+    known = sa.exists().where(clean_encounters.c.encounter_id == prediction_log.c.encounter_id)
+    with transaction(url) as conn:
+        done = conn.execute(
+            prediction_log.update()
+            .where(prediction_log.c.outcome.is_(None), known)
+            .values(outcome=outcome, labelled_at=datetime.now(UTC))
+        )
+    return done.rowcount
