@@ -3,8 +3,11 @@
 Starts an MLflow server (SQLite store, artifacts on local disk), `airflow standalone` over the
 project's DAGs, the API, the UI and Prometheus (when installed); triggers `01_ingest_data`, whose
 Asset starts `02_warm_start_training`, whose Asset starts `03_evaluate_and_promote` (auto-promotion
-on); waits for the API to serve the promoted version; shows a prediction; prints every URL and
-where its credentials are. Ctrl-C stops everything (each service runs in its own process group).
+on); waits for the API to serve the promoted version; shows a prediction; then closes the loop:
+sends the next batch's encounters (without their outcome) to the API, ingests that batch (with
+its outcomes) and prints the served version's realized performance (`04_realized_performance`);
+prints every URL and where its credentials are. Ctrl-C stops everything (each service runs in
+its own process group).
 
 Environment: DATA_SOURCE (default: the UCI download), DEMO_BATCHES (default 3), BATCH_SIZE,
 READMISSION_HOME (default .readmission), MLFLOW_PORT/AIRFLOW_PORT/API_PORT/UI_PORT/PROMETHEUS_PORT
@@ -278,6 +281,7 @@ def run(
         f"model {body['model_name']} v{body['model_version']}"
     )
     print(f"DEMO PREDICTION {json.dumps(body)}", flush=True)
+    close_the_loop(services, api_url)
     password_file = home / "airflow" / "simple_auth_manager_passwords.json.generated"
     log.info("where everything is:")
     print(f"  Airflow UI   {airflow_url}  (user admin, password in {password_file})")
@@ -291,6 +295,50 @@ def run(
         f"`readmission status` and `readmission promote N` in another shell use these services "
         f"while the demo runs (they read {home / DEMO_ENV_FILE})"
     )
+
+
+def close_the_loop(services: Services, api_url: str) -> None:
+    """The next batch's encounters scored by the API without their outcome, then that batch
+    ingested with it: the realized performance of the served version, as the platform reports it."""
+    from readmission import pipeline, warehouse
+    from readmission.config import get_settings
+    from readmission.schema import TARGET
+    from readmission.validation import validate
+
+    settings = get_settings()  # the demo's environment, as the services have it
+    source = pipeline.acquire(settings)
+    stored = warehouse.stored_encounter_ids(settings.warehouse_url)
+    upcoming = source[~source["encounter_id"].astype(str).isin(stored)].head(settings.batch_size)
+    if upcoming.empty:
+        say("every encounter of the source is ingested: no next batch to score")
+        return
+    encounters = validate(upcoming).clean.drop(columns=[TARGET]).to_dict("records")
+    scored, served = 0, ""
+    for start in range(0, len(encounters), settings.max_batch_rows):
+        chunk = encounters[start : start + settings.max_batch_rows]
+        answer = httpx.post(f"{api_url}/predict/batch", json={"encounters": chunk}, timeout=60)
+        answer.raise_for_status()
+        scored, served = scored + answer.json()["count"], answer.json()["model_version"]
+    say(f"the API scored the next batch's {scored} encounters, sent without their outcome")
+    ingest = airflow_runs.wait(
+        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": 1})
+    )
+    say(f"01_ingest_data (the next batch, with outcomes): {ingest['state']}; 04 follows ...")
+    realized = airflow_runs.wait(
+        "04_realized_performance",
+        airflow_runs.wait_for_asset_run("04_realized_performance", ingest),
+    )
+    say(f"04_realized_performance: {realized['state']}")
+    report = httpx.get(f"{api_url}/performance", timeout=30).json()
+    version = next(v for v in report["versions"] if v["version"] == served)
+    say(
+        f"served version {served} on the encounters it scored: {version['n']} with an outcome, "
+        f"{version['pending']} pending; realized ROC-AUC {version['roc_auc']:.4f} "
+        f"(holdout {version['holdout_roc_auc']:.4f}), PPV {version['ppv'] or 0:.3f}, "
+        f"sensitivity {version['sensitivity'] or 0:.3f} at threshold {version['threshold']:.3f}"
+    )
+    services.check()
+    print(f"DEMO REALIZED {json.dumps({k: version[k] for k in ('version', 'n', 'roc_auc')})}")
 
 
 if __name__ == "__main__":

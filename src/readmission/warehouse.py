@@ -712,6 +712,12 @@ def mark_trained(url: str, model_name: str, batch_id: int, model_version: str, r
         return True
 
 
+def stored_encounter_ids(url: str) -> set[str]:
+    """The encounter_id of every row ingested so far (raw, as in the source)."""
+    with engine_for(url).connect() as conn:
+        return set(conn.execute(sa.select(raw_encounters.c.encounter_id)).scalars())
+
+
 def row_counts(url: str) -> dict[str, int]:
     with engine_for(url).connect() as conn:
         return {

@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 import readmission
+from readmission import prediction_log
 from readmission.config import Settings
+from readmission.prediction_log import LoggedPrediction
+from readmission.validation import validate
 
 from ..conftest import BIN, ROOT, platform_env, service_env
 
@@ -115,3 +122,34 @@ def test_python_m_readmission_is_the_same_command_line() -> None:
         check=True,
     )
     assert "Usage: readmission [OPTIONS] COMMAND" in usage.stdout
+
+
+def test_performance_reports_each_served_version_as_text_and_json(
+    platform: Settings, sample: pd.DataFrame, sample_csv: Path
+) -> None:
+    assert "no prediction logged yet" in cli("performance").stdout
+    scored = validate(sample).clean.head(300)
+    prediction_log.write(
+        platform.warehouse_url,
+        [
+            LoggedPrediction(
+                int(row.encounter_id), None, platform.model_name, "1", p, 0.5, p >= 0.5, "x", now
+            )
+            for row, p, now in zip(
+                scored.itertuples(),
+                np.linspace(0.01, 0.99, len(scored)),
+                [datetime.now(UTC)] * len(scored),
+                strict=True,
+            )
+        ],
+    )
+    assert cli("ingest", "--source", str(sample_csv)).returncode == 0
+
+    text = cli("performance")
+    report = json.loads(cli("performance", "--json").stdout)
+
+    assert text.returncode == 0, text.stderr
+    assert "v1" in text.stdout and "labelled     300 pending       0" in text.stdout
+    (version,) = report["versions"]
+    assert (version["version"], version["n"], version["pending"]) == ("1", 300, 0)
+    assert 0 <= version["roc_auc"] <= 1 and len(version["weeks"]) == 1
