@@ -32,14 +32,20 @@ from typing import Any
 
 import httpx
 
-from readmission import airflow_runs, pipeline
+from readmission import airflow_runs, pipeline, warehouse
 from readmission.config import DEMO_ENV_FILE, get_settings
 from readmission.dataset import DatasetError
 from readmission.logging_setup import configure_logging
-from readmission.schema import example_encounter
+from readmission.schema import TARGET, example_encounter
+from readmission.validation import validate
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_DAGS = ("01_ingest_data", "02_warm_start_training", "03_evaluate_and_promote")
+PIPELINE_DAGS = (
+    "01_ingest_data",
+    "02_warm_start_training",
+    "03_evaluate_and_promote",
+    "04_realized_performance",
+)
 
 log = logging.getLogger("readmission.demo")
 
@@ -300,17 +306,12 @@ def run(
 def close_the_loop(services: Services, api_url: str) -> None:
     """The next batch's encounters scored by the API without their outcome, then that batch
     ingested with it: the realized performance of the served version, as the platform reports it."""
-    from readmission import pipeline, warehouse
-    from readmission.config import get_settings
-    from readmission.schema import TARGET
-    from readmission.validation import validate
-
     settings = get_settings()  # the demo's environment, as the services have it
     source = pipeline.acquire(settings)
     stored = warehouse.stored_encounter_ids(settings.warehouse_url)
     upcoming = source[~source["encounter_id"].astype(str).isin(stored)].head(settings.batch_size)
     if upcoming.empty:
-        say("every encounter of the source is ingested: no next batch to score")
+        log.info("every encounter of the source is ingested: no next batch to score")
         return
     encounters = validate(upcoming).clean.drop(columns=[TARGET]).to_dict("records")
     scored, served = 0, ""
@@ -319,22 +320,23 @@ def close_the_loop(services: Services, api_url: str) -> None:
         answer = httpx.post(f"{api_url}/predict/batch", json={"encounters": chunk}, timeout=60)
         answer.raise_for_status()
         scored, served = scored + answer.json()["count"], answer.json()["model_version"]
-    say(f"the API scored the next batch's {scored} encounters, sent without their outcome")
+    log.info(f"the API scored the next batch's {scored} encounters, sent without their outcome")
     ingest = airflow_runs.wait(
         "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": 1})
     )
-    say(f"01_ingest_data (the next batch, with outcomes): {ingest['state']}; 04 follows ...")
+    log.info(f"01_ingest_data (the next batch, with outcomes): {ingest['state']}; 04 follows ...")
     realized = airflow_runs.wait(
         "04_realized_performance",
-        airflow_runs.wait_for_asset_run("04_realized_performance", ingest),
+        airflow_runs.wait_for_asset_run("04_realized_performance", ingest, report=log.info),
     )
-    say(f"04_realized_performance: {realized['state']}")
+    log.info(f"04_realized_performance: {realized['state']}")
     report = httpx.get(f"{api_url}/performance", timeout=30).json()
     version = next(v for v in report["versions"] if v["version"] == served)
-    say(
+    log.info(
         f"served version {served} on the encounters it scored: {version['n']} with an outcome, "
         f"{version['pending']} pending; realized ROC-AUC {version['roc_auc']:.4f} "
-        f"(holdout {version['holdout_roc_auc']:.4f}), PPV {version['ppv'] or 0:.3f}, "
+        f"(holdout {version['holdout_roc_auc'] or float('nan'):.4f}), "
+        f"PPV {version['ppv'] or 0:.3f}, "
         f"sensitivity {version['sensitivity'] or 0:.3f} at threshold {version['threshold']:.3f}"
     )
     services.check()

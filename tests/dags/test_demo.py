@@ -66,6 +66,10 @@ def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
     prediction = json.loads(line.removeprefix("DEMO PREDICTION "))
     assert 0 < prediction["probability"] < 1
     assert prediction["model_version"] == "2"  # both batches trained, the newest promoted
+    # The third batch's encounters were scored by version 2, then ingested with their outcomes.
+    line = next(x for x in output.splitlines() if x.startswith("DEMO REALIZED "))
+    realized = json.loads(line.removeprefix("DEMO REALIZED "))
+    assert realized["version"] == "2" and realized["n"] > 0 and 0 < realized["roc_auc"] < 1
     assert "Airflow UI" in output and "simple_auth_manager_passwords.json.generated" in output
     assert "note:" not in output  # its own Airflow: nothing else was queued there
     with dag_test_runs.connect() as conn:  # ... and none of its runs went to the DAG tests'
