@@ -69,7 +69,7 @@ def main() -> None:
     readmission("ingest", "--source", str(home / "first.csv"))
     readmission("train")
     versions = json.loads(readmission("status", "--json"))["versions"]
-    served = versions[-1]["version"]
+    served = str(versions[-1]["version"])
     readmission("promote", served)
     print(
         f"first 50% ({len(first)} rows) trained into {len(versions)} versions; v{served} "

@@ -326,7 +326,7 @@ def _run_for(client: MlflowClient, settings: Settings, experiment: str, version:
 
 def _holdout_aucs(settings: Settings) -> dict[str, float | None]:
     return {
-        v.version: _finite(v.metrics.get("holdout_roc_auc"))
+        str(v.version): _finite(v.metrics.get("holdout_roc_auc"))
         for v in registry.version_summaries(settings)
     }
 
