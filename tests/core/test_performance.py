@@ -112,7 +112,8 @@ def test_outcomes_arriving_in_two_extracts_update_the_realized_figures_and_check
     client = registry.connect(platform)
     (run,) = client.search_runs(
         [registry.experiment_id(platform)],
-        f"tags.`{performance.RUN_KIND_TAG}` = '{performance.RUN_KIND}'",
+        f"tags.`{performance.RUN_KIND_TAG}` = '{performance.RUN_KIND}' "
+        f"and tags.model_name = '{platform.model_name}'",
         max_results=5,
     )
     history = client.get_metric_history(run.info.run_id, "realized_roc_auc")
