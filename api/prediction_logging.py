@@ -62,19 +62,26 @@ class PredictionLogging:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """The writer and the report reader, for the app's lifespan; a last flush at the end."""
-        tasks = [asyncio.create_task(self._read_reports(), name="performance-report-reader")]
+        reader = asyncio.create_task(self._read_reports(), name="performance-report-reader")
+        writing = None
         if self.writer is not None:
-            tasks.append(asyncio.create_task(self.writer.run(), name="prediction-log-writer"))
+            writing = asyncio.create_task(self.writer.run(), name="prediction-log-writer")
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if self.writer is not None:
-                await self.writer.flush(SHUTDOWN_FLUSH_SECONDS)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            if self.writer is not None and writing is not None:
+                self.writer.stop()
+                try:
+                    await asyncio.wait_for(writing, SHUTDOWN_FLUSH_SECONDS)
+                except TimeoutError:
+                    log.warning(
+                        "prediction log: %d predictions not written at shutdown (the warehouse "
+                        "is too slow)",
+                        self.writer.buffered,
+                    )
 
     async def _read_reports(self) -> None:
         failing = False

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -67,7 +66,9 @@ class PredictionLogWriter:
         self.up = True  # the last write attempt succeeded
         self.last_error: str | None = None
         self._buffer: deque[LoggedPrediction] = deque()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a full batch is buffered, or stop
+        self._stopped = asyncio.Event()
+        self._stopping = False
 
     @property
     def buffered(self) -> int:
@@ -82,26 +83,41 @@ class PredictionLogWriter:
         if len(self._buffer) >= BATCH_ROWS:
             self._wake.set()
 
+    def stop(self) -> None:
+        """Ask `run` to write what is left and return (at shutdown)."""
+        self._stopping = True
+        self._wake.set()
+        self._stopped.set()
+
     async def run(self) -> None:
-        """Write the buffer until cancelled; after a failed write, wait longer each time."""
+        """Write the buffer until `stop`; after a failed write, wait longer each time. Stopping
+        never interrupts a write (an interrupted insert could land twice): the current one
+        finishes, then one last pass writes what is left, unless the warehouse fails."""
         pause = 0.0  # after a failed write: how long until the next attempt
-        while True:
-            if pause:
-                await asyncio.sleep(pause)
-            else:
-                await self._batch_due()
-            while self._buffer:
+        while not self._stopping:
+            await self._next_attempt(pause)
+            while self._buffer and not self._stopping:
                 if not await self.write_some():
                     pause = min(2 * pause or 1.0, MAX_RETRY_SECONDS)
                     break
             else:
                 pause = 0.0
+        while self._buffer and await self.write_some():
+            pass
+        if self._buffer:
+            log.warning("prediction log: %d predictions not written at shutdown", self.buffered)
 
-    async def _batch_due(self) -> None:
-        """Return when a full batch is buffered, or FLUSH_SECONDS from now."""
+    async def _next_attempt(self, pause: float) -> None:
+        """Return when a full batch is buffered or FLUSH_SECONDS have passed; after a failed
+        write, when `pause` has passed; at once on `stop`."""
         self._wake.clear()
+        if self._stopping or (not pause and len(self._buffer) >= BATCH_ROWS):
+            return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+            if pause:  # new records must not cut the back-off short
+                await asyncio.wait_for(self._stopped.wait(), pause)
+            else:
+                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
 
     async def write_some(self) -> bool:
         """Write the oldest BATCH_ROWS buffered predictions; False (they stay) if that failed."""
@@ -121,19 +137,6 @@ class PredictionLogWriter:
             log.info("prediction log: warehouse writes resumed (%d dropped so far)", self.dropped)
         self.up, self.last_error = True, None
         return True
-
-    async def flush(self, timeout: float) -> None:
-        """Write what is buffered (at shutdown), giving up after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while self._buffer and time.monotonic() < deadline:
-            remaining = deadline - time.monotonic()
-            try:
-                if not await asyncio.wait_for(self.write_some(), remaining):
-                    break
-            except TimeoutError:
-                break
-        if self._buffer:
-            log.warning("prediction log: %d predictions not written at shutdown", self.buffered)
 
 
 def join_outcomes(url: str) -> int:

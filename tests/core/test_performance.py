@@ -45,7 +45,8 @@ def log_predictions(settings: Settings, rows: pd.DataFrame, version: str, seed: 
             zip(rows["encounter_id"], rows["patient_nbr"], probability, strict=True)
         )
     )
-    asyncio.run(writer.flush(timeout=60))
+    writer.stop()  # run() then writes what is buffered and returns
+    asyncio.run(writer.run())
     assert writer.written == len(rows)
     return probability
 
