@@ -77,6 +77,7 @@ def test_every_operation_has_a_stable_id_and_a_description(served_api: Api) -> N
         "GET /model": "model_info",
         "GET /model/history": "model_history",
         "POST /model/reload": "reload_model",
+        "GET /performance": "realized_performance",
         "GET /ready": "ready",
         "GET /health": "health",
     }

@@ -397,7 +397,7 @@ def test_alertmanager_renders_its_receivers_from_env_before_starting(
 @pytest.mark.parametrize(
     ("service", "secrets"),
     [
-        # WAREHOUSE_DB_PASSWORD: the promotion ledger lives in the warehouse
+        # WAREHOUSE_DB_PASSWORD: the promotion ledger and the prediction log live in the warehouse
         ("api", {"API_RELOAD_TOKEN", "MLFLOW_API_PASSWORD", "WAREHOUSE_DB_PASSWORD"}),
         ("ui", set()),
         ("prometheus", set()),
