@@ -76,6 +76,7 @@ def test_every_operation_has_a_stable_id_and_a_description(served_api: Api) -> N
         "POST /predict/batch": "predict_batch",
         "GET /model": "model_info",
         "GET /model/history": "model_history",
+        "GET /model/card": "model_card",
         "POST /model/reload": "reload_model",
         "GET /performance": "realized_performance",
         "GET /ready": "ready",
