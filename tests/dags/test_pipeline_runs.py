@@ -9,7 +9,7 @@ from typing import Any
 import mlflow
 import pytest
 
-from readmission import registry, warehouse
+from readmission import ledger, registry, warehouse
 from readmission.config import Settings
 from readmission.model import ReadmissionModel, labels
 from tests.dags.conftest import AIRFLOWIGNORE_WARNING, parse_dags
@@ -134,6 +134,10 @@ def test_evaluation_promotes_a_better_challenger_and_refuses_a_worse_one_saying_
     better = verdict(auto_promote=True, margin=0.0)
     assert better["challenger_roc_auc"] > better["champion_roc_auc"]
     assert better["promoted"] and production(pipeline_env) == "4"
+    changes = ledger.entries(pipeline_env.warehouse_url, pipeline_env.model_name)
+    assert [(c.from_version, c.to_version) for c in changes] == [(None, "1"), ("1", "4")]
+    assert all(c.by.startswith("airflow 03_evaluate_and_promote (run ") for c in changes)
+    assert "None" not in changes[-1].by  # the DAG run's id, from the task's context
     again = verdict(auto_promote=True, margin=0.0)  # a re-run after the promotion
     assert (again["challenger_version"], again["promoted"]) == ("4", False)
     assert "nothing changed" in again["reason"] and production(pipeline_env) == "4"
