@@ -68,7 +68,14 @@ class AirflowClient:
         self.url = url.rstrip("/")
         self.username, self.password = username, password
         self.http = httpx.Client(base_url=self.url, timeout=30)
-        self.http.headers["Authorization"] = f"Bearer {self._token()}"
+        try:
+            self.http.headers["Authorization"] = f"Bearer {self._token()}"
+        except AirflowError:
+            self.close()  # a refused sign-in must not leave its connection open
+            raise
+
+    def close(self) -> None:
+        self.http.close()
 
     @classmethod
     def from_env(cls) -> AirflowClient:

@@ -84,6 +84,8 @@ def client_of(airflow: Airflow, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     monkeypatch.delenv("AIRFLOW_ADMIN_USER", raising=False)
     airflow_runs.client.cache_clear()
     yield
+    if airflow_runs.client.cache_info().currsize:  # a test signed in: end its session
+        airflow_runs.client().close()
     airflow_runs.client.cache_clear()
 
 
