@@ -15,6 +15,7 @@ import pytest
 
 from deploy import dotenv
 from readmission.config import Settings
+from tests.conftest import service_env
 
 from .conftest import COMPOSE_FILE, ROOT, env_values, load_yaml, run_compose, strings
 
@@ -364,8 +365,15 @@ def test_mlflow_asks_for_a_login_and_each_client_has_its_own(compose_model: dict
 
 def test_make_up_needs_no_project_environment() -> None:
     """Only Docker with Compose and python3: `make up` neither syncs nor needs the venv."""
+    # A fresh environment: under `make test`, an inherited MAKELEVEL makes make print
+    # "Entering directory" lines around the plan.
     result = subprocess.run(
-        ["make", "-n", "up"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ["make", "-n", "up"],
+        cwd=ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "uv sync" not in result.stdout and ".venv" not in result.stdout

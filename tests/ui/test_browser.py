@@ -77,7 +77,7 @@ def test_a_person_fills_the_form_submits_it_and_reads_the_risk_and_its_reasons(
     choose(page, "Discharge disposition", "3 · Transferred to SNF")
     page.get_by_role("button", name="Predict readmission risk").click()
 
-    page.get_by_text("Exact for the linear model").wait_for(timeout=60_000)  # the last element
+    page.get_by_text("Exact for this linear model").wait_for(timeout=60_000)  # the last element
     wait_until_drawn(page, charts=1)
     page.screenshot(path=artifacts_dir / "ui-prediction.png", full_page=True)
 
