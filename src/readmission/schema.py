@@ -348,6 +348,7 @@ class _EncounterBase(BaseModel):
         return self.model_dump(by_alias=True, exclude={"encounter_id", "patient_nbr"})
 
 
+# create_model's overloads cannot type field definitions unpacked from a dict built at import.
 Encounter: type[_EncounterBase] = create_model(  # type: ignore[call-overload]
     "Encounter",
     __base__=_EncounterBase,

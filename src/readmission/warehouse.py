@@ -590,6 +590,7 @@ def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None
         conn.execute(table.insert(), frame.to_dict("records"))
         return
     columns = ", ".join(f'"{c}"' for c in frame.columns)
+    # A checked-out connection always holds its DBAPI connection (None only once invalidated).
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
         for row in frame.itertuples(index=False, name=None):
