@@ -37,7 +37,7 @@ bench: setup  ## Benchmarks on the real data set (DATA_SOURCE, default ../shared
 	$(PY) bench/serving.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 	$(PY) bench/stream.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 
-demo: setup  ## The whole loop on this machine: services, ingest + train via Airflow, promote, predict
+demo: setup  ## The whole loop on this machine: services, two extracts ingested + trained via Airflow, promote, predict
 	$(PY) scripts/demo.py
 
 # Only Docker with Compose and python3 (the .env generator is standard library): no project venv.

@@ -1,15 +1,18 @@
 """`make demo`: the whole loop on one machine, no Docker.
 
 Starts an MLflow server (SQLite store, artifacts on local disk), `airflow standalone` over the
-project's DAGs, the API, the UI and Prometheus (when installed); triggers `01_ingest_data`, whose
-Asset starts `02_warm_start_training`, whose Asset starts `03_evaluate_and_promote` (auto-promotion
-on); waits for the API to serve the promoted version; shows a prediction; then closes the loop:
+project's DAGs, the API, the UI and Prometheus (when installed). Cuts the data source by
+`encounter_id` into a first extract (the first half) and a second, later one (the next 15%), as a
+hospital would send them months apart, and feeds them one after the other through Airflow: each
+triggers `01_ingest_data` (param `source`), whose Asset starts `02_warm_start_training`, whose
+Asset starts `03_evaluate_and_promote` (auto-promotion on); prints the versions each extract
+produced; waits for the API to serve the promoted version; shows a prediction; then closes the loop:
 sends the next batch's encounters (without their outcome) to the API, ingests that batch (with
 its outcomes) and prints the served version's realized performance (`04_realized_performance`);
 prints every URL and where its credentials are. Ctrl-C stops everything (each service runs in
 its own process group).
 
-Environment: DATA_SOURCE (default: the UCI download), DEMO_BATCHES (default 3), BATCH_SIZE,
+Environment: DATA_SOURCE (default: the UCI download), BATCH_SIZE,
 READMISSION_HOME (default .readmission), MLFLOW_PORT/AIRFLOW_PORT/API_PORT/UI_PORT/PROMETHEUS_PORT
 (5000/8080/8000/8501/9090), MLFLOW_BACKEND_STORE_URI (default SQLite; a PostgreSQL URL works),
 DEMO_EXIT=1 to stop the services once the prediction is shown (tests and CI).
@@ -31,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 
-from readmission import airflow_runs, pipeline, warehouse
+from readmission import airflow_runs, pipeline, registry, warehouse
 from readmission.config import DEMO_ENV_FILE, get_settings
 from readmission.dataset import DatasetError
 from readmission.logging_setup import configure_logging
@@ -175,7 +179,7 @@ def main() -> int:
     try:
         settings = get_settings()
         log.info(f"checking DATA_SOURCE {settings.data_source} ...")
-        pipeline.acquire(settings)
+        extracts = cut_extracts(pipeline.acquire(settings), home)
     except DatasetError as error:
         log.info(f"failed: {error}")
         return 2
@@ -186,7 +190,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     try:
-        run(services, env, ports, mlflow_url, api_url, home)
+        run(services, env, ports, mlflow_url, api_url, home, extracts)
         if os.environ.get("DEMO_EXIT") == "1":
             return 0
         log.info("running; press Ctrl-C to stop every service")
@@ -204,6 +208,55 @@ def main() -> int:
         (home / DEMO_ENV_FILE).unlink(missing_ok=True)
 
 
+def cut_extracts(frame: pd.DataFrame, home: Path) -> list[tuple[str, Path]]:
+    """The source, in encounter_id order, as two extracts sent months apart: the first half,
+    then the next 15%. The rest arrives later (the close-the-loop step takes its next batch)."""
+    folder = home / "extracts"
+    folder.mkdir(parents=True, exist_ok=True)
+    first, second = int(len(frame) * 0.5), int(len(frame) * 0.65)
+    extracts = []
+    for name, rows in (("first", frame.iloc[:first]), ("second", frame.iloc[first:second])):
+        path = folder / f"{name}.csv"
+        rows.to_csv(path, index=False)
+        extracts.append((name, path))
+    return extracts
+
+
+def follow_extract(name: str, path: Path) -> list[dict[str, str]]:
+    """Feed one extract through 01 -> 02 -> 03 and return the versions its batches produced."""
+    log.info(f"{name} extract: triggering 01_ingest_data with source {path} ...")
+    before = {v.version for v in registry.version_summaries(get_settings())}
+    ingest = airflow_runs.wait(
+        "01_ingest_data",
+        airflow_runs.trigger("01_ingest_data", {"batches": 0, "source": str(path)}),
+    )
+    # From here on the demo follows only the runs its own trigger caused, through the Asset
+    # events of its own runs: another run in the same Airflow cannot be taken for ours.
+    log.info(f"01_ingest_data: {ingest['state']}; its Asset queues 02_warm_start_training ...")
+    training = airflow_runs.wait(
+        "02_warm_start_training",
+        airflow_runs.wait_for_asset_run("02_warm_start_training", ingest, report=log.info),
+    )
+    log.info(f"02_warm_start_training: {training['state']}; 03_evaluate_and_promote follows ...")
+    verdict = airflow_runs.wait(
+        "03_evaluate_and_promote",
+        airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training, report=log.info),
+    )
+    log.info(f"03_evaluate_and_promote: {verdict['state']}")
+    versions = [
+        {"version": v.version, "parent": v.parent_version or "none", "batch": str(v.batch_id)}
+        for v in registry.version_summaries(get_settings())
+        if v.version not in before
+    ]
+    production = registry.production_version(get_settings())
+    log.info(
+        f"{name} extract -> versions "
+        + ", ".join(f"v{v['version']} (batch {v['batch']}, parent {v['parent']})" for v in versions)
+        + f"; production: v{production.version if production else 'none'}"
+    )
+    return versions
+
+
 def run(
     services: Services,
     env: dict[str, str],
@@ -211,8 +264,8 @@ def run(
     mlflow_url: str,
     api_url: str,
     home: Path,
+    extracts: list[tuple[str, Path]],
 ) -> None:
-    batches = int(os.environ.get("DEMO_BATCHES", "3"))
     services.start("mlflow", [str(ROOT / "bin" / "mlflow-server")], env)
     wait_until("MLflow", lambda: answers(f"{mlflow_url}/health"), services, 120)
     log.info(f"MLflow is up at {mlflow_url}")
@@ -248,28 +301,12 @@ def run(
     wait_until("Airflow", lambda: answers(f"{airflow_url}/api/v2/monitor/health"), services, 300)
     log.info(f"Airflow is up at {airflow_url}")
 
-    log.info(
-        f"triggering 01_ingest_data for {batches} batch(es) of "
-        f"{os.environ.get('BATCH_SIZE', '15000')} rows ..."
-    )
     for line in airflow_runs.other_work(PIPELINE_DAGS):
         log.info(f"note: {line}")
-    ingest = airflow_runs.wait(
-        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": batches})
-    )
-    # From here on the demo follows only the runs its own trigger caused, through the Asset
-    # events of its own runs: another run in the same Airflow cannot be taken for ours.
-    log.info(f"01_ingest_data: {ingest['state']}; its Asset queues 02_warm_start_training ...")
-    training = airflow_runs.wait(
-        "02_warm_start_training",
-        airflow_runs.wait_for_asset_run("02_warm_start_training", ingest, report=log.info),
-    )
-    log.info(f"02_warm_start_training: {training['state']}; 03_evaluate_and_promote follows ...")
-    verdict = airflow_runs.wait(
-        "03_evaluate_and_promote",
-        airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training, report=log.info),
-    )
-    log.info(f"03_evaluate_and_promote: {verdict['state']}")
+    produced: dict[str, list[dict[str, str]]] = {}
+    for name, path in extracts:
+        produced[name] = follow_extract(name, path)
+    print(f"DEMO VERSIONS {json.dumps(produced)}", flush=True)
 
     ready = wait_until(
         "a served model",

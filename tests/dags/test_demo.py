@@ -55,7 +55,6 @@ def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
         DATA_SOURCE=str(sample_csv),
         DATA_SHA256="",
         BATCH_SIZE="500",
-        DEMO_BATCHES="2",
         MAX_LOG_LOSS="0.7",  # the synthetic sample's base rate is 21%: its log-loss is higher
         GATE_CALIBRATION_SLOPE_MIN="0.3",  # and its small models are over-confident
     )
@@ -65,11 +64,17 @@ def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
     line = next(x for x in output.splitlines() if x.startswith("DEMO PREDICTION "))
     prediction = json.loads(line.removeprefix("DEMO PREDICTION "))
     assert 0 < prediction["probability"] < 1
-    assert prediction["model_version"] == "2"  # both batches trained, the newest promoted
-    # The third batch's encounters were scored by version 2, then ingested with their outcomes.
+    line = next(x for x in output.splitlines() if x.startswith("DEMO VERSIONS "))
+    versions = json.loads(line.removeprefix("DEMO VERSIONS "))
+    first, second = versions["first"], versions["second"]
+    assert first and second  # the later extract kept the model learning
+    assert second[0]["parent"] == first[-1]["version"]  # ... continuing the first one's lineage
+    assert prediction["model_version"] in {v["version"] for v in first + second}
+    # The next batch's encounters were scored by the served version, then ingested with outcomes.
     line = next(x for x in output.splitlines() if x.startswith("DEMO REALIZED "))
     realized = json.loads(line.removeprefix("DEMO REALIZED "))
-    assert realized["version"] == "2" and realized["n"] > 0 and 0 < realized["roc_auc"] < 1
+    assert realized["version"] == prediction["model_version"] and realized["n"] > 0
+    assert 0 < realized["roc_auc"] < 1
     assert "Airflow UI" in output and "simple_auth_manager_passwords.json.generated" in output
     assert "note:" not in output  # its own Airflow: nothing else was queued there
     with dag_test_runs.connect() as conn:  # ... and none of its runs went to the DAG tests'
