@@ -352,8 +352,9 @@ class _Plan:
         self.quarantine_rows: list[dict[str, object]] = []
         self.correction_rows: list[tuple[int, dict[str, object]]] = []  # (row, record)
         self.new_batches: list[Batch] = []
-        self.stored_raw = pd.DataFrame()
-        self.fixes = pd.Series(False, index=raw.index)
+        self.fixes = pd.Series(False, index=raw.index)  # corrections turning quarantined rows clean
+        self.holdout_rows = pd.Index([], dtype=raw.index.dtype)
+        self.training_chunks: list[pd.Index] = []
 
     def route(self, fraction: float, batch_size: int, max_batches: int | None) -> None:
         raw, keys, hashes = self.raw, self.keys, self.hashes
