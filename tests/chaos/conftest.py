@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -25,8 +25,8 @@ BATCH_SIZE = 300
 @pytest.fixture
 def chaos(
     configure: Callable[..., Settings], create_database: Callable[[], str], mlflow_server: str
-) -> Settings:
-    return configure(
+) -> Iterator[Settings]:
+    settings = configure(
         DATABASE_URL=create_database(),
         MLFLOW_TRACKING_URI=mlflow_server,
         MODEL_NAME=f"chaos-{uuid.uuid4().hex[:8]}",
@@ -34,6 +34,9 @@ def chaos(
         TRAINING_LEASE_WAIT="120",
         MAX_LOG_LOSS="0.7",  # the synthetic sample's base rate is 21%
     )
+    yield settings
+    # The checks' pooled connections: the PostgreSQL server is shared, its slots are few.
+    warehouse.engine_for(settings.warehouse_url).dispose()
 
 
 @pytest.fixture(scope="session")
