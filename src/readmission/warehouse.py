@@ -715,9 +715,9 @@ def mark_trained(url: str, model_name: str, batch_id: int, model_version: str, r
 
 
 def stored_encounter_ids(url: str) -> set[str]:
-    """The encounter_id of every row ingested so far (raw, as in the source)."""
+    """The encounter_id of every encounter stored so far, as text (`N`, its canonical form)."""
     with engine_for(url).connect() as conn:
-        return set(conn.execute(sa.select(raw_encounters.c.encounter_id)).scalars())
+        return {str(k) for k in conn.execute(sa.select(raw_encounters.c.encounter_id)).scalars()}
 
 
 def row_counts(url: str) -> dict[str, int]:
