@@ -127,6 +127,8 @@ def tcp_proxy(listen_port: int, host: str, port: int) -> Iterator[subprocess.Pop
         yield process
     finally:
         stop(process)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @pytest.mark.slow
