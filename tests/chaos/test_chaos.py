@@ -63,7 +63,7 @@ def test_a_training_run_killed_while_holding_the_lease_releases_it(
     first = start("train")
     wait_until(lambda: _lease_holder(chaos) != "" or first.poll() is not None)
     os.kill(first.pid, signal.SIGKILL)
-    first.wait()
+    first.communicate()  # reaps it and closes its output pipe
 
     ok("train")  # the dead run's lease went with its database session
     assert_consistent(chaos, [rows.iloc[:800]])
