@@ -10,8 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.bodies import FieldProblem
 from api.metrics import ServingMetrics
-from api.schemas import FieldProblem
 from readmission.schema import FEATURE_COLUMNS, ID_COLUMNS, allowed, field_name
 
 log = logging.getLogger(__name__)

@@ -204,9 +204,9 @@ def service(command: list[str], env: dict[str, str], ready_url: str, log: Path) 
 
 def promoted_version(settings: Any) -> str:
     """Batch 1 of the source, trained, registered and promoted."""
-    from readmission import pipeline, registry, training
+    from readmission import registry, steps, training
 
-    pipeline.ingest(settings, max_batches=1)
+    steps.ingest(settings, max_batches=1)
     (trained,) = training.train_pending(settings, max_batches=1)
     version = trained.version
     registry.promote(settings, version)

@@ -1,7 +1,7 @@
 """The platform fed a stream of extracts: a first extract, then monthly-like ones, one by one.
 
 Cuts the real data set by `encounter_id` into a first extract of 50% and then extracts of about
-6% each, and feeds them one after the other through the platform's own path (`pipeline.ingest`
+6% each, and feeds them one after the other through the platform's own path (`steps.ingest`
 of an extract file, then the training loop `training.train_pending`) on the embedded default
 (SQLite warehouse, local MLflow store) in a fresh folder. For each extract it prints the rows,
 the seconds to ingest and to train, and the new version's holdout AUC (the holdout grows with
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     home = use_local_platform(args.source, "bench-stream-")
 
-    from readmission import pipeline, training, warehouse
+    from readmission import steps, training, warehouse
     from readmission.config import get_settings
     from readmission.dataset import load
 
@@ -43,7 +43,7 @@ def main() -> None:
         path = home / f"extract-{number:02d}.csv"
         frame.iloc[start:stop].to_csv(path, index=False)
         began = time.perf_counter()
-        report = pipeline.ingest(settings, source=str(path))
+        report = steps.ingest(settings, source=str(path))
         ingest_seconds = time.perf_counter() - began
         began = time.perf_counter()
         results = training.train_pending(settings, holder="bench/stream.py")

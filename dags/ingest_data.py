@@ -68,7 +68,7 @@ def ingest_data() -> None:
         """Store the source's next batches; return their ids and counts (never rows)."""
         import httpx
 
-        from readmission import pipeline
+        from readmission import steps
         from readmission.config import get_settings
         from readmission.dataset import DatasetError
 
@@ -76,7 +76,7 @@ def ingest_data() -> None:
         max_batches = params.get("batches") or None
         source = (params.get("source") or "").strip() or None
         try:
-            report = pipeline.ingest(get_settings(), max_batches=max_batches, source=source)
+            report = steps.ingest(get_settings(), max_batches=max_batches, source=source)
         except DatasetError as error:
             if isinstance(error.__cause__, httpx.HTTPError):
                 raise  # the download failed: worth another try
@@ -90,7 +90,7 @@ def ingest_data() -> None:
                 batch.accepted,
                 batch.quarantined,
             )
-        log.info("%s", pipeline.describe(report))
+        log.info("%s", steps.describe(report))
         return {
             "batch_ids": [b.batch_id for b in report.new_batches],
             "training_batch_ids": report.training_batch_ids,

@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from readmission import airflow_runs, pipeline, registry, warehouse
+from readmission import airflow_runs, registry, steps, warehouse
 from readmission.config import DEMO_ENV_FILE, get_settings
 from readmission.dataset import DatasetError
 from readmission.logging_setup import configure_logging
@@ -179,7 +179,7 @@ def main() -> int:
     try:
         settings = get_settings()
         log.info(f"checking DATA_SOURCE {settings.data_source} ...")
-        extracts = cut_extracts(pipeline.acquire(settings), home)
+        extracts = cut_extracts(steps.acquire(settings), home)
     except DatasetError as error:
         log.info(f"failed: {error}")
         return 2
@@ -344,7 +344,7 @@ def close_the_loop(services: Services, api_url: str) -> None:
     """The next batch's encounters scored by the API without their outcome, then that batch
     ingested with it: the realized performance of the served version, as the platform reports it."""
     settings = get_settings()  # the demo's environment, as the services have it
-    source = pipeline.acquire(settings)
+    source = steps.acquire(settings)
     stored = warehouse.stored_encounter_ids(settings.warehouse_url)
     upcoming = source[~source["encounter_id"].astype(str).isin(stored)].head(settings.batch_size)
     if upcoming.empty:

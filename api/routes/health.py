@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from api.bodies import Health, NotReady, Ready
 from api.deps import ServingState
-from api.schemas import Health, NotReady, Ready
 
 router = APIRouter(tags=["health"])
 

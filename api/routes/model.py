@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.bodies import Message, ModelHistory, ModelInfo, PromotionRow, VersionRow
 from api.deps import ServingState, served_model
 from api.model_store import ModelStore
-from api.schemas import Message, ModelHistory, ModelInfo, PromotionRow, VersionRow
 from readmission import history, registry
 from readmission.config import Settings
 

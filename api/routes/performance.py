@@ -6,8 +6,8 @@ import asyncio
 
 from fastapi import APIRouter, HTTPException
 
+from api.bodies import Message, PerformanceReport
 from api.deps import ServingState
-from api.schemas import Message, PerformanceReport
 from readmission import performance
 
 router = APIRouter(tags=["model"])

@@ -15,9 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from pydantic_core import to_json
 
-from api.deps import parse_body, query_flag, served_model
-from api.model_store import ServedModel
-from api.schemas import (
+from api.bodies import (
     BatchPrediction,
     BatchRequest,
     ExplainedPrediction,
@@ -25,6 +23,8 @@ from api.schemas import (
     RiskBand,
     ValidationProblems,
 )
+from api.deps import parse_body, query_flag, served_model
+from api.model_store import ServedModel
 from readmission.schema import Encounter, example_encounter
 
 router = APIRouter(tags=["predictions"])

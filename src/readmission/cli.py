@@ -18,8 +18,8 @@ from readmission import (
     holdout,
     ledger,
     performance,
-    pipeline,
     promotion,
+    steps,
     training,
     tuning,
     warehouse,
@@ -67,7 +67,7 @@ def ingest(
 ) -> None:
     """Store what an extract adds to the warehouse (any later extract, overlap or replay)."""
     try:
-        report = pipeline.ingest(get_settings(), max_batches=batches, source=source)
+        report = steps.ingest(get_settings(), max_batches=batches, source=source)
     except DatasetError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
@@ -76,7 +76,7 @@ def ingest(
             f"batch {b.batch_id} ({b.kind}): {b.rows} rows, {b.accepted} accepted, "
             f"{b.quarantined} quarantined"
         )
-    typer.echo(pipeline.describe(report))
+    typer.echo(steps.describe(report))
 
 
 @app.command()
@@ -192,7 +192,7 @@ def status(
 ) -> None:
     """Batches ingested and trained, model versions, and which one is in production."""
     settings = get_settings()
-    report = pipeline.status(settings)
+    report = steps.status(settings)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
@@ -263,7 +263,7 @@ def tune(
     """Choose SGD hyperparameters on a validation slice of the training rows (MLflow-logged)."""
     settings = get_settings()
     try:
-        frame = validate(pipeline.acquire(settings, source))
+        frame = validate(steps.acquire(settings, source))
     except DatasetError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error

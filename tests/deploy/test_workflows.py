@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from api.schemas import Prediction
+from api.bodies import Prediction
 
 from .conftest import ROOT, load_yaml
 
