@@ -73,7 +73,9 @@ def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
     # The next batch's encounters were scored by the served version, then ingested with outcomes.
     line = next(x for x in output.splitlines() if x.startswith("DEMO REALIZED "))
     realized = json.loads(line.removeprefix("DEMO REALIZED "))
-    assert realized["version"] == prediction["model_version"] and realized["n"] > 0
+    # The served version may have moved on since the first prediction: the second extract's
+    # evaluate-and-promote can promote its version while the demo scores the next batch.
+    assert realized["version"] in {v["version"] for v in first + second} and realized["n"] > 0
     assert 0 < realized["roc_auc"] < 1
     assert "Airflow UI" in output and "simple_auth_manager_passwords.json.generated" in output
     assert "note:" not in output  # its own Airflow: nothing else was queued there
