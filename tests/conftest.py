@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -167,6 +168,33 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         log.close()
 
 
+@contextmanager
+def running_mlflow_server(log_dir: Path, s3: dict[str, str], **env: str) -> Iterator[str]:
+    """bin/mlflow-server (the container's entrypoint) on a free port with `env`, artifacts
+    proxied to the moto S3 server; its URL once healthy, stopped on exit. A start-up failure
+    prints the end of its log."""
+    port = free_port()
+    log_path = log_dir / "mlflow.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(ROOT / "bin" / "mlflow-server")],
+            env=service_env(**s3, MLFLOW_PORT=str(port), **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_for(f"{url}/health", process)
+        except Exception:
+            print(log_path.read_text()[-5000:])
+            raise
+        yield url
+    finally:
+        stop(process)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(
     create_database: Callable[[], str],
@@ -174,31 +202,13 @@ def mlflow_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """A real MLflow server (bin/mlflow-server): PostgreSQL store, artifacts proxied to S3."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("mlflow") / "mlflow.log"
-    env = service_env(
-        **s3_server,
-        MLFLOW_PORT=str(port),
+    with running_mlflow_server(
+        tmp_path_factory.mktemp("mlflow"),
+        s3_server,
         MLFLOW_BACKEND_STORE_URI=mlflow_backend_uri(create_database()),
         MLFLOW_ARTIFACTS_DESTINATION="s3://mlflow/artifacts",
-    )
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / "bin" / "mlflow-server")],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{url}/health", process)
-    except Exception:
-        print(log_path.read_text()[-5000:])
-        stop(process)
-        raise
-    yield url
-    stop(process)
+    ) as url:
+        yield url
 
 
 @pytest.fixture

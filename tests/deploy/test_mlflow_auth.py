@@ -22,7 +22,7 @@ from readmission import registry, training, warehouse
 from readmission.config import Settings
 from readmission.schema import example_encounter
 from tests.api.serving import running_api
-from tests.conftest import free_port, mlflow_backend_uri, service_env, stop, wait_for
+from tests.conftest import mlflow_backend_uri, running_mlflow_server, service_env
 
 from .conftest import ROOT
 
@@ -39,35 +39,17 @@ def auth_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """bin/mlflow-server with the login on, as docker-compose.yaml configures it."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("mlflow-auth") / "mlflow.log"
-    env = service_env(
-        **s3_server,
-        MLFLOW_PORT=str(port),
+    with running_mlflow_server(
+        tmp_path_factory.mktemp("mlflow-auth"),
+        s3_server,
         MLFLOW_WORKERS="2",
         MLFLOW_BACKEND_STORE_URI=mlflow_backend_uri(create_database()),
         MLFLOW_ARTIFACTS_DESTINATION="s3://mlflow/auth-artifacts",
         MLFLOW_AUTH_ADMIN_USERNAME=ADMIN[0],
         MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
         MLFLOW_FLASK_SERVER_SECRET_KEY=uuid.uuid4().hex,
-    )
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / "bin" / "mlflow-server")],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{url}/health", process)
+    ) as url:
         yield url
-    except Exception:
-        print(log_path.read_text()[-5000:])
-        raise
-    finally:
-        stop(process)
 
 
 def mlflow_users(server: str, admin: tuple[str, str]) -> subprocess.CompletedProcess[str]:
