@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the api package 
 STAGES = {
     "HttpMetrics middleware and all inside": "api/http_metrics.py:__call__",
     "BodyLimit middleware and all inside": "api/body_limit.py:__call__",
-    "FastAPI route and all inside": "fastapi/routing.py:app",
+    "the route (api.direct_route.DirectRoute) and all inside": "starlette/routing.py:handle",
     "predict handler": "api/routes/predict.py:predict",
     "body validation (pydantic-core, from JSON bytes)": "validate_json",
     "encounter to record": "readmission/schema.py:to_record",

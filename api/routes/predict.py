@@ -24,10 +24,11 @@ from api.bodies import (
     ValidationProblems,
 )
 from api.deps import parse_body, query_flag, served_model
+from api.direct_route import DirectRoute
 from api.model_store import ServedModel
 from readmission.schema import Encounter, example_encounter
 
-router = APIRouter(tags=["predictions"])
+router = APIRouter(tags=["predictions"], route_class=DirectRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Message, "description": "The body could not be decoded (not UTF-8 JSON)."},
     422: {"model": ValidationProblems, "description": "A field is invalid: which, and why."},

@@ -14,10 +14,9 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -26,14 +25,14 @@ from readmission.schema import TARGET
 from readmission.warehouse import clean_encounters, engine_for, prediction_log, transaction
 
 log = logging.getLogger(__name__)
-BATCH_ROWS = 500  # rows per INSERT: large enough to keep up, small enough to retry cheaply
+BATCH_ROWS = 2000  # rows per write: few transactions at full load, still cheap to retry
 FLUSH_SECONDS = 0.5  # a quiet API still writes what it served within about this long
 MAX_RETRY_SECONDS = 30.0  # longest pause between attempts while the warehouse is down
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedPrediction:
-    """One served prediction, as stored in `prediction_log`."""
+class LoggedPrediction(NamedTuple):
+    """One served prediction, as stored in `prediction_log`: a tuple, since one is made per
+    request on the event loop and a frozen dataclass costs several times as much to build."""
 
     encounter_id: int | None
     patient_nbr: int | None
@@ -46,26 +45,33 @@ class LoggedPrediction:
     scored_at: datetime
 
 
-COLUMNS = tuple(f.name for f in fields(LoggedPrediction))
+COLUMNS = LoggedPrediction._fields
 
 
 def write(url: str, records: list[LoggedPrediction]) -> None:
     """Insert `records` in one transaction (blocking).
 
-    Straight to the driver's executemany: SQLAlchemy's per-row parameter processing cost more
-    CPU than the API's scoring, and this thread shares the interpreter with the event loop. Only
-    the timestamp needs the dialect's conversion (SQLite stores it as text)."""
+    This runs in a thread of the API's process, so its CPU is taken from serving: PostgreSQL
+    gets the rows by COPY (about 4 us a row in this process, against 15 for executemany);
+    SQLite by the driver's executemany, skipping SQLAlchemy's per-row parameter processing.
+    Only SQLite's timestamp needs the dialect's conversion (it stores text)."""
     engine = engine_for(url)
-    marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(COLUMNS))
-    sql = f"INSERT INTO {prediction_log.name} ({', '.join(COLUMNS)}) VALUES ({marks})"
-    stamp = _timestamp_converter(engine.dialect)
-    rows = [(*r[:-1], stamp(r[-1])) for r in map(_values, records)]
+    columns = ", ".join(COLUMNS)
     with engine.begin() as conn:
-        conn.exec_driver_sql(sql, rows)
-
-
-def _values(record: LoggedPrediction) -> tuple[Any, ...]:
-    return tuple(getattr(record, name) for name in COLUMNS)
+        if engine.dialect.name == "postgresql":
+            driver = conn.connection.driver_connection  # psycopg's, in this transaction
+            assert driver is not None  # an open transaction holds a live connection
+            cursor = driver.cursor()
+            with cursor.copy(f"COPY {prediction_log.name} ({columns}) FROM STDIN") as copy:
+                for record in records:
+                    copy.write_row(record)
+            return
+        marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(COLUMNS))
+        stamp = _timestamp_converter(engine.dialect)
+        conn.exec_driver_sql(
+            f"INSERT INTO {prediction_log.name} ({columns}) VALUES ({marks})",
+            [(*r[:-1], stamp(r[-1])) for r in records],
+        )
 
 
 def _timestamp_converter(dialect: Dialect) -> Callable[[datetime], Any]:
