@@ -212,10 +212,12 @@ def status(
         )
     typer.echo(f"model {report['model_name']}: production = {report['production_version']}")
     for v in report["versions"]:
+        # MLflow calls "no stage" "None": show only the labels a version has.
+        labels = [*v["aliases"], *([v["stage"]] if v["stage"] not in (None, "None") else [])]
         typer.echo(
             f"  v{v['version']:<4} parent {v['parent_version'] or '-':<4} "
             f"AUC {v['holdout_roc_auc']:.4f} log-loss {v['holdout_log_loss']:.4f} "
-            f"{' '.join(v['aliases'])} {v['stage']}"
+            f"{' '.join(labels)}".rstrip()
         )
     if report["promotions"]:
         last = report["promotions"][-1]

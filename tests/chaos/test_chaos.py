@@ -112,6 +112,8 @@ def test_replays_corrections_and_extracts_out_of_order_keep_the_lineage_straight
     ok("train")
     status = ok("status")
     assert "corrections recorded: 5" in status and "patients also in training: 0" in status
+    versions = [line for line in status.splitlines() if " AUC " in line and "parent" in line]
+    assert versions and not any(line.endswith("None") for line in versions)  # no stage: no label
     assert_consistent(chaos, [rows])
 
 
