@@ -61,7 +61,7 @@ def main() -> None:
     from readmission.schema import POSITIVE_LABEL, TARGET
     from readmission.validation import validate
 
-    data = load(str(Path(args.source).resolve()))  # raw text, in encounter_id order
+    data = load(os.environ["DATA_SOURCE"])  # raw text, in encounter_id order (resolved path)
     first, second = data.iloc[: len(data) // 2], data.iloc[len(data) // 2 : int(len(data) * 0.65)]
     first.to_csv(home / "first.csv", index=False)
     second.to_csv(home / "second.csv", index=False)
