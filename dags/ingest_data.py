@@ -14,10 +14,20 @@ recorded as a correction when its content changed (a trained batch is never rewr
 | `batches` | New training batches to add. `0` or empty: every remaining batch. |
 | `source` | Path or URL overriding `DATA_SOURCE` for this run (no checksum check). |
 
-Re-running is safe: the ingest is one transaction, and rows already stored are skipped.
-When the run added at least one training batch, `announce_new_batches` updates the Asset
-`x-readmission://warehouse/clean_encounters`, which starts **02_warm_start_training**. A run
-that added nothing skips that task, so no pointless training run follows.
+After the ingest, the outcomes the extract brings for encounters the API scored earlier join
+the prediction log (`outcomes_joined`).
+
+Re-running is safe: the ingest is one transaction, and rows already stored are skipped. Two
+tasks announce what the run changed, each skipped when there is nothing to announce:
+
+- `announce_new_batches`, when the run added at least one training batch: the Asset
+  `x-readmission://warehouse/clean_encounters`, which starts **02_warm_start_training**.
+- `announce_warehouse_changes`, when the run changed the warehouse at all (rows stored,
+  corrections recorded, outcomes joined): the Asset `x-readmission://warehouse/changes`, which
+  starts **04_realized_performance**. An extract of holdout rows or of outcomes only starts 04
+  but no training.
+
+A replay that adds nothing skips both, so no pointless run follows.
 
 A missing file or a checksum mismatch fails at once; a failed download is retried with
 growing pauses.
@@ -30,7 +40,13 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from readmission_common import CLEAN_ENCOUNTERS, IO_RETRIES, START_DATE, TAGS
+from readmission_common import (
+    CLEAN_ENCOUNTERS,
+    IO_RETRIES,
+    START_DATE,
+    TAGS,
+    WAREHOUSE_CHANGES,
+)
 
 log = logging.getLogger("readmission.dags.ingest_data")
 
@@ -101,6 +117,10 @@ def ingest_data() -> None:
             "already_present": report.already_present,
             "corrections": report.corrections,
             "deferred": report.deferred,
+            "outcomes_joined": report.outcomes_joined,
+            # Decided by the report itself (readmission.warehouse.IngestReport.changed), so the
+            # DAG does not define what counts as a change.
+            "changed": report.changed,
         }
 
     @task(outlets=[CLEAN_ENCOUNTERS])
@@ -114,7 +134,24 @@ def ingest_data() -> None:
         }
         return report["training_batch_ids"]
 
-    announce_new_batches(ingest())
+    @task(outlets=[WAREHOUSE_CHANGES])
+    def announce_warehouse_changes(report: dict[str, Any], outlet_events: Any = None) -> int:
+        """Update the Asset (and so start 04) after every ingest that changed the warehouse."""
+        if not report["changed"]:
+            raise AirflowSkipException(
+                "the warehouse is unchanged (no row, correction or outcome): nothing for 04"
+            )
+        outlet_events[WAREHOUSE_CHANGES].extra = {
+            "batch_ids": report["batch_ids"],
+            "rows_added": report["rows_added"],
+            "corrections": report["corrections"],
+            "outcomes_joined": report["outcomes_joined"],
+        }
+        return report["outcomes_joined"]
+
+    report = ingest()
+    announce_new_batches(report)
+    announce_warehouse_changes(report)
 
 
 ingest_data()

@@ -14,6 +14,13 @@ from airflow.sdk import Asset
 CLEAN_ENCOUNTERS = Asset(
     name="readmission_clean_encounters", uri="x-readmission://warehouse/clean_encounters"
 )
+# Updated by 01_ingest_data after every ingest that changed the warehouse (rows stored,
+# corrections recorded, outcomes joined to the prediction log); schedules 04. Not the same as
+# CLEAN_ENCOUNTERS: an extract of holdout rows or of outcomes only adds no training batch, yet
+# the realized performance must follow it.
+WAREHOUSE_CHANGES = Asset(
+    name="readmission_warehouse_changes", uri="x-readmission://warehouse/changes"
+)
 # Updated by 02_warm_start_training when it registers new model versions; schedules 03.
 MODEL_VERSIONS = Asset(
     name="readmission_model_versions", uri="x-readmission://registry/model_versions"

@@ -11,9 +11,11 @@ The report is stored in the warehouse (`performance_reports`; `GET /performance`
 logged to MLflow (a run `realized-performance-v<N>` per version) and exported by the API to
 Prometheus, where the alert `RealizedAucBelowMinimum` watches it.
 
-Starts on its own after every ingest that adds data (Asset
-`x-readmission://warehouse/clean_encounters`); trigger it by hand at any time. Re-running is
-safe: it adds one more report, computed from the same rows.
+Starts on its own after every ingest that changed the warehouse (Asset
+`x-readmission://warehouse/changes`, updated by **01_ingest_data**: rows stored, corrections
+recorded or outcomes joined), including an extract that brings only outcomes or holdout rows and
+so starts no training; an ingest that changed nothing starts no run. Trigger it by hand at any
+time. Re-running is safe: it adds one more report, computed from the same rows.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 from typing import Any
 
 from airflow.sdk import dag, task
-from readmission_common import CLEAN_ENCOUNTERS, IO_RETRIES, START_DATE, TAGS
+from readmission_common import IO_RETRIES, START_DATE, TAGS, WAREHOUSE_CHANGES
 
 log = logging.getLogger("readmission.dags.realized_performance")
 
@@ -32,7 +34,10 @@ log = logging.getLogger("readmission.dags.realized_performance")
     dag_display_name="04 · Realized performance",
     description="Realized performance of the served versions on the outcomes that arrived",
     doc_md=__doc__,
-    schedule=[CLEAN_ENCOUNTERS],
+    # Only this Asset: an ingest adding training batches changes the warehouse too. Scheduling
+    # on either of it and CLEAN_ENCOUNTERS (`|`) could start 04 twice for one ingest; on both (a
+    # list) would hold an outcomes-only ingest's run back until some ingest adds a batch.
+    schedule=[WAREHOUSE_CHANGES],
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -204,6 +204,18 @@ def other_work(dag_ids: Collection[str], mine: Collection[str] = ()) -> list[str
     return found
 
 
+def scheduling_assets(dag_id: str, timeout: float = 120) -> dict[int, str]:
+    """The Assets whose events start runs of `dag_id`, id -> URI (none: not Asset-scheduled)."""
+    _wait_for_dag(dag_id, timeout)  # parsed, so its Asset references are recorded
+    assets = client().request("GET", "/assets", params={"dag_ids": dag_id, "limit": 100})
+    # `dag_ids` also matches Assets the DAG produces or reads: keep those that schedule it.
+    return {
+        asset["id"]: asset["uri"]
+        for asset in assets["assets"]
+        if any(ref["dag_id"] == dag_id for ref in asset["scheduled_dags"])
+    }
+
+
 def wait_for_asset_run(
     dag_id: str,
     source: dict[str, Any],
@@ -213,24 +225,34 @@ def wait_for_asset_run(
 ) -> str:
     """The run id of `dag_id` that an Asset event of the finished run `source` started.
 
-    Only `source`'s own events count, so a stale or foreign run of `dag_id` cannot be taken
-    for ours. Asset events are recorded as their task ends, before its run finishes: a
-    finished run with none has nothing to announce (another run may have done its work), and
-    waiting would be waiting for nothing, so that is an error at once. `report` hears about
-    other runs of `dag_id` that ours waits behind.
+    Only `source`'s own events on an Asset that schedules `dag_id` count, so a stale or foreign
+    run of `dag_id` cannot be taken for ours, nor an event `source` sent for another DAG (01
+    announces training batches and warehouse changes on two Assets, and often only the second).
+    Asset events are recorded as their task ends, before its run finishes: a finished run with
+    none has nothing to announce (another run may have done its work), and waiting would be
+    waiting for nothing, so that is an error at once. `report` hears about other runs of
+    `dag_id` that ours waits behind.
     """
     deadline = time.monotonic() + timeout
     reported: set[str] = set()
+    assets = scheduling_assets(dag_id)
+    if not assets:
+        raise AirflowError(f"{dag_id} is not scheduled on any Asset: no event starts it")
     while True:
-        events = client().request(
-            "GET",
-            "/assets/events",
-            params={"source_dag_id": source["dag_id"], "source_run_id": source["dag_run_id"]},
-        )["asset_events"]
+        events = [
+            event
+            for event in client().request(
+                "GET",
+                "/assets/events",
+                params={"source_dag_id": source["dag_id"], "source_run_id": source["dag_run_id"]},
+            )["asset_events"]
+            if event["asset_id"] in assets
+        ]
         if not events and source["state"] in FINISHED:
             raise AirflowError(
                 f"{source['dag_id']} run {source['dag_run_id']} ended {source['state']} without "
-                f"an Asset event, so it starts no {dag_id} run: it had nothing new to announce "
+                f"an Asset event on {', '.join(sorted(assets.values()))}, so it starts no "
+                f"{dag_id} run: it had nothing new to announce for {dag_id} "
                 "(did another run do its work first? see its log)"
             )
         for event in events:

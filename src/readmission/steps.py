@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import pandas as pd
@@ -38,10 +38,13 @@ def ingest(
         max_batches,
         source_name=source or settings.data_source,
     )
+    # Outcomes of encounters the API scored earlier join the prediction log as they arrive. The
+    # count is part of the report: an extract may bring nothing but such outcomes (holdout rows,
+    # or rows of encounters scored after they were stored), and the realized performance must
+    # still be recomputed after it.
+    joined = prediction_log.join_outcomes(settings.warehouse_url)
+    report = replace(report, outcomes_joined=joined)
     log.info("ingest: %s", describe(report))
-    # Outcomes of encounters the API scored earlier join the prediction log as they arrive.
-    labelled = prediction_log.join_outcomes(settings.warehouse_url)
-    log.info("%d logged predictions received their outcome", labelled)
     return report
 
 
@@ -55,6 +58,7 @@ def describe(report: warehouse.IngestReport) -> str:
         f"{report.already_present} already present ({report.corrections} corrections recorded)"
         + (f", {report.deferred} deferred to a later ingest" if report.deferred else "")
         + f"; batches created: {batches or 'none'}"
+        + f"; {report.outcomes_joined} logged predictions received their outcome"
     )
 
 

@@ -199,10 +199,22 @@ class IngestReport:
     deferred: int  # new training rows left for a later ingest (`max_batches`)
     corrections: int  # rows whose content differs from the stored encounter's, recorded
     new_batches: list[Batch] = field(default_factory=list)  # holdout additions: batch 0
+    # Logged predictions that received their outcome after this ingest. The prediction log's
+    # join runs after the ingest's transaction (readmission.steps.ingest): 0 from `ingest` here.
+    outcomes_joined: int = 0
 
     @property
     def rows_added(self) -> int:
         return sum(b.rows for b in self.new_batches)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the ingest changed what the warehouse holds: rows stored (in the holdout, a
+        training batch or the quarantine), corrections recorded or outcomes joined to the
+        prediction log. False for a replay: what follows an ingest need not run again."""
+        return bool(
+            self.new_batches or self.quarantined or self.corrections or self.outcomes_joined
+        )
 
     @property
     def quarantined_total(self) -> int:

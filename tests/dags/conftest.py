@@ -12,12 +12,18 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from readmission import prediction_log
 from readmission.config import Settings
+from readmission.prediction_log import LoggedPrediction
+from readmission.schema import POSITIVE_LABEL, TARGET
 from tests.conftest import BIN, ROOT, mlflow_backend_uri
 
 DAGS = ROOT / "dags"
@@ -82,3 +88,31 @@ def pipeline_env(
         MAX_LOG_LOSS="0.6",
         GATE_CALIBRATION_SLOPE_MIN="0.3",
     )
+
+
+def log_predictions(settings: Settings, rows: pd.DataFrame, version: str) -> np.ndarray:
+    """What the API logs when `version` scores `rows` before their outcome is known: one
+    prediction each, informative about the outcome; the probabilities, in row order."""
+    y = (rows[TARGET] == POSITIVE_LABEL).to_numpy()
+    noise = np.random.default_rng(3).normal(0, 0.15, len(y))
+    probability = np.clip(0.15 + 0.3 * y + noise, 0.01, 0.99)
+    prediction_log.write(
+        settings.warehouse_url,
+        [
+            LoggedPrediction(
+                int(encounter),
+                int(patient),
+                settings.model_name,
+                version,
+                float(p),
+                0.3,
+                bool(p >= 0.3),
+                "high" if p >= 0.3 else "low",
+                datetime.now(UTC),
+            )
+            for encounter, patient, p in zip(
+                rows["encounter_id"], rows["patient_nbr"], probability, strict=True
+            )
+        ],
+    )
+    return probability

@@ -1,10 +1,11 @@
-"""What Airflow's metadata database recorded about a DAG run: task states, XComs, Asset events."""
+"""What Airflow's metadata database recorded about a DAG run: task states, XComs, Asset events,
+and the runs those events queued."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 
 def task_states(run: Any) -> dict[str, str]:
@@ -61,3 +62,28 @@ def tries(run: Any, task_id: str) -> int:
                 TaskInstance.task_id == task_id,
             )
         ).one()
+
+
+def queued_runs() -> set[tuple[str, str]]:
+    """(DAG, Asset URI) of every run that Asset events queued and no scheduler has started:
+    Airflow's own record of which DAGs an event schedules."""
+    from airflow.models.asset import AssetDagRunQueue, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetDagRunQueue.target_dag_id, AssetModel.uri).join(
+                AssetModel, AssetDagRunQueue.asset_id == AssetModel.id
+            )
+        )
+        return {(dag_id, uri) for dag_id, uri in rows}
+
+
+def forget_queued_runs() -> None:
+    """Drop the queued runs that earlier `dag.test()` runs left (no scheduler starts them here),
+    so `queued_runs` then shows what the next run queues."""
+    from airflow.models.asset import AssetDagRunQueue
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.execute(delete(AssetDagRunQueue))

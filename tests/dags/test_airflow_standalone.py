@@ -1,6 +1,7 @@
 """bin/airflow-standalone (real scheduler, dag-processor, triggerer, API server on PostgreSQL),
-driven through readmission.airflow_runs: an ingest run's Asset event starts training, whose
-Asset event starts evaluation."""
+driven through readmission.airflow_runs: an ingest run's Asset events start training, whose
+Asset event starts evaluation, and the realized performance, also after an ingest of outcomes
+only."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from readmission import airflow_runs, registry
+from readmission import airflow_runs, holdout, performance, registry
 from readmission.config import Settings
 from tests.conftest import ROOT, free_port, service_env, stop, wait_for
-from tests.dags.conftest import airflow_url
+from tests.dags.conftest import airflow_url, log_predictions
 
 pytestmark = pytest.mark.slow
 PIPELINE = ["01_ingest_data", "02_warm_start_training", "03_evaluate_and_promote"]
@@ -162,6 +164,48 @@ def test_a_run_that_announced_nothing_is_an_error_at_once_not_a_wait() -> None:
     )  # every ingested batch is trained: nothing to announce
     with pytest.raises(airflow_runs.AirflowError, match="without an Asset event"):
         airflow_runs.wait_for_asset_run("03_evaluate_and_promote", idle, timeout=600)
+
+
+def test_an_extract_of_outcomes_only_starts_realized_performance_and_no_training(
+    airflow: Airflow, sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Holdout patients came back: their new encounters, scored when they left hospital, arrive
+    later in an extract of their own. No training batch, yet their outcomes must reach the
+    realized performance (and RealizedAucBelowMinimum, fed by it)."""
+    settings = airflow.settings
+    holdout_patients = holdout.in_holdout(sample["patient_nbr"], settings.holdout_fraction)
+    returning = sample[holdout_patients.to_numpy()].head(200)
+    new_ids = returning["encounter_id"].astype("int64") + 1_000_000  # the sample's are below
+    returning = returning.assign(encounter_id=new_ids.astype(str))
+    log_predictions(settings, returning, "1")
+    path = tmp_path / "outcomes.csv"
+    returning.to_csv(path, index=False)
+
+    ingest = airflow_runs.wait(
+        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"source": str(path)}), 300
+    )
+    realized = airflow_runs.wait(
+        "04_realized_performance",
+        airflow_runs.wait_for_asset_run("04_realized_performance", ingest),
+        300,
+    )
+
+    assert realized["run_type"] == "asset_triggered"
+    events = airflow_runs.client().request(
+        "GET",
+        "/assets/events",
+        params={"source_dag_id": "01_ingest_data", "source_run_id": ingest["dag_run_id"]},
+    )["asset_events"]
+    assert [(e["uri"], [r["dag_id"] for r in e["created_dagruns"]]) for e in events] == [
+        ("x-readmission://warehouse/changes", ["04_realized_performance"])
+    ]
+    # Waiting on it for training is an error at once, naming the Asset it did not announce.
+    with pytest.raises(airflow_runs.AirflowError, match="without an Asset event on x-readmission"):
+        airflow_runs.wait_for_asset_run("02_warm_start_training", ingest, timeout=600)
+    report = performance.latest(settings.warehouse_url, settings.model_name)
+    assert report is not None
+    (version,) = [v for v in report["versions"] if v["version"] == "1"]
+    assert (version["scored"], version["n"], version["pending"]) == (200, 200, 0)
 
 
 def test_a_failed_run_is_reported_with_the_task_that_failed(tmp_path: Path) -> None:

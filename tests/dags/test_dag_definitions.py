@@ -51,7 +51,7 @@ print(json.dumps({"dags": sorted(bag.dags), "errors": bag.import_errors, "connec
 """
 
 
-def test_the_dag_folder_holds_the_three_pipeline_dags_listed_in_pipeline_order(
+def test_the_dag_folder_holds_the_four_pipeline_dags_listed_in_pipeline_order(
     dags: dict[str, Any],
 ) -> None:
     assert sorted(dags) == PIPELINE
@@ -73,19 +73,28 @@ def test_every_dag_is_documented_tagged_and_starts_at_a_fixed_utc_date_without_c
 def test_ingest_is_manual_and_training_then_evaluation_follow_through_assets(
     dags: dict[str, Any],
 ) -> None:
-    from readmission_common import CLEAN_ENCOUNTERS, MODEL_VERSIONS
+    from readmission_common import CLEAN_ENCOUNTERS, MODEL_VERSIONS, WAREHOUSE_CHANGES
 
     ingest, training, evaluation, realized = (dags[d] for d in PIPELINE)
     assert ingest.schedule is None
     assert ingest.task_dict["announce_new_batches"].outlets == [CLEAN_ENCOUNTERS]
+    assert ingest.task_dict["announce_warehouse_changes"].outlets == [WAREHOUSE_CHANGES]
+    assert ingest.task_dict["ingest"].downstream_task_ids == {
+        "announce_new_batches",
+        "announce_warehouse_changes",
+    }
     assert list(training.timetable.asset_condition.objects) == [CLEAN_ENCOUNTERS]
     assert training.task_dict["announce_new_versions"].outlets == [MODEL_VERSIONS]
     assert list(evaluation.timetable.asset_condition.objects) == [MODEL_VERSIONS]
-    # Every ingest that adds data also brings outcomes of encounters scored earlier.
-    assert list(realized.timetable.asset_condition.objects) == [CLEAN_ENCOUNTERS]
-    for dag in dags.values():  # only the announcing tasks emit Asset events
-        emitting = {t.task_id for t in dag.tasks if t.outlets}
-        assert emitting <= {"announce_new_batches", "announce_new_versions"}
+    # Every ingest that changed the warehouse, also one adding no training batch (outcomes or
+    # holdout rows only); on this Asset alone, so one ingest starts one run.
+    assert list(realized.timetable.asset_condition.objects) == [WAREHOUSE_CHANGES]
+    emitting = {(d.dag_id, t.task_id) for d in dags.values() for t in d.tasks if t.outlets}
+    assert emitting == {  # only the announcing tasks emit Asset events
+        ("01_ingest_data", "announce_new_batches"),
+        ("01_ingest_data", "announce_warehouse_changes"),
+        ("02_warm_start_training", "announce_new_versions"),
+    }
 
 
 def test_training_trains_batches_one_after_another_in_one_task_one_run_at_a_time(

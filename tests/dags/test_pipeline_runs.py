@@ -7,13 +7,23 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from readmission import ledger, registry, warehouse
+from readmission import holdout, ledger, registry, warehouse
 from readmission.config import Settings
 from readmission.model import ReadmissionModel, labels
-from tests.dags.conftest import AIRFLOWIGNORE_WARNING, parse_dags
-from tests.dags.metadata import asset_events, returned, task_states, tries
+from readmission.schema import POSITIVE_LABEL, TARGET
+from tests.dags.conftest import AIRFLOWIGNORE_WARNING, log_predictions, parse_dags
+from tests.dags.metadata import (
+    asset_events,
+    forget_queued_runs,
+    queued_runs,
+    returned,
+    task_states,
+    tries,
+)
 
 pytestmark = [
     pytest.mark.usefixtures("airflow_db"),
@@ -21,6 +31,7 @@ pytestmark = [
     pytest.mark.filterwarnings(AIRFLOWIGNORE_WARNING),
 ]
 CLEAN_ENCOUNTERS = "x-readmission://warehouse/clean_encounters"
+WAREHOUSE_CHANGES = "x-readmission://warehouse/changes"
 MODEL_VERSIONS = "x-readmission://registry/model_versions"
 
 
@@ -73,8 +84,13 @@ def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds
         "already_present": 0,
         "corrections": 0,
         "deferred": 1497,
+        "outcomes_joined": 0,
+        "changed": True,
     }
     assert asset_events(first, CLEAN_ENCOUNTERS) == [{"batch_ids": [1], "rows_added": 1003}]
+    assert asset_events(first, WAREHOUSE_CHANGES) == [
+        {"batch_ids": [0, 1], "rows_added": 1003, "corrections": 0, "outcomes_joined": 0}
+    ]
 
     training = run("02_warm_start_training")
     assert training.state == "success"
@@ -104,15 +120,81 @@ def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds
         "already_present": 2500,
         "corrections": 0,
         "deferred": 0,
+        "outcomes_joined": 0,
+        "changed": False,
     }
-    assert task_states(replay) == {"ingest": "success", "announce_new_batches": "skipped"}
+    assert task_states(replay) == {
+        "ingest": "success",
+        "announce_new_batches": "skipped",
+        "announce_warehouse_changes": "skipped",
+    }
     assert asset_events(replay, CLEAN_ENCOUNTERS) == []
+    assert asset_events(replay, WAREHOUSE_CHANGES) == []
     assert warehouse.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 2500
 
     idle = run("02_warm_start_training")
     assert returned(idle, "train_untrained_batches") == []
     assert task_states(idle)["announce_new_versions"] == "skipped"
     assert len(registry.version_summaries(pipeline_env)) == 4
+
+
+def test_an_ingest_adding_only_outcomes_of_scored_encounters_starts_realized_performance_only(
+    pipeline_env: Settings, sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The API scored encounters of holdout patients that the first extract lacked; the later
+    extract holding just them adds no training batch, only holdout rows and their outcomes: 04
+    must follow it (on those outcomes), 02 must not; its replay changes nothing, starts nothing."""
+    holdout_patients = holdout.in_holdout(sample["patient_nbr"], pipeline_env.holdout_fraction)
+    scored = sample[holdout_patients.to_numpy()].tail(200)
+    first, later = tmp_path / "first.csv", tmp_path / "later.csv"
+    sample.drop(scored.index).to_csv(first, index=False)
+    scored.to_csv(later, index=False)
+    assert run("01_ingest_data", source=str(first)).state == "success"
+    assert run("02_warm_start_training").state == "success"  # version 1, which the API served
+    probability = log_predictions(pipeline_env, scored, "1")
+
+    forget_queued_runs()
+    outcomes = run("01_ingest_data", source=str(later))
+
+    report = returned(outcomes, "ingest")
+    assert (report["batch_ids"], report["training_batch_ids"]) == ([0], [])
+    assert (report["rows_added"], report["outcomes_joined"], report["changed"]) == (200, 200, True)
+    assert task_states(outcomes) == {
+        "ingest": "success",
+        "announce_new_batches": "skipped",
+        "announce_warehouse_changes": "success",
+    }
+    assert asset_events(outcomes, CLEAN_ENCOUNTERS) == []
+    assert asset_events(outcomes, WAREHOUSE_CHANGES) == [
+        {"batch_ids": [0], "rows_added": 200, "corrections": 0, "outcomes_joined": 200}
+    ]
+    # Airflow queued a run of 04, and of nothing else, for that event.
+    assert queued_runs() == {("04_realized_performance", WAREHOUSE_CHANGES)}
+
+    realized = run("04_realized_performance")
+    assert realized.state == "success"
+    (served,) = returned(realized, "measure_realized_performance")
+    assert (served["version"], served["scored"], served["labelled"], served["pending"]) == (
+        "1",
+        200,
+        200,
+        0,
+    )
+    truth = (scored[TARGET] == POSITIVE_LABEL).to_numpy()
+    assert served["realized_roc_auc"] == pytest.approx(roc_auc_score(truth, probability))
+    assert served["holdout_roc_auc"] is not None
+
+    forget_queued_runs()
+    replay = run("01_ingest_data", source=str(later))
+    assert returned(replay, "ingest")["changed"] is False
+    assert returned(replay, "ingest")["outcomes_joined"] == 0
+    assert task_states(replay) == {
+        "ingest": "success",
+        "announce_new_batches": "skipped",
+        "announce_warehouse_changes": "skipped",
+    }
+    assert asset_events(replay, WAREHOUSE_CHANGES) == []
+    assert queued_runs() == set()
 
 
 def test_evaluation_promotes_a_better_challenger_and_refuses_a_worse_one_saying_why(
