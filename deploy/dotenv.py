@@ -40,6 +40,7 @@ SECRETS: dict[str, Callable[[], str]] = {
     "AIRFLOW_DB_PASSWORD": token,
     "MLFLOW_DB_PASSWORD": token,
     "WAREHOUSE_DB_PASSWORD": token,
+    "WAREHOUSE_API_PASSWORD": token,
     "MINIO_ROOT_PASSWORD": token,
     "AIRFLOW_ADMIN_PASSWORD": token,
     "AIRFLOW_FERNET_KEY": fernet_key,

@@ -23,10 +23,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import yaml
@@ -59,13 +61,51 @@ NOT_READY_HINTS = {
     "api": "the API is ready only once a model is in production: run the DAGs in Airflow and "
     "promote a version (MLflow UI, `readmission promote`, or 03_evaluate_and_promote)",
 }
-# The Secret of each workload: its keys, and the .env variable each one is copied from. Nothing
-# else of .env (PostgreSQL, MinIO, Airflow, Fernet, JWT, MLflow admin) reaches the cluster.
-WORKLOAD_SECRETS: dict[str, dict[str, str]] = {
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """A Secret value made of .env: the URL of a database of the compose PostgreSQL for a login
+    whose password is the .env variable `password`, percent-quoted so that any character is safe
+    (SQLAlchemy unquotes it)."""
+
+    user: str
+    password: str
+    database: str
+    host: str = "postgres"  # k8s/base/postgres-service.yaml
+    port: int = 5432
+    driver: str = "postgresql+psycopg"
+
+    def value(self, env: Mapping[str, str]) -> str:
+        login = f"{quote(self.user, safe='')}:{quote(env[self.password], safe='')}"
+        return f"{self.driver}://{login}@{self.host}:{self.port}/{self.database}"
+
+
+# What a Secret key holds: the value of one .env variable, or a value made of .env variables.
+SecretSource = str | DatabaseUrl
+
+
+def variables(source: SecretSource) -> set[str]:
+    """The .env variables a Secret value is made of."""
+    return {source.password} if isinstance(source, DatabaseUrl) else {source}
+
+
+def secret_value(source: SecretSource, env: Mapping[str, str]) -> str:
+    return source.value(env) if isinstance(source, DatabaseUrl) else env[source]
+
+
+# The Secret of each workload: its keys, and the .env variable each one is copied from (or made
+# of). Nothing else of .env (PostgreSQL superuser and owners, MinIO, Airflow, Fernet, JWT, MLflow
+# admin) reaches the cluster.
+WORKLOAD_SECRETS: dict[str, dict[str, SecretSource]] = {
     "api": {
         "API_RELOAD_TOKEN": "API_RELOAD_TOKEN",
         "MLFLOW_TRACKING_USERNAME": "MLFLOW_API_USER",
         "MLFLOW_TRACKING_PASSWORD": "MLFLOW_API_PASSWORD",
+        # The warehouse as the API's own login (postgres_init, readmission.warehouse.API_ROLE),
+        # which may only add predictions, read realized performance, read the ledger and add to
+        # it; never the owner's (WAREHOUSE_DB_PASSWORD).
+        "DATABASE_URL": DatabaseUrl("readmission_api", "WAREHOUSE_API_PASSWORD", "warehouse"),
     },
     "grafana": {"GF_SECURITY_ADMIN_PASSWORD": "GRAFANA_ADMIN_PASSWORD"},
     # monitoring/alertmanager/render-config reads them (a webhook URL may embed a token).
@@ -112,7 +152,7 @@ def repository(overlay: Path) -> Path:
 
 
 def write_workload_secrets(overlay: Path) -> Path:
-    """Copy each workload's keys (WORKLOAD_SECRETS) from the repository's .env into
+    """Write each workload's keys (WORKLOAD_SECRETS), from the repository's .env, into
     .deploy/<overlay name>/<workload>.env (mode 0600), which the overlay's secretGenerator reads.
     Returns the folder."""
     root = repository(overlay)
@@ -120,7 +160,12 @@ def write_workload_secrets(overlay: Path) -> Path:
     if not env_file.is_file():
         raise DeployError(f"no {env_file}: scripts/compose-up creates it (make up)")
     values = {**OPTIONAL_SECRETS, **{k: v for k, v in dotenv_values(env_file).items() if v}}
-    sources = {source for keys in WORKLOAD_SECRETS.values() for source in keys.values()}
+    sources = {
+        name
+        for keys in WORKLOAD_SECRETS.values()
+        for source in keys.values()
+        for name in variables(source)
+    }
     if missing := sorted(sources - values.keys()):
         raise DeployError(
             f"{env_file} lacks {', '.join(missing)}: run `make up` (it generates them)"
@@ -132,7 +177,9 @@ def write_workload_secrets(overlay: Path) -> Path:
     for workload, keys in WORKLOAD_SECRETS.items():
         path = folder / f"{workload}.env"
         path.touch(mode=0o600)
-        path.write_text("".join(f"{key}={values[source]}\n" for key, source in keys.items()))
+        path.write_text(
+            "".join(f"{key}={secret_value(source, values)}\n" for key, source in keys.items())
+        )
     return folder
 
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Annotated
 
 import mlflow
+import sqlalchemy as sa
 import typer
 
 import readmission
@@ -182,6 +183,30 @@ def promotions(
             f"{e.time:%Y-%m-%d %H:%M:%S} v{e.from_version or '-'} -> v{e.to_version or '-'} "
             f"by {e.by}: {e.reason}"
         )
+
+
+@app.command("init-warehouse")
+def init_warehouse() -> None:
+    """Create the warehouse's tables and grant the serving API's login what it may do there.
+
+    Run as the warehouse's owner before the API starts (compose: the one-shot warehouse-init):
+    the API's login (readmission_api) may not create tables. Every other command creates them on
+    first use too. Safe to re-run: it creates what is missing and grants what is lacking.
+    """
+    url = get_settings().warehouse_url
+    warehouse.engine_for(url)
+    ledger.ensure_table(url)
+    typer.echo(f"warehouse ready: {sa.make_url(url).render_as_string(hide_password=True)}")
+    granted = warehouse.api_privileges(url)
+    if granted is None:
+        if url.startswith("postgresql"):
+            typer.echo(
+                f"no login {warehouse.API_ROLE} on this server: the API cannot log in with its own "
+                "(postgres_init creates it; docs/deployment.md, an existing volume)"
+            )
+        return
+    for table, privileges in granted.items():
+        typer.echo(f"{warehouse.API_ROLE} may {', '.join(privileges)} on {table}")
 
 
 @app.command()

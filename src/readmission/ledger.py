@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from readmission.warehouse import create_schema, engine_for
+from readmission.warehouse import API_PRIVILEGES, create_schema, engine_for
 
 _LOCK_ID = 7_296_015  # PostgreSQL advisory lock serialising production changes
 
@@ -33,6 +33,9 @@ promotions = sa.Table(
     sa.Column("to_version", sa.String(32)),  # null: production was removed
     sa.Column("changed_by", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    # The API shows the ledger (GET /model/history) and adds the production changes it notices
+    # (made in the MLflow UI); it never changes a row (nothing does: rows are only added).
+    info={API_PRIVILEGES: ("SELECT", "INSERT")},
 )
 
 
@@ -62,6 +65,11 @@ def _engine(url: str) -> Engine:
     engine = engine_for(url)
     create_schema(engine, metadata)
     return engine
+
+
+def ensure_table(url: str) -> None:
+    """Create the ledger's table if missing (`readmission init-warehouse`); any use does too."""
+    _engine(url)
 
 
 def _lock(conn: Connection) -> None:

@@ -45,6 +45,17 @@ INVALID_ID = "invalid_encounter_id"
 DUPLICATE_ID = "duplicate_encounter_id"
 INVALID_VALUES = "invalid_values"
 
+# The serving API's own PostgreSQL login (postgres_init creates it; compose and k3d give it to the
+# API). It owns nothing and may only do what the API does: each table the API uses names, in its
+# `info[API_PRIVILEGES]`, what this login may do there, and the tables' owner grants exactly that
+# whenever it opens the warehouse (create_schema). Grants name tables, and none exists yet when
+# postgres_init runs; default privileges (ALTER DEFAULT PRIVILEGES) cannot single tables out, so
+# they would open every future table, patients' encounters included.
+API_ROLE = "readmission_api"
+API_PRIVILEGES = "api_privileges"
+# Every table privilege there is: what `api_privileges` reports the login holds.
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
 metadata = sa.MetaData()
 
 
@@ -162,6 +173,8 @@ prediction_log = sa.Table(
     sa.Column("outcome", sa.Text),
     sa.Column("labelled_at", sa.DateTime(timezone=True)),
     sa.Index("ix_prediction_log_model_outcome", "model_name", "outcome"),
+    # The API only appends; the platform reads the log and copies outcomes in (join_outcomes).
+    info={API_PRIVILEGES: ("INSERT",)},
 )
 # Each computation of the realized performance (readmission.performance), as JSON.
 performance_reports = sa.Table(
@@ -172,7 +185,13 @@ performance_reports = sa.Table(
     sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_prediction_id", sa.BigInteger, nullable=False),
     sa.Column("report", sa.Text, nullable=False),
+    # The API exports the latest report to Prometheus and serves it (GET /performance).
+    info={API_PRIVILEGES: ("SELECT",)},
 )
+
+
+class WarehouseNotReady(RuntimeError):
+    """The warehouse lacks tables and this login may not create them (the API's login)."""
 
 
 @dataclass(frozen=True)
@@ -232,7 +251,11 @@ def engine_for(url: str) -> Engine:
     # SQLite: wait for another process's write transaction instead of failing at once.
     connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
     engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-    create_schema(engine)
+    try:
+        create_schema(engine)
+    except BaseException:  # not cached: the next call tries again (WarehouseNotReady)
+        engine.dispose()  # so close its connection now, not when it is garbage
+        raise
     return engine
 
 
@@ -247,7 +270,17 @@ def create_schema(engine: Engine, tables: sa.MetaData = metadata) -> None:
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
-            tables.create_all(conn)
+            try:
+                tables.create_all(conn)  # only checks, once every table exists
+            except sa.exc.ProgrammingError as error:
+                if getattr(error.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+                    raise
+                raise WarehouseNotReady(
+                    f"the warehouse lacks tables and {engine.url.username} may not create them: "
+                    "its owner creates them (compose: warehouse-init; `readmission "
+                    "init-warehouse`, or any Airflow task, as the owner)"
+                ) from error
+            grant_api_privileges(conn, tables)
         return
     database = engine.url.database
     if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
@@ -256,6 +289,76 @@ def create_schema(engine: Engine, tables: sa.MetaData = metadata) -> None:
     with open(f"{database}.schema-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         tables.create_all(engine)
+
+
+def grant_api_privileges(conn: Connection, tables: sa.MetaData) -> None:
+    """Grant API_ROLE what each of `tables` declares (`info[API_PRIVILEGES]`), and the use of
+    the sequence numbering the rows it inserts, where it lacks them.
+
+    Only the tables' owner (or a superuser) grants: for any other login, the API's included,
+    this does nothing, as it does on a server without API_ROLE (a test database, a warehouse no
+    API uses). Re-checked whenever the owner opens the warehouse, so a login created after the
+    tables (an existing volume) gets its rights at the owner's next start. The caller holds the
+    schema lock: two GRANTs on one table at once fail ("tuple concurrently updated").
+    """
+    exists = sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role")
+    if conn.execute(exists, {"role": API_ROLE}).scalar() is None:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    role = quote(API_ROLE)
+    owns = sa.text(
+        "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(:t)"
+    )
+    held = sa.text("SELECT has_table_privilege(:role, :t, :privilege)")
+    for table in tables.sorted_tables:
+        wanted = table.info.get(API_PRIVILEGES, ())
+        name = quote(table.name)
+        if not wanted or not conn.execute(owns, {"t": name}).scalar():
+            continue
+        missing = [
+            p
+            for p in wanted
+            if not conn.execute(held, {"role": API_ROLE, "t": name, "privilege": p}).scalar()
+        ]
+        if missing:  # privilege words and names from this module, quoted: no outside input
+            conn.execute(sa.text(f"GRANT {', '.join(missing)} ON TABLE {name} TO {role}"))
+        if "INSERT" not in wanted:
+            continue
+        for column in table.primary_key.columns:  # a serial key: INSERT calls its nextval()
+            sequence = conn.execute(
+                sa.text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": name, "c": column.name}
+            ).scalar()
+            usage = sa.text("SELECT has_sequence_privilege(:role, :s, 'USAGE')")
+            if sequence and not conn.execute(usage, {"role": API_ROLE, "s": sequence}).scalar():
+                # pg_get_serial_sequence returns the name quoted and schema-qualified
+                conn.execute(sa.text(f"GRANT USAGE ON SEQUENCE {sequence} TO {role}"))
+
+
+def api_privileges(url: str) -> dict[str, list[str]] | None:
+    """What API_ROLE may do on each table of the warehouse's schema where it may do anything
+    (its effective privileges, PUBLIC's included); None on SQLite or without the login."""
+    engine = engine_for(url)
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        exists = sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role")
+        if conn.execute(exists, {"role": API_ROLE}).scalar() is None:
+            return None
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, p.privilege FROM pg_class c, unnest(CAST(:privileges AS text[]))"
+                " WITH ORDINALITY AS p(privilege, rank)"
+                " WHERE c.relnamespace = to_regnamespace(current_schema())"
+                " AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+                " AND has_table_privilege(:role, c.oid, p.privilege)"
+                " ORDER BY c.relname, p.rank"
+            ),
+            {"privileges": list(TABLE_PRIVILEGES), "role": API_ROLE},
+        )
+        found: dict[str, list[str]] = {}
+        for table, privilege in rows:
+            found.setdefault(table, []).append(privilege)
+        return found
 
 
 def ensure_sqlite_directory(url: str) -> None:

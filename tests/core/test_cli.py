@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 import readmission
 from readmission import prediction_log
@@ -122,6 +123,22 @@ def test_python_m_readmission_is_the_same_command_line() -> None:
         check=True,
     )
     assert "Usage: readmission [OPTIONS] COMMAND" in usage.stdout
+
+
+def test_init_warehouse_creates_every_table_and_is_safe_to_rerun(tmp_path: Path) -> None:
+    """What compose's warehouse-init runs (on PostgreSQL, with the API's grants:
+    tests/deploy/test_warehouse_api_login.py); here the embedded SQLite warehouse."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    for _ in range(2):
+        done = cli("init-warehouse", env={"DATABASE_URL": url})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"warehouse ready: {url}\n"  # SQLite has no login to grant
+    engine = sa.create_engine(url)
+    try:
+        tables = set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert {"raw_encounters", "prediction_log", "performance_reports", "promotions"} <= tables
 
 
 def test_performance_reports_each_served_version_as_text_and_json(

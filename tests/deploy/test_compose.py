@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from deploy import dotenv
+from readmission import warehouse
 from readmission.config import Settings
 from tests.conftest import service_env
 
 from .conftest import COMPOSE_FILE, ROOT, env_values, load_yaml, run_compose, strings
 
-ONE_SHOT = {"minio-init", "mlflow-init", "airflow-init"}
+ONE_SHOT = {"minio-init", "mlflow-init", "airflow-init", "warehouse-init"}
 AIRFLOW_COMPONENTS = {
     "airflow-apiserver": "api-server",
     "airflow-scheduler": "scheduler",
@@ -86,11 +88,19 @@ def test_the_project_name_and_network_name_are_fixed(compose_model: dict) -> Non
     assert k3d["network"] == compose_model["networks"]["default"]["name"]
 
 
-def test_mlflow_has_the_fixed_address_the_k3d_overlay_points_at(compose_model: dict) -> None:
+@pytest.mark.parametrize("service", ["mlflow", "postgres"])
+def test_fixed_addresses_are_where_the_k3d_overlay_points(
+    compose_model: dict, service: str
+) -> None:
     subnet = compose_model["networks"]["default"]["ipam"]["config"][0]
-    address = compose_model["services"]["mlflow"]["networks"]["default"]["ipv4_address"]
-    slice_ = load_yaml(ROOT / "k8s" / "overlays" / "k3d" / "mlflow-endpointslice.yaml")
+    address = compose_model["services"][service]["networks"]["default"]["ipv4_address"]
+    overlay = ROOT / "k8s" / "overlays" / "k3d"
+    slice_ = load_yaml(overlay / f"{service}-endpointslice.yaml")
     assert slice_["endpoints"][0]["addresses"] == [address]
+    egress = load_yaml(overlay / "api-egress-networkpolicy.yaml")["spec"]["egress"]
+    assert {"ipBlock": {"cidr": f"{address}/32"}} in [
+        peer for rule in egress for peer in rule["to"]
+    ]
     assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet["subnet"])
     assert ipaddress.ip_address(address) not in ipaddress.ip_network(subnet["ip_range"])
 
@@ -159,6 +169,7 @@ def test_postgres_init_creates_one_database_per_service_with_passwords_from_env(
     assert Path(init["source"]) == ROOT / "postgres_init" and init["read_only"]
     for user in ("AIRFLOW", "MLFLOW", "WAREHOUSE"):
         assert postgres["environment"][f"{user}_DB_PASSWORD"]
+    assert postgres["environment"]["WAREHOUSE_API_PASSWORD"]  # the API's login (postgres_init)
     urls = {
         "airflow": compose_model["services"]["airflow-scheduler"]["environment"][
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
@@ -166,11 +177,42 @@ def test_postgres_init_creates_one_database_per_service_with_passwords_from_env(
         "mlflow": compose_model["services"]["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"],
         "warehouse": compose_model["services"]["airflow-scheduler"]["environment"]["DATABASE_URL"],
     }
+    assert compose_model["services"]["warehouse-init"]["environment"] == {
+        "DATABASE_URL": urls["warehouse"]
+    }
     for database, url in urls.items():
         assert re.fullmatch(
             rf"postgresql\+psycopg2?://{database}:[^@]+@postgres:5432/{database}", url
         ), url
     assert urls["mlflow"].startswith("postgresql+psycopg2://"), "MLflow needs psycopg2"
+
+
+def test_the_api_uses_the_warehouse_as_its_own_login_never_the_owners(
+    compose_model: dict, env_file: Path
+) -> None:
+    """The API's login (postgres_init) may only add predictions, read realized performance, read
+    the ledger and add to it; it cannot create tables, so warehouse-init, as the owner, creates
+    them (and grants that login its rights) before the API starts."""
+    values = env_values(env_file.read_text())
+    services = compose_model["services"]
+    url = sa.make_url(services["api"]["environment"]["DATABASE_URL"])
+    assert (url.drivername, url.host, url.port, url.database) == (
+        "postgresql+psycopg",
+        "postgres",
+        5432,
+        "warehouse",
+    )
+    assert url.username == warehouse.API_ROLE != "warehouse"
+    assert url.password == values["WAREHOUSE_API_PASSWORD"] != values["WAREHOUSE_DB_PASSWORD"]
+    assert services["postgres"]["environment"]["WAREHOUSE_API_PASSWORD"] == url.password
+    init = services["warehouse-init"]
+    assert init["entrypoint"] == ["python", "-m", "readmission", "init-warehouse"]
+    assert sa.make_url(init["environment"]["DATABASE_URL"]).username == "warehouse"
+    assert init["image"] == services["airflow-scheduler"]["image"]  # it has the platform
+    assert init["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for waiter in ("api", "airflow-scheduler"):
+        condition = services[waiter]["depends_on"]["warehouse-init"]["condition"]
+        assert condition == "service_completed_successfully", waiter
 
 
 def test_mlflow_server_stores_artifacts_in_minio(compose_model: dict) -> None:
@@ -405,8 +447,10 @@ def test_alertmanager_renders_its_receivers_from_env_before_starting(
 @pytest.mark.parametrize(
     ("service", "secrets"),
     [
-        # WAREHOUSE_DB_PASSWORD: the promotion ledger and the prediction log live in the warehouse
-        ("api", {"API_RELOAD_TOKEN", "MLFLOW_API_PASSWORD", "WAREHOUSE_DB_PASSWORD"}),
+        # WAREHOUSE_API_PASSWORD: the promotion ledger and the prediction log live in the
+        # warehouse, which the API reaches as its own login (never the owner's)
+        ("api", {"API_RELOAD_TOKEN", "MLFLOW_API_PASSWORD", "WAREHOUSE_API_PASSWORD"}),
+        ("warehouse-init", {"WAREHOUSE_DB_PASSWORD"}),
         ("ui", set()),
         ("prometheus", set()),
         ("alertmanager", set()),

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import yaml
 from kubernetes.client.exceptions import ApiException
 
@@ -632,8 +633,32 @@ def test_workload_secrets_need_the_generated_env(render_tree: Path, tmp_path: Pa
         shutil.copytree(render_tree / folder, tmp_path / folder)
     (tmp_path / ".env").write_text("API_RELOAD_TOKEN=x\n")
     with pytest.raises(
-        k8s.DeployError, match=r"lacks GRAFANA_ADMIN_PASSWORD, MLFLOW_API_PASSWORD: run `make up`"
+        k8s.DeployError,
+        match=r"lacks GRAFANA_ADMIN_PASSWORD, MLFLOW_API_PASSWORD, WAREHOUSE_API_PASSWORD: run "
+        r"`make up`",
     ):
         k8s.render(tmp_path / "k8s" / "overlays" / "k3d")
     written = tmp_path / ".deploy" / "k3d"
     assert not written.exists()
+
+
+def test_the_apis_database_url_is_made_of_env_with_its_password_quoted(
+    render_tree: Path, tmp_path: Path
+) -> None:
+    """A password set by hand may hold any character: in the URL it is percent-quoted, and
+    SQLAlchemy (the API's Settings.warehouse_url) reads it back intact."""
+    for folder in ("k8s", "monitoring"):
+        shutil.copytree(render_tree / folder, tmp_path / folder)
+    password = "p@ss:w/o%rd #?"
+    env = (render_tree / ".env").read_text()
+    (tmp_path / ".env").write_text(f"{env}WAREHOUSE_API_PASSWORD='{password}'\n")
+    folder = k8s.write_workload_secrets(tmp_path / "k8s" / "overlays" / "k3d")
+    written = env_values((folder / "api.env").read_text())
+    url = sa.make_url(written["DATABASE_URL"])
+    assert (url.drivername, url.username, url.password) == (
+        "postgresql+psycopg",
+        "readmission_api",
+        password,
+    )
+    assert (url.host, url.port, url.database) == ("postgres", 5432, "warehouse")
+    assert password not in written["DATABASE_URL"]  # quoted, so the URL parses

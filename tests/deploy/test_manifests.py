@@ -4,14 +4,17 @@ Kubernetes 1.31 schemas and checked for the properties the platform relies on.""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from kubernetes_validate import utils as kubernetes_validate
 
 from deploy import dotenv, k8s
+from readmission import warehouse
 
 from .conftest import ROOT, by_kind, env_values, load_yaml, load_yaml_all, strings
 
@@ -181,13 +184,19 @@ def test_services_and_ingresses_route_to_the_right_pods(manifests: list[dict]) -
     assert hosts == {"api.localhost": "api", "ui.localhost": "ui", "grafana.localhost": "grafana"}
 
 
-def test_mlflow_is_the_compose_server_behind_a_selectorless_service(manifests: list[dict]) -> None:
-    service = by_kind(manifests, "Service")["mlflow"]
-    assert "selector" not in service["spec"]
-    endpoints = by_kind(manifests, "EndpointSlice")["mlflow-compose"]
-    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == "mlflow"
-    assert endpoints["ports"][0]["name"] == service["spec"]["ports"][0]["name"]
-    assert endpoints["ports"][0]["port"] == 5000
+@pytest.mark.parametrize(("service", "port"), [("mlflow", 5000), ("postgres", 5432)])
+def test_compose_servers_are_reached_through_selectorless_services(
+    manifests: list[dict], service: str, port: int
+) -> None:
+    spec = by_kind(manifests, "Service")[service]["spec"]
+    assert "selector" not in spec
+    endpoints = by_kind(manifests, "EndpointSlice")[f"{service}-compose"]
+    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == service
+    assert endpoints["ports"][0]["name"] == spec["ports"][0]["name"]
+    assert endpoints["ports"][0]["port"] == spec["ports"][0]["port"] == port
+
+
+def test_mlflow_is_the_api_registry(manifests: list[dict]) -> None:
     config = next(
         c for n, c in by_kind(manifests, "ConfigMap").items() if n.startswith("api-config-")
     )
@@ -201,6 +210,7 @@ def test_network_policies_deny_by_default_and_allow_only_the_expected_paths(
     policies = by_kind(manifests, "NetworkPolicy")
     default = policies.pop("default-deny-ingress")
     assert default["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    policies.pop("api-egress-compose")  # egress only: test_the_api_reaches_only_...
     expected = {
         "api": [TRAEFIK, app("ui"), app("prometheus")],
         "ui": [TRAEFIK],
@@ -215,6 +225,42 @@ def test_network_policies_deny_by_default_and_allow_only_the_expected_paths(
         assert allowed_sources(policy) == sources, name
         ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
         assert ports == [SERVING_PORTS[name]], name
+
+
+def test_the_api_reaches_only_dns_mlflow_and_the_warehouse(manifests: list[dict]) -> None:
+    """Egress of the API pods: what the policies selecting them allow together (they add up)."""
+    api = app("api")["podSelector"]
+    policies = [
+        p for p in by_kind(manifests, "NetworkPolicy").values() if p["spec"]["podSelector"] == api
+    ]
+    assert all("Egress" in p["spec"]["policyTypes"] for p in policies)  # none leaves it open
+    rules = [rule for policy in policies for rule in policy["spec"].get("egress", [])]
+    dns = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+    reached = set()
+    for rule in rules:
+        (peer,) = rule["to"]
+        ports = {(p["port"], p["protocol"]) for p in rule["ports"]}
+        if peer == dns:
+            assert ports == {(53, "UDP"), (53, "TCP")}
+            reached.add("dns")
+            continue
+        network = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        assert network.num_addresses == 1 and "except" not in peer["ipBlock"]
+        # Policies see the endpoint's address: the EndpointSlice behind each Service.
+        (service,) = [
+            name
+            for name, slice_ in by_kind(manifests, "EndpointSlice").items()
+            if slice_["endpoints"][0]["addresses"] == [str(network.network_address)]
+        ]
+        slice_port = by_kind(manifests, "EndpointSlice")[service]["ports"][0]["port"]
+        assert ports == {(slice_port, "TCP")}, service
+        reached.add(service)
+    assert reached == {"dns", "mlflow-compose", "postgres-compose"}
+    others = [p for p in by_kind(manifests, "NetworkPolicy").values() if p not in policies]
+    assert not [p for p in others if "egress" in p["spec"]]
 
 
 BACK_OFFICE = re.compile(r"POSTGRES|_DB_|MINIO|AIRFLOW|FERNET|JWT|MLFLOW_ADMIN|FLASK|SECRET_KEY")
@@ -253,7 +299,8 @@ def test_each_workload_reads_a_secret_of_its_own_holding_only_its_keys(
     for secret, workload in owners.items():
         data = {k: base64.b64decode(v).decode() for k, v in secrets[secret]["data"].items()}
         expected = {
-            key: values.get(source, "") for key, source in k8s.WORKLOAD_SECRETS[workload].items()
+            key: k8s.secret_value(source, values)
+            for key, source in k8s.WORKLOAD_SECRETS[workload].items()
         }
         assert data == expected, workload
 
@@ -265,17 +312,23 @@ def test_no_back_office_credential_enters_the_cluster(
     back_office = {key: value for key, value in values.items() if BACK_OFFICE.search(key) and value}
     assert {
         "POSTGRES_PASSWORD",
+        "WAREHOUSE_DB_PASSWORD",
         "MINIO_ROOT_PASSWORD",
         "AIRFLOW_FERNET_KEY",
         "AIRFLOW_JWT_SECRET",
         "MLFLOW_ADMIN_PASSWORD",
         "AIRFLOW_ADMIN_PASSWORD",
     } <= back_office.keys()
+    generated = {key: values[key] for key in dotenv.SECRETS if BACK_OFFICE.search(key)}
     for secret in by_kind(manifests, "Secret").values():
         assert not any(BACK_OFFICE.search(key) for key in secret["data"]), secret["metadata"]
-        decoded = {base64.b64decode(v).decode() for v in secret["data"].values()}
-        assert not decoded & set(back_office.values()), secret["metadata"]["name"]
-    generated = {key: values[key] for key in dotenv.SECRETS if BACK_OFFICE.search(key)}
+        decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        assert not set(decoded.values()) & set(back_office.values()), secret["metadata"]["name"]
+        # Not even inside a value (a database URL carries its password): the generated
+        # secrets, random tokens, are searched for (user names like `readmission` are not).
+        for key, value in decoded.items():
+            leaked = [name for name, credential in generated.items() if credential in value]
+            assert not leaked, f"{secret['metadata']['name']}: {key} holds {leaked}"
     rendered = str(manifests)
     assert not [key for key, value in generated.items() if value in rendered]
 
@@ -290,6 +343,32 @@ def test_the_api_reads_mlflow_as_its_read_only_user(manifests: list[dict], env_f
     assert data["MLFLOW_TRACKING_PASSWORD"] == values["MLFLOW_API_PASSWORD"]
     for key in ("API_RELOAD_TOKEN", "MLFLOW_API_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
         assert key in dotenv.SECRETS, "compose-up must generate every secret the pods read"
+
+
+def test_the_api_writes_to_the_warehouse_as_its_own_login(
+    manifests: list[dict], env_file: Path
+) -> None:
+    """Never as the owner: the API's login may only add predictions, read realized performance,
+    read the ledger and add to it (tests/deploy/test_warehouse_api_login.py)."""
+    values = env_values(env_file.read_text())
+    secrets = by_kind(manifests, "Secret")
+    api = next(s for n, s in secrets.items() if n.startswith("api-secrets-"))
+    url = sa.make_url(base64.b64decode(api["data"]["DATABASE_URL"]).decode())
+    assert url.drivername == "postgresql+psycopg"
+    assert url.username == warehouse.API_ROLE != "warehouse"
+    assert url.password == values["WAREHOUSE_API_PASSWORD"] != values["WAREHOUSE_DB_PASSWORD"]
+    assert url.database == "warehouse"
+    service = by_kind(manifests, "Service")[str(url.host)]  # the compose PostgreSQL, in-cluster
+    assert url.port == service["spec"]["ports"][0]["port"]
+    assert "WAREHOUSE_API_PASSWORD" in dotenv.SECRETS
+    # The pods get it from that Secret, and from nowhere else that could override it.
+    container = pod_spec(by_kind(manifests, "Deployment")["api"])["containers"][0]
+    assert {"secretRef": {"name": api["metadata"]["name"]}} in container["envFrom"]
+    config = next(c for n, c in by_kind(manifests, "ConfigMap").items() if n.startswith("api-"))
+    assert "DATABASE_URL" not in config["data"]
+    assert "DATABASE_URL" not in {var["name"] for var in container.get("env", [])}
+    for name, secret in secrets.items():  # no other workload reaches the warehouse
+        assert name == api["metadata"]["name"] or "DATABASE_URL" not in secret["data"]
 
 
 def test_monitoring_configs_come_from_the_monitoring_folder(manifests: list[dict]) -> None:
