@@ -301,8 +301,7 @@ def grant_api_privileges(conn: Connection, tables: sa.MetaData) -> None:
     tables (an existing volume) gets its rights at the owner's next start. The caller holds the
     schema lock: two GRANTs on one table at once fail ("tuple concurrently updated").
     """
-    exists = sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role")
-    if conn.execute(exists, {"role": API_ROLE}).scalar() is None:
+    if not _api_role_exists(conn):
         return
     quote = conn.dialect.identifier_preparer.quote
     role = quote(API_ROLE)
@@ -334,6 +333,11 @@ def grant_api_privileges(conn: Connection, tables: sa.MetaData) -> None:
                 conn.execute(sa.text(f"GRANT USAGE ON SEQUENCE {sequence} TO {role}"))
 
 
+def _api_role_exists(conn: Connection) -> bool:
+    exists = sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role")
+    return conn.execute(exists, {"role": API_ROLE}).scalar() is not None
+
+
 def api_privileges(url: str) -> dict[str, list[str]] | None:
     """What API_ROLE may do on each table of the warehouse's schema where it may do anything
     (its effective privileges, PUBLIC's included); None on SQLite or without the login."""
@@ -341,8 +345,7 @@ def api_privileges(url: str) -> dict[str, list[str]] | None:
     if engine.dialect.name != "postgresql":
         return None
     with engine.connect() as conn:
-        exists = sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role")
-        if conn.execute(exists, {"role": API_ROLE}).scalar() is None:
+        if not _api_role_exists(conn):
             return None
         rows = conn.execute(
             sa.text(
