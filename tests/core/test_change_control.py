@@ -355,3 +355,9 @@ def test_readmission_plan_check_exits_non_zero_naming_the_field(
             done.stderr
         )
         assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+def test_the_docs_list_every_rule_of_the_shipped_plan_in_its_order(plan) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "change_control.md").read_text()
+    listed = [line.split("`")[1] for line in docs.splitlines() if line.startswith("| `")]
+    assert listed == [rule.id for rule in plan.rules]
