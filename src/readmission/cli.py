@@ -185,6 +185,53 @@ def promotions(
         )
 
 
+@app.command("plan")
+def change_control_plan(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only validate: one line, non-zero exit if invalid.")
+    ] = False,
+    file: Annotated[
+        str | None,
+        typer.Argument(help="A plan file to read instead of CHANGE_CONTROL_PLAN's (a draft)."),
+    ] = None,
+) -> None:
+    """The change control plan: its version (hash) and which changes the platform may make on
+    its own, on what criteria, and which need a person (docs/change_control.md)."""
+    # Imported here: the plan's YAML and schema are not needed by the other commands.
+    from pathlib import Path
+
+    from readmission import change_control
+
+    path = Path(file) if file else change_control.plan_path(get_settings())
+    try:
+        plan = change_control.load(path)
+    except change_control.PlanError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from error
+    if check:
+        typer.echo(f"{path}: valid, plan {plan.short_hash} ({len(plan.rules)} rules)")
+        return
+    typer.echo(f"plan {plan.short_hash} (sha256 {plan.sha256})")
+    typer.echo(f"file {path}")
+    typer.echo("first matching rule decides; a change no rule names needs a person")
+
+    def shown(values: dict[str, object]) -> str:
+        return ", ".join(
+            f"{k}=[{', '.join(map(str, v))}]" if isinstance(v, tuple) else f"{k}={v}"
+            for k, v in values.items()
+        )
+
+    for number, rule in enumerate(plan.rules, 1):
+        typer.echo(f"{number:>2}. {rule.id} [{rule.change.value}] -> {rule.decision}")
+        typer.echo(f"    {rule.description}")
+        when = rule.when.model_dump(exclude_none=True)
+        if when:
+            typer.echo(f"    when: {shown(when)}")
+        criteria = rule.criteria.model_dump(exclude_none=True, exclude_defaults=True)
+        if criteria:
+            typer.echo(f"    criteria: {shown(criteria)}")
+
+
 @app.command("init-warehouse")
 def init_warehouse() -> None:
     """Create the warehouse's tables and grant the serving API's login what it may do there.

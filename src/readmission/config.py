@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     gate_subgroup_auc_margin: float = Field(0.1, alias="GATE_SUBGROUP_AUC_MARGIN", ge=0)
     gate_calibration_slope_min: float = Field(0.7, alias="GATE_CALIBRATION_SLOPE_MIN", gt=0)
     gate_calibration_slope_max: float = Field(1.3, alias="GATE_CALIBRATION_SLOPE_MAX", gt=0)
+    change_control_plan: str = Field(
+        "",
+        alias="CHANGE_CONTROL_PLAN",
+        description="The change control plan file; default: the one shipped in the package "
+        "(src/readmission/change_control.yaml).",
+    )
 
     # Hyperparameters of a new model lineage (warm starts keep their parent's); unset: the
     # defaults chosen by `readmission tune` (readmission.model.ModelParams).

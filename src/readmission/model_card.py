@@ -13,6 +13,7 @@ from typing import Any
 
 import mlflow
 
+from readmission import change_control, tripod_ai
 from readmission.config import Settings
 from readmission.evaluation import BOOTSTRAP_SEED, HoldoutEvaluation
 from readmission.warehouse import Batch
@@ -21,7 +22,7 @@ JSON_PATH = "model_card.json"
 MARKDOWN_PATH = "model_card.md"
 CALIBRATION_PLOT = "plots/calibration.png"
 ROC_PLOT = "plots/roc.png"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the change_control and reporting sections
 PUBLISHED_ROC_AUC = (0.64, 0.674)
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,13 @@ def build(
     batches: Sequence[Batch],
     parameters: dict[str, Any],
     samples_seen: int,
+    decisions: Sequence[change_control.Decision] | None = None,
 ) -> dict[str, Any]:
-    """The card as JSON-ready data."""
+    """The card as JSON-ready data. `decisions`: the change control plan's decisions on this
+    version so far; by default the one every trained version has, its warm start."""
+    plan = change_control.current(settings)
+    if decisions is None:
+        decisions = [change_control.warm_start(plan, version)]
     holdout = {
         "n": evaluation.n,
         "positives": evaluation.positives,
@@ -134,6 +140,8 @@ def build(
         },
     }
     card["limitations"] = limitations(settings, card)
+    card["change_control"] = change_control.card_section(plan, decisions)
+    card["reporting"] = tripod_ai.section()
     return _finite(card)
 
 
@@ -256,7 +264,36 @@ def markdown(card: dict[str, Any]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
             *(_group_line(row) for row in card["subgroups"][attribute]),
         ]
-    lines += ["", "## Known limitations", "", *(f"- {item}" for item in card["limitations"]), ""]
+    lines += ["", "## Known limitations", "", *(f"- {item}" for item in card["limitations"])]
+    plan, reporting = card["change_control"], card["reporting"]
+    lines += [
+        "",
+        "## Change control",
+        "",
+        f"Under change control plan `{plan['plan_hash']}` ({plan['plan_file']}, sha256 "
+        f"`{plan['plan_sha256']}`); the rules that applied to this version:",
+        "",
+        "| change | rule | decision | why |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {d['facts']['kind']} | {d['rule'] or 'none'} | {d['outcome']} | {d['reason']} |"
+            for d in plan["rules_applied"]
+        ),
+        "",
+        "## Reporting: TRIPOD+AI",
+        "",
+        f"What this card reports of each item of the {reporting['checklist']} checklist, and "
+        "what it does not.",
+        "",
+        "| item | topic | reported | where | note |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {i['item']} | {i['topic']} | {i['status']} | {', '.join(i['where']) or '-'} "
+            f"| {i['note']} |"
+            for i in reporting["items"]
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
