@@ -55,8 +55,15 @@ def parse_ids(values: pd.Series) -> pd.Series:
     somewhere upstream, and guessing which patient it meant could put a holdout patient's
     encounter into training.
     """
-    digits = values.astype(str).str.extract(r"^\s*0*(\d{1,18})(?:\.0*)?\s*$")[0]
-    keys = pd.to_numeric(digits, errors="coerce").astype("Int64")
+    text = values.astype(str)
+    # Nearly every id is plain digits: those skip the regular expression, the slow path.
+    plain = text.str.fullmatch(r"[0-9]{1,18}").to_numpy(dtype=bool)
+    keys = pd.Series(pd.NA, index=values.index, dtype="Int64")
+    if plain.any():
+        keys[plain] = text[plain].astype("int64").to_numpy()
+    if not plain.all():
+        digits = text[~plain].str.extract(r"^\s*0*(\d{1,18})(?:\.0*)?\s*$")[0]
+        keys[~plain] = pd.to_numeric(digits, errors="coerce").astype("Int64").to_numpy()
     return keys.where(keys > 0)
 
 
