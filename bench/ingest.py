@@ -1,11 +1,21 @@
-"""Ingest speed into PostgreSQL: the platform's COPY path against pandas `to_sql` as the anchor.
+"""Ingest speed and memory: the platform's ingest on synthetic extracts of growing size, on SQLite
+and PostgreSQL, and on the real data set against pandas `to_sql` as the anchor.
 
-Loads the real data set into a fresh PostgreSQL database through `readmission.warehouse.ingest`
-(validation, raw + clean + quarantine tables, batch bookkeeping, all in one transaction), then
-writes the first 10,000 raw rows with plain `DataFrame.to_sql` into another fresh database.
-Last line: a JSON object with rows/s for both and the goal (all rows in <= 10 s).
+Synthetic mode (default): for each size, `readmission sample` writes an extract (repeat patients
+are the sample's own), then one fresh process per backend reads it from disk and ingests it into
+a fresh warehouse with the platform's settings (`readmission.steps.acquire` + `warehouse.ingest`,
+MIN_BATCH_ROWS and MAX_QUARANTINE_SHARE at their defaults). Each line: rows/s and the process's
+peak RSS. Targets: peak RSS for 2,000,000 rows under 600 MB, >= 50,000 rows/s into PostgreSQL.
+
+    .venv/bin/python bench/ingest.py --sizes 100000 500000 2000000
+
+Real-data mode (`--source`): loads the real data set into a fresh PostgreSQL database through
+`warehouse.ingest`, replays it, then writes the first 10,000 raw rows with plain
+`DataFrame.to_sql` into another fresh database (goal: all rows in <= 10 s).
 
     .venv/bin/python bench/ingest.py --source ../shared/data/dataset_diabetes.zip
+
+Last line: a JSON object with every measurement.
 """
 
 from __future__ import annotations
@@ -13,18 +23,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from readmission import warehouse
+from readmission.config import Settings
 from readmission.dataset import load
 
 ANCHOR_ROWS = 10_000  # to_sql is too slow to wait for on the whole data set
 ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+RSS_TARGET_MB = 600
+POSTGRES_ROWS_PER_S_TARGET = 50_000
 
 
 def fresh_database(admin: sa.Engine) -> tuple[str, str]:
@@ -34,11 +52,78 @@ def fresh_database(admin: sa.Engine) -> tuple[str, str]:
     return name, sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default="../shared/data/dataset_diabetes.zip")
-    args = parser.parse_args()
-    frame = load(args.source)
+def measure_one(backend: str, path: Path) -> dict[str, object]:
+    """Ingest the extract at `path` into a fresh `backend` warehouse, in this process: rows/s
+    and this process's peak RSS (read and ingest; the schema's creation not timed)."""
+    settings = Settings(_env_file=None)  # the embedded defaults, whatever .env says
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = ""
+    with tempfile.TemporaryDirectory() as scratch:
+        if backend == "postgresql":
+            name, url = fresh_database(admin)
+        else:
+            url = f"sqlite:///{Path(scratch) / 'warehouse.db'}"
+        try:
+            warehouse.engine_for(url)
+            started = time.perf_counter()
+            report = warehouse.ingest(
+                url,
+                load(str(path)),
+                settings.batch_size,
+                settings.holdout_fraction,
+                source_name=str(path),
+                min_batch_rows=settings.min_batch_rows,
+                max_quarantine_share=settings.max_quarantine_share,
+            )
+            seconds = time.perf_counter() - started
+        finally:
+            warehouse.engine_for.cache_clear()
+            if name:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {
+        "backend": backend,
+        "rows": report.rows_in,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(report.rows_in / seconds),
+        "peak_rss_mb": round(peak_mb),
+        "batches": len(report.new_batches),
+        "waiting": report.waiting,
+    }
+
+
+def synthetic(sizes: list[int], backends: list[str]) -> list[dict[str, object]]:
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in sizes:
+            path = Path(scratch) / f"sample-{size}.csv"
+            readmission = str(Path(sys.executable).parent / "readmission")
+            subprocess.run(
+                [readmission, "sample", str(path), "--rows", str(size), "--seed", "21"],
+                check=True,
+                capture_output=True,
+            )
+            for backend in backends:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--one", backend, str(path)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                print(
+                    f"{backend:10} {size:>9,} rows: {result['rows_per_s']:>7,} rows/s "
+                    f"({result['seconds']} s), peak RSS {result['peak_rss_mb']:,} MB",
+                    flush=True,
+                )
+                results.append(result)
+            path.unlink()
+    return results
+
+
+def real_data(source: str) -> dict[str, object]:
+    frame = load(source)
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     names = []
     try:
@@ -73,20 +158,54 @@ def main() -> None:
         with admin.connect() as conn:
             for name in names:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return {
+        "rows": report.rows_added,
+        "platform_seconds": round(platform_seconds, 2),
+        "platform_rows_per_s": round(report.rows_added / platform_seconds),
+        "replay_rows_added": replay.rows_added,
+        "anchor_to_sql_rows": len(anchor_rows),
+        "anchor_to_sql_rows_per_s": round(len(anchor_rows) / anchor_seconds),
+        "speedup_vs_anchor": round(
+            report.rows_added / platform_seconds / (len(anchor_rows) / anchor_seconds), 2
+        ),
+        "goal_seconds": 10,
+        "meets_goal": platform_seconds <= 10,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", help="The real data set: the real-data mode.")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 500_000, 2_000_000])
+    parser.add_argument(
+        "--backends", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"]
+    )
+    parser.add_argument("--one", nargs=2, metavar=("BACKEND", "CSV"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a child process: one measurement, its own peak RSS
+        print(json.dumps(measure_one(args.one[0], Path(args.one[1]))))
+        return
+    if args.source:
+        print(json.dumps(real_data(args.source)))
+        return
+    results = synthetic(args.sizes, args.backends)
+    largest = max(args.sizes)
     print(
         json.dumps(
             {
-                "rows": report.rows_added,
-                "platform_seconds": round(platform_seconds, 2),
-                "platform_rows_per_s": round(report.rows_added / platform_seconds),
-                "replay_rows_added": replay.rows_added,
-                "anchor_to_sql_rows": len(anchor_rows),
-                "anchor_to_sql_rows_per_s": round(len(anchor_rows) / anchor_seconds),
-                "speedup_vs_anchor": round(
-                    report.rows_added / platform_seconds / (len(anchor_rows) / anchor_seconds), 2
+                "results": results,
+                "rss_target_mb": RSS_TARGET_MB,
+                "meets_rss_target": all(
+                    int(str(r["peak_rss_mb"])) < RSS_TARGET_MB
+                    for r in results
+                    if r["rows"] == largest
                 ),
-                "goal_seconds": 10,
-                "meets_goal": platform_seconds <= 10,
+                "postgres_rows_per_s_target": POSTGRES_ROWS_PER_S_TARGET,
+                "meets_postgres_speed_target": all(
+                    int(str(r["rows_per_s"])) >= POSTGRES_ROWS_PER_S_TARGET
+                    for r in results
+                    if r["backend"] == "postgresql"
+                ),
             }
         )
     )

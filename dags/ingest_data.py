@@ -29,8 +29,16 @@ tasks announce what the run changed, each skipped when there is nothing to annou
 
 A replay that adds nothing skips both, so no pointless run follows.
 
+A training batch holds at least `MIN_BATCH_ROWS` clean rows: a smaller remainder is stored as
+waiting and joins the next extract's rows (the log says how many rows wait). Blank or `NaN`
+cells of `max_glu_serum` / `A1Cresult` (a file re-exported with pandas) are read as the data
+set's `None` and counted as normalizations.
+
 A missing file or a checksum mismatch fails at once; a failed download is retried with
-growing pauses.
+growing pauses. An extract with more than `MAX_QUARANTINE_SHARE` of its rows failing
+validation is refused whole and the run fails without retries: the message gives the share and
+the three most frequent reasons; nothing of the extract is stored but the record of the
+refusal (in `ingests`), so the corrected file, ingested next, is taken as new.
 """
 
 from __future__ import annotations
@@ -84,7 +92,7 @@ def ingest_data() -> None:
         """Store the source's next batches; return their ids and counts (never rows)."""
         import httpx
 
-        from readmission import steps
+        from readmission import steps, warehouse
         from readmission.config import get_settings
         from readmission.dataset import DatasetError
 
@@ -97,6 +105,8 @@ def ingest_data() -> None:
             if isinstance(error.__cause__, httpx.HTTPError):
                 raise  # the download failed: worth another try
             raise AirflowFailException(str(error)) from error  # wrong file: retrying won't help
+        except warehouse.ExtractRefused as error:  # the same file is refused again: no retry
+            raise AirflowFailException(str(error)) from error
         for batch in report.new_batches:
             log.info(
                 "batch %d (%s): %d rows, %d accepted, %d quarantined",

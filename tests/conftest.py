@@ -247,6 +247,7 @@ def platform(
         MLFLOW_TRACKING_URI=mlflow_server,
         MODEL_NAME=f"readmission-test-{uuid.uuid4().hex[:8]}",
         BATCH_SIZE="500",
+        MIN_BATCH_ROWS="100",
     )
 
 

@@ -69,7 +69,7 @@ def ingest(
     """Store what an extract adds to the warehouse (any later extract, overlap or replay)."""
     try:
         report = steps.ingest(get_settings(), max_batches=batches, source=source)
-    except DatasetError as error:
+    except (DatasetError, warehouse.ExtractRefused) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
     for b in report.new_batches:

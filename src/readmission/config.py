@@ -58,6 +58,22 @@ class Settings(BaseSettings):
         lt=1,
         description="Share of patients held out; pinned by the warehouse's first ingest.",
     )
+    min_batch_rows: int = Field(
+        1000,
+        alias="MIN_BATCH_ROWS",
+        gt=0,
+        description="Fewest clean rows a training batch holds: a batch closes at BATCH_SIZE "
+        "rows once it holds them; a smaller remainder waits in the warehouse for the next "
+        "extract.",
+    )
+    max_quarantine_share: float = Field(
+        0.05,
+        alias="MAX_QUARANTINE_SHARE",
+        ge=0,
+        le=1,
+        description="An extract with a larger share of rows failing validation is refused "
+        "whole: nothing of it is stored.",
+    )
     training_lease_wait: float = Field(
         900,
         alias="TRAINING_LEASE_WAIT",

@@ -1,7 +1,13 @@
-"""Row-level validation: raw text rows become typed clean rows or quarantined rows with a reason."""
+"""Row-level validation: raw text rows become typed clean rows or quarantined rows with a reason.
+
+Also the extract contract's two rules every reader of an extract shares: how an identifier is
+read (`parse_ids`), and how a re-exported file's blank "not measured" cells are read
+(`normalize`).
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import pandas as pd
@@ -17,15 +23,60 @@ from readmission.schema import (
     allowed,
 )
 
+# The lab results whose level "None" means "not measured". pandas reads that level as NaN and
+# writes it back as an empty cell, so a file re-exported with pandas defaults carries "" (or
+# "nan") there; both mean the data set's "None".
+NOT_MEASURED_COLUMNS = ("max_glu_serum", "A1Cresult")
+NOT_MEASURED = "None"
+_NOT_MEASURED_SPELLINGS = ("", "nan", "NaN", "NAN")
+ID_RULE = "must be a positive integer written in digits"
+
 
 @dataclass(frozen=True)
 class Validated:
     clean: pd.DataFrame  # typed rows, COLUMNS order, integer ids
     quarantined: pd.DataFrame  # the raw rows that failed, plus a `reason` column
+    # How many rows broke each rule ("column must be ..."), most frequent first: a row breaking
+    # two rules counts under both.
+    problems: dict[str, int]
 
     @property
     def rows(self) -> int:
         return len(self.clean) + len(self.quarantined)
+
+
+def parse_ids(values: pd.Series) -> pd.Series:
+    """The integer identity (Int64) of each encounter_id / patient_nbr text; NA when the text is
+    not a positive integer written in digits.
+
+    The one reading of an id: the holdout router, validation and the warehouse keys all call it.
+    `N`, ` N `, `00N` and `N.0` (how pandas writes an integer column holding a blank) are N;
+    anything else, `1.5e3` included, is no id: a number in scientific notation has lost digits
+    somewhere upstream, and guessing which patient it meant could put a holdout patient's
+    encounter into training.
+    """
+    text = values.astype(str)
+    # Nearly every id is plain digits: those skip the regular expression, the slow path.
+    plain = text.str.fullmatch(r"[0-9]{1,18}").to_numpy(dtype=bool)
+    keys = pd.Series(pd.NA, index=values.index, dtype="Int64")
+    if plain.any():
+        keys[plain] = text[plain].astype("int64").to_numpy()
+    if not plain.all():
+        digits = text[~plain].str.extract(r"^\s*0*(\d{1,18})(?:\.0*)?\s*$")[0]
+        keys[~plain] = pd.to_numeric(digits, errors="coerce").astype("Int64").to_numpy()
+    return keys.where(keys > 0)
+
+
+def normalize(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`raw` with blank or NaN cells of the not-measured lab columns read as "None", and how
+    many cells of each column were rewritten (the ingest report's normalizations)."""
+    counts: dict[str, int] = {}
+    for column in NOT_MEASURED_COLUMNS:
+        blank = raw[column].str.strip().isin(_NOT_MEASURED_SPELLINGS)
+        if blank.any():
+            raw = raw.assign(**{column: raw[column].mask(blank, NOT_MEASURED)})
+            counts[column] = int(blank.sum())
+    return raw, counts
 
 
 def validate(raw: pd.DataFrame) -> Validated:
@@ -34,9 +85,8 @@ def validate(raw: pd.DataFrame) -> Validated:
     problems = pd.DataFrame(index=raw.index)
     typed: dict[str, pd.Series] = {}
     for column in ID_COLUMNS:
-        values = pd.to_numeric(raw[column], errors="coerce")
-        bad = values.isna() | (values <= 0) | (values % 1 != 0)
-        problems[column] = _reason(raw[column], bad, f"{column} must be a positive integer")
+        values = parse_ids(raw[column])
+        problems[column] = _reason(raw[column], values.isna(), f"{column} {ID_RULE}")
         typed[column] = values
     for name, spec in SPECS.items():
         text = raw[name]
@@ -53,7 +103,9 @@ def validate(raw: pd.DataFrame) -> Validated:
     problems[TARGET] = _reason(raw[TARGET], bad_target, f"{TARGET} must be one of {TARGET_VALUES}")
     typed[TARGET] = raw[TARGET]
 
-    duplicate = raw["encounter_id"].duplicated(keep="first")
+    # Duplicates by identity, not by text: `5` and `5.0` are one encounter.
+    keys = typed["encounter_id"]
+    duplicate = keys.notna() & keys.duplicated(keep="first")
     problems["duplicate"] = _reason(
         raw["encounter_id"], duplicate, "duplicate encounter_id (an earlier row has it)"
     )
@@ -63,12 +115,20 @@ def validate(raw: pd.DataFrame) -> Validated:
         index=problems.index[failed],
         dtype=str,
     )
+    counts: Counter[str] = Counter()
+    for column in problems.columns:
+        broken = problems[column][failed]
+        broken = broken[broken != ""]
+        if len(broken):
+            counts[broken.iloc[0].rsplit(", got ", 1)[0]] = len(broken)
 
     clean = pd.DataFrame(typed)[~failed]
     for name in (*ID_COLUMNS, *(n for n, s in SPECS.items() if isinstance(s, Integer))):
         clean[name] = clean[name].astype("int64")
     quarantined = raw[failed].assign(reason=reasons)
-    return Validated(clean=clean[list(COLUMNS)], quarantined=quarantined)
+    return Validated(
+        clean=clean[list(COLUMNS)], quarantined=quarantined, problems=dict(counts.most_common())
+    )
 
 
 def _reason(values: pd.Series, bad: pd.Series, message: str) -> pd.Series:

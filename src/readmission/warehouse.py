@@ -6,8 +6,11 @@ The same SQLAlchemy code runs on PostgreSQL and SQLite. An encounter is identifi
 order, overlapping or replayed, is reduced to what is new: a new encounter goes to the holdout
 (batch 0) when its patient is a holdout patient (`readmission.holdout`), else into a new training
 batch, in `encounter_id` order; an encounter stored before is skipped, or, when its content
-differs, recorded as a correction. A stored batch is never rewritten. Rows with a bad identifier
-are quarantined with the reason, never fatal. An ingest is one transaction, serialised with any
+differs, recorded as a correction. A stored batch is never rewritten. A training batch holds
+at least MIN_BATCH_ROWS clean rows: a smaller remainder is stored as waiting, in no batch, and
+joins the next extract's rows. Rows with a bad identifier are quarantined with the reason, never
+fatal; an extract with more than MAX_QUARANTINE_SHARE of its rows failing is refused whole
+(nothing stored but the record of the refusal). An ingest is one transaction, serialised with any
 other (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so a killed ingest leaves nothing
 and two at once store every row once. On PostgreSQL rows go in with COPY.
 """
@@ -28,15 +31,19 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from readmission import holdout
 from readmission.schema import COLUMNS, ID_COLUMNS, INTEGER_COLUMNS
-from readmission.validation import validate
+from readmission.validation import ID_RULE, Validated, normalize, parse_ids, validate
 
 HOLDOUT_BATCH = 0
+# Where the rows of a remainder too small for a batch (MIN_BATCH_ROWS) wait, stored, for the
+# next extract: in raw_encounters, clean_encounters and the quarantine, in no batch yet.
+WAITING_BATCH = -1
 _LOCK_ID = 7_296_001  # PostgreSQL advisory lock serialising ingests
 _SCHEMA_LOCK_ID = 7_296_002  # ... and schema creation
 _LEASE_ID = 7_296_003  # PostgreSQL advisory lock held for as long as a training run lives
@@ -140,6 +147,11 @@ ingests = sa.Table(
     sa.Column("deferred", sa.Integer, nullable=False),
     sa.Column("corrections", sa.Integer, nullable=False),
     sa.Column("report", sa.Text, nullable=False),  # the whole IngestReport as JSON
+    # Blank "not measured" lab cells read as "None" (readmission.validation.normalize).
+    sa.Column("normalized", sa.Integer, nullable=False, server_default="0"),
+    # Refused whole (MAX_QUARANTINE_SHARE): nothing else of the extract was stored.
+    sa.Column("refused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("quarantine_share", sa.Float, nullable=False, server_default="0"),
 )
 leases = sa.Table(
     "leases",
@@ -209,18 +221,30 @@ class Batch:
 
 @dataclass(frozen=True)
 class IngestReport:
-    """What one extract did. rows_in = accepted + quarantined + already_present + deferred."""
+    """What one extract did. rows_in = accepted + quarantined + already_present + deferred,
+    unless the extract was refused (then nothing was accepted, quarantined or deferred)."""
 
     rows_in: int
     accepted: int  # new clean rows (new encounters, and fixes of quarantined ones)
     quarantined: dict[str, int]  # new quarantined rows by reason code
     already_present: int  # encounters stored before (identical, or recorded as a correction)
-    deferred: int  # new training rows left for a later ingest (`max_batches`)
+    # New clean training rows in no batch yet: left for a later ingest of the extract
+    # (`max_batches`, not stored) or waiting, stored, for the next extract (MIN_BATCH_ROWS).
+    deferred: int
     corrections: int  # rows whose content differs from the stored encounter's, recorded
     new_batches: list[Batch] = field(default_factory=list)  # holdout additions: batch 0
     # Logged predictions that received their outcome after this ingest. The prediction log's
     # join runs after the ingest's transaction (readmission.steps.ingest): 0 from `ingest` here.
     outcomes_joined: int = 0
+    normalized: dict[str, int] = field(default_factory=dict)  # blank lab cells read as "None"
+    quarantine_share: float = 0.0  # of rows_in, failing validation (stored before or not)
+    problems: dict[str, int] = field(default_factory=dict)  # rows breaking each rule
+    refused: bool = False  # the share exceeded MAX_QUARANTINE_SHARE: nothing stored
+    waiting: int = 0  # rows in the warehouse waiting for a batch after this ingest
+
+    @property
+    def normalized_total(self) -> int:
+        return sum(self.normalized.values())
 
     @property
     def rows_added(self) -> int:
@@ -410,14 +434,6 @@ def holdout_fraction(url: str) -> float | None:
     return float(stored) if stored is not None else None
 
 
-def encounter_keys(ids: pd.Series) -> pd.Series:
-    """Integer identity of each `encounter_id` text (`N`, ` N `, `N.0` alike); NA when the text
-    is not a positive integer."""
-    digits = ids.astype(str).str.extract(r"^\s*0*(\d{1,18})(?:\.0*)?\s*$")[0]
-    keys = pd.to_numeric(digits, errors="coerce").astype("Int64")
-    return keys.where(keys > 0)
-
-
 def _row_hashes(raw: pd.DataFrame, keys: pd.Series) -> pd.Series:
     """Content digest of each row, its encounter_id written canonically."""
     ids = keys.astype(str).where(keys.notna(), raw["encounter_id"])
@@ -432,6 +448,20 @@ def _row_hashes(raw: pd.DataFrame, keys: pd.Series) -> pd.Series:
     )
 
 
+class ExtractRefused(RuntimeError):
+    """An extract whose share of failing rows exceeds the limit: nothing of it was stored."""
+
+    def __init__(self, report: IngestReport, source_name: str, limit: float) -> None:
+        top = "; ".join(f"{rule} ({n:,} rows)" for rule, n in list(report.problems.items())[:3])
+        super().__init__(
+            f"extract {source_name or '(unnamed)'} refused: {report.quarantine_share:.1%} of its "
+            f"{report.rows_in:,} rows fail validation, more than MAX_QUARANTINE_SHARE "
+            f"({limit:.1%}). Most frequent reasons: {top}. Nothing of it was stored (the "
+            "refusal is recorded in the ingests table): correct the file and ingest it again."
+        )
+        self.report = report
+
+
 def ingest(
     url: str,
     source: pd.DataFrame,
@@ -439,42 +469,103 @@ def ingest(
     holdout_fraction: float,
     max_batches: int | None = None,
     source_name: str = "",
+    *,
+    min_batch_rows: int = 1,
+    max_quarantine_share: float = 1.0,
 ) -> IngestReport:
     """Store what `source` (raw text rows, any order) adds to the warehouse; see the module doc.
 
     `max_batches` caps the new training batches; the training rows beyond them are deferred
-    (not stored) and come with the next ingest of the same extract. The holdout fraction is
-    pinned by the first ingest: a later HOLDOUT_FRACTION cannot move a patient across.
+    (not stored) and come with the next ingest of the same extract. A training batch holds at
+    least `min_batch_rows` clean rows: a smaller remainder is stored as waiting (WAITING_BATCH)
+    and cut into a batch with the rows of a later extract. The holdout fraction is pinned by the
+    first ingest: a later HOLDOUT_FRACTION cannot move a patient across. An extract whose share
+    of rows failing validation exceeds `max_quarantine_share` is refused (ExtractRefused): only
+    the record of its refusal is stored, so its corrected file arrives as new. The defaults (no
+    minimum, no refusal) are for direct callers; the platform passes its settings
+    (readmission.steps.ingest).
     """
-    raw = source[list(COLUMNS)].astype(str)
-    keys = encounter_keys(raw["encounter_id"])
+    raw, normalized = normalize(source[list(COLUMNS)].astype(str))
+    keys = parse_ids(raw["encounter_id"])
     order = keys.astype("float64").fillna(float("inf")).to_numpy().argsort(kind="stable")
     raw, keys = raw.iloc[order].reset_index(drop=True), keys.iloc[order].reset_index(drop=True)
-    hashes = _row_hashes(raw, keys)
+    checked = validate(raw)
+    share = len(checked.quarantined) / len(raw) if len(raw) else 0.0
     with transaction(url) as conn:
-        fraction = float(_setting(conn, "holdout_fraction", repr(holdout_fraction)))
-        plan = _Plan(conn, raw, keys, hashes)
-        plan.route(fraction, batch_size, max_batches)
-        report = plan.store(source_name)
-        return report
+        if share > max_quarantine_share:
+            report = IngestReport(
+                rows_in=len(raw),
+                accepted=0,
+                quarantined={},
+                already_present=0,
+                deferred=0,
+                corrections=0,
+                normalized=normalized,
+                quarantine_share=share,
+                problems=checked.problems,
+                refused=True,
+            )
+            _record_ingest(conn, source_name, report)
+        else:
+            fraction = float(_setting(conn, "holdout_fraction", repr(holdout_fraction)))
+            plan = _Plan(conn, raw, keys, _row_hashes(raw, keys), checked)
+            plan.route(fraction, batch_size, min_batch_rows, max_batches)
+            report = plan.store(source_name, normalized, share)
+    if report.refused:  # raised after the commit: the refusal's record stays
+        raise ExtractRefused(report, source_name, max_quarantine_share)
+    return report
+
+
+def cut_batches(clean: np.ndarray, batch_size: int, min_clean: int) -> tuple[list[int], int]:
+    """Where the training rows (in encounter_id order; `clean` flags the ones that validate)
+    split into batches: (the end of each batch, where the waiting remainder starts).
+
+    A batch closes at `batch_size` rows once it holds `min_clean` clean rows (a batch short of
+    them runs on until it does); what is left at the end becomes a batch of its own when it
+    holds `min_clean` clean rows, else it waits.
+    """
+    cumulative = np.concatenate([[0], np.cumsum(clean, dtype=np.int64)])
+    total, ends, start = len(clean), [], 0
+    while start < total:
+        enough = int(np.searchsorted(cumulative, cumulative[start] + min_clean, side="left"))
+        end = max(start + batch_size, enough)
+        if end > total:
+            break
+        ends.append(end)
+        start = end
+    if start < total and cumulative[total] - cumulative[start] >= min_clean:
+        ends.append(total)
+        start = total
+    return ends, start
 
 
 class _Plan:
     """One ingest, worked out row by row inside the ingest's transaction."""
 
     def __init__(
-        self, conn: Connection, raw: pd.DataFrame, keys: pd.Series, hashes: pd.Series
+        self,
+        conn: Connection,
+        raw: pd.DataFrame,
+        keys: pd.Series,
+        hashes: pd.Series,
+        checked: Validated,
     ) -> None:
         self.conn, self.raw, self.keys, self.hashes = conn, raw, keys, hashes
+        self.checked = checked
         self.outcome = pd.Series("", index=raw.index, dtype=object)
         self.quarantine_rows: list[dict[str, object]] = []
         self.correction_rows: list[tuple[int, dict[str, object]]] = []  # (row, record)
         self.new_batches: list[Batch] = []
         self.fixes = pd.Series(False, index=raw.index)  # corrections turning quarantined rows clean
         self.holdout_rows = pd.Index([], dtype=raw.index.dtype)
-        self.training_chunks: list[pd.Index] = []
+        # Each new training batch: this extract's rows in it, and the keys of the stored waiting
+        # rows it takes along; then this extract's rows that wait for a later one.
+        self.training_chunks: list[tuple[pd.Index, list[int]]] = []
+        self.waiting_rows = pd.Index([], dtype=raw.index.dtype)
 
-    def route(self, fraction: float, batch_size: int, max_batches: int | None) -> None:
+    def route(
+        self, fraction: float, batch_size: int, min_batch_rows: int, max_batches: int | None
+    ) -> None:
         raw, keys, hashes = self.raw, self.keys, self.hashes
         quarantined = self.conn.execute(sa.select(quarantine.c.row_hash, quarantine.c.reason_code))
         known_quarantine = {(str(h), str(code)) for h, code in quarantined}
@@ -483,7 +574,7 @@ class _Plan:
         for index in raw.index[bad_id | duplicate]:
             text = raw.at[index, "encounter_id"]
             if bad_id[index]:
-                code, reason = INVALID_ID, f"encounter_id must be a positive integer, got {text!r}"
+                code, reason = INVALID_ID, f"encounter_id {ID_RULE}, got {text!r}"
             else:
                 code = DUPLICATE_ID
                 reason = f"duplicate encounter_id {keys[index]} in this extract (as {text!r})"
@@ -503,7 +594,7 @@ class _Plan:
         if len(changed):
             self._corrections(changed)
         fresh = unique[seen.isna().to_numpy()].append(raw.index[self.fixes.to_numpy()])
-        self._batch(fresh.sort_values(), fraction, batch_size, max_batches)
+        self._batch(fresh.sort_values(), fraction, batch_size, min_batch_rows, max_batches)
 
     def _stored_hashes(self) -> dict[int, str]:
         rows = self.conn.execute(
@@ -518,7 +609,7 @@ class _Plan:
         ids = [int(k) for k in self.keys[changed]]
         stored = self._raw_rows(ids)
         clean_ids = self._clean_ids(ids)
-        fixable = validate(self.raw.loc[changed]).clean.index
+        fixable = changed.intersection(self.checked.clean.index)
         for index in changed:
             self.outcome[index] = "present"
             if self.hashes[index] in known:
@@ -562,20 +653,76 @@ class _Plan:
         return found
 
     def _batch(
-        self, fresh: pd.Index, fraction: float, batch_size: int, max_batches: int | None
+        self,
+        fresh: pd.Index,
+        fraction: float,
+        batch_size: int,
+        min_batch_rows: int,
+        max_batches: int | None,
     ) -> None:
-        patients = encounter_keys(self.raw.loc[fresh, "patient_nbr"])
-        to_holdout = pd.Series(False, index=fresh)
-        known = patients.notna()
-        to_holdout[known] = holdout.in_holdout(patients[known], fraction)
-        self.holdout_rows = fresh[to_holdout.to_numpy()]
-        training = fresh[~to_holdout.to_numpy()]
-        chunks = [training[i : i + batch_size] for i in range(0, len(training), batch_size)]
-        kept = chunks if max_batches is None else chunks[:max_batches]
-        self.outcome[training[sum(len(c) for c in kept) :]] = "deferred"
-        self.training_chunks = kept
+        # The router reads patients with the parser validation uses: a patient_nbr that is no id
+        # routes nowhere and its row is quarantined in whichever batch it lands.
+        patients = parse_ids(self.raw.loc[fresh, "patient_nbr"])
+        known = patients.notna().to_numpy()
+        to_holdout = np.zeros(len(fresh), dtype=bool)
+        to_holdout[known] = holdout.in_holdout(patients[known], fraction).to_numpy()
+        self.holdout_rows = fresh[to_holdout]
+        training = fresh[~to_holdout]
+        # Rows stored as waiting by earlier ingests join this extract's training rows, in
+        # encounter_id order, so batches come out as if the extracts had arrived as one.
+        waiting = self._waiting()
+        queue = pd.DataFrame(
+            {
+                "key": np.concatenate(
+                    [self.keys[training].to_numpy(dtype="int64"), waiting.index.to_numpy()]
+                ),
+                "row": np.concatenate([training.to_numpy(), np.full(len(waiting), -1)]),
+                "clean": np.concatenate(
+                    [training.isin(self.checked.clean.index), waiting.to_numpy(dtype=bool)]
+                ),
+            }
+        ).sort_values("key", kind="stable")
+        ends, rest = cut_batches(queue["clean"].to_numpy(), batch_size, min_batch_rows)
+        kept = ends if max_batches is None else ends[:max_batches]
+        start = 0
+        for end in kept:
+            part = queue.iloc[start:end]
+            rows = pd.Index(part["row"][part["row"] >= 0])
+            self.training_chunks.append((rows, part["key"][part["row"] < 0].tolist()))
+            start = end
+        later = queue.iloc[start:]
+        later_rows = pd.Index(later["row"][later["row"] >= 0])
+        if len(kept) < len(ends):  # capped by max_batches: the rest comes with the next ingest
+            self.outcome[later_rows] = "deferred"
+            return
+        assert start == rest
+        # A fix waits unstored: its encounter's raw row is stored already, in its old batch.
+        fix = self.fixes[later_rows].to_numpy()
+        self.outcome[later_rows[fix]] = "deferred"
+        self.waiting_rows = later_rows[~fix]
 
-    def store(self, source_name: str) -> IngestReport:
+    def _waiting(self) -> pd.Series:
+        """Stored rows waiting for a batch: whether each (by key) is clean, in key order."""
+        query = (
+            sa.select(
+                raw_encounters.c.encounter_id,
+                clean_encounters.c.encounter_id.is_not(None).label("clean"),
+            )
+            .select_from(
+                raw_encounters.outerjoin(
+                    clean_encounters,
+                    clean_encounters.c.encounter_id == raw_encounters.c.encounter_id,
+                )
+            )
+            .where(raw_encounters.c.batch_id == WAITING_BATCH)
+            .order_by(raw_encounters.c.encounter_id)
+        )
+        rows = self.conn.execute(query).all()
+        return pd.Series(
+            [bool(c) for _, c in rows], index=pd.Index([int(k) for k, _ in rows]), dtype=bool
+        )
+
+    def store(self, source_name: str, normalized: dict[str, int], share: float) -> IngestReport:
         conn = self.conn
         if len(self.holdout_rows):
             self.new_batches.append(self._store_batch(HOLDOUT_BATCH, "holdout", self.holdout_rows))
@@ -585,9 +732,14 @@ class _Plan:
             ).scalar()
             or 0
         ) + 1
-        for chunk in self.training_chunks:
-            self.new_batches.append(self._store_batch(next_id, "train", chunk))
+        for rows, taken in self.training_chunks:
+            self.new_batches.append(self._store_batch(next_id, "train", rows, taken))
             next_id += 1
+        if len(self.waiting_rows):
+            self._store_rows(WAITING_BATCH, self.waiting_rows)
+            # Stored, but in no batch yet: what the report calls deferred, unless quarantined.
+            waiting_clean = self.waiting_rows.intersection(self.checked.clean.index)
+            self.outcome[waiting_clean] = "deferred"
         records = [r for i, r in self.correction_rows if self.outcome[i] != "deferred"]
         if records:
             conn.execute(corrections.insert(), records)
@@ -598,6 +750,11 @@ class _Plan:
             code = str(record["reason_code"])
             reasons[code] = reasons.get(code, 0) + 1
         counts = self.outcome.value_counts()
+        waiting_now = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(raw_encounters)
+            .where(raw_encounters.c.batch_id == WAITING_BATCH)
+        ).scalar_one()
         report = IngestReport(
             rows_in=len(self.raw),
             accepted=int(counts.get("accepted", 0)),
@@ -606,20 +763,12 @@ class _Plan:
             deferred=int(counts.get("deferred", 0)),
             corrections=len(records),
             new_batches=self.new_batches,
+            normalized=normalized,
+            quarantine_share=share,
+            problems=self.checked.problems,
+            waiting=int(waiting_now),
         )
-        conn.execute(
-            ingests.insert().values(
-                source=source_name,
-                finished_at=datetime.now(UTC),
-                rows_in=report.rows_in,
-                accepted=report.accepted,
-                quarantined=report.quarantined_total,
-                already_present=report.already_present,
-                deferred=report.deferred,
-                corrections=report.corrections,
-                report=json.dumps(_report_dict(report)),
-            )
-        )
+        _record_ingest(conn, source_name, report)
         return report
 
     def _quarantine_record(
@@ -634,20 +783,21 @@ class _Plan:
             "raw": json.dumps(self.raw.loc[index].to_dict()),
         }
 
-    def _store_batch(self, batch_id: int, kind: str, rows: pd.Index) -> Batch:
-        conn = self.conn
+    def _store_rows(self, batch_id: int, rows: pd.Index) -> tuple[int, int]:
+        """Store this extract's `rows` (raw, clean, quarantined) under `batch_id`: the counts
+        (accepted, quarantined)."""
         fixes = rows[self.fixes[rows].to_numpy()]
         new = rows[~self.fixes[rows].to_numpy()]
-        checked = validate(self.raw.loc[rows])
-        clean = checked.clean.assign(encounter_id=self.keys[checked.clean.index].astype("int64"))
+        clean = self.checked.clean.loc[rows.intersection(self.checked.clean.index)]
+        failed = self.checked.quarantined.loc[rows.intersection(self.checked.quarantined.index)]
         raw = self.raw.loc[new].assign(
             encounter_id=self.keys[new].astype("int64"),
             row_hash=self.hashes[new],
             batch_id=batch_id,
         )
-        _bulk_insert(conn, raw_encounters, raw)
-        _bulk_insert(conn, clean_encounters, clean.assign(batch_id=batch_id))
-        for index, reason in checked.quarantined["reason"].items():
+        _bulk_insert(self.conn, raw_encounters, raw)
+        _bulk_insert(self.conn, clean_encounters, clean.assign(batch_id=batch_id))
+        for index, reason in failed["reason"].items():
             self.quarantine_rows.append(
                 self._quarantine_record(index, batch_id, INVALID_VALUES, reason)
             )
@@ -656,8 +806,49 @@ class _Plan:
         for index, record in self.correction_rows:
             if index in fixes:
                 record["applied_to_batch"] = batch_id
-        first, last = str(self.keys[rows[0]]), str(self.keys[rows[-1]])
-        accepted, quarantined = len(clean), len(checked.quarantined)
+        return len(clean), len(failed)
+
+    def _take_waiting(self, batch_id: int, taken: list[int]) -> tuple[int, int]:
+        """Move the stored waiting rows `taken` into `batch_id`: the counts (accepted,
+        quarantined) they bring."""
+        conn = self.conn
+        clean = 0
+        for start in range(0, len(taken), 1000):
+            keys = taken[start : start + 1000]
+            for table in (raw_encounters, clean_encounters):
+                moved = conn.execute(
+                    table.update()
+                    .where(table.c.batch_id == WAITING_BATCH, table.c.encounter_id.in_(keys))
+                    .values(batch_id=batch_id)
+                )
+                if table is clean_encounters:
+                    clean += moved.rowcount
+        held = conn.execute(
+            sa.select(quarantine.c.id, quarantine.c.encounter_id).where(
+                quarantine.c.batch_id == WAITING_BATCH
+            )
+        ).all()
+        held_keys = parse_ids(pd.Series([text for _, text in held], dtype=object))
+        ids = [int(i) for (i, _), hit in zip(held, held_keys.isin(taken), strict=True) if hit]
+        for start in range(0, len(ids), 1000):
+            conn.execute(
+                quarantine.update()
+                .where(quarantine.c.id.in_(ids[start : start + 1000]))
+                .values(batch_id=batch_id)
+            )
+        return clean, len(ids)
+
+    def _store_batch(
+        self, batch_id: int, kind: str, rows: pd.Index, taken: list[int] | None = None
+    ) -> Batch:
+        conn = self.conn
+        accepted, quarantined = self._store_rows(batch_id, rows)
+        keys = [int(k) for k in self.keys[rows]]
+        if taken:
+            brought = self._take_waiting(batch_id, taken)
+            accepted, quarantined = accepted + brought[0], quarantined + brought[1]
+            keys += taken
+        first, last, size = str(min(keys)), str(max(keys)), len(rows) + len(taken or [])
         previous = conn.execute(sa.select(batches).where(batches.c.batch_id == batch_id)).mappings()
         existing = previous.first()
         if existing is None:
@@ -667,7 +858,7 @@ class _Plan:
                     kind=kind,
                     first_encounter_id=first,
                     last_encounter_id=last,
-                    rows=len(rows),
+                    rows=size,
                     accepted=accepted,
                     quarantined=quarantined,
                     ingested_at=datetime.now(UTC),
@@ -680,13 +871,32 @@ class _Plan:
                 .values(
                     first_encounter_id=str(min(int(existing["first_encounter_id"]), int(first))),
                     last_encounter_id=str(max(int(existing["last_encounter_id"]), int(last))),
-                    rows=existing["rows"] + len(rows),
+                    rows=existing["rows"] + size,
                     accepted=existing["accepted"] + accepted,
                     quarantined=existing["quarantined"] + quarantined,
                     ingested_at=datetime.now(UTC),
                 )
             )
-        return Batch(batch_id, kind, first, last, len(rows), accepted, quarantined, False, None)
+        return Batch(batch_id, kind, first, last, size, accepted, quarantined, False, None)
+
+
+def _record_ingest(conn: Connection, source_name: str, report: IngestReport) -> None:
+    conn.execute(
+        ingests.insert().values(
+            source=source_name,
+            finished_at=datetime.now(UTC),
+            rows_in=report.rows_in,
+            accepted=report.accepted,
+            quarantined=report.quarantined_total,
+            already_present=report.already_present,
+            deferred=report.deferred,
+            corrections=report.corrections,
+            normalized=report.normalized_total,
+            refused=report.refused,
+            quarantine_share=report.quarantine_share,
+            report=json.dumps(_report_dict(report)),
+        )
+    )
 
 
 def _report_dict(report: IngestReport) -> dict[str, object]:
@@ -698,6 +908,11 @@ def _report_dict(report: IngestReport) -> dict[str, object]:
         "deferred": report.deferred,
         "corrections": report.corrections,
         "batches": [b.batch_id for b in report.new_batches],
+        "normalized": report.normalized,
+        "refused": report.refused,
+        "quarantine_share": report.quarantine_share,
+        "problems": report.problems,
+        "waiting": report.waiting,
     }
 
 

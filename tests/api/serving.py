@@ -35,6 +35,7 @@ def platform_settings(database_url: str, tracking_uri: str, home: Path, **extra:
         MLFLOW_TRACKING_URI=tracking_uri,
         MODEL_NAME=f"api-test-{uuid.uuid4().hex[:8]}",
         BATCH_SIZE=500,
+        MIN_BATCH_ROWS=100,
         READMISSION_HOME=str(home),
         **extra,
     )  # type: ignore[call-arg]

@@ -31,6 +31,7 @@ def chaos(
         MLFLOW_TRACKING_URI=mlflow_server,
         MODEL_NAME=f"chaos-{uuid.uuid4().hex[:8]}",
         BATCH_SIZE=str(BATCH_SIZE),
+        MIN_BATCH_ROWS="1",  # the scenarios cut small extracts: every remainder a batch
         TRAINING_LEASE_WAIT="120",
         MAX_LOG_LOSS="0.7",  # the synthetic sample's base rate is 21%
     )

@@ -32,6 +32,7 @@ def card_of_version_2(
         MLFLOW_TRACKING_URI=mlflow_server,
         MODEL_NAME=f"readmission-card-{uuid.uuid4().hex[:8]}",
         BATCH_SIZE=500,
+        MIN_BATCH_ROWS=100,
     )
     warehouse.ingest(platform.warehouse_url, sample, 500, 0.2, 2)
     training.train_pending(platform)

@@ -112,8 +112,8 @@ def test_bad_identifiers_are_quarantined_with_a_reason_never_fatal(
     }
     assert balanced(report) and report.rows_in == 1001
     reasons = warehouse.quarantined_rows(url)["reason"].tolist()
-    assert any("positive integer, got 'not-a-number'" in r for r in reasons)
-    assert any("positive integer, got ''" in r for r in reasons)
+    assert any("positive integer written in digits, got 'not-a-number'" in r for r in reasons)
+    assert any("positive integer written in digits, got ''" in r for r in reasons)
     assert any("gender must be one of" in r for r in reasons)
     assert sum("duplicate encounter_id" in r for r in reasons) == 2
     replay = warehouse.ingest(url, dirty, 500, 0.2)

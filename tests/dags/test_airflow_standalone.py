@@ -46,6 +46,7 @@ def airflow(
         "MLFLOW_TRACKING_URI": mlflow_server,
         "MODEL_NAME": f"readmission-test-{uuid.uuid4().hex[:8]}",
         "BATCH_SIZE": "500",
+        "MIN_BATCH_ROWS": "100",
         "READMISSION_HOME": str(tmp / "readmission"),
         "DATA_SOURCE": str(sample_csv),
         "DATA_SHA256": "",

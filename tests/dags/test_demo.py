@@ -55,6 +55,7 @@ def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
         DATA_SOURCE=str(sample_csv),
         DATA_SHA256="",
         BATCH_SIZE="500",
+        MIN_BATCH_ROWS="100",
         MAX_LOG_LOSS="0.7",  # the synthetic sample's base rate is 21%: its log-loss is higher
         GATE_CALIBRATION_SLOPE_MIN="0.3",  # and its small models are over-confident
     )

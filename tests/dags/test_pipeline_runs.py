@@ -249,3 +249,29 @@ def test_ingest_of_a_missing_file_fails_at_once_instead_of_retrying(
     assert task_states(failed)["ingest"] == "failed"
     assert tries(failed, "ingest") == 1
     assert warehouse.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 0
+
+
+def test_an_extract_with_too_many_bad_rows_fails_ingest_and_adds_no_batch_and_no_version(
+    pipeline_env: Settings, sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    broken, fixed = tmp_path / "broken.csv", tmp_path / "fixed.csv"
+    bad = sample.astype(str)
+    bad.iloc[:750, bad.columns.get_loc("A1Cresult")] = "high"  # 30% of 2,500 rows
+    bad.to_csv(broken, index=False)
+    sample.to_csv(fixed, index=False)
+
+    failed = run("01_ingest_data", source=str(broken), batches=0)
+    assert failed.state == "failed"
+    assert task_states(failed)["ingest"] == "failed"
+    assert tries(failed, "ingest") == 1  # the same file is refused again: no retry
+    assert asset_events(failed, CLEAN_ENCOUNTERS) == []
+    url = pipeline_env.warehouse_url
+    assert warehouse.batch_list(url) == [] and warehouse.row_counts(url)["raw_encounters"] == 0
+    (refusal,) = warehouse.ingest_history(url)
+    assert refusal["refused"] is True and refusal["quarantine_share"] == pytest.approx(0.3)
+    assert run("02_warm_start_training").state == "success"
+    assert registry.version_summaries(pipeline_env) == []
+
+    corrected = run("01_ingest_data", source=str(fixed), batches=0)
+    assert corrected.state == "success"
+    assert returned(corrected, "ingest")["training_batch_ids"] == [1, 2, 3, 4]

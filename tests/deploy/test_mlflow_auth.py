@@ -102,6 +102,7 @@ def trained(
             MLFLOW_TRACKING_URI=auth_server,
             MODEL_NAME=f"readmission-auth-{uuid.uuid4().hex[:8]}",
             BATCH_SIZE=500,
+            MIN_BATCH_ROWS=100,
         )
         sign_in(monkeypatch, ADMIN)
         warehouse.ingest(settings.warehouse_url, sample, settings.batch_size, 0.2, 1)

@@ -31,6 +31,7 @@ def platform_env(
         "MLFLOW_TRACKING_URI": mlflow_server,
         "MODEL_NAME": f"readmission-ui-{uuid.uuid4().hex[:8]}",
         "BATCH_SIZE": "500",
+        "MIN_BATCH_ROWS": "100",
         "READMISSION_HOME": str(home),
     }
 

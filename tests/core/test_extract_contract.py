@@ -1,0 +1,238 @@
+"""The extract contract (issue 21): blank lab results read as "None" and counted, an extract with
+too many failing rows refused whole, a minimum batch whose remainder waits for the next extract,
+and one reading of an encounter or patient id everywhere. Real PostgreSQL throughout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from readmission import holdout, steps, warehouse
+from readmission.config import Settings
+from readmission.dataset import load, synthetic_sample
+from readmission.validation import parse_ids, validate
+
+from .test_cli import cli
+
+
+def generated(rows: int, seed: int) -> pd.DataFrame:
+    """Synthetic text rows as an extract arrives: about three encounters per patient, 1% of
+    rows with an invalid gender, in encounter_id order."""
+    frame = synthetic_sample(rows, seed).astype(str)
+    rng = np.random.default_rng(seed)
+    frame["patient_nbr"] = rng.integers(100_000, 100_000 + rows // 3, rows).astype(str)
+    frame.loc[rng.choice(rows, rows // 100, replace=False), "gender"] = "Unknown/Invalid"
+    return frame
+
+
+def holdout_patient(fraction: float = 0.2) -> int:
+    return next(p for p in range(1000, 100_000) if holdout.patient_share(p) < fraction)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("12", 12),
+        (" 12 ", 12),
+        ("0012", 12),
+        ("12.0", 12),
+        ("12.", 12),
+        ("1.5e3", None),  # scientific notation: digits were lost upstream
+        ("1e3", None),
+        ("12.5", None),
+        ("-5", None),
+        ("0", None),
+        ("", None),
+        ("nan", None),
+        ("abc", None),
+        ("1234567890123456789", None),  # beyond BIGINT
+    ],
+)
+def test_an_id_is_a_positive_integer_written_in_digits(text: str, expected: int | None) -> None:
+    (parsed,) = parse_ids(pd.Series([text]))
+    assert (None if pd.isna(parsed) else int(parsed)) == expected
+
+
+def test_validation_the_router_and_the_keys_read_a_patient_id_alike(
+    create_database: Callable[[], str],
+) -> None:
+    url = create_database()
+    held = holdout_patient()
+    frame = generated(1000, seed=3)
+    frame.loc[10, "patient_nbr"] = "1.5e3"  # no patient: quarantined, never routed
+    frame.loc[[20, 21], "patient_nbr"] = [f"{held}.0", f" {held} "]  # the holdout patient
+    frame.loc[30, "encounter_id"] = f"{frame.loc[30, 'encounter_id']}.0"
+
+    (reason,) = validate(frame.loc[[10]]).quarantined["reason"]
+    assert reason == "patient_nbr must be a positive integer written in digits, got '1.5e3'"
+
+    warehouse.ingest(url, frame, 500, 0.2)
+    quarantined = warehouse.quarantined_rows(url)
+    bad_patient = quarantined[quarantined["encounter_id"] == frame.loc[10, "encounter_id"]]
+    assert bad_patient["reason"].str.contains("patient_nbr must be a positive integer").all()
+    assert len(bad_patient) == 1
+    holdout_rows = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
+    ids = holdout_rows.loc[holdout_rows["patient_nbr"] == held, "encounter_id"]
+    assert set(ids) == {int(frame.loc[20, "encounter_id"]), int(frame.loc[21, "encounter_id"])}
+    stored = warehouse.stored_encounter_ids(url)
+    assert str(int(float(frame.loc[30, "encounter_id"]))) in stored
+    assert warehouse.holdout_overlap(url) == 0
+
+
+def test_a_pandas_rewritten_extract_reads_blank_lab_results_as_none_and_counts_them(
+    create_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url = create_database()
+    original = generated(1500, seed=5)
+    expected = {c: int((original[c] == "None").sum()) for c in ("A1Cresult", "max_glu_serum")}
+    assert min(expected.values()) > 100
+    first, rest = tmp_path / "first.csv", tmp_path / "rest.csv"
+    original.iloc[:1000].to_csv(first, index=False)
+    # What a user does: read the file with pandas defaults ("None" becomes NaN), write it back.
+    pandas_cut = tmp_path / "pandas.csv"
+    original.to_csv(rest, index=False)
+    pd.read_csv(rest).iloc[1000:].to_csv(pandas_cut, index=False)
+    assert ",," in pandas_cut.read_text()
+
+    warehouse.ingest(url, load(str(first)), 500, 0.2, max_quarantine_share=0.05)
+    report = warehouse.ingest(url, load(str(pandas_cut)), 500, 0.2, max_quarantine_share=0.05)
+    tail = original.iloc[1000:]
+    assert report.normalized == {c: int((tail[c] == "None").sum()) for c in expected}
+    bad = int((tail["gender"] == "Unknown/Invalid").sum())
+    assert report.quarantined == {warehouse.INVALID_VALUES: bad}
+    assert report.accepted == 500 - bad and report.corrections == 0
+    assert "blank lab results read as 'None': " in steps.describe(report)
+    with warehouse.engine_for(url).connect() as conn:
+        stored = conn.execute(
+            sa.select(warehouse.ingests.c.normalized, warehouse.ingests.c.report).order_by(
+                warehouse.ingests.c.id
+            )
+        ).all()
+    assert stored[-1][0] == sum(report.normalized.values())
+    assert json.loads(stored[-1][1])["normalized"] == report.normalized
+    # The original spelling of the same rows is the same content: present, no corrections.
+    replay = warehouse.ingest(url, original.iloc[1000:], 500, 0.2)
+    assert (replay.already_present, replay.corrections, replay.normalized) == (500, 0, {})
+
+
+def broken(frame: pd.DataFrame) -> pd.DataFrame:
+    """30% of the rows broken in three ways: 15% A1Cresult, 10% gender, 5% encounter_id."""
+    frame = frame.copy()
+    n = len(frame)
+    frame.iloc[: n * 15 // 100, frame.columns.get_loc("A1Cresult")] = "high"
+    frame.iloc[n * 15 // 100 : n * 25 // 100, frame.columns.get_loc("gender")] = "Unknown"
+    frame.iloc[n * 25 // 100 : n * 30 // 100, frame.columns.get_loc("encounter_id")] = "x"
+    return frame
+
+
+def test_an_extract_with_too_many_bad_rows_is_refused_whole_and_its_fix_goes_through(
+    configure: Callable[..., Settings], create_database: Callable[[], str], tmp_path: Path
+) -> None:
+    settings = configure(
+        DATABASE_URL=create_database(), BATCH_SIZE="500", MIN_BATCH_ROWS="100", DATA_SHA256=""
+    )
+    good = synthetic_sample(2000, seed=9).astype(str)
+    bad_file, good_file = tmp_path / "broken.csv", tmp_path / "fixed.csv"
+    broken(good).to_csv(bad_file, index=False)
+    good.to_csv(good_file, index=False)
+
+    refused = cli("ingest", "--source", str(bad_file))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "refused: 30.0% of its 2,000 rows fail validation" in message
+    assert "more than MAX_QUARANTINE_SHARE (5.0%)" in message
+    assert "A1Cresult must be one of 'None', 'Norm', '>7', '>8' (300 rows)" in message
+    assert "gender must be one of 'Female', 'Male' (200 rows)" in message
+    assert "encounter_id must be a positive integer written in digits (100 rows)" in message
+    url = settings.warehouse_url
+    assert set(warehouse.row_counts(url).values()) == {0}
+    assert warehouse.batch_list(url) == []
+    (record,) = warehouse.ingest_history(url)
+    assert record["refused"] is True and record["quarantine_share"] == pytest.approx(0.3)
+    assert list(record["problems"].values())[:3] == [300, 200, 100]  # type: ignore[union-attr]
+
+    fixed = cli("ingest", "--source", str(good_file))
+    assert fixed.returncode == 0, fixed.stderr
+    assert "2000 rows in: " in fixed.stdout and ", 0 quarantined, " in fixed.stdout
+    assert [b.kind for b in warehouse.batch_list(url)][:2] == ["holdout", "train"]
+    assert warehouse.row_counts(url)["raw_encounters"] == 2000
+
+
+def test_the_share_limit_is_inclusive_and_failing_rows_below_it_are_quarantined(
+    create_database: Callable[[], str],
+) -> None:
+    url = create_database()
+    frame = synthetic_sample(1000, seed=2).astype(str)
+    frame.iloc[:50, frame.columns.get_loc("gender")] = "Unknown"  # exactly 5%
+    report = warehouse.ingest(url, frame, 500, 0.2, max_quarantine_share=0.05)
+    assert not report.refused and report.quarantined_total == 50
+    assert report.quarantine_share == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    ("clean", "batch_size", "min_clean", "expected"),
+    [
+        ([1] * 10, 4, 2, ([4, 8, 10], 10)),  # a remainder of 2 clean rows is a batch
+        ([1] * 9, 4, 2, ([4, 8], 8)),  # a remainder of 1 waits
+        ([1, 0, 0, 0, 1, 1, 1, 1, 1], 4, 2, ([5, 9], 9)),  # a batch short of clean rows runs on
+        ([1] * 9, 2, 4, ([4, 8], 8)),  # a minimum above the batch size makes batches larger
+        ([0] * 5, 4, 1, ([], 0)),  # nothing clean: everything waits
+        ([], 4, 1, ([], 0)),
+    ],
+)
+def test_batches_close_at_the_batch_size_once_they_hold_the_minimum_of_clean_rows(
+    clean: list[int], batch_size: int, min_clean: int, expected: tuple[list[int], int]
+) -> None:
+    flags = np.array(clean, dtype=bool)
+    assert warehouse.cut_batches(flags, batch_size, min_clean) == expected
+
+
+def batches_and_rows(url: str) -> list[tuple[object, ...]]:
+    """Every batch's bookkeeping and its clean and quarantined encounters."""
+    quarantined = warehouse.quarantined_rows(url)
+    return [
+        (
+            b.batch_id,
+            b.kind,
+            b.first_encounter_id,
+            b.last_encounter_id,
+            b.rows,
+            b.accepted,
+            b.quarantined,
+            tuple(warehouse.clean_rows(url, b.batch_id)["encounter_id"]),
+            tuple(sorted(quarantined.loc[quarantined["batch_id"] == b.batch_id, "encounter_id"])),
+        )
+        for b in warehouse.batch_list(url)
+    ]
+
+
+def test_a_small_remainder_waits_stored_and_joins_the_next_extract_into_the_same_batches(
+    create_database: Callable[[], str],
+) -> None:
+    frame = generated(3000, seed=13)
+    first_url, one_shot_url = create_database(), create_database()
+    first = warehouse.ingest(first_url, frame.iloc[:1300], 500, 0.2, min_batch_rows=300)
+    assert first.training_batch_ids == [1, 2]
+    assert 0 < first.deferred <= first.waiting < 300
+    in_batches = sum(b.rows for b in first.new_batches)
+    assert warehouse.row_counts(first_url)["raw_encounters"] == in_batches + first.waiting
+    assert first.rows_in == first.accepted + first.quarantined_total + first.deferred
+    assert f"{first.deferred} deferred to a later ingest" in steps.describe(first)
+    assert f"{first.waiting} stored rows wait for the next extract" in steps.describe(first)
+    assert warehouse.untrained_batches(first_url, "any") == [1, 2]
+    # The waiting rows are stored: a replay of the first extract finds them present.
+    replay = warehouse.ingest(first_url, frame.iloc[:1300], 500, 0.2, min_batch_rows=300)
+    assert replay.already_present == 1300 and replay.new_batches == []
+
+    second = warehouse.ingest(first_url, frame.iloc[1300:], 500, 0.2, min_batch_rows=300)
+    assert second.training_batch_ids[0] == 3
+    warehouse.ingest(one_shot_url, frame, 500, 0.2, min_batch_rows=300)
+    assert batches_and_rows(first_url) == batches_and_rows(one_shot_url)
+    assert warehouse.row_counts(first_url) == warehouse.row_counts(one_shot_url)
+    assert second.waiting == warehouse.ingest_history(one_shot_url)[-1]["waiting"]
