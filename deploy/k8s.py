@@ -57,6 +57,8 @@ KIND_ORDER = (
     "Ingress",
 )
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+# readmission.registry.PRODUCTION_STAGE: the legacy stage the API honours after the alias.
+PRODUCTION_STAGE = "Production"
 NOT_READY_HINTS = {
     "api": "the API is ready only once a model is in production: run the DAGs in Airflow and "
     "promote a version (MLflow UI, `readmission promote`, or 03_evaluate_and_promote)",
@@ -192,53 +194,87 @@ def render(overlay: Path = OVERLAY) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def mlflow_error_code(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error_code", ""))
+    except ValueError:
+        return ""
+
+
 def production_version(overlay: Path, get: Callable[..., httpx.Response] = httpx.get) -> str | None:
     """The version the API pods would serve, asked of the compose MLflow on the host as the API's
-    own read-only user: the model and alias of the overlay's api.env (what the pods read)."""
+    own read-only user, by the API's rule (readmission.registry.production_version): the alias of
+    the overlay's api.env (what the pods read), else the newest version in the legacy stage
+    Production. None when neither exists: bin/mlflow-users creates the model before any training
+    run, so MLflow answers "no such alias" (400 INVALID_PARAMETER_VALUE) and an empty stage."""
     root = repository(overlay)
     env = dotenv_values(root / ".env")
     api = dotenv_values(root / "k8s" / "base" / "api.env")
     url = f"http://127.0.0.1:{env.get('MLFLOW_HOST_PORT') or 5000}"
     user = env.get("MLFLOW_API_USER") or OPTIONAL_SECRETS["MLFLOW_API_USER"]
-    try:
-        response = get(
-            f"{url}/api/2.0/mlflow/registered-models/alias",
-            params={"name": api["MODEL_NAME"], "alias": api["MODEL_ALIAS"]},
-            auth=(user, env.get("MLFLOW_API_PASSWORD") or ""),
-            timeout=10,
-        )
-    except httpx.HTTPError as error:
-        raise DeployError(
-            f"MLflow does not answer at {url} ({error}): is the compose stack up (make up)?"
-        ) from error
-    if response.status_code == 404:  # no such model, or no version with that alias
-        return None
-    if response.status_code in (401, 403):
-        raise DeployError(
-            f"MLflow at {url} refuses the API's user {user!r} ({response.status_code}): "
-            "MLFLOW_API_USER / MLFLOW_API_PASSWORD in .env must match what mlflow-init created "
-            "(re-run `make up`)"
-        )
-    if response.is_error:
-        raise DeployError(f"MLflow at {url} answered {response.status_code}: {response.text}")
-    return str(response.json()["model_version"]["version"])
+    model, alias_name = str(api["MODEL_NAME"]), str(api["MODEL_ALIAS"])
+
+    def ask(path: str, params: dict[str, str]) -> httpx.Response:
+        try:
+            response = get(
+                f"{url}/api/2.0/mlflow/registered-models/{path}",
+                params=params,
+                auth=(user, env.get("MLFLOW_API_PASSWORD") or ""),
+                timeout=10,
+            )
+        except httpx.HTTPError as error:
+            raise DeployError(
+                f"MLflow does not answer at {url} ({error}): is the compose stack up (make up)?"
+            ) from error
+        if response.status_code == 401:
+            raise DeployError(
+                f"MLflow at {url} refuses the API's user {user!r} (401): MLFLOW_API_USER / "
+                "MLFLOW_API_PASSWORD in .env must match what mlflow-init set (re-run `make up`)"
+            )
+        if response.status_code == 403:
+            # mlflow-init grants READ on the model; without it the pods could not read it either.
+            raise DeployError(
+                f"MLflow at {url} denies the API's user {user!r} the model {model!r} (403): "
+                "mlflow-init grants it READ on MODEL_NAME of .env, which must be the model of "
+                "k8s/base/api.env (re-run `make up`)"
+            )
+        return response
+
+    alias = ask("alias", {"name": model, "alias": alias_name})
+    if alias.status_code == 200:
+        return str(alias.json()["model_version"]["version"])
+    if mlflow_error_code(alias) not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+        raise DeployError(f"MLflow at {url} answered {alias.status_code}: {alias.text}")
+    staged = ask("get-latest-versions", {"name": model, "stages": PRODUCTION_STAGE})
+    if staged.status_code == 404 and mlflow_error_code(staged) == "RESOURCE_DOES_NOT_EXIST":
+        return None  # a server without mlflow-init: the model is not registered yet
+    if staged.is_error:
+        raise DeployError(f"MLflow at {url} answered {staged.status_code}: {staged.text}")
+    versions = staged.json().get("model_versions") or []
+    return str(max(int(v["version"]) for v in versions)) if versions else None
 
 
 def promote_hint(overlay: Path) -> str:
-    """What to do when no version is in production: the three ways to promote one."""
-    api = dotenv_values(repository(overlay) / "k8s" / "base" / "api.env")
+    """What to do when no version is in production: the three ways to promote one, with the
+    host ports and logins of .env."""
+    root = repository(overlay)
+    env = dotenv_values(root / ".env")
+    api = dotenv_values(root / "k8s" / "base" / "api.env")
     model, alias = api["MODEL_NAME"], api["MODEL_ALIAS"]
+    airflow = f"http://localhost:{env.get('AIRFLOW_HOST_PORT') or 8080}"
+    mlflow = f"http://localhost:{env.get('MLFLOW_HOST_PORT') or 5000}"
+    admin = env.get("MLFLOW_ADMIN_USER") or "admin"
     return (
-        f"No version of {model} is in production yet (alias {alias!r}): the API pods run and "
-        f"become ready within MODEL_POLL_SECONDS ({api.get('MODEL_POLL_SECONDS') or 5} s) of a "
-        "promotion. Promote a trained version (run 01_ingest_data in Airflow first) with one of:\n"
-        "  Airflow  trigger 03_evaluate_and_promote with 'Promote automatically' on "
-        "(http://localhost:8080)\n"
-        f"  MLflow   http://localhost:5000 > Models > {model} > a version > Aliases: add {alias!r}"
-        "\n"
-        "  CLI      MLFLOW_TRACKING_URI=http://127.0.0.1:5000 MLFLOW_TRACKING_USERNAME=admin \\\n"
-        "           MLFLOW_TRACKING_PASSWORD=<MLFLOW_ADMIN_PASSWORD of .env> "
-        ".venv/bin/readmission promote <version>"
+        f"No version of {model} is in production yet (alias {alias!r}, or the legacy stage "
+        f"{PRODUCTION_STAGE}): the API pods run and become ready within MODEL_POLL_SECONDS "
+        f"({api.get('MODEL_POLL_SECONDS') or 5} s) of a promotion. Promote a trained version "
+        "(run 01_ingest_data in Airflow first) with one of:\n"
+        f"  Airflow  trigger 03_evaluate_and_promote with 'Promote automatically' on ({airflow})\n"
+        f"  MLflow   {mlflow} > Models > {model} > a version > Aliases: add {alias!r}\n"
+        "  CLI      (after `make setup`; .env points it at the compose warehouse and MLflow)\n"
+        f"           MLFLOW_TRACKING_USERNAME={admin} "
+        "MLFLOW_TRACKING_PASSWORD=<MLFLOW_ADMIN_PASSWORD of .env> \\\n"
+        "           .venv/bin/readmission promote <version>"
     )
 
 

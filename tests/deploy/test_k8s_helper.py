@@ -567,23 +567,6 @@ class FakeMlflow:
         return httpx.Response(self.status, json=self.body, request=httpx.Request("GET", url))
 
 
-def test_production_version_asks_mlflow_as_the_apis_read_only_user(render_tree: Path) -> None:
-    overlay = render_tree / "k8s" / "overlays" / "k3d"
-    mlflow = FakeMlflow(200, {"model_version": {"version": "3"}})
-    assert k8s.production_version(overlay, get=mlflow) == "3"
-    ((url, kwargs),) = mlflow.calls
-    env = env_values((render_tree / ".env").read_text())
-    assert url == "http://127.0.0.1:5000/api/2.0/mlflow/registered-models/alias"
-    assert kwargs["params"] == {"name": "diabetes-readmission-predictor", "alias": "production"}
-    assert kwargs["auth"] == (env["MLFLOW_API_USER"], env["MLFLOW_API_PASSWORD"])
-
-
-def test_production_version_is_none_when_nothing_is_promoted(render_tree: Path) -> None:
-    overlay = render_tree / "k8s" / "overlays" / "k3d"
-    missing = {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "alias not found"}
-    assert k8s.production_version(overlay, get=FakeMlflow(404, missing)) is None
-
-
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
@@ -604,28 +587,6 @@ def test_an_unreachable_mlflow_points_at_make_up(render_tree: Path) -> None:
 
     with pytest.raises(k8s.DeployError, match=r"does not answer .*make up"):
         k8s.production_version(render_tree / "k8s" / "overlays" / "k3d", get=refuse)
-
-
-def test_apply_without_a_production_version_exits_0_and_says_how_to_promote(
-    render_tree: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    """`make k8s-up` right after `make up`: deployed, then the three ways to promote."""
-    deployed = {}
-
-    def fake_deploy(manifests: list, cluster: Any, timeout: float, **kwargs: Any) -> None:
-        deployed.update(kwargs, count=len(manifests))
-
-    monkeypatch.setattr(k8s, "production_version", lambda overlay: None)
-    monkeypatch.setattr(k8s.Cluster, "connect", classmethod(lambda cls, context: cls(None)))
-    monkeypatch.setattr(k8s, "deploy", fake_deploy)
-    code = k8s.main(["apply", "--overlay", str(render_tree / "k8s" / "overlays" / "k3d")])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert deployed["model_in_production"] is False and deployed["count"] > 20
-    assert "production version: none yet" in out
-    assert "No version of diabetes-readmission-predictor is in production yet" in out
-    for way in ("03_evaluate_and_promote", "Aliases: add 'production'", "readmission promote"):
-        assert way in out
 
 
 def test_workload_secrets_need_the_generated_env(render_tree: Path, tmp_path: Path) -> None:
