@@ -1,12 +1,15 @@
 """Deploy the serving and monitoring manifests (k8s/) to a cluster and wait until they run.
 
-    .venv/bin/python -m deploy.k8s render [--image NAME=REF ...]        # print the manifests
-    .venv/bin/python -m deploy.k8s apply  [--image NAME=REF ...] [--context k3d-readmission]
+    python -m deploy.k8s prepare                      # then `kubectl kustomize k8s/overlays/k3d`
+    python -m deploy.k8s render [--image NAME=REF ...]             # print the manifests
+    python -m deploy.k8s apply  [--image NAME=REF ...] [--context k3d-readmission]
 
-Rendering is kustomize's (`kustomize build` or `kubectl kustomize`) with the load restrictor off,
-since the ConfigMaps come from monitoring/ and the Secrets from .env, outside k8s/. Each workload's
-Secret holds only the keys it reads (WORKLOAD_SECRETS), copied from .env into .deploy/<overlay>/
-(git-ignored) before kustomize runs: the back office's credentials never enter the cluster.
+Rendering is stock kustomize (`kustomize build` or `kubectl kustomize`, no flags) after `prepare`,
+which render and apply run first: kustomize reads files inside a kustomization's own folder only,
+and the ConfigMaps' files live in monitoring/ (compose mounts them too) and the Secrets' values in
+.env. `prepare` copies monitoring/ into k8s/base/generated/ and writes each workload's Secret, only
+the keys it reads (WORKLOAD_SECRETS), from .env into k8s/overlays/<overlay>/generated/ (both
+git-ignored): the back office's credentials never enter the cluster.
 Objects are applied with server-side apply in dependency order, then every Deployment is watched
 until it is rolled out (the same rule as `kubectl rollout status`), printing progress as it
 changes. With no version in production yet the API pods cannot be ready: they are waited for until
@@ -139,9 +142,9 @@ class DeployError(RuntimeError):
 
 def kustomize_command(which: Callable[[str], str | None] = shutil.which) -> list[str]:
     if which("kustomize"):
-        return ["kustomize", "build", "--load-restrictor", "LoadRestrictionsNone"]
+        return ["kustomize", "build"]
     if which("kubectl"):
-        return ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
+        return ["kubectl", "kustomize"]
     raise DeployError(
         "neither kubectl nor kustomize is on PATH: install kubectl "
         "(https://kubernetes.io/docs/tasks/tools/)"
@@ -149,14 +152,25 @@ def kustomize_command(which: Callable[[str], str | None] = shutil.which) -> list
 
 
 def repository(overlay: Path) -> Path:
-    """The checkout an overlay (k8s/overlays/<name>) belongs to: where .env and .deploy/ are."""
+    """The checkout an overlay (k8s/overlays/<name>) belongs to: where .env and monitoring/ are."""
     return overlay.resolve().parents[2]
+
+
+def copy_monitoring_configs(overlay: Path) -> Path:
+    """Copy monitoring/ to k8s/base/generated/monitoring/, where the base's configMapGenerator
+    reads it (replacing an earlier copy, so a file deleted upstream is gone here too)."""
+    root = repository(overlay)
+    target = root / "k8s" / "base" / "generated" / "monitoring"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(root / "monitoring", target)
+    return target
 
 
 def write_workload_secrets(overlay: Path) -> Path:
     """Write each workload's keys (WORKLOAD_SECRETS), from the repository's .env, into
-    .deploy/<overlay name>/<workload>.env (mode 0600), which the overlay's secretGenerator reads.
-    Returns the folder."""
+    k8s/overlays/<overlay>/generated/<workload>.env (mode 0600), which the overlay's
+    secretGenerator reads. Returns the folder."""
     root = repository(overlay)
     env_file = root / ".env"
     if not env_file.is_file():
@@ -174,7 +188,7 @@ def write_workload_secrets(overlay: Path) -> Path:
         )
     if multiline := sorted(source for source in sources if "\n" in values[source]):
         raise DeployError(f"{env_file}: {', '.join(multiline)} must be one line")
-    folder = root / ".deploy" / overlay.resolve().name
+    folder = overlay.resolve() / "generated"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for workload, keys in WORKLOAD_SECRETS.items():
         path = folder / f"{workload}.env"
@@ -185,9 +199,16 @@ def write_workload_secrets(overlay: Path) -> Path:
     return folder
 
 
+def prepare(overlay: Path) -> None:
+    """Write what `overlay` reads from outside k8s/ into it: after this, stock kustomize builds
+    it (no --load-restrictor). Idempotent; re-run after a change of .env or monitoring/."""
+    write_workload_secrets(overlay)
+    copy_monitoring_configs(overlay)
+
+
 def render(overlay: Path = OVERLAY) -> list[Manifest]:
     """The objects kustomize builds from `overlay`, with the workloads' Secrets from .env."""
-    write_workload_secrets(overlay)
+    prepare(overlay)
     result = subprocess.run([*kustomize_command(), str(overlay)], capture_output=True, text=True)
     if result.returncode:
         raise DeployError(f"kustomize could not render {overlay}:\n{result.stderr.strip()}")
@@ -561,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.k8s", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("command", choices=["render", "apply"])
+    parser.add_argument("command", choices=["prepare", "render", "apply"])
     parser.add_argument("--overlay", type=Path, default=OVERLAY)
     parser.add_argument(
         "--image",
@@ -574,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300, help="rollout wait, seconds")
     args = parser.parse_args(argv)
     try:
+        if args.command == "prepare":
+            prepare(args.overlay)
+            print(f"prepared: kubectl kustomize {args.overlay} builds it now")
+            return 0
         images = parse_images(args.image)
         manifests = set_images(render(args.overlay), images)
         if args.command == "render":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,29 @@ class FakeCluster:
         return [p for p in self.pod_list if p["metadata"]["labels"] == selector]
 
 
-def test_render_uses_kustomize_with_the_load_restrictor_off(manifests: list[dict]) -> None:
-    assert k8s.kustomize_command()[-2:] == ["--load-restrictor", "LoadRestrictionsNone"]
-    assert {"Namespace", "Deployment", "Secret", "EndpointSlice"} <= {m["kind"] for m in manifests}
+def test_stock_kubectl_kustomize_builds_the_overlay_after_prepare(
+    render_tree: Path, manifests: list[dict], tmp_path: Path
+) -> None:
+    """Issue 22: plain `kubectl kustomize` / `kubectl apply -k` failed on files outside the
+    kustomization (monitoring/, the Secrets' .env values). `prepare` writes them inside."""
+    for folder in ("k8s", "monitoring"):
+        shutil.copytree(
+            render_tree / folder, tmp_path / folder, ignore=shutil.ignore_patterns("generated")
+        )
+    shutil.copy(render_tree / ".env", tmp_path / ".env")
+    overlay = tmp_path / "k8s" / "overlays" / "k3d"
+    kubectl = ["kubectl", "kustomize", str(overlay)]
+    before = subprocess.run(kubectl, capture_output=True, text=True, timeout=120)
+    assert before.returncode != 0 and "generated" in before.stderr
+    assert k8s.main(["prepare", "--overlay", str(overlay)]) == 0
+    after = subprocess.run(kubectl, capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0, after.stderr
+    built = [doc for doc in yaml.safe_load_all(after.stdout) if doc]
+    assert k8s.kustomize_command() in (["kustomize", "build"], ["kubectl", "kustomize"])
+    # The same objects as the helper renders (Secrets' values aside: each tree has its own .env).
+    assert sorted(map(k8s.describe, built)) == sorted(map(k8s.describe, manifests))
+    assert {"Namespace", "Deployment", "Secret", "EndpointSlice"} <= {m["kind"] for m in built}
+    assert (overlay / "generated").stat().st_mode & 0o077 == 0  # Secrets' values: owner only
 
 
 def test_render_explains_a_missing_env_file(render_tree: Path, tmp_path: Path) -> None:
@@ -591,7 +612,9 @@ def test_an_unreachable_mlflow_points_at_make_up(render_tree: Path) -> None:
 
 def test_workload_secrets_need_the_generated_env(render_tree: Path, tmp_path: Path) -> None:
     for folder in ("k8s", "monitoring"):
-        shutil.copytree(render_tree / folder, tmp_path / folder)
+        shutil.copytree(
+            render_tree / folder, tmp_path / folder, ignore=shutil.ignore_patterns("generated")
+        )
     (tmp_path / ".env").write_text("API_RELOAD_TOKEN=x\n")
     with pytest.raises(
         k8s.DeployError,
@@ -599,7 +622,7 @@ def test_workload_secrets_need_the_generated_env(render_tree: Path, tmp_path: Pa
         r"`make up`",
     ):
         k8s.render(tmp_path / "k8s" / "overlays" / "k3d")
-    written = tmp_path / ".deploy" / "k3d"
+    written = tmp_path / "k8s" / "overlays" / "k3d" / "generated"
     assert not written.exists()
 
 
