@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "k8s" / "overlays" / "k3d"
 CONTEXT = os.environ.get("KUBE_CONTEXT", "k3d-readmission")
 FIELD_MANAGER = "readmission-deploy"
+# Owns the replica count of autoscaled Deployments in our stead (Cluster.apply_autoscaled).
+REPLICAS_FIELD_MANAGER = "readmission-deploy-replicas"
 # Dependencies first; NetworkPolicies before any pod, so no pod ever runs unprotected.
 KIND_ORDER = (
     "Namespace",
@@ -344,6 +346,16 @@ def describe(manifest: Manifest) -> str:
     return f"{manifest['kind'].lower()}/{manifest['metadata']['name']}"
 
 
+def autoscaled(manifests: Iterable[Manifest]) -> set[str]:
+    """The objects (`kind/name`) a HorizontalPodAutoscaler of `manifests` scales."""
+    return {
+        f"{target['kind'].lower()}/{target['name']}"
+        for manifest in manifests
+        if manifest.get("kind") == "HorizontalPodAutoscaler"
+        and (target := manifest["spec"]["scaleTargetRef"])
+    }
+
+
 def rollout_status(deployment: Manifest) -> tuple[bool, str]:
     """Whether a Deployment is rolled out, and what it waits for (kubectl's rollout status rule).
     Raises DeployError once Kubernetes gave up on it (progress deadline exceeded)."""
@@ -502,16 +514,52 @@ class Cluster:
     def _resource(self, api_version: str, kind: str) -> Any:
         return self.dynamic.resources.get(api_version=api_version, kind=kind)
 
-    def apply(self, manifest: Manifest) -> None:
+    def apply(self, manifest: Manifest, field_manager: str = FIELD_MANAGER) -> None:
         with api_errors(f"could not apply {describe(manifest)}"):
             resource = self._resource(manifest["apiVersion"], manifest["kind"])
             self.dynamic.server_side_apply(
                 resource,
                 body=manifest,
                 namespace=manifest["metadata"].get("namespace"),
-                field_manager=FIELD_MANAGER,
+                field_manager=field_manager,
                 force_conflicts=True,
             )
+
+    def apply_autoscaled(self, manifest: Manifest) -> None:
+        """Apply a Deployment that a HorizontalPodAutoscaler scales without resetting its size:
+        the manifest's replicas only create it. Whoever applies spec.replicas owns it, and a
+        forced apply would set it back on every deploy, undoing the HPA. So the count is handed
+        to a field manager of its own, at the current value (shared ownership: no change, no
+        conflict), and our manager applies the Deployment without it (Kubernetes' "transferring
+        ownership" recipe). Handing over before dropping matters: a field only we owned would
+        be removed, i.e. reset to 1."""
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        current = self.find_deployment(namespace, name)
+        without_replicas = copy.deepcopy(manifest)
+        initial = without_replicas["spec"].pop("replicas", 1)
+        if current is None:
+            self.apply(manifest)
+        replicas = initial if current is None else (current.get("spec") or {}).get("replicas")
+        handover = {
+            "apiVersion": manifest["apiVersion"],
+            "kind": manifest["kind"],
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas},
+        }
+        self.apply(handover, field_manager=REPLICAS_FIELD_MANAGER)
+        if current is not None:
+            self.apply(without_replicas)
+
+    def find_deployment(self, namespace: str, name: str) -> Manifest | None:
+        """The Deployment, or None when it does not exist (yet)."""
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        try:
+            return self.deployment(namespace, name)
+        except DeployError as error:
+            if isinstance(error.__cause__, NotFoundError):
+                return None
+            raise
 
     def deployment(self, namespace: str, name: str) -> Manifest:
         with api_errors(f"could not read deployment/{name}"):
@@ -536,8 +584,12 @@ def deploy(
     API without a model in production: until its pods run); on a timeout, say why the pods that
     lag do not serve."""
     ordered = apply_order(manifests)
+    scaled = autoscaled(ordered)
     for manifest in ordered:
-        cluster.apply(manifest)
+        if describe(manifest) in scaled:
+            cluster.apply_autoscaled(manifest)
+        else:
+            cluster.apply(manifest)
         echo(f"applied {describe(manifest)}")
     by_name = {m["metadata"]["name"]: m for m in ordered if m["kind"] == "Deployment"}
     waiting_for_model = set() if model_in_production else by_name.keys() & NOT_READY_HINTS.keys()

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from deploy import k8s
 
@@ -62,10 +63,15 @@ class FakeCluster:
     def __init__(self, states: dict[str, list[dict]], pods: list[dict] | None = None) -> None:
         self.states = states
         self.applied: list[str] = []
+        self.autoscaled: list[str] = []
         self.pod_list = pods or []
 
     def apply(self, manifest: dict) -> None:
         self.applied.append(k8s.describe(manifest))
+
+    def apply_autoscaled(self, manifest: dict) -> None:
+        self.applied.append(k8s.describe(manifest))
+        self.autoscaled.append(k8s.describe(manifest))
 
     def deployment(self, namespace: str, name: str) -> dict:
         sequence = self.states[name]
@@ -646,3 +652,63 @@ def test_the_apis_database_url_is_made_of_env_with_its_password_quoted(
     )
     assert (url.host, url.port, url.database) == ("postgres", 5432, "warehouse")
     assert password not in written["DATABASE_URL"]  # quoted, so the URL parses
+
+
+class StatefulDynamic(FakeDynamic):
+    """FakeDynamic that also answers reads of Deployments: `existing` maps a name to its
+    spec.replicas (absent: 404, as the API server answers)."""
+
+    def __init__(self, existing: dict[str, int]) -> None:
+        super().__init__()
+        self.existing = existing
+
+    def get(self, api_version: str, kind: str) -> Any:
+        dynamic = self
+
+        class Resource:
+            def get(self, name: str, namespace: str) -> Any:
+                if name not in dynamic.existing:
+                    raise NotFoundError(ApiException(status=404, reason="Not Found"))
+                state = {"spec": {"replicas": dynamic.existing[name]}}
+                return type("Found", (), {"to_dict": lambda self: state})()
+
+        return Resource()
+
+    def server_side_apply(self, resource: Any, body: dict, **kwargs: Any) -> None:
+        self.calls.append(
+            (kwargs["field_manager"], body["spec"].get("replicas"), len(body["spec"]))
+        )
+
+
+def test_deploy_applies_the_autoscaled_api_through_the_replica_handover(
+    manifests: list[dict],
+) -> None:
+    names = by_kind(manifests, "Deployment")
+    states = {
+        name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names
+    }
+    states["api"] = [deployment("api", available=2)]
+    cluster = FakeCluster(states)
+    k8s.deploy(manifests, cluster, timeout=0, echo=lambda line: None)
+    assert cluster.autoscaled == ["deployment/api"]
+    assert k8s.autoscaled(manifests) == {"deployment/api"}
+
+
+def test_an_autoscaled_deployment_is_created_with_its_replicas_and_then_never_resized(
+    manifests: list[dict],
+) -> None:
+    """Issue 22: `replicas: 2`, force-applied on every `make k8s-up`, undid the HPA's scaling."""
+    api = by_kind(manifests, "Deployment")["api"]
+    created = StatefulDynamic({})
+    k8s.Cluster(created).apply_autoscaled(api)
+    # Created at the manifest's size, which the replicas manager then co-owns at that value.
+    assert created.calls[0][:2] == ("readmission-deploy", 2)
+    assert created.calls[1] == ("readmission-deploy-replicas", 2, 1)
+    assert len(created.calls) == 2
+
+    scaled = StatefulDynamic({"api": 5})  # the HPA scaled it to 5 since
+    k8s.Cluster(scaled).apply_autoscaled(api)
+    # First the count, at what the HPA set, then the Deployment without it: 5 stays 5.
+    assert scaled.calls[0] == ("readmission-deploy-replicas", 5, 1)
+    assert scaled.calls[1][:2] == ("readmission-deploy", None)
+    assert len(scaled.calls) == 2
