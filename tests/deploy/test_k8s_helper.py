@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +20,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from deploy import k8s
 
-from .conftest import by_kind, env_values
+from .conftest import ROOT, by_kind, env_values
 
 
 def deployment(
@@ -712,3 +713,46 @@ def test_an_autoscaled_deployment_is_created_with_its_replicas_and_then_never_re
     assert scaled.calls[0] == ("readmission-deploy-replicas", 5, 1)
     assert scaled.calls[1][:2] == ("readmission-deploy", None)
     assert len(scaled.calls) == 2
+
+
+def test_the_helper_runs_in_the_deploy_group_alone(render_tree: Path, tmp_path: Path) -> None:
+    """Issue 22: `make k8s-up` built the whole development venv (Airflow, Playwright: 1.7 GB) for
+    a helper that needs four packages. The same uv command as the Makefile's, from uv.lock."""
+    uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+    venv = tmp_path / "venv"
+    synced = subprocess.run(
+        [uv, "sync", "--frozen", "--only-group", "deploy", "--no-install-project"],
+        cwd=ROOT,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert synced.returncode == 0, synced.stderr
+    site = next(venv.glob("lib/python*/site-packages"))
+    assert not (site / "mlflow").exists() and not (site / "airflow").exists()
+    rendered = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "deploy.k8s",
+            "render",
+            "--overlay",
+            str(render_tree / "k8s" / "overlays" / "k3d"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert "kind: HorizontalPodAutoscaler" in rendered.stdout
+    # Cluster's client is imported when it is used: import it too, as apply does.
+    imported = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import kubernetes.dynamic, deploy.k8s"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr
