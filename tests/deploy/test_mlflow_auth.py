@@ -235,7 +235,7 @@ def as_reader(server: str, method: str, path: str, **kwargs: Any) -> int:
 
 
 def test_the_reader_can_create_nothing_and_reads_only_its_model_and_experiment(
-    auth_server: str, reader: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    auth_server: str, reader: tuple[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Issue 22: with MLflow's defaults the API's user could create experiments and models (and
     own them), take the model's name before the first training run and read every run."""
@@ -270,10 +270,19 @@ def test_the_reader_can_create_nothing_and_reads_only_its_model_and_experiment(
         client.log_text(run.info.run_id, f"{name} notes", "notes.txt")
         runs[name] = run.info.run_id
     sign_in(monkeypatch, reader)
-    own = mlflow.artifacts.load_text(f"runs:/{runs['own']}/notes.txt")
-    assert own == "own notes"
+
+    def notes(run: str) -> str:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=runs[run],
+            artifact_path="notes.txt",
+            tracking_uri=auth_server,
+            dst_path=str(tmp_path / run),
+        )
+        return Path(path).read_text()
+
+    assert notes("own") == "own notes"
     with pytest.raises(MlflowException) as refused:
-        mlflow.artifacts.load_text(f"runs:/{runs['other']}/notes.txt")
+        notes("other")
     assert refused.value.error_code == "PERMISSION_DENIED"
     assert as_reader(auth_server, "GET", "runs/get", params={"run_id": runs["other"]}) == 403
 
