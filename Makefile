@@ -47,7 +47,12 @@ up:  ## Docker Compose back office (creates .env with generated secrets when abs
 down:  ## Stop the compose stack and the k3d cluster
 	scripts/compose-down
 
-k8s-up: setup  ## k3d cluster: build and import images, apply manifests, wait for rollouts
+# deploy.k8s's four packages (dependency group deploy), not the development venv.
+.deploy/venv/.synced: pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=.deploy/venv $(UV) sync --frozen --only-group deploy --no-install-project
+	touch $@
+
+k8s-up: .deploy/venv/.synced  ## k3d cluster: build and import images, apply manifests, wait for rollouts
 	scripts/k8s-up
 
 .PHONY: help setup lint test bench demo up down k8s-up

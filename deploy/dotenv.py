@@ -3,10 +3,11 @@
 `scripts/compose-up` runs `python3 -m deploy.dotenv` with the host's Python, before any project
 environment exists, so this module uses the standard library only. It never changes a value that
 is already set, so re-running is safe: it only fills the secrets that are missing or empty (a
-`.env` written before a secret was added to `.env.example` gets the new one appended). It reads no
-values: everything that reads `.env` (pydantic-settings, deploy.k8s, the tests) goes through
-python-dotenv; the lines it writes are plain `KEY=value` with URL-safe values, which python-dotenv
-and Compose read alike.
+`.env` written before a secret was added to `.env.example` gets the new one appended), then the
+host's addresses of the stack (HOST_SETTINGS) when they are empty. It reads only the few values
+those addresses are made of; everything else that reads `.env` (pydantic-settings, deploy.k8s, the
+tests) goes through python-dotenv. The lines it writes are plain `KEY=value` with URL-safe values,
+which python-dotenv and Compose read alike.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import base64
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 # The assignments python-dotenv and Compose both accept; `KEY=`, `KEY=""` and `KEY=''` are empty.
@@ -75,10 +77,65 @@ def fill_secrets(text: str) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", generated
 
 
+def warehouse_url(values: Mapping[str, str]) -> str:
+    password = quote(values.get("WAREHOUSE_DB_PASSWORD", ""), safe="")
+    port = values.get("POSTGRES_HOST_PORT") or "5433"
+    return f"postgresql+psycopg://warehouse:{password}@127.0.0.1:{port}/warehouse"
+
+
+def mlflow_url(values: Mapping[str, str]) -> str:
+    return f"http://127.0.0.1:{values.get('MLFLOW_HOST_PORT') or '5000'}"
+
+
+# Settings of `readmission` on the host (promote, status, ...; pydantic-settings reads .env): the
+# compose warehouse and MLflow at their host ports (docker-compose.yaml binds them to 127.0.0.1).
+# Left empty, the CLI would use the embedded default's SQLite files, so a promotion made there
+# would take the ledger lock and write its ledger row where the API never looks. The containers
+# set both themselves; compose does not pass these two through.
+HOST_SETTINGS: dict[str, Callable[[Mapping[str, str]], str]] = {
+    "DATABASE_URL": warehouse_url,
+    "MLFLOW_TRACKING_URI": mlflow_url,
+}
+
+
+def plain_value(raw: str) -> str:
+    """A value as python-dotenv reads the simple forms: quotes removed, or a ` #` comment."""
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return raw[1:-1]
+    return raw.split(" #", 1)[0].strip()
+
+
+def fill_host_settings(text: str) -> tuple[str, list[str]]:
+    """Set every HOST_SETTINGS variable that is empty in `text` (appended when absent) from the
+    ports and warehouse password of `text`. Returns the new text and the names set."""
+    values = {
+        match["key"]: plain_value(match["value"])
+        for line in text.splitlines()
+        if (match := ASSIGNMENT.match(line.strip()))
+    }
+    filled: list[str] = []
+    lines = []
+    for line in text.splitlines():
+        match = ASSIGNMENT.match(line.strip())
+        if match and match["key"] in HOST_SETTINGS and match["value"].strip() in EMPTY:
+            line = f"{match['key']}={HOST_SETTINGS[match['key']](values)}"
+            filled.append(match["key"])
+        lines.append(line)
+    if missing := [key for key in HOST_SETTINGS if key not in values]:
+        lines += ["", "# --- The compose stack as the host reaches it, added by deploy.dotenv ---"]
+        lines += [f"{key}={HOST_SETTINGS[key](values)}" for key in missing]
+        filled += missing
+    return "\n".join(lines) + "\n", filled
+
+
 def ensure(env: Path, example: Path) -> list[str]:
-    """Create `env` from `example` (mode 0600) or complete it; returns the secrets generated."""
+    """Create `env` from `example` (mode 0600) or complete it; returns the variables set (secrets
+    generated, then host settings)."""
     source = env if env.exists() else example
     text, generated = fill_secrets(source.read_text())
+    text, addresses = fill_host_settings(text)
+    generated += addresses
     if generated or not env.exists():
         env.touch(mode=0o600)
         env.write_text(text)
@@ -94,9 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     generated = ensure(args.env, args.example)
     action = "completed" if existed else "created from " + args.example.name
     if generated:
-        print(f"{args.env.name} {action}: generated {', '.join(generated)}")
+        print(f"{args.env.name} {action}: set {', '.join(generated)}")
     else:
-        print(f"{args.env.name}: every secret is set")
+        print(f"{args.env.name}: every secret and host setting is set")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Deploy the serving and monitoring manifests (k8s/) to a cluster and wait until they run.
 
-    .venv/bin/python -m deploy.k8s render [--image NAME=REF ...]        # print the manifests
-    .venv/bin/python -m deploy.k8s apply  [--image NAME=REF ...] [--context k3d-readmission]
+    python -m deploy.k8s prepare                      # then `kubectl kustomize k8s/overlays/k3d`
+    python -m deploy.k8s render [--image NAME=REF ...]             # print the manifests
+    python -m deploy.k8s apply  [--image NAME=REF ...] [--context k3d-readmission]
 
-Rendering is kustomize's (`kustomize build` or `kubectl kustomize`) with the load restrictor off,
-since the ConfigMaps come from monitoring/ and the Secrets from .env, outside k8s/. Each workload's
-Secret holds only the keys it reads (WORKLOAD_SECRETS), copied from .env into .deploy/<overlay>/
-(git-ignored) before kustomize runs: the back office's credentials never enter the cluster.
+Rendering is stock kustomize (`kustomize build` or `kubectl kustomize`, no flags) after `prepare`,
+which render and apply run first: kustomize reads files inside a kustomization's own folder only,
+and the ConfigMaps' files live in monitoring/ (compose mounts them too) and the Secrets' values in
+.env. `prepare` copies monitoring/ into k8s/base/generated/ and writes each workload's Secret, only
+the keys it reads (WORKLOAD_SECRETS), from .env into k8s/overlays/<overlay>/generated/ (both
+git-ignored): the back office's credentials never enter the cluster.
 Objects are applied with server-side apply in dependency order, then every Deployment is watched
 until it is rolled out (the same rule as `kubectl rollout status`), printing progress as it
 changes. With no version in production yet the API pods cannot be ready: they are waited for until
@@ -38,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "k8s" / "overlays" / "k3d"
 CONTEXT = os.environ.get("KUBE_CONTEXT", "k3d-readmission")
 FIELD_MANAGER = "readmission-deploy"
+# Owns the replica count of autoscaled Deployments in our stead (Cluster.apply_autoscaled).
+REPLICAS_FIELD_MANAGER = "readmission-deploy-replicas"
 # Dependencies first; NetworkPolicies before any pod, so no pod ever runs unprotected.
 KIND_ORDER = (
     "Namespace",
@@ -57,6 +62,8 @@ KIND_ORDER = (
     "Ingress",
 )
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+# readmission.registry.PRODUCTION_STAGE: the legacy stage the API honours after the alias.
+PRODUCTION_STAGE = "Production"
 NOT_READY_HINTS = {
     "api": "the API is ready only once a model is in production: run the DAGs in Airflow and "
     "promote a version (MLflow UI, `readmission promote`, or 03_evaluate_and_promote)",
@@ -137,9 +144,9 @@ class DeployError(RuntimeError):
 
 def kustomize_command(which: Callable[[str], str | None] = shutil.which) -> list[str]:
     if which("kustomize"):
-        return ["kustomize", "build", "--load-restrictor", "LoadRestrictionsNone"]
+        return ["kustomize", "build"]
     if which("kubectl"):
-        return ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
+        return ["kubectl", "kustomize"]
     raise DeployError(
         "neither kubectl nor kustomize is on PATH: install kubectl "
         "(https://kubernetes.io/docs/tasks/tools/)"
@@ -147,14 +154,25 @@ def kustomize_command(which: Callable[[str], str | None] = shutil.which) -> list
 
 
 def repository(overlay: Path) -> Path:
-    """The checkout an overlay (k8s/overlays/<name>) belongs to: where .env and .deploy/ are."""
+    """The checkout an overlay (k8s/overlays/<name>) belongs to: where .env and monitoring/ are."""
     return overlay.resolve().parents[2]
+
+
+def copy_monitoring_configs(overlay: Path) -> Path:
+    """Copy monitoring/ to k8s/base/generated/monitoring/, where the base's configMapGenerator
+    reads it (replacing an earlier copy, so a file deleted upstream is gone here too)."""
+    root = repository(overlay)
+    target = root / "k8s" / "base" / "generated" / "monitoring"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(root / "monitoring", target)
+    return target
 
 
 def write_workload_secrets(overlay: Path) -> Path:
     """Write each workload's keys (WORKLOAD_SECRETS), from the repository's .env, into
-    .deploy/<overlay name>/<workload>.env (mode 0600), which the overlay's secretGenerator reads.
-    Returns the folder."""
+    k8s/overlays/<overlay>/generated/<workload>.env (mode 0600), which the overlay's
+    secretGenerator reads. Returns the folder."""
     root = repository(overlay)
     env_file = root / ".env"
     if not env_file.is_file():
@@ -172,7 +190,7 @@ def write_workload_secrets(overlay: Path) -> Path:
         )
     if multiline := sorted(source for source in sources if "\n" in values[source]):
         raise DeployError(f"{env_file}: {', '.join(multiline)} must be one line")
-    folder = root / ".deploy" / overlay.resolve().name
+    folder = overlay.resolve() / "generated"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for workload, keys in WORKLOAD_SECRETS.items():
         path = folder / f"{workload}.env"
@@ -183,62 +201,103 @@ def write_workload_secrets(overlay: Path) -> Path:
     return folder
 
 
+def prepare(overlay: Path) -> None:
+    """Write what `overlay` reads from outside k8s/ into it: after this, stock kustomize builds
+    it (no --load-restrictor). Idempotent; re-run after a change of .env or monitoring/."""
+    write_workload_secrets(overlay)
+    copy_monitoring_configs(overlay)
+
+
 def render(overlay: Path = OVERLAY) -> list[Manifest]:
     """The objects kustomize builds from `overlay`, with the workloads' Secrets from .env."""
-    write_workload_secrets(overlay)
+    prepare(overlay)
     result = subprocess.run([*kustomize_command(), str(overlay)], capture_output=True, text=True)
     if result.returncode:
         raise DeployError(f"kustomize could not render {overlay}:\n{result.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def mlflow_error_code(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error_code", ""))
+    except ValueError:
+        return ""
+
+
 def production_version(overlay: Path, get: Callable[..., httpx.Response] = httpx.get) -> str | None:
     """The version the API pods would serve, asked of the compose MLflow on the host as the API's
-    own read-only user: the model and alias of the overlay's api.env (what the pods read)."""
+    own read-only user, by the API's rule (readmission.registry.production_version): the alias of
+    the overlay's api.env (what the pods read), else the newest version in the legacy stage
+    Production. None when neither exists: bin/mlflow-users creates the model before any training
+    run, so MLflow answers "no such alias" (400 INVALID_PARAMETER_VALUE) and an empty stage."""
     root = repository(overlay)
     env = dotenv_values(root / ".env")
     api = dotenv_values(root / "k8s" / "base" / "api.env")
     url = f"http://127.0.0.1:{env.get('MLFLOW_HOST_PORT') or 5000}"
     user = env.get("MLFLOW_API_USER") or OPTIONAL_SECRETS["MLFLOW_API_USER"]
-    try:
-        response = get(
-            f"{url}/api/2.0/mlflow/registered-models/alias",
-            params={"name": api["MODEL_NAME"], "alias": api["MODEL_ALIAS"]},
-            auth=(user, env.get("MLFLOW_API_PASSWORD") or ""),
-            timeout=10,
-        )
-    except httpx.HTTPError as error:
-        raise DeployError(
-            f"MLflow does not answer at {url} ({error}): is the compose stack up (make up)?"
-        ) from error
-    if response.status_code == 404:  # no such model, or no version with that alias
-        return None
-    if response.status_code in (401, 403):
-        raise DeployError(
-            f"MLflow at {url} refuses the API's user {user!r} ({response.status_code}): "
-            "MLFLOW_API_USER / MLFLOW_API_PASSWORD in .env must match what mlflow-init created "
-            "(re-run `make up`)"
-        )
-    if response.is_error:
-        raise DeployError(f"MLflow at {url} answered {response.status_code}: {response.text}")
-    return str(response.json()["model_version"]["version"])
+    model, alias_name = str(api["MODEL_NAME"]), str(api["MODEL_ALIAS"])
+
+    def ask(path: str, params: dict[str, str]) -> httpx.Response:
+        try:
+            response = get(
+                f"{url}/api/2.0/mlflow/registered-models/{path}",
+                params=params,
+                auth=(user, env.get("MLFLOW_API_PASSWORD") or ""),
+                timeout=10,
+            )
+        except httpx.HTTPError as error:
+            raise DeployError(
+                f"MLflow does not answer at {url} ({error}): is the compose stack up (make up)?"
+            ) from error
+        if response.status_code == 401:
+            raise DeployError(
+                f"MLflow at {url} refuses the API's user {user!r} (401): MLFLOW_API_USER / "
+                "MLFLOW_API_PASSWORD in .env must match what mlflow-init set (re-run `make up`)"
+            )
+        if response.status_code == 403:
+            # mlflow-init grants READ on the model; without it the pods could not read it either.
+            raise DeployError(
+                f"MLflow at {url} denies the API's user {user!r} the model {model!r} (403): "
+                "mlflow-init grants it READ on MODEL_NAME of .env, which must be the model of "
+                "k8s/base/api.env (re-run `make up`)"
+            )
+        return response
+
+    alias = ask("alias", {"name": model, "alias": alias_name})
+    if alias.status_code == 200:
+        return str(alias.json()["model_version"]["version"])
+    if mlflow_error_code(alias) not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+        raise DeployError(f"MLflow at {url} answered {alias.status_code}: {alias.text}")
+    staged = ask("get-latest-versions", {"name": model, "stages": PRODUCTION_STAGE})
+    if staged.status_code == 404 and mlflow_error_code(staged) == "RESOURCE_DOES_NOT_EXIST":
+        return None  # a server without mlflow-init: the model is not registered yet
+    if staged.is_error:
+        raise DeployError(f"MLflow at {url} answered {staged.status_code}: {staged.text}")
+    versions = staged.json().get("model_versions") or []
+    return str(max(int(v["version"]) for v in versions)) if versions else None
 
 
 def promote_hint(overlay: Path) -> str:
-    """What to do when no version is in production: the three ways to promote one."""
-    api = dotenv_values(repository(overlay) / "k8s" / "base" / "api.env")
+    """What to do when no version is in production: the three ways to promote one, with the
+    host ports and logins of .env."""
+    root = repository(overlay)
+    env = dotenv_values(root / ".env")
+    api = dotenv_values(root / "k8s" / "base" / "api.env")
     model, alias = api["MODEL_NAME"], api["MODEL_ALIAS"]
+    airflow = f"http://localhost:{env.get('AIRFLOW_HOST_PORT') or 8080}"
+    mlflow = f"http://localhost:{env.get('MLFLOW_HOST_PORT') or 5000}"
+    admin = env.get("MLFLOW_ADMIN_USER") or "admin"
     return (
-        f"No version of {model} is in production yet (alias {alias!r}): the API pods run and "
-        f"become ready within MODEL_POLL_SECONDS ({api.get('MODEL_POLL_SECONDS') or 5} s) of a "
-        "promotion. Promote a trained version (run 01_ingest_data in Airflow first) with one of:\n"
-        "  Airflow  trigger 03_evaluate_and_promote with 'Promote automatically' on "
-        "(http://localhost:8080)\n"
-        f"  MLflow   http://localhost:5000 > Models > {model} > a version > Aliases: add {alias!r}"
-        "\n"
-        "  CLI      MLFLOW_TRACKING_URI=http://127.0.0.1:5000 MLFLOW_TRACKING_USERNAME=admin \\\n"
-        "           MLFLOW_TRACKING_PASSWORD=<MLFLOW_ADMIN_PASSWORD of .env> "
-        ".venv/bin/readmission promote <version>"
+        f"No version of {model} is in production yet (alias {alias!r}, or the legacy stage "
+        f"{PRODUCTION_STAGE}): the API pods run and become ready within MODEL_POLL_SECONDS "
+        f"({api.get('MODEL_POLL_SECONDS') or 5} s) of a promotion. Promote a trained version "
+        "(run 01_ingest_data in Airflow first) with one of:\n"
+        f"  Airflow  trigger 03_evaluate_and_promote with 'Promote automatically' on ({airflow})\n"
+        f"  MLflow   {mlflow} > Models > {model} > a version > Aliases: add {alias!r}\n"
+        "  CLI      (after `make setup`; .env points it at the compose warehouse and MLflow)\n"
+        f"           MLFLOW_TRACKING_USERNAME={admin} "
+        "MLFLOW_TRACKING_PASSWORD=<MLFLOW_ADMIN_PASSWORD of .env> \\\n"
+        "           .venv/bin/readmission promote <version>"
     )
 
 
@@ -285,6 +344,16 @@ def apply_order(manifests: Iterable[Manifest]) -> list[Manifest]:
 
 def describe(manifest: Manifest) -> str:
     return f"{manifest['kind'].lower()}/{manifest['metadata']['name']}"
+
+
+def autoscaled(manifests: Iterable[Manifest]) -> set[str]:
+    """The objects (`kind/name`) a HorizontalPodAutoscaler of `manifests` scales."""
+    return {
+        f"{target['kind'].lower()}/{target['name']}"
+        for manifest in manifests
+        if manifest.get("kind") == "HorizontalPodAutoscaler"
+        and (target := manifest["spec"]["scaleTargetRef"])
+    }
 
 
 def rollout_status(deployment: Manifest) -> tuple[bool, str]:
@@ -445,16 +514,52 @@ class Cluster:
     def _resource(self, api_version: str, kind: str) -> Any:
         return self.dynamic.resources.get(api_version=api_version, kind=kind)
 
-    def apply(self, manifest: Manifest) -> None:
+    def apply(self, manifest: Manifest, field_manager: str = FIELD_MANAGER) -> None:
         with api_errors(f"could not apply {describe(manifest)}"):
             resource = self._resource(manifest["apiVersion"], manifest["kind"])
             self.dynamic.server_side_apply(
                 resource,
                 body=manifest,
                 namespace=manifest["metadata"].get("namespace"),
-                field_manager=FIELD_MANAGER,
+                field_manager=field_manager,
                 force_conflicts=True,
             )
+
+    def apply_autoscaled(self, manifest: Manifest) -> None:
+        """Apply a Deployment that a HorizontalPodAutoscaler scales without resetting its size:
+        the manifest's replicas only create it. Whoever applies spec.replicas owns it, and a
+        forced apply would set it back on every deploy, undoing the HPA. So the count is handed
+        to a field manager of its own, at the current value (shared ownership: no change, no
+        conflict), and our manager applies the Deployment without it (Kubernetes' "transferring
+        ownership" recipe). Handing over before dropping matters: a field only we owned would
+        be removed, i.e. reset to 1."""
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        current = self.find_deployment(namespace, name)
+        without_replicas = copy.deepcopy(manifest)
+        initial = without_replicas["spec"].pop("replicas", 1)
+        if current is None:
+            self.apply(manifest)
+        replicas = initial if current is None else (current.get("spec") or {}).get("replicas")
+        handover = {
+            "apiVersion": manifest["apiVersion"],
+            "kind": manifest["kind"],
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas},
+        }
+        self.apply(handover, field_manager=REPLICAS_FIELD_MANAGER)
+        if current is not None:
+            self.apply(without_replicas)
+
+    def find_deployment(self, namespace: str, name: str) -> Manifest | None:
+        """The Deployment, or None when it does not exist (yet)."""
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        try:
+            return self.deployment(namespace, name)
+        except DeployError as error:
+            if isinstance(error.__cause__, NotFoundError):
+                return None
+            raise
 
     def deployment(self, namespace: str, name: str) -> Manifest:
         with api_errors(f"could not read deployment/{name}"):
@@ -479,8 +584,12 @@ def deploy(
     API without a model in production: until its pods run); on a timeout, say why the pods that
     lag do not serve."""
     ordered = apply_order(manifests)
+    scaled = autoscaled(ordered)
     for manifest in ordered:
-        cluster.apply(manifest)
+        if describe(manifest) in scaled:
+            cluster.apply_autoscaled(manifest)
+        else:
+            cluster.apply(manifest)
         echo(f"applied {describe(manifest)}")
     by_name = {m["metadata"]["name"]: m for m in ordered if m["kind"] == "Deployment"}
     waiting_for_model = set() if model_in_production else by_name.keys() & NOT_READY_HINTS.keys()
@@ -525,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.k8s", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("command", choices=["render", "apply"])
+    parser.add_argument("command", choices=["prepare", "render", "apply"])
     parser.add_argument("--overlay", type=Path, default=OVERLAY)
     parser.add_argument(
         "--image",
@@ -538,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300, help="rollout wait, seconds")
     args = parser.parse_args(argv)
     try:
+        if args.command == "prepare":
+            prepare(args.overlay)
+            print(f"prepared: kubectl kustomize {args.overlay} builds it now")
+            return 0
         images = parse_images(args.image)
         manifests = set_images(render(args.overlay), images)
         if args.command == "render":

@@ -6,20 +6,21 @@
 # there with the same numpy, scipy and scikit-learn.
 ARG AIRFLOW_IMAGE=apache/airflow:slim-3.3.2-python3.11
 
-# requirements.txt (apache-airflow and every other dependency pinned as in uv.lock) + the wheel.
+# requirements.txt (apache-airflow and every other dependency pinned as in uv.lock, with the lock's
+# hashes: pip then checks every download against them) + the wheel.
 FROM python:3.11-slim-bookworm AS build
 RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
 RUN mkdir -p /out \
- && uv export --frozen --no-dev --extra airflow --no-emit-project --no-hashes \
+ && uv export --frozen --no-dev --extra airflow --no-emit-project \
       --output-file /out/requirements.txt \
  && uv build --wheel --out-dir /out/dist
 
 FROM ${AIRFLOW_IMAGE}
 RUN --mount=type=bind,from=build,source=/out,target=/tmp/build \
-    pip install --no-cache-dir -r /tmp/build/requirements.txt \
+    pip install --no-cache-dir --require-hashes -r /tmp/build/requirements.txt \
  && pip install --no-cache-dir --no-deps /tmp/build/dist/*.whl
 USER root
 # Mount points of the named volumes, owned by airflow so the volumes inherit it.

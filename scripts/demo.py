@@ -149,11 +149,17 @@ def main() -> int:
     venv_bin = str(Path(sys.executable).parent)
     mlflow_url = f"http://127.0.0.1:{ports['mlflow']}"
     api_url = f"http://127.0.0.1:{ports['api']}"
+    # Explicit, like MLflow's: after `make up`, .env names the compose warehouse (deploy.dotenv),
+    # which is not the demo's.
+    warehouse_url = (
+        os.environ.get("DATABASE_URL") or f"sqlite:///{(home / 'warehouse.db').resolve()}"
+    )
     env = {
         **os.environ,
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
         "READMISSION_HOME": str(home),
         "MLFLOW_TRACKING_URI": mlflow_url,
+        "DATABASE_URL": warehouse_url,
         "MLFLOW_PORT": str(ports["mlflow"]),
         "MLFLOW_BACKEND_STORE_URI": os.environ.get(
             "MLFLOW_BACKEND_STORE_URI", f"sqlite:///{home / 'mlflow-server.db'}"
@@ -270,7 +276,9 @@ def run(
     wait_until("MLflow", lambda: answers(f"{mlflow_url}/health"), services, 120)
     log.info(f"MLflow is up at {mlflow_url}")
     # `readmission status` / `promote` in another shell read this (config.DEMO_ENV_FILE).
-    (home / DEMO_ENV_FILE).write_text(f"MLFLOW_TRACKING_URI={mlflow_url}\nAPI_URL={api_url}\n")
+    (home / DEMO_ENV_FILE).write_text(
+        f"MLFLOW_TRACKING_URI={mlflow_url}\nAPI_URL={api_url}\nDATABASE_URL={env['DATABASE_URL']}\n"
+    )
     services.start("airflow", [str(ROOT / "bin" / "airflow-standalone")], env)
     services.start("api", [str(ROOT / "bin" / "api")], env)
     services.start("ui", [str(ROOT / "bin" / "ui")], env)

@@ -400,6 +400,10 @@ def test_mlflow_asks_for_a_login_and_each_client_has_its_own(compose_model: dict
     assert (api["MLFLOW_TRACKING_USERNAME"], api["MLFLOW_TRACKING_PASSWORD"]) == reader
     assert reader[0] != admin[0] and reader[1] != admin[1]
     assert services["mlflow-init"]["entrypoint"] == ["bin/mlflow-users"]
+    # The reader is granted the model and experiment the tasks write and the API reads.
+    for key in ("MODEL_NAME", "MLFLOW_EXPERIMENT_NAME"):
+        assert init[key] == services["airflow-scheduler"]["environment"][key], key
+    assert init["MODEL_NAME"] == api["MODEL_NAME"]
     assert services["api"]["depends_on"]["mlflow-init"]["condition"] == (
         "service_completed_successfully"
     )

@@ -6,9 +6,11 @@ import stat
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from deploy import dotenv
+from readmission.config import Settings
 
 from .conftest import ROOT, env_values
 
@@ -19,11 +21,11 @@ def test_env_created_from_the_example_has_every_secret_and_keeps_the_rest(tmp_pa
     env = tmp_path / ".env"
     generated = dotenv.ensure(env, EXAMPLE)
     values, example = env_values(env.read_text()), env_values(EXAMPLE.read_text())
-    assert set(generated) == set(dotenv.SECRETS)
+    assert set(generated) == set(dotenv.SECRETS) | set(dotenv.HOST_SETTINGS)
     for key in dotenv.SECRETS:
         assert len(values[key]) >= 32, key
     for key, value in example.items():
-        if key not in dotenv.SECRETS:
+        if key not in {*dotenv.SECRETS, *dotenv.HOST_SETTINGS}:
             assert values[key] == value, key
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     comments = [line for line in EXAMPLE.read_text().splitlines() if line.startswith("#")]
@@ -89,6 +91,47 @@ def test_what_python_dotenv_reads_as_empty_or_absent_gets_a_secret() -> None:
 def test_main_reports_what_it_generated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     env = tmp_path / ".env"
     dotenv.main(["--env", str(env), "--example", str(EXAMPLE)])
-    assert capsys.readouterr().out.startswith(".env created from .env.example: generated ")
+    assert capsys.readouterr().out.startswith(".env created from .env.example: set ")
     dotenv.main(["--env", str(env), "--example", str(EXAMPLE)])
-    assert capsys.readouterr().out == ".env: every secret is set\n"
+    assert capsys.readouterr().out == ".env: every secret and host setting is set\n"
+
+
+def test_the_cli_on_the_host_uses_the_compose_warehouse_and_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: with DATABASE_URL empty, `readmission promote` on the host wrote its ledger row
+    in .readmission/warehouse.db. The settings the CLI reads from .env point at the stack's
+    warehouse and MLflow at their host ports."""
+    env = tmp_path / ".env"
+    env.write_text(
+        EXAMPLE.read_text()
+        + "POSTGRES_HOST_PORT=6543\nMLFLOW_HOST_PORT=5055\nWAREHOUSE_DB_PASSWORD='p@ss w/rd'\n"
+    )
+    assert {"DATABASE_URL", "MLFLOW_TRACKING_URI"} <= set(dotenv.ensure(env, EXAMPLE))
+    for field in Settings.model_fields.values():
+        monkeypatch.delenv(str(field.alias), raising=False)
+    monkeypatch.chdir(tmp_path)  # where pydantic-settings reads .env, as in the checkout
+    settings = Settings()
+    url = sa.make_url(settings.warehouse_url)
+    assert (url.drivername, url.username, url.password) == (
+        "postgresql+psycopg",
+        "warehouse",
+        "p@ss w/rd",
+    )
+    assert (url.host, url.port, url.database) == ("127.0.0.1", 6543, "warehouse")
+    assert settings.tracking_uri == "http://127.0.0.1:5055"
+
+
+def test_host_settings_fill_an_old_env_and_never_replace_a_set_one(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("DATABASE_URL=\nMLFLOW_TRACKING_URI=http://mlflow.example:5000\n")
+    assert "DATABASE_URL" in dotenv.ensure(env, EXAMPLE)
+    values = env_values(env.read_text())
+    password = values["WAREHOUSE_DB_PASSWORD"]
+    assert values["DATABASE_URL"] == (
+        f"postgresql+psycopg://warehouse:{password}@127.0.0.1:5433/warehouse"
+    )
+    assert values["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
+    before = env.read_text()
+    assert dotenv.ensure(env, EXAMPLE) == []
+    assert env.read_text() == before

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from deploy import k8s
 
-from .conftest import by_kind, env_values
+from .conftest import ROOT, by_kind, env_values
 
 
 def deployment(
@@ -61,10 +64,15 @@ class FakeCluster:
     def __init__(self, states: dict[str, list[dict]], pods: list[dict] | None = None) -> None:
         self.states = states
         self.applied: list[str] = []
+        self.autoscaled: list[str] = []
         self.pod_list = pods or []
 
     def apply(self, manifest: dict) -> None:
         self.applied.append(k8s.describe(manifest))
+
+    def apply_autoscaled(self, manifest: dict) -> None:
+        self.applied.append(k8s.describe(manifest))
+        self.autoscaled.append(k8s.describe(manifest))
 
     def deployment(self, namespace: str, name: str) -> dict:
         sequence = self.states[name]
@@ -74,9 +82,29 @@ class FakeCluster:
         return [p for p in self.pod_list if p["metadata"]["labels"] == selector]
 
 
-def test_render_uses_kustomize_with_the_load_restrictor_off(manifests: list[dict]) -> None:
-    assert k8s.kustomize_command()[-2:] == ["--load-restrictor", "LoadRestrictionsNone"]
-    assert {"Namespace", "Deployment", "Secret", "EndpointSlice"} <= {m["kind"] for m in manifests}
+def test_stock_kubectl_kustomize_builds_the_overlay_after_prepare(
+    render_tree: Path, manifests: list[dict], tmp_path: Path
+) -> None:
+    """Issue 22: plain `kubectl kustomize` / `kubectl apply -k` failed on files outside the
+    kustomization (monitoring/, the Secrets' .env values). `prepare` writes them inside."""
+    for folder in ("k8s", "monitoring"):
+        shutil.copytree(
+            render_tree / folder, tmp_path / folder, ignore=shutil.ignore_patterns("generated")
+        )
+    shutil.copy(render_tree / ".env", tmp_path / ".env")
+    overlay = tmp_path / "k8s" / "overlays" / "k3d"
+    kubectl = ["kubectl", "kustomize", str(overlay)]
+    before = subprocess.run(kubectl, capture_output=True, text=True, timeout=120)
+    assert before.returncode != 0 and "generated" in before.stderr
+    assert k8s.main(["prepare", "--overlay", str(overlay)]) == 0
+    after = subprocess.run(kubectl, capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0, after.stderr
+    built = [doc for doc in yaml.safe_load_all(after.stdout) if doc]
+    assert k8s.kustomize_command() in (["kustomize", "build"], ["kubectl", "kustomize"])
+    # The same objects as the helper renders (Secrets' values aside: each tree has its own .env).
+    assert sorted(map(k8s.describe, built)) == sorted(map(k8s.describe, manifests))
+    assert {"Namespace", "Deployment", "Secret", "EndpointSlice"} <= {m["kind"] for m in built}
+    assert (overlay / "generated").stat().st_mode & 0o077 == 0  # Secrets' values: owner only
 
 
 def test_render_explains_a_missing_env_file(render_tree: Path, tmp_path: Path) -> None:
@@ -567,23 +595,6 @@ class FakeMlflow:
         return httpx.Response(self.status, json=self.body, request=httpx.Request("GET", url))
 
 
-def test_production_version_asks_mlflow_as_the_apis_read_only_user(render_tree: Path) -> None:
-    overlay = render_tree / "k8s" / "overlays" / "k3d"
-    mlflow = FakeMlflow(200, {"model_version": {"version": "3"}})
-    assert k8s.production_version(overlay, get=mlflow) == "3"
-    ((url, kwargs),) = mlflow.calls
-    env = env_values((render_tree / ".env").read_text())
-    assert url == "http://127.0.0.1:5000/api/2.0/mlflow/registered-models/alias"
-    assert kwargs["params"] == {"name": "diabetes-readmission-predictor", "alias": "production"}
-    assert kwargs["auth"] == (env["MLFLOW_API_USER"], env["MLFLOW_API_PASSWORD"])
-
-
-def test_production_version_is_none_when_nothing_is_promoted(render_tree: Path) -> None:
-    overlay = render_tree / "k8s" / "overlays" / "k3d"
-    missing = {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "alias not found"}
-    assert k8s.production_version(overlay, get=FakeMlflow(404, missing)) is None
-
-
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
@@ -606,31 +617,11 @@ def test_an_unreachable_mlflow_points_at_make_up(render_tree: Path) -> None:
         k8s.production_version(render_tree / "k8s" / "overlays" / "k3d", get=refuse)
 
 
-def test_apply_without_a_production_version_exits_0_and_says_how_to_promote(
-    render_tree: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    """`make k8s-up` right after `make up`: deployed, then the three ways to promote."""
-    deployed = {}
-
-    def fake_deploy(manifests: list, cluster: Any, timeout: float, **kwargs: Any) -> None:
-        deployed.update(kwargs, count=len(manifests))
-
-    monkeypatch.setattr(k8s, "production_version", lambda overlay: None)
-    monkeypatch.setattr(k8s.Cluster, "connect", classmethod(lambda cls, context: cls(None)))
-    monkeypatch.setattr(k8s, "deploy", fake_deploy)
-    code = k8s.main(["apply", "--overlay", str(render_tree / "k8s" / "overlays" / "k3d")])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert deployed["model_in_production"] is False and deployed["count"] > 20
-    assert "production version: none yet" in out
-    assert "No version of diabetes-readmission-predictor is in production yet" in out
-    for way in ("03_evaluate_and_promote", "Aliases: add 'production'", "readmission promote"):
-        assert way in out
-
-
 def test_workload_secrets_need_the_generated_env(render_tree: Path, tmp_path: Path) -> None:
     for folder in ("k8s", "monitoring"):
-        shutil.copytree(render_tree / folder, tmp_path / folder)
+        shutil.copytree(
+            render_tree / folder, tmp_path / folder, ignore=shutil.ignore_patterns("generated")
+        )
     (tmp_path / ".env").write_text("API_RELOAD_TOKEN=x\n")
     with pytest.raises(
         k8s.DeployError,
@@ -638,7 +629,7 @@ def test_workload_secrets_need_the_generated_env(render_tree: Path, tmp_path: Pa
         r"`make up`",
     ):
         k8s.render(tmp_path / "k8s" / "overlays" / "k3d")
-    written = tmp_path / ".deploy" / "k3d"
+    written = tmp_path / "k8s" / "overlays" / "k3d" / "generated"
     assert not written.exists()
 
 
@@ -662,3 +653,106 @@ def test_the_apis_database_url_is_made_of_env_with_its_password_quoted(
     )
     assert (url.host, url.port, url.database) == ("postgres", 5432, "warehouse")
     assert password not in written["DATABASE_URL"]  # quoted, so the URL parses
+
+
+class StatefulDynamic(FakeDynamic):
+    """FakeDynamic that also answers reads of Deployments: `existing` maps a name to its
+    spec.replicas (absent: 404, as the API server answers)."""
+
+    def __init__(self, existing: dict[str, int]) -> None:
+        super().__init__()
+        self.existing = existing
+
+    def get(self, api_version: str, kind: str) -> Any:
+        dynamic = self
+
+        class Resource:
+            def get(self, name: str, namespace: str) -> Any:
+                if name not in dynamic.existing:
+                    raise NotFoundError(ApiException(status=404, reason="Not Found"))
+                state = {"spec": {"replicas": dynamic.existing[name]}}
+                return type("Found", (), {"to_dict": lambda self: state})()
+
+        return Resource()
+
+    def server_side_apply(self, resource: Any, body: dict, **kwargs: Any) -> None:
+        self.calls.append(
+            (kwargs["field_manager"], body["spec"].get("replicas"), len(body["spec"]))
+        )
+
+
+def test_deploy_applies_the_autoscaled_api_through_the_replica_handover(
+    manifests: list[dict],
+) -> None:
+    names = by_kind(manifests, "Deployment")
+    states = {
+        name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names
+    }
+    states["api"] = [deployment("api", available=2)]
+    cluster = FakeCluster(states)
+    k8s.deploy(manifests, cluster, timeout=0, echo=lambda line: None)
+    assert cluster.autoscaled == ["deployment/api"]
+    assert k8s.autoscaled(manifests) == {"deployment/api"}
+
+
+def test_an_autoscaled_deployment_is_created_with_its_replicas_and_then_never_resized(
+    manifests: list[dict],
+) -> None:
+    """Issue 22: `replicas: 2`, force-applied on every `make k8s-up`, undid the HPA's scaling."""
+    api = by_kind(manifests, "Deployment")["api"]
+    created = StatefulDynamic({})
+    k8s.Cluster(created).apply_autoscaled(api)
+    # Created at the manifest's size, which the replicas manager then co-owns at that value.
+    assert created.calls[0][:2] == ("readmission-deploy", 2)
+    assert created.calls[1] == ("readmission-deploy-replicas", 2, 1)
+    assert len(created.calls) == 2
+
+    scaled = StatefulDynamic({"api": 5})  # the HPA scaled it to 5 since
+    k8s.Cluster(scaled).apply_autoscaled(api)
+    # First the count, at what the HPA set, then the Deployment without it: 5 stays 5.
+    assert scaled.calls[0] == ("readmission-deploy-replicas", 5, 1)
+    assert scaled.calls[1][:2] == ("readmission-deploy", None)
+    assert len(scaled.calls) == 2
+
+
+def test_the_helper_runs_in_the_deploy_group_alone(render_tree: Path, tmp_path: Path) -> None:
+    """Issue 22: `make k8s-up` built the whole development venv (Airflow, Playwright: 1.7 GB) for
+    a helper that needs four packages. The same uv command as the Makefile's, from uv.lock."""
+    uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+    venv = tmp_path / "venv"
+    synced = subprocess.run(
+        [uv, "sync", "--frozen", "--only-group", "deploy", "--no-install-project"],
+        cwd=ROOT,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert synced.returncode == 0, synced.stderr
+    site = next(venv.glob("lib/python*/site-packages"))
+    assert not (site / "mlflow").exists() and not (site / "airflow").exists()
+    rendered = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "deploy.k8s",
+            "render",
+            "--overlay",
+            str(render_tree / "k8s" / "overlays" / "k3d"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert "kind: HorizontalPodAutoscaler" in rendered.stdout
+    # Cluster's client is imported when it is used: import it too, as apply does.
+    imported = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import kubernetes.dynamic, deploy.k8s"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr

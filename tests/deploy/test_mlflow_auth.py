@@ -1,16 +1,20 @@
 """MLflow behind its login, as compose and Kubernetes run it: a real auth-enabled server started
 with bin/mlflow-server (PostgreSQL store, artifacts in S3), the API's read-only user created by
-bin/mlflow-users, a version trained and promoted by the admin as the Airflow tasks do, and read,
-never changed, by the read-only user. Also: the logged model pins the numpy, scipy, scikit-learn
-and pandas that the serving image installs (one resolution in uv.lock)."""
+bin/mlflow-users with READ on the model and its experiment alone, a version trained and promoted
+by the admin as the Airflow tasks do, and read, never changed, by the read-only user; deploy.k8s
+asking that server, as that user, what is in production before and after a promotion. Also: the
+logged model pins the numpy, scipy, scikit-learn and pandas that the serving image installs (one
+resolution in uv.lock)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -18,6 +22,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from deploy import dotenv, k8s
 from readmission import registry, training, warehouse
 from readmission.config import Settings
 from readmission.schema import example_encounter
@@ -28,6 +33,9 @@ from .conftest import ROOT
 
 ADMIN = ("admin", f"admin-{uuid.uuid4().hex}")
 READER = ("readmission-api", f"reader-{uuid.uuid4().hex}")
+# The experiment and model of this module's lineage, which bin/mlflow-users lets the reader read.
+EXPERIMENT = f"readmission-auth-{uuid.uuid4().hex[:8]}"
+MODEL = f"readmission-auth-{uuid.uuid4().hex[:8]}"
 # What a model needs to load and score as it was trained: the compiled, pickled part of the stack.
 SCIENTIFIC_STACK = ("numpy", "scipy", "scikit-learn", "pandas", "mlflow")
 
@@ -52,7 +60,9 @@ def auth_server(
         yield url
 
 
-def mlflow_users(server: str, admin: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+def mlflow_users(
+    server: str, admin: tuple[str, str], model: str = MODEL
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(ROOT / "bin" / "mlflow-users")],
         env=service_env(
@@ -61,6 +71,8 @@ def mlflow_users(server: str, admin: tuple[str, str]) -> subprocess.CompletedPro
             MLFLOW_TRACKING_PASSWORD=admin[1],
             MLFLOW_READER_USERNAME=READER[0],
             MLFLOW_READER_PASSWORD=READER[1],
+            MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+            MODEL_NAME=model,
         ),
         capture_output=True,
         text=True,
@@ -100,7 +112,8 @@ def trained(
             READMISSION_HOME=str(home),
             DATABASE_URL=create_database(),
             MLFLOW_TRACKING_URI=auth_server,
-            MODEL_NAME=f"readmission-auth-{uuid.uuid4().hex[:8]}",
+            MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+            MODEL_NAME=MODEL,
             BATCH_SIZE=500,
             MIN_BATCH_ROWS=100,
         )
@@ -132,7 +145,7 @@ def test_mlflow_users_is_idempotent_and_needs_the_admin(
     assert "updated" in again.stdout
     refused = mlflow_users(auth_server, (ADMIN[0], "not-the-password"))
     assert refused.returncode == 1
-    assert "cannot create 'readmission-api'" in refused.stderr
+    assert "cannot set up 'readmission-api'" in refused.stderr
 
 
 @pytest.mark.slow
@@ -205,3 +218,182 @@ def test_the_api_serves_the_production_version_as_the_read_only_user(
         response = api.post("/predict", json=example_encounter())
         assert response.status_code == 200, response.text
         assert 0 <= response.json()["probability"] <= 1
+
+
+def as_admin(server: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """One MLflow REST call as the admin (what the Airflow tasks and people in the UI do)."""
+    response = httpx.request(
+        method, f"{server}/api/2.0/mlflow/{path}", auth=ADMIN, timeout=30, **kwargs
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def as_reader(server: str, method: str, path: str, **kwargs: Any) -> int:
+    return httpx.request(
+        method, f"{server}/api/2.0/mlflow/{path}", auth=READER, timeout=30, **kwargs
+    ).status_code
+
+
+def test_the_reader_can_create_nothing_and_reads_only_its_model_and_experiment(
+    auth_server: str, reader: tuple[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 22: with MLflow's defaults the API's user could create experiments and models (and
+    own them), take the model's name before the first training run and read every run."""
+    other = uuid.uuid4().hex[:8]
+    other_experiment = as_admin(auth_server, "POST", "experiments/create", json={"name": other})
+    as_admin(auth_server, "POST", "registered-models/create", json={"name": other})
+    for path, body in [
+        ("experiments/create", {"name": f"mine-{other}"}),
+        ("registered-models/create", {"name": f"mine-{other}"}),
+        ("registered-models/alias", {"name": MODEL, "alias": "production", "version": "1"}),
+        ("registered-models/alias", {"name": other, "alias": "production", "version": "1"}),
+    ]:
+        assert as_reader(auth_server, "POST", path, json=body) == 403, path
+    assert as_reader(auth_server, "GET", "registered-models/get", params={"name": MODEL}) == 200
+    assert as_reader(auth_server, "GET", "registered-models/get", params={"name": other}) == 403
+    mine = {"experiment_name": EXPERIMENT}
+    assert as_reader(auth_server, "GET", "experiments/get-by-name", params=mine) == 200
+    theirs = {"experiment_id": other_experiment["experiment_id"]}
+    assert as_reader(auth_server, "GET", "experiments/get", params=theirs) == 403
+
+    # Runs and their artifacts: those of the model's experiment only.
+    sign_in(monkeypatch, ADMIN)
+    client = mlflow.MlflowClient(auth_server)
+    own_experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert own_experiment is not None
+    runs = {}
+    for name, experiment_id in [
+        ("own", own_experiment.experiment_id),
+        ("other", other_experiment["experiment_id"]),
+    ]:
+        run = client.create_run(experiment_id)
+        client.log_text(run.info.run_id, f"{name} notes", "notes.txt")
+        runs[name] = run.info.run_id
+    sign_in(monkeypatch, reader)
+
+    def notes(run: str) -> str:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=runs[run],
+            artifact_path="notes.txt",
+            tracking_uri=auth_server,
+            dst_path=str(tmp_path / run),
+        )
+        return Path(path).read_text()
+
+    assert notes("own") == "own notes"
+    with pytest.raises(MlflowException) as refused:
+        notes("other")
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    assert as_reader(auth_server, "GET", "runs/get", params={"run_id": runs["other"]}) == 403
+
+
+def deploy_tree(root: Path, server: str, model: str) -> Path:
+    """A checkout as `make up` leaves it for `make k8s-up`: .env with the compose host ports (here
+    the auth server's) and the API's MLflow login, k8s/ whose api.env names `model`. Returns the
+    k3d overlay."""
+    for folder in ("k8s", "monitoring"):
+        shutil.copytree(ROOT / folder, root / folder)
+    env = root / ".env"
+    dotenv.ensure(env, ROOT / ".env.example")
+    port = server.rsplit(":", 1)[1]
+    with env.open("a") as out:
+        out.write(f"MLFLOW_HOST_PORT={port}\nAIRFLOW_HOST_PORT=18080\n")
+        out.write(f"MLFLOW_API_USER={READER[0]}\nMLFLOW_API_PASSWORD={READER[1]}\n")
+    api_env = root / "k8s" / "base" / "api.env"
+    api_env.write_text(
+        api_env.read_text().replace(
+            "MODEL_NAME=diabetes-readmission-predictor", f"MODEL_NAME={model}"
+        )
+    )
+    return root / "k8s" / "overlays" / "k3d"
+
+
+def k8s_up(
+    overlay: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> tuple[int, str, dict[str, Any]]:
+    """`python -m deploy.k8s apply` against the real MLflow, with no cluster here: the cluster
+    calls record what would be deployed."""
+    deployed: dict[str, Any] = {}
+
+    def record(manifests: list, cluster: Any, timeout: float, **kwargs: Any) -> None:
+        deployed.update(kwargs)
+
+    monkeypatch.setattr(k8s.Cluster, "connect", classmethod(lambda cls, context: cls(None)))
+    monkeypatch.setattr(k8s, "deploy", record)
+    code = k8s.main(["apply", "--overlay", str(overlay)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err, deployed
+
+
+def test_k8s_up_finds_nothing_in_production_until_an_alias_or_the_production_stage(
+    auth_server: str,
+    reader: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """`make k8s-up` right after `make up` (model created by mlflow-init, no version), with a
+    version but no alias, with a version in stage Staging: nothing in production, exit 0 and the
+    promotion hint with .env's ports. A version in the legacy stage Production, then an alias:
+    what the API serves."""
+    model = f"k8s-up-{uuid.uuid4().hex[:8]}"
+    assert mlflow_users(auth_server, ADMIN, model).returncode == 0
+    overlay = deploy_tree(tmp_path, auth_server, model)
+    port = auth_server.rsplit(":", 1)[1]
+
+    def nothing_in_production() -> None:
+        code, out, deployed = k8s_up(overlay, monkeypatch, capsys)
+        assert code == 0, out
+        assert deployed["model_in_production"] is False
+        assert "production version: none yet" in out
+        assert f"No version of {model} is in production yet" in out
+        assert "http://localhost:18080" in out
+        assert f"http://localhost:{port} > Models > {model}" in out
+        assert "readmission promote <version>" in out
+
+    nothing_in_production()
+    # The API pods' own check answers too (no RegistryUnreachable on a fresh deployment).
+    sign_in(monkeypatch, reader)
+    for field in Settings.model_fields.values():
+        monkeypatch.delenv(str(field.alias), raising=False)
+    settings = Settings(
+        READMISSION_HOME=str(tmp_path / "home"), MLFLOW_TRACKING_URI=auth_server, MODEL_NAME=model
+    )
+    assert registry.production_version(settings) is None
+
+    source = {"name": model, "source": "s3://mlflow/auth-artifacts/none"}
+    as_admin(auth_server, "POST", "model-versions/create", json=source)
+    nothing_in_production()
+    stage = {"name": model, "version": "1", "archive_existing_versions": False}
+    as_admin(
+        auth_server, "POST", "model-versions/transition-stage", json=stage | {"stage": "Staging"}
+    )
+    nothing_in_production()
+
+    as_admin(auth_server, "POST", "model-versions/create", json=source)
+    as_admin(
+        auth_server,
+        "POST",
+        "model-versions/transition-stage",
+        json=stage | {"version": "2", "stage": "Production"},
+    )
+    assert k8s.production_version(overlay) == "2"
+    assert registry.production_version(settings).version == "2"
+    alias = {"name": model, "alias": "production", "version": "1"}
+    as_admin(auth_server, "POST", "registered-models/alias", json=alias)
+    assert k8s.production_version(overlay) == "1"
+    code, out, deployed = k8s_up(overlay, monkeypatch, capsys)
+    assert code == 0 and deployed["model_in_production"] is True
+    assert "production version: 1" in out and "No version" not in out
+
+
+def test_k8s_up_names_the_grant_when_the_reader_may_not_read_the_model(
+    auth_server: str, reader: tuple[str, str], tmp_path: Path
+) -> None:
+    """A model of api.env that mlflow-init did not grant (MODEL_NAME of .env differs): 403."""
+    model = f"ungranted-{uuid.uuid4().hex[:8]}"
+    as_admin(auth_server, "POST", "registered-models/create", json={"name": model})
+    overlay = deploy_tree(tmp_path, auth_server, model)
+    with pytest.raises(k8s.DeployError, match=r"denies the API's user 'readmission-api'.*403"):
+        k8s.production_version(overlay)

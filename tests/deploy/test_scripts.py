@@ -32,7 +32,8 @@ exit 0
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A copy of what the scripts use, with docker, k3d, kubectl and .venv/bin/python faked."""
+    """A copy of what the scripts use, with docker, k3d, kubectl and the deploy helper's python
+    (.deploy/venv/bin/python) faked."""
     root = tmp_path / "repo"
     for folder in ("scripts", "deploy", "k3d"):
         shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -43,7 +44,7 @@ def repo(tmp_path: Path) -> Path:
         write_executable(tools / tool, FAKE_TOOL.format(tool=tool))
     # The deploy helper is tested on its own (test_k8s_helper.py); here: how it is called.
     write_executable(
-        root / ".venv" / "bin" / "python",
+        root / ".deploy" / "venv" / "bin" / "python",
         f'#!/usr/bin/env bash\necho "python $*" >> "$FAKE_LOG"\n'
         f'[ "$1 $2" = "-m deploy.k8s" ] && exit 0\nexec {sys.executable} "$@"\n',
     )

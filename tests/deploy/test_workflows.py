@@ -3,8 +3,10 @@ and the deployment workflow's steps: it cannot run here (no Docker), so what it 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -150,3 +152,64 @@ def test_the_prediction_step_builds_a_request_and_reads_the_response_the_api_has
     assert isinstance(encounter, dict) and len(encounter) > 40
     assert "probability" in Prediction.model_fields
     assert "jq -e '.probability >= 0 and .probability <= 1' prediction.json" in step["run"]
+
+
+def test_actions_are_pinned_by_commit() -> None:
+    """Issue 22: a tag (`@v4`) can be moved to other code; a commit cannot."""
+    for path in WORKFLOWS:
+        for line in path.read_text().splitlines():
+            if "uses:" in line:
+                assert re.search(r"uses: [\w.-]+/[\w.-]+@[0-9a-f]{40}  # v\d", line), (
+                    f"{path.name}: {line.strip()}"
+                )
+
+
+def test_k3d_is_installed_only_when_its_sha256_matches_the_release(tmp_path: Path) -> None:
+    """The install step's check, run for real on a stand-in download and checksums file."""
+    step = next(s for s in steps(load_yaml(DEPLOY)) if s.get("name", "").startswith("Install k3d"))
+    script = step["run"]
+    assert "checksums.txt" in script and "sha256sum --check --strict" in script
+    check = script.split("\n", 3)[3].split("sudo install", 1)[0]  # after the two downloads
+    binary = tmp_path / "k3d-linux-amd64"
+    binary.write_bytes(b"k3d")
+    digest = hashlib.sha256(b"k3d").hexdigest()
+
+    def verify(checksums: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "k3d-checksums.txt").write_text(checksums)
+        return subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", check],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert verify(f"{digest}  _dist/k3d-linux-amd64\n{'0' * 64}  k3d-linux-arm64\n").returncode == 0
+    assert verify(f"{'0' * 64}  k3d-linux-amd64\n").returncode != 0
+    assert verify(f"{digest}  k3d-linux-arm64\n").returncode != 0
+
+
+def test_the_pipeline_wait_stops_at_the_first_failed_dag() -> None:
+    step = next(s for s in steps(load_yaml(DEPLOY)) if "dagRuns" in s.get("run", ""))
+    for dag in ("01_ingest_data", "02_warm_start_training", "03_evaluate_and_promote"):
+        assert dag in step["run"]
+    assert 'if [ "$state" = failed ]' in step["run"]
+
+
+def test_failure_diagnostics_hold_task_logs_policies_endpoints_and_the_ingress_log() -> None:
+    collect = next(s for s in steps(load_yaml(DEPLOY)) if s.get("name", "").startswith("Collect"))[
+        "run"
+    ]
+    for needed in (
+        "airflow-scheduler:/opt/airflow/logs",
+        "get networkpolicies",
+        "get endpointslices",
+        "-n kube-system logs deploy/traefik",
+    ):
+        assert needed in collect, needed
+
+
+def test_the_cli_promotion_is_checked_in_the_compose_warehouse() -> None:
+    step = next(s for s in steps(load_yaml(DEPLOY)) if "readmission promote" in s.get("run", ""))
+    assert "MLFLOW_TRACKING_URI" not in step["run"]  # from .env, like DATABASE_URL
+    assert "SELECT count(*) FROM promotions" in step["run"]
