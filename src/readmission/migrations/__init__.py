@@ -48,11 +48,17 @@ def current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def tables() -> list[sa.Table]:
-    """Every table of the warehouse, as the code uses it (the ledger keeps its own metadata)."""
+def metadatas() -> list[sa.MetaData]:
+    """The warehouse's tables as the code uses them (the ledger keeps its own MetaData): what
+    the newest revision must create, and what autogenerate compares a new revision against."""
     from readmission import ledger, warehouse  # they import this package: read them late
 
-    return [*warehouse.metadata.sorted_tables, *ledger.metadata.sorted_tables]
+    return [warehouse.metadata, ledger.metadata]
+
+
+def tables() -> list[sa.Table]:
+    """Every table of the warehouse."""
+    return [table for metadata in metadatas() for table in metadata.sorted_tables]
 
 
 def upgrade(conn: Connection) -> None:

@@ -9,10 +9,9 @@ from readmission import migrations
 connection = context.config.attributes.get("connection")
 if connection is None:  # offline SQL scripts: the warehouse upgrades itself, in code
     raise SystemExit("run migrations through readmission.migrations, on a connection")
-metadatas = list({id(t.metadata): t.metadata for t in migrations.tables()}.values())
 context.configure(
     connection=connection,
-    target_metadata=metadatas,
+    target_metadata=migrations.metadatas(),
     render_as_batch=True,  # SQLite cannot ALTER most things: autogenerate writes batch ops
     compare_type=True,
 )
