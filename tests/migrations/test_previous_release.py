@@ -5,8 +5,6 @@ and the API (bin/api under uvicorn) serves the old version. On PostgreSQL and on
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,46 +18,28 @@ from readmission import migrations, model_card, registry, training, warehouse
 from readmission.config import Settings
 from readmission.schema import example_encounter
 from tests.api.serving import platform_settings, running_api
-from tests.conftest import ROOT, service_env
+from tests.migrations import previous_release
 
 pytestmark = pytest.mark.slow
-
-PREVIOUS_RELEASE = "555a3c1"  # main before issue 21: its schema made by create_all
 
 
 @pytest.fixture(scope="module")
 def previous_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The previous release's src/, from git (CI runs in a full clone: the history is there)."""
-    target = tmp_path_factory.mktemp("previous-release")
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE, "src"],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target / "src"
+    return previous_release.extract(tmp_path_factory.mktemp("previous-release"))
 
 
-def previous_release(src: Path, settings: Settings, cwd: Path, *args: str) -> str:
-    """`python -m readmission ARGS` of the previous release, on the settings' stores."""
-    done = subprocess.run(
-        [sys.executable, "-m", "readmission", *args],
-        env=service_env(
-            PYTHONPATH=str(src),  # ahead of the venv's editable install of this code
-            DATABASE_URL=settings.warehouse_url,
-            MLFLOW_TRACKING_URI=settings.tracking_uri,
-            MODEL_NAME=settings.model_name,
-            BATCH_SIZE=str(settings.batch_size),
-            READMISSION_HOME=str(cwd / "home"),
-        ),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
+def previous_cli(src: Path, settings: Settings, cwd: Path, *args: str) -> str:
+    """`readmission ARGS` of the previous release, on the settings' stores."""
+    return previous_release.run(
+        src,
+        cwd,
+        ["-m", "readmission", *args],
+        DATABASE_URL=settings.warehouse_url,
+        MLFLOW_TRACKING_URI=settings.tracking_uri,
+        MODEL_NAME=settings.model_name,
+        BATCH_SIZE=str(settings.batch_size),
+        READMISSION_HOME=str(cwd / "home"),
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
 
 
 def table_counts(url: str) -> dict[str, int]:
@@ -90,10 +70,12 @@ def test_a_warehouse_and_lineage_of_the_previous_release_keep_serving_and_traini
     first_extract = tmp_path / "first.csv"
     sample.iloc[:1500].to_csv(first_extract, index=False)
 
-    code = previous_release(previous_src, settings, tmp_path, "--version")
-    assert code.strip(), "the previous release printed no version"
-    previous_release(previous_src, settings, tmp_path, "ingest", "--source", str(first_extract))
-    trained = previous_release(previous_src, settings, tmp_path, "train", "--batches", "1")
+    where = previous_release.run(
+        previous_src, tmp_path, ["-c", "import readmission; print(readmission.__file__)"]
+    )
+    assert where.startswith(str(previous_src)), where  # the previous release's code runs
+    previous_cli(previous_src, settings, tmp_path, "ingest", "--source", str(first_extract))
+    trained = previous_cli(previous_src, settings, tmp_path, "train", "--batches", "1")
     assert "batch 1 -> version 1 (parent none)" in trained, trained
     before = table_counts(url)
     assert "alembic_version" not in before and before["raw_encounters"] > 0
