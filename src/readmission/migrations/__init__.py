@@ -12,7 +12,6 @@ with the ledger's first use), then the later revisions run. docs/migrations.md: 
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
@@ -82,12 +81,7 @@ def revision(message: str) -> None:
         try:
             with engine.begin() as conn:
                 command.upgrade(config(conn), "head")
-                command.revision(config(conn), message=message, autogenerate=True)
+                number = f"{int(head()) + 1:04d}"  # numbered: the files sort in order
+                command.revision(config(conn), message, autogenerate=True, rev_id=number)
         finally:
             engine.dispose()
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "revision":
-        raise SystemExit('usage: python -m readmission.migrations revision "what changes"')
-    revision(sys.argv[2])
