@@ -1000,7 +1000,7 @@ def _lease_lock(url: str) -> Iterator[tuple[Callable[[], bool], Callable[[], boo
                 yield try_pg, holding_pg
             finally:
                 # A lost session holds no lock: nothing to release.
-                with suppress(sa.exc.DBAPIError):
+                with suppress(sa.exc.DBAPIError, sa.exc.PendingRollbackError):
                     conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
         return
     database = sa.make_url(url).database or "warehouse"
