@@ -40,7 +40,7 @@ from readmission.validation import validate
 HOLDOUT_BATCH = 0
 log = logging.getLogger(__name__)
 _LOCK_ID = 7_296_001  # PostgreSQL advisory lock serialising ingests
-_SCHEMA_LOCK_ID = 7_296_002  # ... and schema creation
+_SCHEMA_LOCK_ID = 7_296_002  # ... and schema migrations
 _LEASE_ID = 7_296_003  # PostgreSQL advisory lock held for as long as a training run lives
 # Quarantine reasons, as counted in ingest reports.
 INVALID_ID = "invalid_encounter_id"
