@@ -18,6 +18,7 @@ import readmission
 from readmission import (
     holdout,
     ledger,
+    migrations,
     performance,
     promotion,
     steps,
@@ -234,16 +235,19 @@ def change_control_plan(
 
 @app.command("init-warehouse")
 def init_warehouse() -> None:
-    """Create the warehouse's tables and grant the serving API's login what it may do there.
+    """Create or upgrade the warehouse's schema (readmission.migrations) and grant the serving
+    API's login what it may do there.
 
     Run as the warehouse's owner before the API starts (compose: the one-shot warehouse-init):
-    the API's login (readmission_api) may not create tables. Every other command creates them on
-    first use too. Safe to re-run: it creates what is missing and grants what is lacking.
+    the API's login (readmission_api) may not change the schema. Every other command upgrades it
+    on first use too. Safe to re-run: it applies what is missing and grants what is lacking.
     """
     url = get_settings().warehouse_url
     warehouse.engine_for(url)
-    ledger.ensure_table(url)
+    with warehouse.engine_for(url).connect() as conn:
+        revision = migrations.current(conn)
     typer.echo(f"warehouse ready: {sa.make_url(url).render_as_string(hide_password=True)}")
+    typer.echo(f"schema revision {revision}")
     granted = warehouse.api_privileges(url)
     if granted is None:
         if url.startswith("postgresql"):

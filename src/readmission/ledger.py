@@ -12,13 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from readmission.warehouse import API_PRIVILEGES, create_schema, engine_for
+from readmission.warehouse import API_PRIVILEGES, engine_for
 
 _LOCK_ID = 7_296_015  # PostgreSQL advisory lock serialising production changes
 
@@ -59,17 +58,9 @@ class Promotion:
         }
 
 
-@cache
 def _engine(url: str) -> Engine:
-    """The warehouse's engine, with the ledger's table created once per process."""
-    engine = engine_for(url)
-    create_schema(engine, metadata)
-    return engine
-
-
-def ensure_table(url: str) -> None:
-    """Create the ledger's table if missing (`readmission init-warehouse`); any use does too."""
-    _engine(url)
+    """The warehouse's engine: its migrations create the ledger's table (readmission.migrations)."""
+    return engine_for(url)
 
 
 def _lock(conn: Connection) -> None:

@@ -56,7 +56,7 @@ def build(
     settings: Settings,
     evaluation: HoldoutEvaluation,
     *,
-    version: str,
+    version: str | None,  # None until registered: the card is written before (training)
     run_id: str,
     parent_version: str | None,
     batches: Sequence[Batch],
@@ -185,7 +185,7 @@ def markdown(card: dict[str, Any]) -> str:
     low, high = holdout["roc_auc_ci"]
     at = holdout["at_threshold"]
     lines = [
-        f"# Model card: {model['name']} version {model['version']}",
+        f"# Model card: {model['name']} version {model['version'] or '(being registered)'}",
         "",
         f"Run `{model['run_id']}`, created {model['created_at']}; parent version "
         f"{model['parent_version'] or 'none (first of its lineage)'}. Model: {model['kind']}.",

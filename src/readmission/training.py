@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -56,7 +57,9 @@ def train_pending(
     """
     url, name = settings.warehouse_url, settings.model_name
     results: list[TrainResult] = []
-    with warehouse.training_lease(url, f"{holder} for {name}", settings.training_lease_wait):
+    with warehouse.training_lease(
+        url, f"{holder} for {name}", settings.training_lease_wait
+    ) as lease:
         while max_batches is None or len(results) < max_batches:
             pending = warehouse.untrained_batches(url, name)
             if not pending:
@@ -64,16 +67,21 @@ def train_pending(
             total = len(results) + len(pending)
             if on_step is not None:
                 on_step(len(results) + 1, min(total, max_batches or total), pending[0])
-            results.append(_train_batch(settings, pending[0], params))
+            results.append(_train_batch(settings, pending[0], params, lease))
     return results
 
 
-def _train_batch(settings: Settings, batch_id: int, params: ModelParams | None) -> TrainResult:
+def _train_batch(
+    settings: Settings, batch_id: int, params: ModelParams | None, lease: warehouse.Lease
+) -> TrainResult:
     """Update the lineage's head version with one batch and register the result.
 
-    Test-then-train: the parent scores the batch before learning from it. Registration is the
-    last step but one; a run that died between registering and the bookkeeping is recognised
-    by its tags (this warehouse, this batch, this parent) and adopted instead of retrained.
+    Test-then-train: the parent scores the batch before learning from it. The model card is in
+    the run before the version is registered, and the lease is checked just before: a version
+    is visible only once it is whole, and never from a run that lost the lease. A run that died
+    after registering is recognised by the version's tags (this warehouse, this batch, this
+    parent) and its version adopted instead of retrained, if it has its card (a version without
+    one is unfinished: the batch is trained again and that version removed, `_converge`).
     """
     url = settings.warehouse_url
     batch = next((b for b in warehouse.batch_list(url) if b.batch_id == batch_id), None)
@@ -84,10 +92,17 @@ def _train_batch(settings: Settings, batch_id: int, params: ModelParams | None) 
     parent = _parent_version(settings, head, warehouse_id)
     parent_tag = parent.version if parent else ""
     existing = registry.version_for_batch(settings, batch_id, warehouse_id, parent_tag)
-    if existing is not None:
-        warehouse.mark_trained(
-            url, settings.model_name, batch_id, existing.version, existing.run_id or ""
+    card = model_card.load(existing.run_id) if existing and existing.run_id else None
+    if existing is not None and card is None:
+        log.warning(
+            "batch %s: version %s was registered without a model card: unfinished, trained again",
+            batch_id,
+            existing.version,
         )
+    elif existing is not None and card is not None:
+        if card["model"]["version"] is None:  # died between registering and completing it
+            _complete_card(settings, existing.run_id or "", card, existing.version)
+        _record(settings, batch_id, existing.version, existing.run_id or "", lease, warehouse_id)
         log.info("batch %s: adopting version %s registered before", batch_id, existing.version)
         return TrainResult(
             batch_id,
@@ -163,6 +178,19 @@ def _train_batch(settings: Settings, batch_id: int, params: ModelParams | None) 
                 input_example=example,
                 pip_requirements=_requirements(),
             )
+        # Written before the version exists: a version is never visible without its card. Its
+        # number is known only once registered (_complete_card).
+        card = model_card.build(
+            settings,
+            holdout_evaluation,
+            version=None,
+            run_id=run.info.run_id,
+            parent_version=parent.version if parent else None,
+            batches=_lineage_batches(url, settings.model_name, batch_id),
+            parameters=model.params.as_dict(),
+            samples_seen=model.samples_seen,
+        )
+        model_card.write(card)
         tags = {
             "batch_id": str(batch_id),
             "parent_version": parent.version if parent else "",
@@ -174,21 +202,12 @@ def _train_batch(settings: Settings, batch_id: int, params: ModelParams | None) 
             "holdout_fingerprint": holdout_print,
             "warehouse_id": warehouse_id,
             "feature_space": model.space.fingerprint,
+            "lease_token": str(lease.token),  # the fencing token checked just before
         }
+        lease.check()
         version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
-        model_card.write(
-            model_card.build(
-                settings,
-                holdout_evaluation,
-                version=version.version,
-                run_id=run.info.run_id,
-                parent_version=parent.version if parent else None,
-                batches=_lineage_batches(url, settings.model_name, batch_id),
-                parameters=model.params.as_dict(),
-                samples_seen=model.samples_seen,
-            )
-        )
-    warehouse.mark_trained(url, settings.model_name, batch_id, version.version, run.info.run_id)
+    _complete_card(settings, run.info.run_id, card, version.version)
+    _record(settings, batch_id, version.version, run.info.run_id, lease, warehouse_id)
     log.info(
         "batch %s -> %s v%s (holdout AUC %.4f)",
         batch_id,
@@ -199,6 +218,75 @@ def _train_batch(settings: Settings, batch_id: int, params: ModelParams | None) 
     return TrainResult(
         batch_id, version.version, parent.version if parent else None, run.info.run_id, metrics
     )
+
+
+def _complete_card(settings: Settings, run_id: str, card: dict[str, Any], version: str) -> None:
+    """Write the version's number into the card its run holds (both forms)."""
+    card = {**card, "model": {**card["model"], "version": str(version)}}
+    client = registry.connect(settings)
+    client.log_dict(run_id, card, model_card.JSON_PATH)
+    client.log_text(run_id, model_card.markdown(card), model_card.MARKDOWN_PATH)
+
+
+def _record(
+    settings: Settings,
+    batch_id: int,
+    version: str,
+    run_id: str,
+    lease: warehouse.Lease,
+    warehouse_id: str,
+) -> None:
+    """Record the batch's version in the warehouse under the lease, then remove any other
+    version registered for the batch (a run that lost the lease, an unfinished version).
+    A run that lost the lease records nothing: LeaseLost, after removing its own version when
+    the batch already has another (left alone, it is the next run's to adopt)."""
+    url = settings.warehouse_url
+    try:
+        warehouse.mark_trained(url, settings.model_name, batch_id, version, run_id, lease)
+    except warehouse.LeaseLost:
+        _converge(settings, batch_id, warehouse_id)
+        raise
+    _converge(settings, batch_id, warehouse_id)
+
+
+def _converge(settings: Settings, batch_id: int, warehouse_id: str) -> None:
+    """Leave one version for the batch: the one the warehouse records. Another one tagged for
+    this batch of this warehouse's lineage was registered by a run that lost the lease or died
+    before its card; it is deleted (its run stays) unless a person gave it an alias or stage."""
+    recorded = warehouse.recorded_version(settings.warehouse_url, settings.model_name, batch_id)
+    if recorded is None:
+        return
+    client = registry.connect(settings)
+    for found in client.search_model_versions(f"name = '{settings.model_name}'"):
+        tags = found.tags
+        if (
+            str(found.version) == recorded
+            or tags.get("batch_id") != str(batch_id)
+            or tags.get("warehouse_id") != warehouse_id
+        ):
+            continue
+        rival = client.get_model_version(settings.model_name, str(found.version))
+        if rival.aliases or rival.current_stage not in (None, "None"):
+            log.warning(
+                "batch %s: version %s duplicates recorded version %s but has alias %s, stage "
+                "%s: left for a person to retire",
+                batch_id,
+                rival.version,
+                recorded,
+                rival.aliases,
+                rival.current_stage,
+            )
+            continue
+        client.delete_model_version(settings.model_name, str(rival.version))
+        log.warning(
+            "batch %s: deleted version %s (run %s, lease token %s): the warehouse records version "
+            "%s for the batch",
+            batch_id,
+            rival.version,
+            rival.run_id,
+            tags.get("lease_token", "none"),
+            recorded,
+        )
 
 
 @contextmanager

@@ -20,12 +20,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -36,16 +37,17 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from readmission import holdout
+from readmission import holdout, migrations
 from readmission.schema import COLUMNS, ID_COLUMNS, INTEGER_COLUMNS
 from readmission.validation import ID_RULE, Validated, normalize, parse_ids, validate
 
 HOLDOUT_BATCH = 0
+log = logging.getLogger(__name__)
 # Where the rows of a remainder too small for a batch (MIN_BATCH_ROWS) wait, stored, for the
 # next extract: in raw_encounters, clean_encounters and the quarantine, in no batch yet.
 WAITING_BATCH = -1
 _LOCK_ID = 7_296_001  # PostgreSQL advisory lock serialising ingests
-_SCHEMA_LOCK_ID = 7_296_002  # ... and schema creation
+_SCHEMA_LOCK_ID = 7_296_002  # ... and schema migrations
 _LEASE_ID = 7_296_003  # PostgreSQL advisory lock held for as long as a training run lives
 # Quarantine reasons, as counted in ingest reports.
 INVALID_ID = "invalid_encounter_id"
@@ -159,6 +161,8 @@ leases = sa.Table(
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("holder", sa.Text, nullable=False),
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    # One higher at each acquisition: a run whose token is no longer the row's lost the lease.
+    sa.Column("fencing_token", sa.BigInteger, nullable=False, server_default="0"),
 )
 settings_table = sa.Table(
     "warehouse_settings",
@@ -270,7 +274,7 @@ class IngestReport:
 
 @cache
 def engine_for(url: str) -> Engine:
-    """One engine per URL per process, with the schema created on first use."""
+    """One engine per URL per process, its warehouse brought to the newest schema on first use."""
     ensure_sqlite_directory(url)
     # SQLite: wait for another process's write transaction instead of failing at once.
     connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
@@ -283,39 +287,51 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
-def create_schema(engine: Engine, tables: sa.MetaData = metadata) -> None:
-    """Create the missing `tables`, safe when several processes open a fresh warehouse at once.
+def create_schema(engine: Engine) -> None:
+    """Bring the warehouse to the newest revision of readmission.migrations, safe when several
+    processes open it at once; a warehouse of the release before migrations is upgraded in place.
 
-    `create_all` checks, then creates: two processes can both see a table missing and the
-    second CREATE fails. PostgreSQL serialises them with a transaction-scoped advisory lock;
-    SQLite with an exclusive lock on a file beside the database (its own locking does not
-    cover the check), so the second process finds the tables there and creates nothing.
+    Migrations check, then change: two processes could both see a revision missing. PostgreSQL
+    serialises them with a transaction-scoped advisory lock (and its DDL is transactional: a
+    failed upgrade leaves the schema as it was); SQLite with an exclusive lock on a file beside
+    the database (its own locking does not cover the check), so the second process finds the
+    schema at head and changes nothing. A login that may not change the schema (the API's)
+    changes nothing: it only needs the tables there.
     """
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
-            try:
-                tables.create_all(conn)  # only checks, once every table exists
-            except sa.exc.ProgrammingError as error:
-                if getattr(error.orig, "sqlstate", None) != "42501":  # insufficient_privilege
-                    raise
-                raise WarehouseNotReady(
-                    f"the warehouse lacks tables and {engine.url.username} may not create them: "
-                    "its owner creates them (compose: warehouse-init; `readmission "
-                    "init-warehouse`, or any Airflow task, as the owner)"
-                ) from error
-            grant_api_privileges(conn, tables)
+            may_change = conn.execute(
+                sa.text("SELECT has_schema_privilege(current_schema(), 'CREATE')")
+            ).scalar()
+            if not may_change:
+                _require_tables(conn, engine.url.username)
+                return
+            migrations.upgrade(conn)
+            grant_api_privileges(conn, migrations.tables())
         return
     database = engine.url.database
     if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
-        tables.create_all(engine)
+        with engine.begin() as conn:
+            migrations.upgrade(conn)
         return
     with open(f"{database}.schema-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        tables.create_all(engine)
+        with engine.begin() as conn:
+            migrations.upgrade(conn)
 
 
-def grant_api_privileges(conn: Connection, tables: sa.MetaData) -> None:
+def _require_tables(conn: Connection, login: str | None) -> None:
+    missing = [t.name for t in migrations.tables() if not sa.inspect(conn).has_table(t.name)]
+    if missing:
+        raise WarehouseNotReady(
+            f"the warehouse lacks tables ({', '.join(missing)}) and {login} may not create them: "
+            "its owner creates them (compose: warehouse-init; `readmission init-warehouse`, or "
+            "any Airflow task, as the owner)"
+        )
+
+
+def grant_api_privileges(conn: Connection, tables: list[sa.Table]) -> None:
     """Grant API_ROLE what each of `tables` declares (`info[API_PRIVILEGES]`), and the use of
     the sequence numbering the rows it inserts, where it lacks them.
 
@@ -333,7 +349,7 @@ def grant_api_privileges(conn: Connection, tables: sa.MetaData) -> None:
         "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(:t)"
     )
     held = sa.text("SELECT has_table_privilege(:role, :t, :privilege)")
-    for table in tables.sorted_tables:
+    for table in tables:
         wanted = table.info.get(API_PRIVILEGES, ())
         name = quote(table.name)
         if not wanted or not conn.execute(owns, {"t": name}).scalar():
@@ -1025,16 +1041,23 @@ def ingest_history(url: str) -> list[dict[str, object]]:
         return [{"source": r["source"], **json.loads(r["report"])} for r in rows]
 
 
-def mark_trained(url: str, model_name: str, batch_id: int, model_version: str, run_id: str) -> bool:
-    """Record that lineage `model_name` trained a batch into a version; False if it already had."""
+def mark_trained(
+    url: str, model_name: str, batch_id: int, model_version: str, run_id: str, lease: Lease
+) -> None:
+    """Record that lineage `model_name` trained a batch into a version, if `lease` still holds
+    the training lease (LeaseLost otherwise, and nothing recorded). Recording the version already
+    recorded does nothing; another version for the batch raises AlreadyTrained."""
     with transaction(url) as conn:
+        lease.check(conn)
         done = conn.execute(
             sa.select(trainings.c.model_version).where(
                 trainings.c.model_name == model_name, trainings.c.batch_id == batch_id
             )
-        ).first()
+        ).scalar()
         if done is not None:
-            return False
+            if str(done) != model_version:
+                raise AlreadyTrained(model_name, batch_id, str(done), model_version)
+            return
         conn.execute(
             trainings.insert().values(
                 model_name=model_name,
@@ -1044,7 +1067,23 @@ def mark_trained(url: str, model_name: str, batch_id: int, model_version: str, r
                 trained_at=datetime.now(UTC),
             )
         )
-        return True
+
+
+class AlreadyTrained(RuntimeError):
+    """The warehouse records another version for the batch: this one must not be adopted."""
+
+    def __init__(self, model_name: str, batch_id: int, recorded: str, offered: str) -> None:
+        super().__init__(
+            f"{model_name} batch {batch_id} is recorded as trained into version {recorded}, "
+            f"not {offered}"
+        )
+        self.recorded = recorded
+
+
+def recorded_version(url: str, model_name: str, batch_id: int) -> str | None:
+    """The version lineage `model_name` recorded for a batch, if any."""
+    with engine_for(url).connect() as conn:
+        return _trained_versions(conn, model_name).get(batch_id)
 
 
 def stored_encounter_ids(url: str) -> set[str]:
@@ -1081,34 +1120,79 @@ class LeaseBusy(RuntimeError):
         self.holder = holder
 
 
+class LeaseLost(RuntimeError):
+    """This run no longer holds the training lease: it must not register or record anything."""
+
+
+@dataclass
+class Lease:
+    """The training lease a run holds, and the fencing token it took when acquiring it."""
+
+    url: str
+    token: int
+    holding: Callable[[], bool]  # whether the lock (PostgreSQL: its session) is still ours
+
+    def check(self, conn: Connection | None = None) -> None:
+        """Raise LeaseLost unless the lock is still held and no later run took a token.
+        Within `conn`'s transaction (mark_trained), the token cannot move before its commit."""
+        if not self.holding():
+            raise LeaseLost(
+                f"the training lease (token {self.token}) was lost: its database session ended"
+            )
+        if conn is None:
+            with engine_for(self.url).connect() as own:
+                current = _fencing_token(own)
+        else:
+            current = _fencing_token(conn)
+        if current != self.token:
+            raise LeaseLost(
+                f"the training lease was taken over: token {current} is current, this run holds "
+                f"{self.token}"
+            )
+
+
+def _fencing_token(conn: Connection) -> int | None:
+    query = sa.select(leases.c.fencing_token).where(leases.c.name == "training")
+    return conn.execute(query).scalar()
+
+
 @contextmanager
-def training_lease(url: str, holder: str, wait_seconds: float) -> Iterator[None]:
+def training_lease(url: str, holder: str, wait_seconds: float) -> Iterator[Lease]:
     """Hold the warehouse's training lease: one training run at a time, whoever starts it.
 
     PostgreSQL: a session advisory lock; SQLite: an exclusive flock on a file beside the
     database. Both die with the process, so a killed run never leaves the lease taken. Waits
-    up to `wait_seconds`, then raises LeaseBusy naming the holder.
+    up to `wait_seconds`, then raises LeaseBusy naming the holder. Acquiring takes the next
+    fencing token: the run checks it (`Lease.check`) before it registers a version and when it
+    records one, so a run that lost its session, or whose lease another run took over, stops.
     """
     deadline = time.monotonic() + wait_seconds
-    with _lease_lock(url) as try_lock:
+    with _lease_lock(url) as (try_lock, holding):
         while not try_lock():
             if time.monotonic() >= deadline:
                 raise LeaseBusy(_lease_holder(url))
             time.sleep(0.5)
         description = f"{holder} (pid {os.getpid()} on {socket.gethostname()})"
         with transaction(url) as conn:
-            conn.execute(leases.delete().where(leases.c.name == "training"))
-            conn.execute(
-                leases.insert().values(
-                    name="training", holder=description, acquired_at=datetime.now(UTC)
-                )
+            token = (_fencing_token(conn) or 0) + 1
+            values = {
+                "holder": description,
+                "acquired_at": datetime.now(UTC),
+                "fencing_token": token,
+            }
+            taken = conn.execute(
+                leases.update().where(leases.c.name == "training").values(**values)
             )
-        yield
+            if taken.rowcount == 0:
+                conn.execute(leases.insert().values(name="training", **values))
+        log.info("training lease taken by %s, fencing token %s", description, token)
+        yield Lease(url, token, holding)
 
 
 @contextmanager
-def _lease_lock(url: str) -> Iterator[Callable[[], bool]]:
-    """A non-blocking `try_lock()` callable; the lock (if taken) is released on exit."""
+def _lease_lock(url: str) -> Iterator[tuple[Callable[[], bool], Callable[[], bool]]]:
+    """A non-blocking `try_lock()` and a `holding()` check; the lock (if taken) is released on
+    exit."""
     engine = engine_for(url)
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -1117,10 +1201,22 @@ def _lease_lock(url: str) -> Iterator[Callable[[], bool]]:
                 query = sa.text("SELECT pg_try_advisory_lock(:id)")
                 return bool(conn.execute(query, {"id": _LEASE_ID}).scalar())
 
+            def holding_pg() -> bool:
+                held = sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND pid = pg_backend_pid() AND classid = 0 AND objid = :id"
+                )
+                try:
+                    return bool(conn.execute(held, {"id": _LEASE_ID}).scalar())
+                except sa.exc.DBAPIError:  # the session is gone (terminated, server restart)
+                    return False
+
             try:
-                yield try_pg
+                yield try_pg, holding_pg
             finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+                # A lost session holds no lock: nothing to release.
+                with suppress(sa.exc.DBAPIError, sa.exc.PendingRollbackError):
+                    conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
         return
     database = sa.make_url(url).database or "warehouse"
     with open(f"{database}.training.lock", "a") as handle:
@@ -1132,7 +1228,7 @@ def _lease_lock(url: str) -> Iterator[Callable[[], bool]]:
                 return False
             return True
 
-        yield try_file  # closing the file releases the flock
+        yield try_file, lambda: True  # closing the file releases the flock; only we close it
 
 
 def _lease_holder(url: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import mlflow
 
-from readmission import cli, warehouse
+from readmission import cli, training, warehouse
 from readmission.model import ReadmissionModel
 
 
@@ -43,6 +43,8 @@ def _arm(point: str) -> None:
         ReadmissionModel.partial_fit = _killing(ReadmissionModel.partial_fit)
     elif point == "train-before-register":  # model logged to the run, no version yet
         mlflow.register_model = _killing(mlflow.register_model)
+    elif point == "train-before-card":  # version registered, its card not numbered yet
+        training._complete_card = _killing(training._complete_card)
     elif point == "train-after-register":  # version registered, the warehouse not told
         warehouse.mark_trained = _killing(warehouse.mark_trained)
     else:

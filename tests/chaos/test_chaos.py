@@ -12,10 +12,11 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import warehouse
+from readmission import model_card, registry, warehouse
 from readmission.config import Settings
 
 from .conftest import assert_consistent, ok, run, start, wait_until
@@ -54,6 +55,30 @@ def test_a_training_run_killed_at_any_step_is_finished_by_the_next_run_without_f
         assert ("registered before its bookkeeping, adopted" in rerun) is adopted, rerun
     assert warehouse.untrained_batches(chaos.warehouse_url, chaos.model_name) == []
     assert_consistent(chaos, [rows])
+
+
+def test_a_run_killed_between_registration_and_the_card_converges_to_one_carded_version(
+    chaos: Settings, rows: pd.DataFrame, extract: Callable[..., Path]
+) -> None:
+    """The card is in the run before the version is registered; only the version's number is
+    written into it afterwards. Killed there, the next run adopts the version and numbers it."""
+    frame = rows.copy()
+    frame["patient_nbr"] = frame["patient_nbr"].to_numpy()[np.arange(len(frame)) % 400]
+    frame.loc[frame.index[::20], "age"] = "[200-210)"  # a share of bad rows, quarantined
+    ok("ingest", "--source", str(extract(frame=frame)))
+    assert len(warehouse.quarantined_rows(chaos.warehouse_url)) == len(frame.index[::20])
+    ok("train", "--batches", "1")
+    killed = run("train", crash_at="train-before-card")  # dies on the next batch
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
+
+    rerun = ok("train")
+    assert "registered before its bookkeeping, adopted" in rerun, rerun
+    assert_consistent(chaos, [frame])
+    for version in registry.version_summaries(chaos):
+        card = model_card.load(version.run_id or "")
+        assert card is not None and card["model"]["version"] == version.version
+        batches = [b["batch_id"] for b in card["data"]["batches"]]
+        assert batches[-1] == int(str(version.batch_id))
 
 
 def test_a_training_run_killed_while_holding_the_lease_releases_it(

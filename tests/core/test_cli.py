@@ -13,7 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 import readmission
-from readmission import prediction_log
+from readmission import migrations, prediction_log
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction
 from readmission.validation import validate
@@ -132,7 +132,8 @@ def test_init_warehouse_creates_every_table_and_is_safe_to_rerun(tmp_path: Path)
     for _ in range(2):
         done = cli("init-warehouse", env={"DATABASE_URL": url})
         assert done.returncode == 0, done.stderr
-        assert done.stdout == f"warehouse ready: {url}\n"  # SQLite has no login to grant
+        # SQLite has no login to grant
+        assert done.stdout == f"warehouse ready: {url}\nschema revision {migrations.head()}\n"
     engine = sa.create_engine(url)
     try:
         tables = set(sa.inspect(engine).get_table_names())

@@ -172,3 +172,25 @@ def test_registered_model_loads_as_pyfunc_and_compiles_to_the_same_probabilities
     assert list(predicted.columns) == [registry.PROBABILITY_COLUMN]
     assert predicted[registry.PROBABILITY_COLUMN].between(0, 1).all()
     assert abs(compiled - predicted[registry.PROBABILITY_COLUMN].to_numpy()).max() < 1e-9
+
+
+def test_a_version_registered_without_its_card_is_unfinished_so_trained_again_and_removed(
+    platform: Settings, sample: pd.DataFrame
+) -> None:
+    """What the release before left when killed between registration and the card: a version
+    tagged for the batch, without a card. It is not adopted; the batch's new version replaces it."""
+    ingest(platform, sample, batches=1)
+    registry.connect(platform)
+    with mlflow.start_run(experiment_id=registry.experiment_id(platform)):
+        unfitted = registry.ReadmissionPyfunc(ReadmissionModel(training.initial_params(platform)))
+        info = mlflow.pyfunc.log_model(name="model", python_model=unfitted)
+    tags = {
+        "batch_id": "1",
+        "parent_version": "",
+        "warehouse_id": warehouse.identity(platform.warehouse_url),
+    }
+    mlflow.register_model(info.model_uri, platform.model_name, tags=tags)
+
+    (result,) = training.train_pending(platform)
+    assert (result.version, result.recovered) == ("2", False)
+    assert [v.version for v in registry.version_summaries(platform)] == ["2"]

@@ -147,9 +147,12 @@ def test_a_batch_is_trained_once_per_lineage_and_the_head_is_the_last_one(
     url: str, text: pd.DataFrame
 ) -> None:
     warehouse.ingest(url, text, 500, 0.2)
-    assert warehouse.mark_trained(url, "a", 1, "1", "run-a") is True
-    assert warehouse.mark_trained(url, "a", 1, "2", "run-b") is False
-    assert warehouse.mark_trained(url, "a", 2, "2", "run-c") is True
+    with warehouse.training_lease(url, "a run", wait_seconds=0) as lease:
+        warehouse.mark_trained(url, "a", 1, "1", "run-a", lease)
+        warehouse.mark_trained(url, "a", 1, "1", "run-a", lease)  # a retry: nothing changes
+        with pytest.raises(warehouse.AlreadyTrained, match="batch 1 is recorded as trained into"):
+            warehouse.mark_trained(url, "a", 1, "2", "run-b", lease)
+        warehouse.mark_trained(url, "a", 2, "2", "run-c", lease)
     assert warehouse.lineage_head(url, "a") == (2, "2")
     assert warehouse.untrained_batches(url, "a") == [3, 4]
     assert warehouse.untrained_batches(url, "b") == [1, 2, 3, 4]  # a new lineage starts over
@@ -166,3 +169,25 @@ def test_a_second_holder_of_the_training_lease_is_told_who_holds_it(url: str) ->
         pass
     with warehouse.training_lease(url, "second run", wait_seconds=0):
         pass  # released when the first one ended
+
+
+def test_a_run_whose_lease_was_taken_over_records_nothing(url: str, text: pd.DataFrame) -> None:
+    """Each acquisition takes the next fencing token; a run holding an older one is refused at
+    its check and at mark_trained, which records nothing."""
+    warehouse.ingest(url, text, 500, 0.2)
+    with warehouse.training_lease(url, "first run", wait_seconds=0) as first:
+        first.check()
+        # An operator (or a run that believed the lease free) takes the token over.
+        with warehouse.transaction(url) as conn:
+            conn.execute(
+                warehouse.leases.update().values(fencing_token=warehouse.leases.c.fencing_token + 1)
+            )
+        with pytest.raises(warehouse.LeaseLost, match=f"this run holds {first.token}"):
+            first.check()
+        with pytest.raises(warehouse.LeaseLost, match="taken over"):
+            warehouse.mark_trained(url, "a", 1, "1", "run-a", first)
+    assert warehouse.recorded_version(url, "a", 1) is None
+    with warehouse.training_lease(url, "second run", wait_seconds=0) as second:
+        assert second.token == first.token + 2  # monotonic: never handed out twice
+        warehouse.mark_trained(url, "a", 1, "1", "run-b", second)
+    assert warehouse.recorded_version(url, "a", 1) == "1"

@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import psycopg
@@ -21,11 +22,20 @@ import sqlalchemy as sa
 from psycopg import errors
 
 from deploy import k8s
-from readmission import ledger, performance, prediction_log, promotion, registry, warehouse
+from readmission import (
+    ledger,
+    migrations,
+    performance,
+    prediction_log,
+    promotion,
+    registry,
+    warehouse,
+)
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
 from tests.conftest import BIN, service_env
 from tests.core.test_warehouse_schema import PROCESSES, open_at_once
+from tests.migrations import previous_release
 
 from .conftest import run_init
 
@@ -301,8 +311,7 @@ def test_owners_opening_a_fresh_warehouse_at_once_create_and_grant_once(
         try:
             assert open_at_once(owner_url(server, database)) == [0] * PROCESSES
             granted = warehouse.api_privileges(owner_url(server, database))
-            # engine_for's tables only: the ledger's come with its first use
-            assert granted == {k: v for k, v in API_PRIVILEGES.items() if k != "promotions"}
+            assert granted == API_PRIVILEGES  # the migrations make every table, the ledger's too
         finally:
             warehouse.engine_for(owner_url(server, database)).dispose()
             with superuser(server, "postgres") as conn:  # its grants go with it
@@ -338,3 +347,31 @@ def test_a_login_created_after_the_tables_gets_its_rights_at_the_owners_next_sta
     assert warehouse.api_privileges(urls["owner"]) == API_PRIVILEGES
     prediction_log.write(urls["api"], [prediction(model_name)])
     assert logged(urls["owner"], model_name) == 1
+
+
+def test_a_warehouse_of_the_previous_release_is_upgraded_and_granted_by_init_warehouse(
+    urls: dict[str, str], server: dict[str, str], tmp_path: Path
+) -> None:
+    """An existing compose volume: the release before migrations made the tables (create_all,
+    as the owner), the API's login lost its rights; warehouse-init upgrades and grants."""
+    database = f"warehouse_{uuid.uuid4().hex[:8]}"
+    with superuser(server, "postgres") as conn:
+        conn.execute(f"CREATE DATABASE {database} OWNER warehouse")
+    owner, api = owner_url(server, database), api_url(server, database)
+    try:
+        make = "import sys; from readmission import ledger; ledger.ensure_table(sys.argv[1])"
+        src = previous_release.extract(tmp_path)
+        previous_release.run(src, tmp_path, ["-c", make, owner])
+        with superuser(server, database) as conn:
+            conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM readmission_api")
+        upgraded = init_warehouse(owner)
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert f"schema revision {migrations.head()}" in upgraded.stdout
+        assert warehouse.api_privileges(owner) == API_PRIVILEGES
+        prediction_log.write(api, [prediction("model-upgraded")])  # the API's login, no DDL
+        assert logged(owner, "model-upgraded") == 1
+    finally:
+        for url in (api, owner):
+            warehouse.engine_for(url).dispose()
+        with superuser(server, "postgres") as conn:
+            conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
