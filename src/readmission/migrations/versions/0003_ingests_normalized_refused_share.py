@@ -1,4 +1,4 @@
-"""Ingests: blank lab results read as None (normalized), refused extracts and their quarantined share.
+"""Ingests: blank lab results read as None (normalized), refused extracts, their quarantine share.
 
 Revision ID: 0003
 Revises: 0002
