@@ -157,7 +157,7 @@ class ChangeFacts:
     """
 
     kind: ChangeKind
-    version: str
+    version: str | None  # None: a trained version whose card is written before it is registered
     production_empty: bool | None  # None: not established (training changes no production)
     lineage_head: bool
     same_feature_space: bool
@@ -340,7 +340,7 @@ def _observed(value: float | None) -> str:
     return "not reported" if value is None else f"{value:.4f}"
 
 
-def warm_start(plan: Plan, version: str) -> Decision:
+def warm_start(plan: Plan, version: str | None) -> Decision:
     """The plan's decision on a version the training step made: a warm start in its parent's
     feature space with its parent's hyperparameters (training refuses any other continuation,
     training.check_feature_space), or the first of a lineage, which has nothing to differ from."""
