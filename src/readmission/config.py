@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         description="Seconds a training run waits for another run's lease before giving up.",
     )
     promotion_policy: Literal["superior", "non_inferior"] = Field(
-        "non_inferior",
+        "superior",
         alias="PROMOTION_POLICY",
         description="superior: promote when the 95% interval of the challenger's AUC minus the "
         "champion's (same holdout, paired patient bootstrap) lies above 0; non_inferior: above "
