@@ -23,8 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from sklearn import metrics
 from sqlalchemy.engine import Connection
 
 from readmission import evaluation, ledger, model_card, registry, warehouse
@@ -251,7 +254,7 @@ def evaluate_and_promote(
     aucs = {version: ours.scores["roc_auc"]}
     if comparison is not None:
         aucs[comparison.champion_version] = comparison.champion_roc_auc
-    keep_holdout_aucs(settings, holdout_print, aucs)
+    keep_holdout_aucs(settings, holdout, y, holdout_print, aucs)
     if promoted:
         change_production(settings, version, by, reason, ledger.AUTO, evidence)
     log.info("challenger v%s: %s (%s)", version, "passed" if passed else "rejected", reason)
@@ -408,17 +411,46 @@ def _record_verdict(
         client.set_model_version_tag(settings.model_name, version, key, value)
 
 
-def keep_holdout_aucs(settings: Settings, holdout_print: str, aucs: Mapping[str, float]) -> None:
-    """Keep each version's AUC on this holdout as a version tag (computed once per holdout), and
-    name this holdout as the one the history compares versions on."""
+def keep_holdout_aucs(
+    settings: Settings,
+    holdout: pd.DataFrame,
+    y: np.ndarray,
+    holdout_print: str,
+    known: Mapping[str, float],
+) -> None:
+    """Keep every lineage version's AUC on this holdout as a version tag, computed once per
+    holdout (`known`: the ones the gate just measured), and name this holdout as the one the
+    history compares versions on."""
     client = registry.connect(settings)
-    for version, auc in aucs.items():
-        client.set_model_version_tag(
-            settings.model_name, version, registry.holdout_auc_tag(holdout_print), f"{auc:.6f}"
-        )
+    tag = registry.holdout_auc_tag(holdout_print)
+    lineage = [
+        b.model_version
+        for b in warehouse.batch_list(settings.warehouse_url, settings.model_name)
+        if b.model_version is not None
+    ]
+    for version in dict.fromkeys([*known, *lineage]):
+        if version in known:
+            auc: float | None = known[version]
+        elif tag in client.get_model_version(settings.model_name, version).tags:
+            continue
+        else:
+            auc = _holdout_auc(settings, version, holdout, y)
+        if auc is not None:
+            client.set_model_version_tag(settings.model_name, version, tag, f"{auc:.6f}")
     client.set_registered_model_tag(
         settings.model_name, registry.COMPARED_HOLDOUT_TAG, holdout_print
     )
+
+
+def _holdout_auc(
+    settings: Settings, version: str, holdout: pd.DataFrame, y: np.ndarray
+) -> float | None:
+    try:
+        probability = registry.load_readmission_model(settings, version).predict_proba(holdout)
+    except Exception as error:  # an old version that no longer loads must not block the gate
+        log.warning("version %s not scored on the holdout (it does not load): %s", version, error)
+        return None
+    return float(metrics.roc_auc_score(y, probability))
 
 
 def change_production(

@@ -17,7 +17,7 @@ from typing import Any
 
 import mlflow
 
-from readmission import cli, warehouse
+from readmission import cli, ledger, promotion, registry, warehouse
 from readmission.model import ReadmissionModel
 
 
@@ -34,6 +34,16 @@ def _killing(original: Callable[..., Any], after_calls: int = 0) -> Callable[...
     return wrapper
 
 
+def _killing_after(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Let the first call finish (its effect durable), then die."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return wrapper
+
+
 def _arm(point: str) -> None:
     if point == "ingest-mid-write":  # raw rows of the first batch written, the rest not
         warehouse._bulk_insert = _killing(warehouse._bulk_insert, after_calls=1)
@@ -45,6 +55,16 @@ def _arm(point: str) -> None:
         mlflow.register_model = _killing(mlflow.register_model)
     elif point == "train-after-register":  # version registered, the warehouse not told
         warehouse.mark_trained = _killing(warehouse.mark_trained)
+    elif point == "promote-after-verdict":  # verdict tags recorded, production untouched
+        promotion.change_production = _killing(promotion.change_production)
+    elif point == "promote-after-alias":  # the alias moved to the challenger, no ledger row
+        registry.promote = _killing_after(registry.promote)
+    elif point == "promote-before-ledger":  # about to add the ledger row (uncommitted: lost)
+        ledger.record = _killing(ledger.record)
+    elif point == "rollback-after-alias":  # production back, the rollback not yet recorded
+        registry.promote = _killing_after(registry.promote)
+    elif point == "rollback-before-ledger":
+        ledger.record = _killing(ledger.record)
     else:
         raise SystemExit(f"unknown crash point {point!r}")
 
