@@ -114,9 +114,17 @@ class VersionRow(BaseModel):
     version: str
     parent_version: str | None
     batch_id: str | None
-    holdout_roc_auc: float | None
+    compared_roc_auc: float | None = Field(
+        description="ROC-AUC on the holdout `compared_holdout_fingerprint`, the same rows for "
+        "every version: these numbers compare (null: the gate has not scored it there)."
+    )
+    holdout_roc_auc: float | None = Field(
+        description="ROC-AUC at training, on that day's holdout (`holdout_fingerprint`): "
+        "versions trained on different days were scored on different rows."
+    )
+    holdout_fingerprint: str | None = Field(description="The holdout of the training day.")
     holdout_roc_auc_ci: list[float] | None = Field(
-        description="95% interval of the holdout ROC-AUC (patient-level bootstrap)."
+        description="95% interval of the holdout ROC-AUC at training (patient-level bootstrap)."
     )
     holdout_log_loss: float | None
     calibration_slope: float | None
@@ -126,6 +134,10 @@ class VersionRow(BaseModel):
     validation_status: str | None = Field(
         description="The promotion gate's verdict (passed / rejected), if it judged the version."
     )
+    rolled_back: str | None = Field(
+        description="When, by whom and why a rollback took it out of production: the gate "
+        "never promotes it again."
+    )
 
 
 class PromotionRow(BaseModel):
@@ -134,11 +146,24 @@ class PromotionRow(BaseModel):
     to_version: str | None = Field(description="Null: production was removed.")
     by: str = Field(description="The DAG, the CLI (and its user), or the MLflow registry.")
     reason: str
+    action: str | None = Field(
+        description="auto (the gate), manual, rollback or outside (the MLflow UI)."
+    )
+    delta_roc_auc: float | None = Field(
+        description="For auto: challenger minus champion ROC-AUC on the same holdout."
+    )
+    delta_roc_auc_ci: list[float] | None = Field(
+        description="Its 95% interval (paired patient-level bootstrap)."
+    )
+    holdout_fingerprint: str | None = Field(description="The holdout the gate compared on.")
 
 
 class ModelHistory(BaseModel):
     model_name: str
     production_version: str | None
+    compared_holdout_fingerprint: str | None = Field(
+        description="The holdout the gate last scored versions on (`compared_roc_auc`)."
+    )
     versions: list[VersionRow] = Field(description="Oldest first.")
     promotions: list[PromotionRow] = Field(
         description="Every change of the production version, oldest first (the ledger)."

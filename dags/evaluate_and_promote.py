@@ -1,24 +1,32 @@
 """
 ### 03 · Evaluate and promote
 
-Scores the lineage's **newest** model version (the challenger) and the **production** one (the
-champion, alias `MODEL_ALIAS`) on the same rows: the holdout as it stands (its size and
-fingerprint go into the verdict). The challenger passes when it meets the quality floors
-(`MIN_AUC`, `MAX_LOG_LOSS`), no subgroup (race, gender, age band) with enough readmissions lies
-more than `GATE_SUBGROUP_AUC_MARGIN` below its overall AUC, its calibration slope is within
-`GATE_CALIBRATION_SLOPE_MIN`..`GATE_CALIBRATION_SLOPE_MAX`, and it beats the champion's holdout
-AUC by at least `margin`. The verdict is recorded as tags on the challenger version in the MLflow
-registry (`validation_status`, `validation_reason`, one `check_*` tag per check, scores). A
-promotion is recorded in the promotion ledger (`readmission promotions`).
+Judges the lineage **head** (the challenger: the version the last trained batch produced, per the
+warehouse's `trainings` table; a version registered by other means is never the challenger)
+against the **production** one (the champion, alias `MODEL_ALIAS`) on the same rows: the holdout
+as it stands. The challenger passes when it meets the quality floors (`MIN_AUC`,
+`MAX_LOG_LOSS`), no subgroup (race, gender, age band) with enough readmissions lies more than
+`GATE_SUBGROUP_AUC_MARGIN` below its overall AUC, its calibration slope is within
+`GATE_CALIBRATION_SLOPE_MIN`..`GATE_CALIBRATION_SLOPE_MAX`, and the 95% interval of its AUC minus
+the champion's (paired, patient-level bootstrap) satisfies the policy: `superior`, its lower
+bound above 0; `non_inferior`, above minus `non_inferiority_margin`. The verdict is recorded as
+tags on the challenger version in the MLflow registry (`validation_status`, `validation_reason`,
+one `check_*` tag per check, `delta_roc_auc`, `delta_roc_auc_ci`, the holdout's fingerprint).
+A promotion is recorded in the promotion ledger with the same evidence (`readmission
+promotions`). A version without its model card is not judged; a version once rolled back is
+never promoted again by this DAG, so a re-run or retry after `readmission rollback` changes
+nothing. `readmission evaluate` runs the same gate from the command line.
 
 | Param | Meaning |
 |---|---|
 | `auto_promote` | Promote a passing challenger now. Off: record the verdict, promote by hand. |
-| `margin` | AUC points the challenger must gain over the champion. |
+| `policy` | `superior` or `non_inferior` (see above). |
+| `non_inferiority_margin` | AUC the challenger may lose to the champion under `non_inferior`. |
 
-Both defaults come from the settings `AUTO_PROMOTE` and `PROMOTION_MARGIN` of the Airflow
-environment. Starts on its own when **02_warm_start_training** registers versions (Asset
-`x-readmission://registry/model_versions`), with the defaults; trigger it by hand to choose.
+The defaults come from the settings `AUTO_PROMOTE`, `PROMOTION_POLICY` and
+`NON_INFERIORITY_MARGIN` of the Airflow environment. Starts on its own when
+**02_warm_start_training** registers versions (Asset `x-readmission://registry/model_versions`),
+with the defaults; trigger it by hand to choose.
 
 To promote by hand: `readmission promote <version>`, or set the alias `MODEL_ALIAS` on the
 version in the MLflow UI. The API picks the new production version up within
@@ -43,7 +51,7 @@ _defaults = get_settings()
 @dag(
     dag_id="03_evaluate_and_promote",
     dag_display_name="03 · Evaluate and promote",
-    description="Challenger against champion on the holdout; promote the winner",
+    description="Lineage head against champion on the holdout; promote on the evidence",
     doc_md=__doc__,
     schedule=[MODEL_VERSIONS],
     start_date=START_DATE,
@@ -58,12 +66,21 @@ _defaults = get_settings()
             title="Promote automatically",
             description="On: promote a passing challenger now. Off: record the verdict only.",
         ),
-        "margin": Param(
-            _defaults.promotion_margin,
+        "policy": Param(
+            _defaults.promotion_policy,
+            type="string",
+            enum=["superior", "non_inferior"],
+            title="Promotion policy",
+            description="superior: the 95% interval of the AUC difference lies above 0; "
+            "non_inferior: above minus the margin.",
+        ),
+        "non_inferiority_margin": Param(
+            _defaults.non_inferiority_margin,
             type="number",
             minimum=0,
-            title="Margin (AUC)",
-            description="How much the challenger's holdout AUC must beat the champion's by.",
+            maximum=1,
+            title="Non-inferiority margin (AUC)",
+            description="How much AUC the challenger may lose to the champion (non_inferior).",
         ),
     },
 )
@@ -80,7 +97,8 @@ def evaluate_and_promote() -> None:
         verdict = promotion.evaluate_and_promote(
             settings,
             auto_promote=params.get("auto_promote"),
-            margin=params.get("margin"),
+            promotion_policy=params.get("policy"),
+            non_inferiority_margin=params.get("non_inferiority_margin"),
             by=f"airflow 03_evaluate_and_promote (run {run_id})",
         )
         if verdict is None:
@@ -110,6 +128,12 @@ def evaluate_and_promote() -> None:
             # Empty on a re-run after the promotion: nothing was scored again.
             "challenger_roc_auc": verdict.challenger.get("roc_auc"),
             "champion_roc_auc": verdict.champion["roc_auc"] if verdict.champion else None,
+            "delta_roc_auc": verdict.delta_roc_auc,
+            "delta_roc_auc_ci": list(verdict.delta_roc_auc_ci)
+            if verdict.delta_roc_auc_ci
+            else None,
+            "holdout_fingerprint": verdict.holdout_fingerprint,
+            "judged": verdict.judged,
             "passed": verdict.passed,
             "promoted": verdict.promoted,
             "reason": verdict.reason,

@@ -83,7 +83,8 @@ def _history(settings: Settings) -> ModelHistory:
     return ModelHistory(
         model_name=found.model_name,
         production_version=found.production_version,
-        versions=[_version_row(v) for v in found.versions],
+        compared_holdout_fingerprint=found.compared_holdout,
+        versions=[_version_row(v, found.compared_holdout) for v in found.versions],
         promotions=[
             PromotionRow(
                 time=p.time,
@@ -91,20 +92,26 @@ def _history(settings: Settings) -> ModelHistory:
                 to_version=p.to_version,
                 by=p.by,
                 reason=p.reason,
+                action=p.action,
+                delta_roc_auc=p.evidence.delta_roc_auc if p.evidence else None,
+                delta_roc_auc_ci=list(p.evidence.delta_roc_auc_ci) if p.evidence else None,
+                holdout_fingerprint=p.evidence.holdout_fingerprint if p.evidence else None,
             )
             for p in found.promotions
         ],
     )
 
 
-def _version_row(v: registry.VersionSummary) -> VersionRow:
+def _version_row(v: registry.VersionSummary, compared_holdout: str | None) -> VersionRow:
     low = _finite(v.metrics.get("holdout_roc_auc_ci_low"))
     high = _finite(v.metrics.get("holdout_roc_auc_ci_high"))
     return VersionRow(
         version=v.version,
         parent_version=v.parent_version or None,
         batch_id=v.batch_id,
+        compared_roc_auc=v.roc_auc_on(compared_holdout),
         holdout_roc_auc=_finite(v.metrics.get("holdout_roc_auc")),
+        holdout_fingerprint=v.tags.get("holdout_fingerprint"),
         holdout_roc_auc_ci=[low, high] if low is not None and high is not None else None,
         holdout_log_loss=_finite(v.metrics.get("holdout_log_loss")),
         calibration_slope=_finite(v.metrics.get("holdout_calibration_slope")),
@@ -112,6 +119,7 @@ def _version_row(v: registry.VersionSummary) -> VersionRow:
         aliases=sorted(v.aliases),
         stage=v.stage,
         validation_status=v.tags.get("validation_status"),
+        rolled_back=v.tags.get(registry.ROLLED_BACK_TAG),
     )
 
 

@@ -133,7 +133,7 @@ def promote(
     settings = get_settings()
     try:
         change = promotion.change_production(
-            settings, version, _operator(), reason or "promoted by hand"
+            settings, version, _operator(), reason or "promoted by hand", ledger.MANUAL
         )
     except promotion.PromotionError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
@@ -149,18 +149,59 @@ def promote(
 
 @app.command()
 def rollback(
+    to: Annotated[
+        str | None,
+        typer.Option(help="Version to return to; default: the last one before, not rolled back."),
+    ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the promotion ledger.")] = "",
 ) -> None:
-    """Return production to the version that was production before the current one."""
+    """Take the production version out (the gate never promotes it again) and return to an
+    earlier one."""
     settings = get_settings()
     try:
-        change = promotion.rollback(settings, _operator(), reason or None)
+        change = promotion.rollback(settings, _operator(), reason or None, to)
     except promotion.PromotionError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
     typer.echo(
-        f"{settings.model_name} rolled back: version {change.to_version} is production again "
-        f"(was {change.from_version})"
+        f"{settings.model_name} rolled back: version {change.to_version} is production "
+        f"(was {change.from_version}, now marked rolled back)"
+    )
+
+
+@app.command()
+def evaluate(
+    auto_promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-promote/--no-auto-promote",
+            help="Promote a passing challenger now (default AUTO_PROMOTE).",
+        ),
+    ] = None,
+) -> None:
+    """Judge the lineage head against the production version on the holdout, as DAG 03 does
+    (PROMOTION_POLICY, NON_INFERIORITY_MARGIN and the quality floors), and record the verdict."""
+    settings = get_settings()
+    try:
+        verdict = promotion.evaluate_and_promote(settings, auto_promote, by=_operator())
+    except promotion.PromotionError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from error
+    if verdict is None:
+        typer.echo(f"{settings.model_name} has no trained version yet: readmission train first")
+        return
+    status = (
+        "not judged"
+        if not verdict.judged
+        else "promoted"
+        if verdict.promoted
+        else "passed, not promoted"
+        if verdict.passed
+        else "rejected"
+    )
+    typer.echo(
+        f"challenger v{verdict.challenger_version} against champion "
+        f"v{verdict.champion_version or '-'}: {status}: {verdict.reason}"
     )
 
 
@@ -287,13 +328,21 @@ def status(
             f"({b['quarantined']} quarantined) {'' if b['kind'] == 'holdout' else trained}"
         )
     typer.echo(f"model {report['model_name']}: production = {report['production_version']}")
+    typer.echo(
+        "  AUC now: on today's holdout, where versions compare (scored by readmission evaluate); "
+        "at training: on that day's holdout (its fingerprint)"
+    )
     for v in report["versions"]:
         # MLflow calls "no stage" "None": show only the labels a version has.
         labels = [*v["aliases"], *([v["stage"]] if v["stage"] not in (None, "None") else [])]
+        if v["rolled_back"]:
+            labels.append("rolled-back")
+        now = v["current_holdout_roc_auc"]
         typer.echo(
             f"  v{v['version']:<4} parent {v['parent_version'] or '-':<4} "
-            f"AUC {v['holdout_roc_auc']:.4f} log-loss {v['holdout_log_loss']:.4f} "
-            f"{' '.join(labels)}".rstrip()
+            f"AUC now {'  -   ' if now is None else f'{now:.4f}'} "
+            f"at training {v['holdout_roc_auc']:.4f} ({v['holdout_fingerprint'] or '-'}) "
+            f"log-loss {v['holdout_log_loss']:.4f} {' '.join(labels)}".rstrip()
         )
     if report["promotions"]:
         last = report["promotions"][-1]

@@ -80,7 +80,21 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a training run waits for another run's lease before giving up.",
     )
-    promotion_margin: float = Field(0.0, alias="PROMOTION_MARGIN", ge=0)
+    promotion_policy: Literal["superior", "non_inferior"] = Field(
+        "superior",
+        alias="PROMOTION_POLICY",
+        description="superior: promote when the 95% interval of the challenger's AUC minus the "
+        "champion's (same holdout, paired patient bootstrap) lies above 0; non_inferior: above "
+        "minus NON_INFERIORITY_MARGIN.",
+    )
+    non_inferiority_margin: float = Field(
+        0.005,
+        alias="NON_INFERIORITY_MARGIN",
+        ge=0,
+        lt=1,
+        description="AUC the challenger may lose to the champion under PROMOTION_POLICY="
+        "non_inferior (the interval's lower bound must lie above minus this).",
+    )
     min_auc: float = Field(0.60, alias="MIN_AUC")
     max_log_loss: float = Field(0.35, alias="MAX_LOG_LOSS")
     auto_promote: bool = Field(False, alias="AUTO_PROMOTE")

@@ -15,6 +15,9 @@ class VersionHistory:
     production_version: str | None
     versions: list[registry.VersionSummary]  # oldest first
     promotions: list[ledger.Promotion]  # oldest first
+    # The holdout the gate last scored versions on: each version's AUC there (`roc_auc_on`)
+    # compares with every other's, unlike the AUCs of training day, each on its own holdout.
+    compared_holdout: str | None
 
 
 def version_history(settings: Settings) -> VersionHistory:
@@ -24,4 +27,5 @@ def version_history(settings: Settings) -> VersionHistory:
         production_version=str(production.version) if production else None,
         versions=registry.version_summaries(settings),
         promotions=ledger.entries(settings.warehouse_url, settings.model_name),
+        compared_holdout=registry.compared_holdout(settings),
     )

@@ -32,22 +32,58 @@ promotions = sa.Table(
     sa.Column("to_version", sa.String(32)),  # null: production was removed
     sa.Column("changed_by", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    # What kind of change: a person's decision must be told from the gate's, and a rollback is
+    # final for the gate (null on rows written before the column existed).
+    sa.Column("action", sa.String(16)),
+    # The gate's evidence for an automatic promotion: challenger minus champion AUC on the same
+    # holdout, its paired bootstrap interval, and which holdout (null for any other change).
+    sa.Column("delta_roc_auc", sa.Float),
+    sa.Column("delta_roc_auc_ci_low", sa.Float),
+    sa.Column("delta_roc_auc_ci_high", sa.Float),
+    sa.Column("holdout_fingerprint", sa.String(32)),
     # The API shows the ledger (GET /model/history) and adds the production changes it notices
     # (made in the MLflow UI); it never changes a row (nothing does: rows are only added).
     info={API_PRIVILEGES: ("SELECT", "INSERT")},
 )
 
 
+AUTO = "auto"  # the gate promoted its challenger
+MANUAL = "manual"  # a person promoted a version (`readmission promote`)
+ROLLBACK = "rollback"  # a person rolled production back; the version left is never auto-promoted
+OUTSIDE = "outside"  # a change made in the MLflow UI or API, noticed afterwards
+ACTIONS = (AUTO, MANUAL, ROLLBACK, OUTSIDE)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the gate measured before an automatic promotion."""
+
+    delta_roc_auc: float
+    delta_roc_auc_ci: tuple[float, float]
+    holdout_fingerprint: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "delta_roc_auc": self.delta_roc_auc,
+            "delta_roc_auc_ci": list(self.delta_roc_auc_ci),
+            "holdout_fingerprint": self.holdout_fingerprint,
+        }
+
+
 @dataclass(frozen=True)
 class Promotion:
+    id: int
     time: datetime
     model_name: str
     from_version: str | None
     to_version: str | None
     by: str
     reason: str
+    action: str | None
+    evidence: Evidence | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        evidence = self.evidence.as_dict() if self.evidence else {}
         return {
             "time": self.time.isoformat(),
             "model_name": self.model_name,
@@ -55,6 +91,10 @@ class Promotion:
             "to_version": self.to_version,
             "by": self.by,
             "reason": self.reason,
+            "action": self.action,
+            "delta_roc_auc": evidence.get("delta_roc_auc"),
+            "delta_roc_auc_ci": evidence.get("delta_roc_auc_ci"),
+            "holdout_fingerprint": evidence.get("holdout_fingerprint"),
         }
 
 
@@ -83,19 +123,32 @@ def record(
     to_version: str | None,
     by: str,
     reason: str,
+    action: str,
+    evidence: Evidence | None = None,
 ) -> Promotion:
-    entry = Promotion(datetime.now(UTC), model_name, from_version, to_version, by, reason)
-    conn.execute(
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
+    changed_at = datetime.now(UTC)
+    inserted = conn.execute(
         promotions.insert().values(
-            changed_at=entry.time,
+            changed_at=changed_at,
             model_name=model_name,
             from_version=from_version,
             to_version=to_version,
             changed_by=by,
             reason=reason,
+            action=action,
+            delta_roc_auc=evidence.delta_roc_auc if evidence else None,
+            delta_roc_auc_ci_low=evidence.delta_roc_auc_ci[0] if evidence else None,
+            delta_roc_auc_ci_high=evidence.delta_roc_auc_ci[1] if evidence else None,
+            holdout_fingerprint=evidence.holdout_fingerprint if evidence else None,
         )
     )
-    return entry
+    key = inserted.inserted_primary_key
+    assert key is not None  # an INSERT of one row always has one
+    return Promotion(
+        int(key[0]), changed_at, model_name, from_version, to_version, by, reason, action, evidence
+    )
 
 
 def latest(conn: Connection, model_name: str) -> Promotion | None:
@@ -107,11 +160,30 @@ def latest(conn: Connection, model_name: str) -> Promotion | None:
     return _entry(row) if row else None
 
 
+def rolled_back(conn: Connection, model_name: str, version: str) -> Promotion | None:
+    """The rollback that took `version` out of production, if one did: the gate's bar."""
+    row = (
+        conn.execute(
+            _query(model_name)
+            .where(promotions.c.action == ROLLBACK, promotions.c.from_version == version)
+            .order_by(promotions.c.id)
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    return _entry(row) if row else None
+
+
 def entries(url: str, model_name: str) -> list[Promotion]:
     """Every recorded change of `model_name`'s production version, oldest first."""
     with _engine(url).connect() as conn:
-        rows = conn.execute(_query(model_name).order_by(promotions.c.id)).mappings()
-        return [_entry(row) for row in rows]
+        return entries_of(conn, model_name)
+
+
+def entries_of(conn: Connection, model_name: str) -> list[Promotion]:
+    rows = conn.execute(_query(model_name).order_by(promotions.c.id)).mappings()
+    return [_entry(row) for row in rows]
 
 
 def _query(model_name: str) -> sa.Select:
@@ -122,11 +194,21 @@ def _entry(row: Any) -> Promotion:
     changed_at = row["changed_at"]
     if changed_at.tzinfo is None:  # SQLite keeps no time zone; every row is written in UTC
         changed_at = changed_at.replace(tzinfo=UTC)
+    evidence = None
+    if row["delta_roc_auc"] is not None:
+        evidence = Evidence(
+            row["delta_roc_auc"],
+            (row["delta_roc_auc_ci_low"], row["delta_roc_auc_ci_high"]),
+            row["holdout_fingerprint"],
+        )
     return Promotion(
+        row["id"],
         changed_at,
         row["model_name"],
         row["from_version"],
         row["to_version"],
         row["changed_by"],
         row["reason"],
+        row["action"],
+        evidence,
     )

@@ -27,11 +27,10 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
-from scipy.optimize import brentq
 from sklearn import metrics
-from sklearn.linear_model import LogisticRegression
 
 from readmission import prediction_log, registry
+from readmission.calibration import calibration_intercept, calibration_slope
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL
 from readmission.warehouse import engine_for, performance_reports, transaction
@@ -53,7 +52,6 @@ METRICS = (
     "ppv",
     "sensitivity",
 )
-_EPSILON = 1e-15
 
 Report = dict[str, Any]
 
@@ -91,17 +89,9 @@ def realized_metrics(
 
 
 def calibration(y: np.ndarray, probability: np.ndarray) -> tuple[float, float]:
-    """Calibration intercept (in the large: the shift of the log-odds that matches the observed
-    rate) and slope (of the outcome on the log-odds); 0 and 1 when perfectly calibrated."""
-    p = np.clip(probability, _EPSILON, 1 - _EPSILON)
-    log_odds = np.log(p / (1 - p))
-
-    def excess(shift: float) -> float:
-        return float(np.sum(y - 1 / (1 + np.exp(-(log_odds + shift)))))
-
-    intercept = brentq(excess, -50, 50)
-    fit = LogisticRegression(C=np.inf).fit(log_odds.reshape(-1, 1), y)
-    return float(intercept), float(fit.coef_[0][0])
+    """Calibration intercept (in the large) and slope, fitted as the model card and the
+    promotion gate fit them (readmission.calibration); 0 and 1 when perfectly calibrated."""
+    return calibration_intercept(y, probability), calibration_slope(y, probability)
 
 
 def estimate(probability: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:

@@ -1,29 +1,45 @@
 """The promotion policy and every change of the production version.
 
-`evaluate_and_promote` judges the newest version (challenger) against the production one
-(champion) on the holdout: quality floors, the champion's AUC, no reliable subgroup far below the
-overall AUC, a calibration slope within bounds. Each check is recorded as a tag on the challenger.
+`evaluate_and_promote` judges the lineage head (challenger: the version the last trained batch
+produced, from the warehouse's `trainings` table) against the production one (champion) on the
+holdout as it stands: quality floors, no reliable subgroup far below the overall AUC, a
+calibration slope within bounds, and the AUC difference to the champion on the same rows with a
+paired, patient-level bootstrap interval that must satisfy PROMOTION_POLICY. Each check is
+recorded as a tag on the challenger. A version without its model card is unfinished and not
+judged; a version once rolled back is never promoted by the gate again.
 
-`promote`, `rollback` and the checks for changes made outside the platform (the MLflow UI) all
-write the promotion ledger, under its lock, in the same step as the registry change.
+`change_production` and `rollback` write the promotion ledger, under its lock, in the same step as
+the registry change. Before the alias moves, the change is written as an intent tag on the
+version going in, naming the ledger row it follows; whoever next holds the lock and finds the
+alias moved without its row (a process killed in between) records the row from the intent
+instead of taking the move for one made outside the platform.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from sklearn import metrics
 from sqlalchemy.engine import Connection
 
-from readmission import evaluation, ledger, registry, warehouse
+from readmission import evaluation, ledger, model_card, registry, warehouse
 from readmission.config import Settings
 from readmission.holdout import fingerprint
 from readmission.model import labels
+from readmission.uncertainty import AucDifference, paired_bootstrap_auc_difference
 
 log = logging.getLogger(__name__)
 OUTSIDE = "outside the platform (MLflow UI or API)"
+INTENT_TAG = "production_change"  # on the version going in, written before the alias moves
+PolicyName = Literal["superior", "non_inferior"]
 
 
 class PromotionError(ValueError):
@@ -38,6 +54,78 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """Everything the gate compares against: the settings, or a DAG run's choice of them."""
+
+    min_auc: float
+    max_log_loss: float
+    subgroup_auc_margin: float
+    calibration_slope_min: float
+    calibration_slope_max: float
+    promotion_policy: PolicyName
+    non_inferiority_margin: float
+
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        promotion_policy: PolicyName | None = None,
+        non_inferiority_margin: float | None = None,
+    ) -> Policy:
+        return cls(
+            min_auc=settings.min_auc,
+            max_log_loss=settings.max_log_loss,
+            subgroup_auc_margin=settings.gate_subgroup_auc_margin,
+            calibration_slope_min=settings.gate_calibration_slope_min,
+            calibration_slope_max=settings.gate_calibration_slope_max,
+            promotion_policy=promotion_policy or settings.promotion_policy,
+            non_inferiority_margin=settings.non_inferiority_margin
+            if non_inferiority_margin is None
+            else non_inferiority_margin,
+        )
+
+
+@dataclass(frozen=True)
+class SubgroupAuc:
+    attribute: str
+    group: str
+    roc_auc: float | None
+    reliable: bool  # enough readmissions and non-readmissions to judge
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The challenger's numbers the gate judges, on the holdout as it stands."""
+
+    roc_auc: float
+    log_loss: float
+    calibration_slope: float
+    subgroups: tuple[SubgroupAuc, ...]
+
+    @classmethod
+    def of(cls, ours: evaluation.HoldoutEvaluation) -> Measured:
+        return cls(
+            roc_auc=ours.scores["roc_auc"],
+            log_loss=ours.scores["log_loss"],
+            calibration_slope=ours.calibration.slope,
+            subgroups=tuple(
+                SubgroupAuc(attribute, row.group, row.roc_auc, row.reliable)
+                for attribute, rows in ours.subgroups.items()
+                for row in rows
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Challenger against champion on the same holdout rows."""
+
+    champion_version: str
+    champion_roc_auc: float
+    difference: AucDifference  # challenger minus champion
+
+
+@dataclass(frozen=True)
 class Verdict:
     challenger_version: str
     champion_version: str | None
@@ -47,165 +135,225 @@ class Verdict:
     promoted: bool
     reason: str
     checks: tuple[Check, ...] = ()
+    judged: bool = True  # False: card-less or rolled back, nothing measured or recorded
+    delta_roc_auc: float | None = None
+    delta_roc_auc_ci: tuple[float, float] | None = None
+    holdout_fingerprint: str | None = None
 
 
 def evaluate_and_promote(
     settings: Settings,
     auto_promote: bool | None = None,
-    margin: float | None = None,
+    promotion_policy: PolicyName | None = None,
+    non_inferiority_margin: float | None = None,
     by: str = "evaluate-and-promote",
 ) -> Verdict | None:
-    """Score the challenger and the champion on the holdout, record the verdict as tags on the
-    challenger, and promote it if every check passes and promotion is on."""
+    """Judge the lineage head against the champion on the holdout, record the verdict as tags
+    on the challenger, and promote it if every check passes and promotion is on. The CLI's
+    `readmission evaluate` and DAG 03 both call this. None: the lineage has no version yet."""
     auto_promote = settings.auto_promote if auto_promote is None else auto_promote
-    margin = settings.promotion_margin if margin is None else margin
+    policy = Policy.of(settings, promotion_policy, non_inferiority_margin)
     notice_outside_changes(settings, noticed_by=by)
-    challenger = registry.latest_version(settings)
-    if challenger is None:
+    head = warehouse.lineage_head(settings.warehouse_url, settings.model_name)
+    if head is None:
         return None
+    batch_id, version = head
+    challenger = registry.model_version(settings, version)
+    if challenger is None:
+        raise PromotionError(
+            f"the warehouse names version {version} (batch {batch_id}) the head of "
+            f"{settings.model_name}'s lineage, but the registry has no such version: the "
+            "registry and the warehouse belong to different platforms"
+        )
     champion = registry.production_version(settings)
-    if champion is not None and champion.version == challenger.version:
+    champion_version = str(champion.version) if champion else None
+    if champion_version == version:
         # A re-run (or a retry after the alias moved): finish the promotion if a crash cut it
         # short, keep the verdict as recorded, change nothing else.
         if challenger.current_stage != registry.PRODUCTION_STAGE:
-            registry.promote(settings, challenger.version)
-        reason = f"version {challenger.version} is already in production: nothing changed"
-        log.info("challenger v%s: %s", challenger.version, reason)
+            registry.promote(settings, version)
+        reason = f"version {version} is already in production: nothing changed"
+        log.info("challenger v%s: %s", version, reason)
         recorded = {
             k.removeprefix("challenger_"): float(v)
             for k, v in challenger.tags.items()
             if k in ("challenger_roc_auc", "challenger_log_loss")
         }
-        return Verdict(challenger.version, champion.version, recorded, None, True, False, reason)
-    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
-    y = labels(holdout)
-    challenger_model = registry.load_readmission_model(settings, challenger.version)
-    ours = evaluation.evaluate_holdout(
-        settings, holdout, y, challenger_model.predict_proba(holdout)
-    )
-    theirs = None
-    if champion is not None:
-        probability = registry.load_readmission_model(settings, champion.version).predict_proba(
-            holdout
+        return Verdict(version, champion_version, recorded, None, True, False, reason)
+    with ledger.locked(settings.warehouse_url) as conn:
+        barred = ledger.rolled_back(conn, settings.model_name, version)
+    if barred is not None:
+        return _unjudged(
+            version,
+            champion_version,
+            f"version {version} was rolled back ({barred.time:%Y-%m-%d %H:%M} UTC by "
+            f"{barred.by}): the gate never promotes it again (by hand: readmission promote "
+            f"{version})",
         )
-        theirs = evaluation.scores(y, probability, 0.5)
-    checks = judge(settings, ours, theirs, margin)
+    if not _has_card(settings, challenger):
+        return _unjudged(
+            version,
+            champion_version,
+            f"version {version} has no model card ({model_card.JSON_PATH} in run "
+            f"{challenger.run_id}): its training has not finished, so it is not judged",
+        )
+
+    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout_print = fingerprint(holdout["encounter_id"])
+    y = labels(holdout)
+    probability = registry.load_readmission_model(settings, version).predict_proba(holdout)
+    ours = evaluation.evaluate_holdout(settings, holdout, y, probability)
+    theirs = None
+    comparison = None
+    if champion_version is not None:
+        champion_probability = registry.load_readmission_model(
+            settings, champion_version
+        ).predict_proba(holdout)
+        theirs = evaluation.scores(y, champion_probability, 0.5)
+        comparison = Comparison(
+            champion_version,
+            theirs["roc_auc"],
+            paired_bootstrap_auc_difference(
+                y,
+                probability,
+                champion_probability,
+                holdout["patient_nbr"].to_numpy(),
+                settings.bootstrap_resamples,
+                evaluation.BOOTSTRAP_SEED,
+            ),
+        )
+    checks = judge(policy, Measured.of(ours), comparison)
     passed = all(c.passed for c in checks)
     failed = [c.detail for c in checks if not c.passed]
     reason = "; ".join(failed) if failed else checks[-1].detail
     promoted = passed and auto_promote
+    evidence = (
+        ledger.Evidence(
+            comparison.difference.delta,
+            (comparison.difference.low, comparison.difference.high),
+            holdout_print,
+        )
+        if comparison
+        else None
+    )
     # The verdict first, the promotion last: a retry after a crash in between finds the same
-    # verdict to record again and then promotes; one after the promotion changes nothing.
+    # verdict (same rows, same bootstrap seed) to record again and then promotes; one after the
+    # promotion changes nothing.
     _record_verdict(
         settings,
-        challenger.version,
-        champion.version if champion else None,
+        version,
         checks,
         passed,
         promoted,
         reason,
         ours,
-        theirs,
-        holdout,
+        comparison,
+        len(holdout),
+        holdout_print,
     )
+    aucs = {version: ours.scores["roc_auc"]}
+    if comparison is not None:
+        aucs[comparison.champion_version] = comparison.champion_roc_auc
+    keep_holdout_aucs(settings, holdout, y, holdout_print, aucs)
     if promoted:
-        change_production(settings, challenger.version, by, reason)
-    log.info(
-        "challenger v%s: %s (%s)", challenger.version, "passed" if passed else "rejected", reason
-    )
+        change_production(settings, version, by, reason, ledger.AUTO, evidence)
+    log.info("challenger v%s: %s (%s)", version, "passed" if passed else "rejected", reason)
     return Verdict(
-        challenger.version,
-        champion.version if champion else None,
+        version,
+        champion_version,
         ours.scores,
         theirs,
         passed,
         promoted,
         reason,
         tuple(checks),
+        delta_roc_auc=evidence.delta_roc_auc if evidence else None,
+        delta_roc_auc_ci=evidence.delta_roc_auc_ci if evidence else None,
+        holdout_fingerprint=holdout_print,
     )
 
 
-def judge(
-    settings: Settings,
-    ours: evaluation.HoldoutEvaluation,
-    theirs: dict[str, float] | None,
-    margin: float,
-) -> list[Check]:
+def judge(policy: Policy, ours: Measured, comparison: Comparison | None) -> list[Check]:
     """Every check of the promotion gate, passed or not; the champion comparison comes last."""
-    auc, log_loss = ours.scores["roc_auc"], ours.scores["log_loss"]
-    checks = [
+    auc, log_loss = ours.roc_auc, ours.log_loss
+    return [
         Check(
             "min_auc",
-            auc >= settings.min_auc,
-            f"holdout AUC {auc:.4f} {'meets' if auc >= settings.min_auc else 'is below'} "
-            f"MIN_AUC {settings.min_auc}",
+            auc >= policy.min_auc,
+            f"holdout AUC {auc:.4f} {'meets' if auc >= policy.min_auc else 'is below'} "
+            f"MIN_AUC {policy.min_auc}",
         ),
         Check(
             "max_log_loss",
-            log_loss <= settings.max_log_loss,
+            log_loss <= policy.max_log_loss,
             f"holdout log-loss {log_loss:.4f} is "
-            f"{'within' if log_loss <= settings.max_log_loss else 'above'} "
-            f"MAX_LOG_LOSS {settings.max_log_loss}",
+            f"{'within' if log_loss <= policy.max_log_loss else 'above'} "
+            f"MAX_LOG_LOSS {policy.max_log_loss}",
         ),
-        _subgroup_check(settings, ours),
-        _calibration_check(settings, ours),
+        _subgroup_check(policy, ours),
+        _calibration_check(policy, ours),
+        _champion_check(policy, comparison),
     ]
-    if theirs is None:
-        checks.append(Check("champion", True, "no production model yet; quality floors met"))
-    elif auc < theirs["roc_auc"] + margin:
-        checks.append(
-            Check(
-                "champion",
-                False,
-                f"holdout AUC {auc:.4f} does not beat the champion's "
-                f"{theirs['roc_auc']:.4f} by the margin {margin}",
-            )
-        )
+
+
+def _champion_check(policy: Policy, comparison: Comparison | None) -> Check:
+    if comparison is None:
+        return Check("champion", True, "no production model yet; quality floors met")
+    d = comparison.difference
+    if policy.promotion_policy == "superior":
+        bound, rule = 0.0, "PROMOTION_POLICY=superior: its lower bound must be above 0"
     else:
-        checks.append(
-            Check(
-                "champion",
-                True,
-                f"holdout AUC {auc:.4f} beats the champion's {theirs['roc_auc']:.4f} "
-                f"by at least {margin}",
-            )
+        bound = -policy.non_inferiority_margin
+        rule = (
+            "PROMOTION_POLICY=non_inferior: its lower bound must be above minus "
+            f"NON_INFERIORITY_MARGIN {policy.non_inferiority_margin}"
         )
-    return checks
+    # Strictly above: an interval touching the bound (a tie, at worst) is not enough.
+    passed = d.low > bound
+    measured = (
+        f"holdout AUC difference to champion v{comparison.champion_version} "
+        f"({comparison.champion_roc_auc:.4f}) on the same rows {d.delta:+.4f}, "
+        f"{d.level:.0%} CI [{d.low:+.4f}, {d.high:+.4f}]"
+    )
+    if not passed:
+        return Check("champion", False, f"{measured}: {rule}")
+    if policy.promotion_policy == "superior":
+        return Check("champion", True, f"{measured}: better than the champion ({rule})")
+    return Check(
+        "champion",
+        True,
+        f"{measured}: not worse than the champion by more than the margin ({rule})",
+    )
 
 
-def _subgroup_check(settings: Settings, ours: evaluation.HoldoutEvaluation) -> Check:
-    floor = ours.roc_auc.roc_auc - settings.gate_subgroup_auc_margin
-    judged = [
-        (attribute, row)
-        for attribute, rows in ours.subgroups.items()
-        for row in rows
-        if row.reliable and row.roc_auc is not None
-    ]
+def _subgroup_check(policy: Policy, ours: Measured) -> Check:
+    floor = ours.roc_auc - policy.subgroup_auc_margin
+    judged = [s for s in ours.subgroups if s.reliable and s.roc_auc is not None]
     below = [
-        f"{attribute} {row.group} {row.roc_auc:.3f}"
-        for attribute, row in judged
-        if row.roc_auc is not None and row.roc_auc < floor
+        f"{s.attribute} {s.group} {s.roc_auc:.3f}"
+        for s in judged
+        if s.roc_auc is not None and s.roc_auc < floor
     ]
-    skipped = sum(len(rows) for rows in ours.subgroups.values()) - len(judged)
+    skipped = len(ours.subgroups) - len(judged)
     note = f" ({skipped} group(s) too small to judge)" if skipped else ""
     if below:
         return Check(
             "subgroup_auc",
             False,
-            f"subgroup AUC below the overall {ours.roc_auc.roc_auc:.3f} minus "
-            f"GATE_SUBGROUP_AUC_MARGIN {settings.gate_subgroup_auc_margin}: {', '.join(below)}",
+            f"subgroup AUC below the overall {ours.roc_auc:.3f} minus "
+            f"GATE_SUBGROUP_AUC_MARGIN {policy.subgroup_auc_margin}: {', '.join(below)}",
         )
     return Check(
         "subgroup_auc",
         True,
-        f"{len(judged)} subgroups within {settings.gate_subgroup_auc_margin} of the overall "
-        f"AUC {ours.roc_auc.roc_auc:.3f}{note}",
+        f"{len(judged)} subgroups within {policy.subgroup_auc_margin} of the overall "
+        f"AUC {ours.roc_auc:.3f}{note}",
     )
 
 
-def _calibration_check(settings: Settings, ours: evaluation.HoldoutEvaluation) -> Check:
-    slope = ours.calibration.slope
-    low, high = settings.gate_calibration_slope_min, settings.gate_calibration_slope_max
+def _calibration_check(policy: Policy, ours: Measured) -> Check:
+    slope = ours.calibration_slope
+    low, high = policy.calibration_slope_min, policy.calibration_slope_max
     inside = low <= slope <= high
     return Check(
         "calibration_slope",
@@ -215,18 +363,32 @@ def _calibration_check(settings: Settings, ours: evaluation.HoldoutEvaluation) -
     )
 
 
+def _unjudged(version: str, champion_version: str | None, reason: str) -> Verdict:
+    """A challenger the gate does not judge: nothing is measured, recorded or changed."""
+    log.info("challenger v%s not judged: %s", version, reason)
+    return Verdict(version, champion_version, {}, None, False, False, reason, judged=False)
+
+
+def _has_card(settings: Settings, version: ModelVersion) -> bool:
+    if not version.run_id:
+        return False
+    found = registry.connect(settings).list_artifacts(version.run_id)
+    return any(artifact.path == model_card.JSON_PATH for artifact in found)
+
+
 def _record_verdict(
     settings: Settings,
     version: str,
-    champion: str | None,
     checks: list[Check],
     passed: bool,
     promoted: bool,
     reason: str,
     ours: evaluation.HoldoutEvaluation,
-    theirs: dict[str, float] | None,
-    holdout: pd.DataFrame,
+    comparison: Comparison | None,
+    holdout_rows: int,
+    holdout_print: str,
 ) -> None:
+    difference = comparison.difference if comparison else None
     tags = {
         "validation_status": "passed" if passed else "rejected",
         "validation_reason": reason,
@@ -235,11 +397,13 @@ def _record_verdict(
         "challenger_roc_auc_ci": f"{ours.roc_auc.low:.6f}-{ours.roc_auc.high:.6f}",
         "challenger_log_loss": f"{ours.scores['log_loss']:.6f}",
         "challenger_calibration_slope": f"{ours.calibration.slope:.6f}",
-        "champion_version": champion or "none",
-        "champion_roc_auc": f"{theirs['roc_auc']:.6f}" if theirs else "none",
+        "champion_version": comparison.champion_version if comparison else "none",
+        "champion_roc_auc": f"{comparison.champion_roc_auc:.6f}" if comparison else "none",
+        "delta_roc_auc": f"{difference.delta:.6f}" if difference else "none",
+        "delta_roc_auc_ci": f"{difference.low:.6f} {difference.high:.6f}" if difference else "none",
         # Champion and challenger on exactly the same rows: today's holdout, named by its print.
-        "validation_holdout_rows": str(len(holdout)),
-        "validation_holdout_fingerprint": fingerprint(holdout["encounter_id"]),
+        "validation_holdout_rows": str(holdout_rows),
+        "validation_holdout_fingerprint": holdout_print,
         "promoted_by": "auto" if promoted else "manual",
     }
     client = registry.connect(settings)
@@ -247,8 +411,55 @@ def _record_verdict(
         client.set_model_version_tag(settings.model_name, version, key, value)
 
 
+def keep_holdout_aucs(
+    settings: Settings,
+    holdout: pd.DataFrame,
+    y: np.ndarray,
+    holdout_print: str,
+    known: Mapping[str, float],
+) -> None:
+    """Keep every lineage version's AUC on this holdout as a version tag, computed once per
+    holdout (`known`: the ones the gate just measured), and name this holdout as the one the
+    history compares versions on."""
+    client = registry.connect(settings)
+    tag = registry.holdout_auc_tag(holdout_print)
+    lineage = [
+        b.model_version
+        for b in warehouse.batch_list(settings.warehouse_url, settings.model_name)
+        if b.model_version is not None
+    ]
+    for version in dict.fromkeys([*known, *lineage]):
+        if version in known:
+            auc: float | None = known[version]
+        elif tag in client.get_model_version(settings.model_name, version).tags:
+            continue
+        else:
+            auc = _holdout_auc(settings, version, holdout, y)
+        if auc is not None:
+            client.set_model_version_tag(settings.model_name, version, tag, f"{auc:.6f}")
+    client.set_registered_model_tag(
+        settings.model_name, registry.COMPARED_HOLDOUT_TAG, holdout_print
+    )
+
+
+def _holdout_auc(
+    settings: Settings, version: str, holdout: pd.DataFrame, y: np.ndarray
+) -> float | None:
+    try:
+        probability = registry.load_readmission_model(settings, version).predict_proba(holdout)
+    except Exception as error:  # an old version that no longer loads must not block the gate
+        log.warning("version %s not scored on the holdout (it does not load): %s", version, error)
+        return None
+    return float(metrics.roc_auc_score(y, probability))
+
+
 def change_production(
-    settings: Settings, version: str | int, by: str, reason: str
+    settings: Settings,
+    version: str | int,
+    by: str,
+    reason: str,
+    action: str = ledger.MANUAL,
+    evidence: ledger.Evidence | None = None,
 ) -> ledger.Promotion | None:
     """Make `version` production and record the change; None if it already is."""
     version = str(version)
@@ -256,42 +467,119 @@ def change_production(
         current, _ = _notice(conn, settings, noticed_by=by)
         if current == version:
             return None
-        _promote(settings, version)
-        entry = ledger.record(conn, settings.model_name, current, version, by, reason)
+        entry = _move(conn, settings, current, version, by, reason, action, evidence)
     log.info("production %s: v%s -> v%s by %s", settings.model_name, current, version, by)
     return entry
 
 
-def rollback(settings: Settings, by: str, reason: str | None = None) -> ledger.Promotion:
-    """Return production to the version that was production before the current one."""
+def rollback(
+    settings: Settings, by: str, reason: str | None = None, to: str | None = None
+) -> ledger.Promotion:
+    """Take the production version out (marked: the gate never promotes it again) and return
+    to `to`, or to the last version production had before it that was not rolled back itself."""
     with ledger.locked(settings.warehouse_url) as conn:
-        current, _ = _notice(conn, settings, noticed_by=by)
-        last = ledger.latest(conn, settings.model_name)
-        if current is None or last is None:
+        current, noticed = _notice(conn, settings, noticed_by=by)
+        if (
+            noticed is not None
+            and noticed.action == ledger.ROLLBACK
+            and (to is None or noticed.to_version == str(to))
+        ):
+            # A rollback killed after the alias moved, finished just now: this re-run of it
+            # must not roll back once more.
+            return noticed
+        if current is None:
             raise PromotionError(
                 f"no version of {settings.model_name} is in production: nothing to roll back"
             )
-        previous = last.from_version
-        if previous is None:
-            raise PromotionError(
-                f"version {current} was the first production version of {settings.model_name}: "
-                "there is no earlier one to return to (promote a version instead)"
-            )
-        _promote(settings, previous)
-        entry = ledger.record(
+        target = str(to) if to is not None else _rollback_target(conn, settings, current)
+        if target == current:
+            raise PromotionError(f"version {target} is the production version already")
+        entry = _move(
             conn,
-            settings.model_name,
+            settings,
             current,
-            previous,
+            target,
             by,
-            reason or f"rollback: version {previous} was production before version {current}",
+            reason or f"rollback: version {current} taken out of production, {target} back",
+            ledger.ROLLBACK,
         )
-    log.info("rolled %s back: v%s -> v%s by %s", settings.model_name, current, previous, by)
+    log.info("rolled %s back: v%s -> v%s by %s", settings.model_name, current, target, by)
     return entry
 
 
+def _rollback_target(conn: Connection, settings: Settings, current: str) -> str:
+    changes = ledger.entries_of(conn, settings.model_name)
+    for change in reversed(changes):
+        candidate = change.from_version
+        if (
+            candidate is not None
+            and candidate != current
+            and ledger.rolled_back(conn, settings.model_name, candidate) is None
+        ):
+            return candidate
+    if len(changes) <= 1:
+        raise PromotionError(
+            f"version {current} was the first production version of {settings.model_name}: "
+            "there is no earlier one to return to (promote a version instead)"
+        )
+    raise PromotionError(
+        f"every version production had before version {current} was rolled back: name one "
+        "(readmission rollback --to VERSION) or promote one"
+    )
+
+
+def _move(
+    conn: Connection,
+    settings: Settings,
+    current: str | None,
+    target: str,
+    by: str,
+    reason: str,
+    action: str,
+    evidence: ledger.Evidence | None = None,
+) -> ledger.Promotion:
+    """Move production from `current` to `target` and add the ledger row (caller holds the
+    lock). The intent goes onto `target` first, so a kill between the alias and the row is
+    recorded as this change by the next holder of the lock (see `_notice`)."""
+    last = ledger.latest(conn, settings.model_name)
+    intent = {
+        "after": last.id if last else 0,
+        "from": current,
+        "by": by,
+        "reason": reason,
+        "action": action,
+        "evidence": evidence.as_dict() if evidence else None,
+    }
+    client = registry.connect(settings)
+    try:
+        client.set_model_version_tag(settings.model_name, target, INTENT_TAG, json.dumps(intent))
+        registry.promote(settings, target)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise PromotionError(
+                f"{settings.model_name} has no version {target}: see `readmission status`"
+            ) from error
+        raise
+    entry = ledger.record(conn, settings.model_name, current, target, by, reason, action, evidence)
+    if action == ledger.ROLLBACK and current is not None:
+        _mark_rolled_back(settings, current, entry)
+    return entry
+
+
+def _mark_rolled_back(settings: Settings, version: str, entry: ledger.Promotion) -> None:
+    """The mark people see in the registry; the gate's bar is the ledger row itself."""
+    registry.connect(settings).set_model_version_tag(
+        settings.model_name,
+        version,
+        registry.ROLLED_BACK_TAG,
+        f"{entry.time:%Y-%m-%d %H:%M:%S} UTC by {entry.by} (back to v{entry.to_version}): "
+        f"{entry.reason}",
+    )
+
+
 def notice_outside_changes(settings: Settings, noticed_by: str) -> ledger.Promotion | None:
-    """Record a production change made outside the platform; None when there is none."""
+    """Record a production change made outside the platform (or one whose recording a kill cut
+    short); None when there is none."""
     with ledger.locked(settings.warehouse_url) as conn:
         _, noticed = _notice(conn, settings, noticed_by)
     return noticed
@@ -308,6 +596,37 @@ def _notice(
     recorded = last.to_version if last else None
     if now == recorded:
         return now, None
+    intent = _intent(production.tags) if production else None
+    if intent and intent["after"] == (last.id if last else 0) and intent["from"] == recorded:
+        evidence = intent["evidence"]
+        entry = ledger.record(
+            conn,
+            settings.model_name,
+            recorded,
+            now,
+            intent["by"],
+            intent["reason"],
+            intent["action"],
+            ledger.Evidence(
+                evidence["delta_roc_auc"],
+                tuple(evidence["delta_roc_auc_ci"]),
+                evidence["holdout_fingerprint"],
+            )
+            if evidence
+            else None,
+        )
+        if entry.action == ledger.ROLLBACK and recorded is not None:
+            _mark_rolled_back(settings, recorded, entry)
+        log.warning(
+            "production of %s: v%s -> v%s by %s was cut short before its ledger row; recorded "
+            "it (noticed by %s)",
+            settings.model_name,
+            recorded,
+            now,
+            entry.by,
+            noticed_by,
+        )
+        return now, entry
     change = f"version {now}" if now else "no version"
     entry = ledger.record(
         conn,
@@ -316,6 +635,7 @@ def _notice(
         now,
         f"mlflow registry, {OUTSIDE}",
         f"production was set to {change} {OUTSIDE}; noticed by {noticed_by}",
+        ledger.OUTSIDE,
     )
     log.warning(
         "production of %s changed %s: v%s -> v%s", settings.model_name, OUTSIDE, recorded, now
@@ -323,12 +643,12 @@ def _notice(
     return now, entry
 
 
-def _promote(settings: Settings, version: str) -> None:
+def _intent(tags: Mapping[str, str]) -> dict[str, Any] | None:
+    raw = tags.get(INTENT_TAG)
+    if not raw:
+        return None
     try:
-        registry.promote(settings, version)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise PromotionError(
-                f"{settings.model_name} has no version {version}: see `readmission status`"
-            ) from error
-        raise
+        found: dict[str, Any] = json.loads(raw)
+    except json.JSONDecodeError:  # edited by hand in the MLflow UI: not ours to trust
+        return None
+    return found

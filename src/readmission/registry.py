@@ -24,6 +24,9 @@ from readmission.schema import SPECS, Integer
 from readmission.warehouse import ensure_sqlite_directory
 
 PRODUCTION_STAGE = "Production"
+# The holdout (by fingerprint) the gate last scored versions on: the one the history compares.
+COMPARED_HOLDOUT_TAG = "compared_holdout_fingerprint"
+ROLLED_BACK_TAG = "rolled_back"  # on a version a rollback took out of production
 PROBABILITY_COLUMN = "readmit_30d_probability"
 log = logging.getLogger(__name__)
 
@@ -86,10 +89,9 @@ def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     return sorted(found, key=lambda v: int(v.version))
 
 
-def latest_version(settings: Settings) -> ModelVersion | None:
-    """The newest registered version, however it was registered: the challenger to judge."""
-    versions = _versions(connect(settings), settings.model_name)
-    return versions[-1] if versions else None
+def holdout_auc_tag(holdout_fingerprint: str) -> str:
+    """The version tag keeping a version's ROC-AUC on one holdout (tag keys allow no '@')."""
+    return f"holdout_roc_auc.{holdout_fingerprint}"
 
 
 def model_version(settings: Settings, version: str | int) -> ModelVersion | None:
@@ -133,6 +135,17 @@ def production_version(settings: Settings) -> ModelVersion | None:
     return staged[-1] if staged else None
 
 
+def compared_holdout(settings: Settings) -> str | None:
+    """The fingerprint of the holdout the gate last scored versions on, if it ever did."""
+    try:
+        model = connect(settings).get_registered_model(settings.model_name)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return model.tags.get(COMPARED_HOLDOUT_TAG)
+
+
 def promote(settings: Settings, version: str | int) -> ModelVersion:
     """Point alias MODEL_ALIAS at `version` and move it to the legacy stage Production."""
     client = connect(settings)
@@ -160,6 +173,13 @@ class VersionSummary:
     stage: str | None
     metrics: dict[str, float]
     tags: dict[str, str]
+
+    def roc_auc_on(self, holdout_fingerprint: str | None) -> float | None:
+        """The version's ROC-AUC on that holdout, if the gate scored it there."""
+        if holdout_fingerprint is None:
+            return None
+        kept = self.tags.get(holdout_auc_tag(holdout_fingerprint))
+        return float(kept) if kept is not None else None
 
 
 def version_summaries(settings: Settings) -> list[VersionSummary]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from readmission import prediction_log, warehouse
+from readmission import prediction_log, registry, warehouse
 from readmission.config import Settings
 from readmission.dataset import load
 from readmission.history import version_history
@@ -82,12 +82,13 @@ def status(settings: Settings) -> dict[str, Any]:
     url = settings.warehouse_url
     history = version_history(settings)
     holdout = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
+    holdout_print = fingerprint(holdout["encounter_id"])
     return {
         "warehouse": warehouse.row_counts(url),
         "holdout": {
             "rows": len(holdout),
             "patients": int(holdout["patient_nbr"].nunique()),
-            "fingerprint": fingerprint(holdout["encounter_id"]),
+            "fingerprint": holdout_print,
             "fraction": warehouse.holdout_fraction(url),
             "patients_also_in_training": warehouse.holdout_overlap(url),
         },
@@ -103,10 +104,15 @@ def status(settings: Settings) -> dict[str, Any]:
                 "aliases": v.aliases,
                 "stage": v.stage,
                 "batch_id": v.batch_id,
+                # On today's holdout, as the gate scored it (None until it has): these compare.
+                "current_holdout_roc_auc": v.roc_auc_on(holdout_print),
+                # On the holdout of its training day, which grew since: each its own rows.
                 "holdout_roc_auc": v.metrics.get("holdout_roc_auc", float("nan")),
                 "holdout_log_loss": v.metrics.get("holdout_log_loss", float("nan")),
                 "holdout_rows": v.tags.get("holdout_rows"),
                 "holdout_fingerprint": v.tags.get("holdout_fingerprint"),
+                "rolled_back": v.tags.get(registry.ROLLED_BACK_TAG),
+                "validation_status": v.tags.get("validation_status"),
             }
             for v in history.versions
         ],

@@ -79,14 +79,34 @@ def show_history(history: dict[str, Any]) -> None:
     production = history.get("production_version")
     frame = pd.DataFrame(versions)
     frame.insert(1, "role", ["production" if v == production else "" for v in frame["version"]])
+    compared = history.get("compared_holdout_fingerprint")
     auc, log_loss = st.columns(2)
-    auc.altair_chart(history_chart(frame, "holdout_roc_auc", "Holdout ROC AUC"), width="stretch")
+    if compared and frame["compared_roc_auc"].notna().any():
+        # Like with like: every version on the same rows, as the promotion gate scored them.
+        auc.altair_chart(
+            history_chart(frame, "compared_roc_auc", f"ROC AUC on holdout {compared}"),
+            width="stretch",
+        )
+        where = (
+            f"The ROC AUC chart shows every version on the same holdout ({compared}), as the "
+            "promotion gate scored them; a version not yet scored there is left out."
+        )
+    else:
+        auc.altair_chart(
+            history_chart(frame, "holdout_roc_auc", "ROC AUC at training"), width="stretch"
+        )
+        where = (
+            "The ROC AUC chart shows each version on the holdout of its training day "
+            "(`holdout_fingerprint`): the holdout grows with every extract, so versions of "
+            "different days were scored on different rows. `readmission evaluate` scores them "
+            "all on today's."
+        )
     log_loss.altair_chart(
-        history_chart(frame, "holdout_log_loss", "Holdout log-loss"), width="stretch"
+        history_chart(frame, "holdout_log_loss", "Log-loss at training"), width="stretch"
     )
     st.caption(
-        "Each version warm-starts from its parent on one more batch; all are scored on the "
-        "same fixed holdout. The red diamond is the production version."
+        "Each version warm-starts from its parent on one more batch. "
+        f"{where} The red diamond is the production version."
     )
     st.dataframe(frame, hide_index=True)
 
@@ -98,8 +118,10 @@ def show_promotions(promotions: list[dict[str, Any]]) -> None:
         return
     st.caption(
         "Every change of the production version, oldest first: by the DAG, the CLI, or a "
-        "change made in the MLflow UI that the platform noticed. Undo the last one with "
-        "`readmission rollback`."
+        "change made in the MLflow UI that the platform noticed. An automatic promotion "
+        "carries the gate's evidence: the AUC difference to the champion on the same holdout "
+        "(`delta_roc_auc`), its 95% interval and the holdout's fingerprint. Undo the last one "
+        "with `readmission rollback` (the gate never promotes a rolled-back version again)."
     )
     st.dataframe(pd.DataFrame(promotions), hide_index=True)
 

@@ -89,6 +89,12 @@ def test_without_production_model_503_explains_how_to_promote_then_promotions_ar
     assert [(p["from_version"], p["to_version"]) for p in promotions] == [(None, "1"), ("1", "2")]
     assert all("outside the platform" in p["by"] for p in promotions)
     assert all("noticed by the serving API" in p["reason"] for p in promotions)
+    assert [p["action"] for p in promotions] == ["outside", "outside"]
+    assert all(p["delta_roc_auc"] is None and p["delta_roc_auc_ci"] is None for p in promotions)
+    # No gate has scored the versions on one holdout yet: each AUC names its training day's.
+    assert history["compared_holdout_fingerprint"] is None
+    assert all(v["compared_roc_auc"] is None for v in history["versions"])
+    assert all(v["holdout_fingerprint"] for v in history["versions"])
 
     assert card["model"]["version"] == "2"
     assert card["holdout"]["roc_auc_ci"][0] <= card["holdout"]["roc_auc"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import mlflow
 
-from readmission import cli, training, warehouse
+from readmission import cli, ledger, promotion, registry, training, warehouse
 from readmission.model import ReadmissionModel
 
 
@@ -30,6 +30,16 @@ def _killing(original: Callable[..., Any], after_calls: int = 0) -> Callable[...
         if calls > after_calls:
             os.kill(os.getpid(), signal.SIGKILL)
         return original(*args, **kwargs)
+
+    return wrapper
+
+
+def _killing_after(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Let the first call finish (its effect durable), then die."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     return wrapper
 
@@ -47,6 +57,16 @@ def _arm(point: str) -> None:
         training._complete_card = _killing(training._complete_card)
     elif point == "train-after-register":  # version registered, the warehouse not told
         warehouse.mark_trained = _killing(warehouse.mark_trained)
+    elif point == "promote-after-verdict":  # verdict tags recorded, production untouched
+        promotion.change_production = _killing(promotion.change_production)
+    elif point == "promote-after-alias":  # the alias moved to the challenger, no ledger row
+        registry.promote = _killing_after(registry.promote)
+    elif point == "promote-before-ledger":  # about to add the ledger row (uncommitted: lost)
+        ledger.record = _killing(ledger.record)
+    elif point == "rollback-after-alias":  # production back, the rollback not yet recorded
+        registry.promote = _killing_after(registry.promote)
+    elif point == "rollback-before-ledger":
+        ledger.record = _killing(ledger.record)
     else:
         raise SystemExit(f"unknown crash point {point!r}")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import model_card, registry, warehouse
+from readmission import ledger, model_card, promotion, registry, steps, training, warehouse
 from readmission.config import Settings
 
 from .conftest import assert_consistent, ok, run, start, wait_until
@@ -147,3 +147,88 @@ def _lease_holder(settings: Settings) -> str:
 
     with warehouse.engine_for(settings.warehouse_url).connect() as conn:
         return str(conn.execute(sa.select(warehouse.leases.c.holder)).scalar() or "")
+
+
+def _lenient_gate(configure: Callable[..., Settings]) -> Settings:
+    # 300-row batches of synthetic data: let every warm start pass so each kill point is hit
+    return configure(
+        PROMOTION_POLICY="non_inferior",
+        NON_INFERIORITY_MARGIN="0.5",
+        MIN_AUC="0.5",
+        GATE_SUBGROUP_AUC_MARGIN="1.0",
+        GATE_CALIBRATION_SLOPE_MIN="0.05",
+        GATE_CALIBRATION_SLOPE_MAX="20",
+    )
+
+
+@pytest.mark.timeout(900)
+def test_evaluate_and_promote_killed_at_any_step_converges_on_the_rerun(
+    chaos: Settings,
+    configure: Callable[..., Settings],
+    rows: pd.DataFrame,
+    extract: Callable[..., Path],
+) -> None:
+    """Kills after the verdict, after the alias moved, before the ledger row: each re-run
+    leaves registry and ledger agreeing, each promotion recorded once, as the gate's, with its
+    evidence. (Set-up steps run in this process; the killed runs and re-runs are processes.)"""
+    settings = _lenient_gate(configure)
+    steps.ingest(settings, source=str(extract(0, 1200)))  # four training batches
+    training.train_pending(settings, 1)
+    promotion.evaluate_and_promote(settings, auto_promote=True, by="chaos set-up")
+    for point in ("promote-after-verdict", "promote-after-alias", "promote-before-ledger"):
+        (result,) = training.train_pending(settings, 1)
+        killed = run("evaluate", "--auto-promote", crash_at=point)
+        assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
+        rerun = ok("evaluate", "--auto-promote")
+        assert _production(settings) == result.version, rerun
+    assert _ledger(settings) == [
+        (None, "1", "auto"),
+        ("1", "2", "auto"),
+        ("2", "3", "auto"),
+        ("3", "4", "auto"),
+    ]
+    changes = ledger.entries(settings.warehouse_url, settings.model_name)
+    assert all(c.evidence is not None for c in changes[1:]), "the gate's evidence survives"
+    assert all(c.by.startswith("cli (") for c in changes[1:]), "recorded as the killed run's"
+    assert_consistent(settings, [rows])
+
+
+@pytest.mark.timeout(900)
+def test_a_rollback_killed_at_any_step_is_finished_by_its_rerun_and_never_undone(
+    chaos: Settings,
+    configure: Callable[..., Settings],
+    rows: pd.DataFrame,
+    extract: Callable[..., Path],
+) -> None:
+    settings = _lenient_gate(configure)
+    steps.ingest(settings, source=str(extract(0, 1200)))
+    training.train_pending(settings)  # versions 1-4, the head 4
+    for version in ("1", "2", "3", "4"):
+        promotion.change_production(settings, version, "chaos set-up", "by hand")
+
+    for point, back_to in (("rollback-after-alias", "3"), ("rollback-before-ledger", "2")):
+        killed = run("rollback", crash_at=point)
+        assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
+        rerun = ok("rollback")  # finishes the rollback it interrupted, rolls back no further
+        assert f"version {back_to} is production" in rerun, rerun
+        assert _production(settings) == back_to
+    judged = ok("evaluate", "--auto-promote")  # the head, v4, stays out
+    assert "not judged" in judged and "was rolled back" in judged, judged
+    assert _production(settings) == "2"
+    assert _ledger(settings)[4:] == [("4", "3", "rollback"), ("3", "2", "rollback")]
+    for version in ("4", "3"):
+        tags = registry.connect(settings).get_model_version(settings.model_name, version).tags
+        assert registry.ROLLED_BACK_TAG in tags
+    assert_consistent(settings, [rows])
+
+
+def _production(settings: Settings) -> str | None:
+    found = registry.production_version(settings)
+    return str(found.version) if found else None
+
+
+def _ledger(settings: Settings) -> list[tuple[str | None, str | None, str | None]]:
+    return [
+        (e.from_version, e.to_version, e.action)
+        for e in ledger.entries(settings.warehouse_url, settings.model_name)
+    ]

@@ -55,7 +55,11 @@ def test_ingest_train_promote_rollback_promotions_and_status(
     assert cli("promote", "1", "--reason", "compare with the first").returncode == 0
     rolled = cli("rollback")
     assert rolled.returncode == 0, rolled.stderr
-    assert "version 2 is production again (was 1)" in rolled.stdout
+    assert "version 2 is production (was 1, now marked rolled back)" in rolled.stdout
+    judged = cli("evaluate", "--auto-promote")  # the lineage head, v2, is production already
+    assert judged.returncode == 0, judged.stderr
+    assert "challenger v2 against champion v2" in judged.stdout
+    assert "nothing changed" in judged.stdout
     missing = cli("promote", "9")
     assert missing.returncode == 2 and "has no version 9" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -66,7 +70,9 @@ def test_ingest_train_promote_rollback_promotions_and_status(
         ("2", "1"),
         ("1", "2"),
     ]
-    assert {"time", "from_version", "to_version", "by", "reason"} <= set(ledger[0])
+    assert {"time", "from_version", "to_version", "by", "reason", "action"} <= set(ledger[0])
+    assert [e["action"] for e in ledger] == ["manual", "manual", "rollback"]
+    assert {"delta_roc_auc", "delta_roc_auc_ci", "holdout_fingerprint"} <= set(ledger[0])
     assert ledger[0]["by"].startswith("cli (") and ledger[1]["reason"] == "compare with the first"
     assert "rollback" in ledger[2]["reason"]
 

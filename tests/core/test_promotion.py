@@ -1,4 +1,6 @@
-"""The promotion gate, the promotion ledger and rollback, on the real MLflow server."""
+"""The promotion gate, the promotion ledger and rollback, on real PostgreSQL and the real MLflow
+server: the lineage head judged against the champion on the same holdout with a paired
+interval, rollbacks final for the gate, interrupted changes recorded by the next one."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from readmission import ledger, promotion, registry, training, warehouse
+from readmission import ledger, model_card, promotion, registry, steps, training, warehouse
 from readmission.config import Settings
+from readmission.holdout import fingerprint
 
 VERSIONS = 3
 
@@ -28,6 +31,10 @@ def lineage(
         MAX_LOG_LOSS=0.7,  # the synthetic sample's base rate is 21%
         # 1,500 synthetic rows over a thousand features make an over-confident model (slope ~0.6)
         GATE_CALIBRATION_SLOPE_MIN=0.3,
+        # Three 500-row batches barely move the AUC on a 500-row holdout (intervals ~ +-0.02):
+        # the gate tests below choose the policy that decides what they are about.
+        PROMOTION_POLICY="non_inferior",
+        NON_INFERIORITY_MARGIN=0.5,
     )
     warehouse.ingest(settings.warehouse_url, sample, 500, 0.2, VERSIONS)
     training.train_pending(settings)
@@ -36,12 +43,14 @@ def lineage(
 
 @pytest.fixture
 def fresh(lineage: Settings) -> Settings:
-    """The lineage's versions under a model name of this test's own: nothing in production,
-    an empty ledger (the ledger is kept per model name)."""
+    """The lineage's versions under a model name of this test's own, its trainings recorded
+    under that name too: nothing in production, an empty ledger (kept per model name)."""
     name = f"promotion-test-{uuid.uuid4().hex[:8]}"
     client = registry.connect(lineage)
     for version in range(1, VERSIONS + 1):
-        client.copy_model_version(registry.model_uri(lineage, version), name)
+        copy = client.copy_model_version(registry.model_uri(lineage, version), name)
+        batch = int(copy.tags["batch_id"])
+        warehouse.mark_trained(lineage.warehouse_url, name, batch, copy.version, copy.run_id)
     return lineage.model_copy(update={"model_name": name})
 
 
@@ -56,6 +65,11 @@ def moves(settings: Settings) -> list[tuple[str | None, str | None]]:
     ]
 
 
+def production(settings: Settings) -> str | None:
+    found = registry.production_version(settings)
+    return str(found.version) if found else None
+
+
 def test_a_winning_challenger_is_promoted_with_every_check_recorded(fresh: Settings) -> None:
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
 
@@ -68,6 +82,7 @@ def test_a_winning_challenger_is_promoted_with_every_check_recorded(fresh: Setti
     assert "no production model yet" in recorded["check_champion"]
     (entry,) = ledger.entries(fresh.warehouse_url, fresh.model_name)
     assert (entry.from_version, entry.to_version, entry.by) == (None, "3", "test-dag")
+    assert entry.action == ledger.AUTO and entry.evidence is None  # nothing to compare with
 
 
 def test_without_auto_promotion_the_verdict_is_recorded_and_nothing_changes(
@@ -154,7 +169,7 @@ def test_every_production_change_is_in_the_ledger_and_rollback_returns_to_the_pr
         promotion.change_production(fresh, version, "cli (tester)", f"try {version}")
     back = promotion.rollback(fresh, "cli (tester)")
 
-    assert (back.from_version, back.to_version) == ("3", "2")
+    assert (back.from_version, back.to_version, back.action) == ("3", "2", ledger.ROLLBACK)
     assert registry.production_version(fresh).version == "2"
     entries = ledger.entries(fresh.warehouse_url, fresh.model_name)
     assert [(e.from_version, e.to_version) for e in entries] == [
@@ -164,9 +179,174 @@ def test_every_production_change_is_in_the_ledger_and_rollback_returns_to_the_pr
         ("3", "2"),
     ]
     assert [e.reason for e in entries[:3]] == ["try 1", "try 2", "try 3"]
+    assert [e.action for e in entries] == ["manual"] * 3 + ["rollback"]
     assert "rollback" in entries[-1].reason and entries[-1].by == "cli (tester)"
     assert [e.time for e in entries] == sorted(e.time for e in entries)
     assert promotion.change_production(fresh, "2", "cli (tester)", "again") is None
+    assert "back to v2" in tags(fresh, "3")[registry.ROLLED_BACK_TAG]
+
+
+def test_a_second_rollback_never_returns_to_a_rolled_back_version(fresh: Settings) -> None:
+    for version in ("1", "2", "3"):
+        promotion.change_production(fresh, version, "cli (tester)", "by hand")
+    promotion.rollback(fresh, "cli (tester)")  # 3 -> 2
+    again = promotion.rollback(fresh, "cli (tester)")  # 2 -> 1, not back to 3
+
+    assert (again.from_version, again.to_version) == ("2", "1")
+    assert production(fresh) == "1"
+    with pytest.raises(promotion.PromotionError, match="rolled back: name one"):
+        promotion.rollback(fresh, "cli (tester)")
+    assert production(fresh) == "1"
+
+
+def test_after_a_rollback_the_gate_never_promotes_the_rolled_back_head_again(
+    fresh: Settings,
+) -> None:
+    for version in ("1", "2", "3"):
+        promotion.change_production(fresh, version, "cli (tester)", "by hand")
+    promotion.rollback(fresh, "cli (tester)", reason="v3 misbehaves")
+    before = tags(fresh, "3")
+
+    for _ in range(2):  # a run of 03 and its retry
+        verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
+        assert verdict is not None and not verdict.judged and not verdict.promoted
+        assert verdict.challenger_version == "3" and "was rolled back" in verdict.reason
+        assert production(fresh) == "2"
+    assert tags(fresh, "3") == before  # nothing recorded on it either
+    assert moves(fresh) == [(None, "1"), ("1", "2"), ("2", "3"), ("3", "2")]
+
+    to_first = promotion.rollback(fresh, "cli (tester)", to="1")
+    assert (to_first.from_version, to_first.to_version) == ("2", "1")
+    assert production(fresh) == "1"
+    # By hand a person may still promote it, recorded as theirs.
+    by_hand = promotion.change_production(fresh, "3", "cli (tester)", "fixed after all")
+    assert by_hand is not None and by_hand.action == ledger.MANUAL
+
+
+def test_the_challenger_is_the_lineage_head_never_a_version_registered_otherwise(
+    fresh: Settings,
+) -> None:
+    client = registry.connect(fresh)
+    outsider = client.copy_model_version(registry.model_uri(fresh, "3"), fresh.model_name)
+    assert outsider.version == "4"  # the newest version, but no training of the lineage made it
+
+    verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
+    assert verdict is not None and verdict.challenger_version == "3" and verdict.promoted
+    assert production(fresh) == "3"
+    assert "validation_status" not in tags(fresh, "4")
+    again = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
+    assert again is not None and again.challenger_version == "3" and not again.promoted
+
+    manual = promotion.change_production(fresh, "4", "cli (tester)", "promoted by hand")
+    assert manual is not None and (manual.action, manual.by) == (ledger.MANUAL, "cli (tester)")
+    assert manual.evidence is None
+
+
+def test_the_gate_compares_on_the_same_holdout_with_a_paired_interval_and_keeps_the_evidence(
+    fresh: Settings,
+) -> None:
+    promotion.change_production(fresh, "1", "cli (tester)", "first by hand")
+    strict = promotion.evaluate_and_promote(
+        fresh, auto_promote=True, promotion_policy="superior", by="test-dag"
+    )
+    assert strict is not None and not strict.passed and production(fresh) == "1"
+    low, high = strict.delta_roc_auc_ci
+    assert low <= 0 < high or high <= 0  # not shown superior: the interval reaches 0
+    assert "PROMOTION_POLICY=superior" in strict.reason and "beat" not in strict.reason
+
+    verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
+    assert verdict is not None and verdict.promoted and production(fresh) == "3"
+    holdout = warehouse.clean_rows(fresh.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout_print = fingerprint(holdout["encounter_id"])
+    assert verdict.holdout_fingerprint == holdout_print
+    delta = verdict.challenger["roc_auc"] - verdict.champion["roc_auc"]
+    assert verdict.delta_roc_auc == pytest.approx(delta, abs=1e-12)
+    low, high = verdict.delta_roc_auc_ci
+    assert low < delta < high and low > -0.5
+    assert "not worse than the champion by more than the margin" in verdict.reason
+    recorded = tags(fresh, "3")
+    assert float(recorded["delta_roc_auc"]) == pytest.approx(delta, abs=1e-6)
+    assert [float(x) for x in recorded["delta_roc_auc_ci"].split()] == pytest.approx(
+        [low, high], abs=1e-6
+    )
+    assert recorded["validation_holdout_fingerprint"] == holdout_print
+
+    entry = ledger.entries(fresh.warehouse_url, fresh.model_name)[-1]
+    assert (entry.from_version, entry.to_version, entry.action) == ("1", "3", ledger.AUTO)
+    assert entry.evidence is not None
+    assert entry.evidence.delta_roc_auc == pytest.approx(delta, abs=1e-12)
+    assert entry.evidence.delta_roc_auc_ci == pytest.approx((low, high))
+    assert entry.evidence.holdout_fingerprint == holdout_print
+    as_json = entry.as_dict()
+    assert as_json["delta_roc_auc_ci"] == pytest.approx([low, high])
+
+
+def test_every_version_shows_its_auc_on_the_current_holdout_beside_the_training_day_one(
+    fresh: Settings,
+) -> None:
+    promotion.change_production(fresh, "1", "cli (tester)", "first by hand")
+    verdict = promotion.evaluate_and_promote(fresh, auto_promote=False, by="test-dag")
+    assert verdict is not None
+
+    report = steps.status(fresh)
+    rows = {v["version"]: v for v in report["versions"]}
+    assert rows["3"]["current_holdout_roc_auc"] == pytest.approx(
+        verdict.challenger["roc_auc"], abs=1e-6
+    )
+    assert rows["1"]["current_holdout_roc_auc"] == pytest.approx(
+        verdict.champion["roc_auc"], abs=1e-6
+    )
+    # The gate scored the rest of the lineage there too, once: v2 beside its neighbours.
+    assert 0.5 < rows["2"]["current_holdout_roc_auc"] < 1
+    assert rows["3"]["holdout_fingerprint"] is not None  # the training day's, named
+    assert registry.compared_holdout(fresh) == report["holdout"]["fingerprint"]
+    # The holdout has not grown since training here: the gate's number is the card's.
+    assert rows["3"]["holdout_fingerprint"] == report["holdout"]["fingerprint"]
+    card = model_card.load(registry.model_version(fresh, "3").run_id)
+    assert card is not None
+    assert card["holdout"]["roc_auc"] == pytest.approx(verdict.challenger["roc_auc"])
+
+
+def test_a_head_without_its_model_card_is_not_judged(fresh: Settings) -> None:
+    client = registry.connect(fresh)
+    run = client.create_run(registry.experiment_id(fresh))
+    client.set_terminated(run.info.run_id)
+    # A training cut short before its card: a version of a run holding nothing yet.
+    source = f"{run.info.artifact_uri}/model"
+    bare = client.create_model_version(fresh.model_name, source, run_id=run.info.run_id)
+    warehouse.mark_trained(fresh.warehouse_url, fresh.model_name, 99, bare.version, run.info.run_id)
+
+    verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
+
+    assert verdict is not None and verdict.challenger_version == bare.version
+    assert not verdict.judged and not verdict.promoted
+    assert "has no model card" in verdict.reason and "not judged" in verdict.reason
+    assert "validation_status" not in tags(fresh, bare.version)
+    assert production(fresh) is None and moves(fresh) == []
+
+
+def test_an_alias_moved_without_its_ledger_row_is_recorded_as_the_change_it_was(
+    fresh: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    promotion.change_production(fresh, "1", "cli (tester)", "first by hand")
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("injected: the warehouse went away after the alias moved")
+
+    monkeypatch.setattr(ledger, "record", crash)
+    with pytest.raises(ConnectionError):
+        promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
+    monkeypatch.undo()
+    assert production(fresh) == "3" and moves(fresh) == [(None, "1")]
+
+    again = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
+    assert again is not None and not again.promoted and "nothing changed" in again.reason
+    entries = ledger.entries(fresh.warehouse_url, fresh.model_name)
+    assert [(e.from_version, e.to_version, e.action) for e in entries] == [
+        (None, "1", "manual"),
+        ("1", "3", "auto"),
+    ]
+    assert entries[-1].by == "test-dag" and entries[-1].evidence is not None
 
 
 def test_a_change_made_in_the_mlflow_registry_is_noticed_and_rolled_back_from(

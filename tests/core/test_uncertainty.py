@@ -9,7 +9,11 @@ import pytest
 from scipy.stats import norm
 from sklearn import metrics
 
-from readmission.uncertainty import _weighted_auc, cluster_bootstrap_auc
+from readmission.uncertainty import (
+    _weighted_auc,
+    cluster_bootstrap_auc,
+    paired_bootstrap_auc_difference,
+)
 
 NOISE = 0.5  # within-patient spread of the score around the patient's own level
 SEPARATION = 1.0
@@ -81,3 +85,32 @@ def test_the_interval_is_seeded_and_holds_its_point_estimate() -> None:
 def test_one_class_only_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="both classes"):
         cluster_bootstrap_auc(np.zeros(10), np.arange(10.0), np.arange(10))
+
+
+def test_the_paired_difference_is_exact_at_the_point_and_zero_for_the_same_scores() -> None:
+    y, score, patient = clustered_sample(np.random.default_rng(5), patients=300)
+    noisier = score + np.random.default_rng(6).normal(0, 1.0, len(score))
+
+    found = paired_bootstrap_auc_difference(y, score, noisier, patient, resamples=500, seed=1)
+    same = paired_bootstrap_auc_difference(y, score, score, patient, resamples=500, seed=1)
+
+    expected = metrics.roc_auc_score(y, score) - metrics.roc_auc_score(y, noisier)
+    assert found.delta == pytest.approx(expected, abs=1e-12)
+    assert found.low < found.delta < found.high and found.low > 0  # noise only hurts
+    assert (same.delta, same.low, same.high) == (0.0, 0.0, 0.0)  # a tie, on every resample
+
+
+def test_pairing_makes_the_difference_interval_narrower_than_the_two_intervals_suggest() -> None:
+    """Two close models judged on the same patients: their separate intervals overlap almost
+    entirely, while the paired interval of the difference can still exclude 0."""
+    rng = np.random.default_rng(8)
+    y, score, patient = clustered_sample(rng, patients=400)
+    better = score + 0.3 * (y - 0.3)  # a little more signal, patient by patient
+
+    paired = paired_bootstrap_auc_difference(y, better, score, patient, resamples=500, seed=2)
+    ours = cluster_bootstrap_auc(y, better, patient, resamples=500, seed=2)
+    theirs = cluster_bootstrap_auc(y, score, patient, resamples=500, seed=2)
+
+    assert ours.low < theirs.high  # judged apart, the intervals overlap
+    assert paired.low > 0  # paired, the gain is clear
+    assert paired.high - paired.low < (ours.high - ours.low) / 2

@@ -151,7 +151,8 @@ def test_ingest_accepts_a_batch_count_or_all_and_an_optional_source(
         ("01_ingest_data", {"batches": -1}, "batches"),
         ("01_ingest_data", {"batches": "two"}, "batches"),
         ("01_ingest_data", {"source": 5}, "source"),
-        ("03_evaluate_and_promote", {"margin": -0.1}, "margin"),
+        ("03_evaluate_and_promote", {"non_inferiority_margin": -0.1}, "non_inferiority_margin"),
+        ("03_evaluate_and_promote", {"policy": "better"}, "policy"),
         ("03_evaluate_and_promote", {"auto_promote": "yes"}, "auto_promote"),
     ],
 )

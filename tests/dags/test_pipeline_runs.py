@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import holdout, ledger, registry, warehouse
+from readmission import holdout, ledger, promotion, registry, warehouse
 from readmission.config import Settings
 from readmission.model import ReadmissionModel, labels
 from readmission.schema import POSITIVE_LABEL, TARGET
@@ -197,42 +197,62 @@ def test_an_ingest_adding_only_outcomes_of_scored_encounters_starts_realized_per
     assert queued_runs() == set()
 
 
-def test_evaluation_promotes_a_better_challenger_and_refuses_a_worse_one_saying_why(
+def test_evaluation_promotes_the_lineage_head_on_evidence_never_an_outsider_or_a_rolled_back(
     pipeline_env: Settings,
 ) -> None:
     run("01_ingest_data")
     run("02_warm_start_training")
-    first = verdict(auto_promote=True, margin=0.0)
+    first = verdict(auto_promote=True)
     assert (first["challenger_version"], first["champion_version"]) == ("1", None)
     assert first["promoted"] and production(pipeline_env) == "1"
+    assert first["delta_roc_auc"] is None  # nothing to compare with
 
     run("01_ingest_data", batches=0)
     run("02_warm_start_training")  # versions 2-4: three more batches of data
-    too_small = verdict(auto_promote=True, margin=0.5)
-    assert not too_small["passed"] and "margin 0.5" in too_small["reason"]
-    held = verdict(auto_promote=False, margin=0.0)
+    strict = verdict(auto_promote=False, policy="superior")
+    low, high = strict["delta_roc_auc_ci"]
+    assert low <= strict["delta_roc_auc"] <= high
+    assert strict["passed"] is (low > 0) and "PROMOTION_POLICY=superior" in strict["reason"]
+    # 500-row synthetic batches: a wide margin lets the head pass, so the promotion is tested
+    lenient = {"policy": "non_inferior", "non_inferiority_margin": 0.5}
+    held = verdict(auto_promote=False, **lenient)
     assert (held["challenger_version"], held["champion_version"]) == ("4", "1")
     assert held["passed"] and not held["promoted"] and production(pipeline_env) == "1"
-    better = verdict(auto_promote=True, margin=0.0)
-    assert better["challenger_roc_auc"] > better["champion_roc_auc"]
+    better = verdict(auto_promote=True, **lenient)
+    assert better["delta_roc_auc"] == pytest.approx(
+        better["challenger_roc_auc"] - better["champion_roc_auc"], abs=1e-9
+    )
     assert better["promoted"] and production(pipeline_env) == "4"
     changes = ledger.entries(pipeline_env.warehouse_url, pipeline_env.model_name)
-    assert [(c.from_version, c.to_version) for c in changes] == [(None, "1"), ("1", "4")]
+    assert [(c.from_version, c.to_version, c.action) for c in changes] == [
+        (None, "1", "auto"),
+        ("1", "4", "auto"),
+    ]
     assert all(c.by.startswith("airflow 03_evaluate_and_promote (run ") for c in changes)
     assert "None" not in changes[-1].by  # the DAG run's id, from the task's context
-    again = verdict(auto_promote=True, margin=0.0)  # a re-run after the promotion
+    evidence = changes[-1].evidence
+    assert evidence is not None and evidence.holdout_fingerprint == better["holdout_fingerprint"]
+    assert list(evidence.delta_roc_auc_ci) == pytest.approx(better["delta_roc_auc_ci"])
+    again = verdict(auto_promote=True, **lenient)  # a re-run after the promotion
     assert (again["challenger_version"], again["promoted"]) == ("4", False)
     assert "nothing changed" in again["reason"] and production(pipeline_env) == "4"
     assert again["challenger_roc_auc"] == pytest.approx(better["challenger_roc_auc"], abs=1e-6)
 
-    worse = register_inverted_model(pipeline_env)
-    refused = verdict(auto_promote=True, margin=0.0)
-    assert refused["challenger_version"] == worse
-    assert not refused["passed"] and not refused["promoted"]
+    outsider = register_inverted_model(pipeline_env)  # newest version, but not the lineage's
+    ignored = verdict(auto_promote=True, **lenient)
+    assert ignored["challenger_version"] == "4" and not ignored["promoted"]
     assert production(pipeline_env) == "4"
-    tags = registry.connect(pipeline_env).get_model_version(pipeline_env.model_name, worse).tags
-    assert tags["validation_status"] == "rejected"
-    assert tags["validation_reason"] == refused["reason"] and "MIN_AUC" in refused["reason"]
+    tags = registry.connect(pipeline_env).get_model_version(pipeline_env.model_name, outsider).tags
+    assert "validation_status" not in tags
+
+    promotion.rollback(pipeline_env, "test (operator)", reason="v4 misbehaves")
+    assert production(pipeline_env) == "1"
+    for _ in range(2):  # a run of 03 and a re-run: the rolled-back head stays out
+        after = verdict(auto_promote=True, **lenient)
+        assert after["challenger_version"] == "4" and after["judged"] is False
+        assert not after["promoted"] and "was rolled back" in after["reason"]
+        assert production(pipeline_env) == "1"
+    assert len(ledger.entries(pipeline_env.warehouse_url, pipeline_env.model_name)) == 3
 
 
 def test_evaluation_without_any_version_skips_with_advice(pipeline_env: Settings) -> None:

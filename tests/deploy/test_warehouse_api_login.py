@@ -217,7 +217,9 @@ def test_the_api_records_and_reads_the_promotion_ledger_as_its_own_login(
     """What the API does when it sees production change in the registry (ModelStore's
     _notice_change) and what GET /model/history reads; the registry is a stand-in."""
     settings = configure(DATABASE_URL=urls["api"], MODEL_NAME=f"model-{uuid.uuid4().hex[:8]}")
-    monkeypatch.setattr(registry, "production_version", lambda _: SimpleNamespace(version="3"))
+    monkeypatch.setattr(
+        registry, "production_version", lambda _: SimpleNamespace(version="3", tags={})
+    )
     entry = promotion.notice_outside_changes(settings, noticed_by="the serving API")
     assert entry is not None and (entry.from_version, entry.to_version) == (None, "3")
     assert promotion.notice_outside_changes(settings, noticed_by="the serving API") is None
