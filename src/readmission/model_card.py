@@ -312,6 +312,19 @@ def _group_line(row: dict[str, Any]) -> str:
     )
 
 
+def numbered(card: dict[str, Any], version: str) -> dict[str, Any]:
+    """The card with its version's number, known once registered: in the model section and in
+    the facts of the change-control decisions made before it had one."""
+    section = card.get("change_control")
+    if section is not None:
+        rules = [
+            {**rule, "facts": {**rule["facts"], "version": rule["facts"]["version"] or version}}
+            for rule in section["rules_applied"]
+        ]
+        card = {**card, "change_control": {**section, "rules_applied": rules}}
+    return {**card, "model": {**card["model"], "version": version}}
+
+
 def write(card: dict[str, Any]) -> None:
     """Write both forms of the card into the active MLflow run."""
     mlflow.log_dict(card, JSON_PATH)

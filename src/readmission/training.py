@@ -222,7 +222,7 @@ def _train_batch(
 
 def _complete_card(settings: Settings, run_id: str, card: dict[str, Any], version: str) -> None:
     """Write the version's number into the card its run holds (both forms)."""
-    card = {**card, "model": {**card["model"], "version": str(version)}}
+    card = model_card.numbered(card, str(version))
     client = registry.connect(settings)
     client.log_dict(run_id, card, model_card.JSON_PATH)
     client.log_text(run_id, model_card.markdown(card), model_card.MARKDOWN_PATH)
