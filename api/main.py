@@ -17,7 +17,8 @@ from api.drift import DriftMonitor, PsiCollector
 from api.metrics import ServingMetrics
 from api.model_store import ModelStore
 from api.prediction_logging import PredictionLogCollector, PredictionLogging
-from api.routes import health, model, performance, predict
+from api.promotion_listener import PromotionListener
+from api.routes import health, model, performance, predict, webhooks
 from readmission.config import Settings, get_settings
 from readmission.logging_setup import configure_logging
 
@@ -49,11 +50,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
         watcher = asyncio.create_task(store.watch(), name="model-registry-watcher")
+        tasks = [watcher]
+        if settings.warehouse_url.startswith("postgresql"):  # SQLite: one process, woken directly
+            listener = PromotionListener(settings.warehouse_url, store)
+            tasks.append(asyncio.create_task(listener.run(), name="promotion-listener"))
         async with prediction_log.running():
             yield
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     app = FastAPI(
         title="Readmission risk API",
@@ -64,7 +70,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.serving = Serving(settings, store, metrics, drift, prediction_log)
     errors.install(app, metrics)
-    for router in (predict.router, model.router, performance.router, health.router):
+    for router in (
+        predict.router,
+        model.router,
+        performance.router,
+        health.router,
+        webhooks.router,
+    ):
         app.include_router(router)
     predict.document_request_bodies(app)
     app.add_middleware(

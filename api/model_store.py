@@ -17,6 +17,7 @@ to the end. What the watcher does when something is off:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -128,15 +129,25 @@ class ModelStore:
         self.reloads = 0
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    def check_now(self) -> None:
+        """Wake the watcher for a registry check now rather than at the end of its interval: an
+        MLflow webhook said an alias moved (api/routes/webhooks.py, api/promotion_listener.py)."""
+        self._wake.set()
 
     async def watch(self) -> None:
-        """Check the registry now and every MODEL_POLL_SECONDS, until cancelled."""
+        """Check the registry now, every MODEL_POLL_SECONDS and whenever woken, until cancelled."""
         while True:
+            # Cleared before the check: a wake-up that arrives during it brings another one,
+            # since the registry may have moved again after this check read it.
+            self._wake.clear()
             try:
                 await self.refresh()
             except Exception:  # the watcher must outlive any surprise
                 log.exception("model registry check failed unexpectedly")
-            await asyncio.sleep(self.settings.model_poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.model_poll_seconds)
 
     async def refresh(self, retry_now: bool = False) -> None:
         """Ask the registry for the production version and act on it (see the module's doc);
