@@ -130,7 +130,7 @@ def test_a_forged_or_unsigned_delivery_is_refused_and_changes_nothing(
     receiver, _ = replicas
     body = alias_event(receiver.settings.model_name, version="1")
     delivery_id = str(uuid.uuid4())
-    forged = signed(body, delivery_id, int(time.time()), secret="not-the-secret")
+    forged = signed(body, delivery_id, int(time.time()), secret=secrets.token_urlsafe(24))
     tampered = signed(alias_event("another-model"), delivery_id, int(time.time()))
 
     answers = [

@@ -50,6 +50,7 @@ API_PRIVILEGES = {
     "performance_reports": ["SELECT"],
     "prediction_log": ["INSERT"],
     "promotions": ["SELECT", "INSERT"],
+    "webhook_deliveries": ["INSERT"],
 }
 
 
@@ -301,8 +302,9 @@ def test_owners_opening_a_fresh_warehouse_at_once_create_and_grant_once(
         try:
             assert open_at_once(owner_url(server, database)) == [0] * PROCESSES
             granted = warehouse.api_privileges(owner_url(server, database))
-            # engine_for's tables only: the ledger's come with its first use
-            assert granted == {k: v for k, v in API_PRIVILEGES.items() if k != "promotions"}
+            # engine_for's tables only: the ledger's and the webhooks' come with their first use
+            own_tables = {"promotions", "webhook_deliveries"}
+            assert granted == {k: v for k, v in API_PRIVILEGES.items() if k not in own_tables}
         finally:
             warehouse.engine_for(owner_url(server, database)).dispose()
             with superuser(server, "postgres") as conn:  # its grants go with it
