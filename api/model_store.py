@@ -43,6 +43,7 @@ from readmission.validation import validate
 
 log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 500
+COLLECT_AFTER_SWAP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -209,10 +210,10 @@ class ModelStore:
         # Move the long-lived objects (libraries, the model) out of the garbage collector's
         # generations, so that its full collections stay short and do not show in tail latency.
         # Unfreeze and collect first: otherwise the previous model and the garbage of loading
-        # this one would be frozen too, and never freed.
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
+        # this one would be frozen too, and never freed. A moment after the swap, not before the
+        # first answer: that full collection holds the event loop for most of a second on a busy
+        # machine, and a promotion is to be served within one (issue 22).
+        asyncio.get_running_loop().call_later(COLLECT_AFTER_SWAP_SECONDS, _collect_and_freeze)
 
     def _follow_labels(self, version: ModelVersion) -> None:
         """Keep the served version's alias and stage as the registry now says (a promotion
@@ -296,6 +297,12 @@ class ModelStore:
             f"no production model: no version of '{name}' has the alias '{alias}' (or the "
             f"stage Production). {promote}"
         )
+
+
+def _collect_and_freeze() -> None:
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _short(message: str) -> str:

@@ -1,7 +1,8 @@
-"""Every API replica hears of a promotion at once: it LISTENs on the warehouse's channel, which
-the replica that received MLflow's webhook NOTIFYs (readmission.webhooks), and wakes its model
-store's watcher. PostgreSQL only: the embedded default (SQLite) runs one API process, which the
-webhook reaches directly.
+"""Every API replica hears of registry changes at once: it LISTENs on the warehouse's channel,
+which the replica that received MLflow's webhook NOTIFYs (readmission.webhooks). An alias moved:
+its model store's watcher checks the registry now; a version was registered: it is loaded ahead
+of its promotion (api/preloaded_models.py). PostgreSQL only: the embedded default (SQLite) runs
+one API process, which the webhook reaches directly.
 
 A dedicated connection, outside SQLAlchemy's pool: LISTEN belongs to a session, which a pooled
 connection would hand to other work. Lost, it is opened again (1 s, 2 s, ... at most 30 s apart),
@@ -13,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 
 import psycopg
 import sqlalchemy as sa
 
 from api.model_store import ModelStore
-from readmission.webhooks import CHANNEL
+from api.preloaded_models import PreloadedModels
+from readmission.webhooks import CHANNEL, VERSION_CREATED
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 30.0
@@ -29,14 +32,33 @@ def libpq_url(url: str) -> str:
     return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-class PromotionListener:
-    """LISTENs on CHANNEL and wakes `store` for each notice about its model."""
+@dataclass(frozen=True)
+class RegistryChanges:
+    """What this replica does when told of a change in the registry, by MLflow's webhook or by
+    the replica that received it."""
 
-    def __init__(self, warehouse_url: str, store: ModelStore) -> None:
+    store: ModelStore
+    preloaded: PreloadedModels
+
+    def heard(self, event: str, model_name: str | None, version: str | None) -> bool:
+        """Act on `event`; False when it is not about the served model (nothing to do)."""
+        # One registry and one warehouse may serve APIs of other models: not this one's changes.
+        if model_name != self.store.settings.model_name:
+            return False
+        if event == VERSION_CREATED:
+            if version:
+                self.preloaded.preload(version)
+        else:
+            self.store.check_now()
+        return True
+
+
+class PromotionListener:
+    """LISTENs on CHANNEL and hands each notice to `changes`."""
+
+    def __init__(self, warehouse_url: str, changes: RegistryChanges) -> None:
         self.conninfo = libpq_url(warehouse_url)
-        self.store = store
-        self.listening = False
-        self.notices = 0
+        self.changes = changes
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting after any failure."""
@@ -54,10 +76,10 @@ class PromotionListener:
                     keepalives_count=3,
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    self.listening, backoff = True, 1.0
+                    backoff = 1.0
                     log.info("listening for promotions on the warehouse's channel %s", CHANNEL)
                     if connected_before:  # notices sent while disconnected are lost
-                        self.store.check_now()
+                        self.changes.store.check_now()
                     connected_before = True
                     async for notice in conn.notifies():
                         self._wake_for(notice.payload)
@@ -70,19 +92,12 @@ class PromotionListener:
                     " ".join(str(error).split())[:300],
                     backoff,
                 )
-            self.listening = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def _wake_for(self, payload: str) -> None:
         try:
-            model_name = json.loads(payload).get("model_name")
-        except (ValueError, AttributeError):
-            log.warning(
-                "ignored a notice on %s that is not a JSON object: %.200s", CHANNEL, payload
-            )
-            return
-        # One warehouse may back APIs of other models: their promotions are not this one's.
-        if model_name == self.store.settings.model_name:
-            self.notices += 1
-            self.store.check_now()
+            notice = json.loads(payload)
+            self.changes.heard(notice["event"], notice["model_name"], notice["version"])
+        except (ValueError, TypeError, KeyError):
+            log.warning("ignored a notice on %s that is not one of ours: %.200s", CHANNEL, payload)

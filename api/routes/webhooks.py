@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.bodies import Message
 from api.deps import ServingState
+from api.promotion_listener import RegistryChanges
 from readmission import webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -27,7 +28,8 @@ class WebhookReceipt(BaseModel):
     event: str
     acted: bool = Field(
         description="True when the event is about the served model: every replica checks the "
-        "registry now. False: recorded and otherwise ignored (another model, a test event)."
+        "registry now (an alias moved) or loads the new version ahead (a version was "
+        "registered). False: recorded and otherwise ignored (another model, a test event)."
     )
 
 
@@ -74,7 +76,7 @@ async def mlflow_webhook(request: Request, state: ServingState) -> WebhookReceip
         raise HTTPException(
             409, detail=f"delivery {delivery.delivery_id} was received before: a replay, ignored"
         )
-    acted = delivery.change is not None and delivery.change.name == settings.model_name
-    if acted:
-        state.store.check_now()
+    changes: RegistryChanges = request.app.state.registry_changes
+    change = delivery.change
+    acted = change is not None and changes.heard(delivery.event, change.name, change.version)
     return WebhookReceipt(delivery_id=delivery.delivery_id, event=delivery.event, acted=acted)

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from typing import cast
 
 import sqlalchemy as sa
 from mlflow.entities.webhook import Webhook, WebhookEventStr, WebhookStatus
@@ -37,7 +38,7 @@ from readmission import registry
 from readmission.config import Settings
 from readmission.warehouse import API_PRIVILEGES, create_schema, engine_for
 
-EVENTS: tuple[WebhookEventStr, ...] = ("model_version_alias.created", "model_version_alias.deleted")
+VERSION_CREATED: WebhookEventStr = "model_version.created"
 WEBHOOK_NAME = "readmission-serving"
 CHANNEL = "readmission_registry_change"
 # Standard Webhooks' tolerance: a delivery older (or newer, clock skew) than this is refused as a
@@ -74,13 +75,25 @@ class DeliveryRefused(Exception):
         self.reason = reason
 
 
-class AliasChange(BaseModel):
-    """`data` of the events model_version_alias.created / .deleted."""
+class RegistryChange(BaseModel):
+    """What an event's `data` says changed: a model, one of its versions, an alias."""
 
     model_config = ConfigDict(extra="ignore")
     name: str
+    version: str | None = None
+    alias: str | None = None
+
+
+class AliasChange(RegistryChange):
+    """model_version_alias.created / .deleted (the version: created only)."""
+
     alias: str
-    version: str | None = None  # created only
+
+
+class VersionCreated(RegistryChange):
+    """model_version.created: the API loads the version ahead of its promotion."""
+
+    version: str
 
 
 class WebhookEvent(BaseModel):
@@ -98,20 +111,31 @@ class WebhookEvent(BaseModel):
 
 
 class AliasEvent(WebhookEvent):
-    """model_version_alias.created / .deleted, the events this platform asks for."""
-
     data: AliasChange  # type: ignore[assignment]
+
+
+class VersionEvent(WebhookEvent):
+    data: VersionCreated  # type: ignore[assignment]
+
+
+# The events the webhook subscribes to, and how each one's body is read.
+EVENT_BODIES: dict[WebhookEventStr, type[WebhookEvent]] = {
+    "model_version_alias.created": AliasEvent,
+    "model_version_alias.deleted": AliasEvent,
+    VERSION_CREATED: VersionEvent,
+}
+EVENTS: tuple[WebhookEventStr, ...] = tuple(EVENT_BODIES)
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One verified delivery: its id, when MLflow sent it, its event and, for an alias event,
-    the change it reports."""
+    """One verified delivery: its id, when MLflow sent it, its event and, for an event this
+    platform subscribes to, the change it reports."""
 
     delivery_id: str
     sent_at: datetime
     event: str
-    change: AliasChange | None
+    change: RegistryChange | None
 
 
 def signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
@@ -160,7 +184,9 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> 
             f"{DELIVERY_WINDOW_SECONDS} s window: a replay, or a clock out of step",
         )
     event = WebhookEvent.model_validate_json(body)
-    change = AliasEvent.model_validate_json(body).data if event.name in EVENTS else None
+    body_type = {str(k): v for k, v in EVENT_BODIES.items()}.get(event.name)
+    # the subclasses' `data` is a RegistryChange, which the base class cannot declare
+    change = cast(RegistryChange, body_type.model_validate_json(body).data) if body_type else None
     return Delivery(delivery_id, datetime.fromtimestamp(int(timestamp), UTC), event.name, change)
 
 
@@ -186,6 +212,8 @@ def ensure_table(url: str) -> None:
 
 def record(url: str, delivery: Delivery, model_name: str) -> bool:
     """Record `delivery`; False if it was recorded before (a replay: nothing else happens).
+    The deliveries of every event are recorded, an alias change's being the evidence of the
+    registry check it started.
     On PostgreSQL a first delivery about `model_name` also NOTIFYs every API replica, in the
     same transaction: a notice is never sent for a delivery that was not recorded."""
     engine = _engine(url)
@@ -204,7 +232,12 @@ def record(url: str, delivery: Delivery, model_name: str) -> bool:
         if conn.execute(_INSERT_NEW, row).rowcount == 0:
             return False
         if change and change.name == model_name and engine.dialect.name == "postgresql":
-            notice = {"model_name": change.name, "alias": change.alias, "version": change.version}
+            notice = {
+                "event": delivery.event,
+                "model_name": change.name,
+                "alias": change.alias,
+                "version": change.version,
+            }
             conn.execute(
                 sa.text("SELECT pg_notify(:channel, :payload)"),
                 {"channel": CHANNEL, "payload": json.dumps(notice)},

@@ -124,6 +124,27 @@ def test_an_alias_moved_in_the_registry_reaches_every_replica_without_waiting_fo
     ]
 
 
+def test_a_registered_version_is_loaded_ahead_by_every_replica_then_served_when_promoted(
+    replicas: tuple[Api, Api], trained_lineage: Settings
+) -> None:
+    settings = replicas[0].settings
+    client = registry.connect(settings)
+    new = client.copy_model_version(registry.model_uri(trained_lineage, 1), settings.model_name)
+    ahead = f"loading version {new.version} of {settings.model_name} ahead of its promotion"
+    for api in replicas:
+        api.wait_until(lambda api=api: ahead in api.tail(20_000), "the load ahead", timeout=30)
+
+    client.set_registered_model_alias(settings.model_name, settings.model_alias, new.version)
+    for api in replicas:
+        api.wait_until(lambda api=api: api.served_version() == new.version, "the new version")
+
+    columns = webhooks.deliveries.c
+    rows = recorded(
+        settings, (columns.model_name == settings.model_name) & (columns.version == new.version)
+    )
+    assert [r["event"] for r in rows] == ["model_version.created", "model_version_alias.created"]
+
+
 def test_a_forged_or_unsigned_delivery_is_refused_and_changes_nothing(
     replicas: tuple[Api, Api],
 ) -> None:
