@@ -36,6 +36,7 @@ bench: setup  ## Benchmarks on the real data set (DATA_SOURCE, default ../shared
 	$(PY) bench/training_step.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 	$(PY) bench/serving.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 	$(PY) bench/stream.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
+	$(PY) bench/swap.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
 
 demo: setup  ## The whole loop on this machine: services, two extracts ingested + trained via Airflow, promote, predict
 	$(PY) scripts/demo.py

@@ -17,7 +17,9 @@ from api.drift import DriftMonitor, PsiCollector
 from api.metrics import ServingMetrics
 from api.model_store import ModelStore
 from api.prediction_logging import PredictionLogCollector, PredictionLogging
-from api.routes import health, model, performance, predict
+from api.preloaded_models import PreloadedModels
+from api.promotion_listener import PromotionListener, RegistryChanges
+from api.routes import health, model, performance, predict, webhooks
 from readmission.config import Settings, get_settings
 from readmission.logging_setup import configure_logging
 
@@ -35,7 +37,9 @@ def operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = ServingMetrics()
-    store = ModelStore(settings, metrics)
+    preloaded = PreloadedModels(settings)
+    store = ModelStore(settings, metrics, loader=preloaded.load)
+    changes = RegistryChanges(store, preloaded)
     drift = DriftMonitor(
         settings.drift_window, settings.drift_min_requests, settings.drift_max_age_seconds
     )
@@ -49,11 +53,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
         watcher = asyncio.create_task(store.watch(), name="model-registry-watcher")
+        tasks = [watcher]
+        if settings.warehouse_url.startswith("postgresql"):  # SQLite: one process, woken directly
+            listener = PromotionListener(settings.warehouse_url, changes)
+            tasks.append(asyncio.create_task(listener.run(), name="promotion-listener"))
         async with prediction_log.running():
             yield
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        preloaded.close()
 
     app = FastAPI(
         title="Readmission risk API",
@@ -63,8 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.serving = Serving(settings, store, metrics, drift, prediction_log)
+    app.state.registry_changes = changes
     errors.install(app, metrics)
-    for router in (predict.router, model.router, performance.router, health.router):
+    for router in (
+        predict.router,
+        model.router,
+        performance.router,
+        health.router,
+        webhooks.router,
+    ):
         app.include_router(router)
     predict.document_request_bodies(app)
     app.add_middleware(

@@ -17,6 +17,7 @@ to the end. What the watcher does when something is off:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -42,6 +43,7 @@ from readmission.validation import validate
 
 log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 500
+COLLECT_AFTER_SWAP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -128,15 +130,25 @@ class ModelStore:
         self.reloads = 0
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    def check_now(self) -> None:
+        """Wake the watcher for a registry check now rather than at the end of its interval: an
+        MLflow webhook said an alias moved (api/routes/webhooks.py, api/promotion_listener.py)."""
+        self._wake.set()
 
     async def watch(self) -> None:
-        """Check the registry now and every MODEL_POLL_SECONDS, until cancelled."""
+        """Check the registry now, every MODEL_POLL_SECONDS and whenever woken, until cancelled."""
         while True:
+            # Cleared before the check: a wake-up that arrives during it brings another one,
+            # since the registry may have moved again after this check read it.
+            self._wake.clear()
             try:
                 await self.refresh()
             except Exception:  # the watcher must outlive any surprise
                 log.exception("model registry check failed unexpectedly")
-            await asyncio.sleep(self.settings.model_poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.model_poll_seconds)
 
     async def refresh(self, retry_now: bool = False) -> None:
         """Ask the registry for the production version and act on it (see the module's doc);
@@ -198,10 +210,10 @@ class ModelStore:
         # Move the long-lived objects (libraries, the model) out of the garbage collector's
         # generations, so that its full collections stay short and do not show in tail latency.
         # Unfreeze and collect first: otherwise the previous model and the garbage of loading
-        # this one would be frozen too, and never freed.
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
+        # this one would be frozen too, and never freed. A moment after the swap, not before the
+        # first answer: that full collection holds the event loop for most of a second on a busy
+        # machine, and a promotion is to be served within one (issue 22).
+        asyncio.get_running_loop().call_later(COLLECT_AFTER_SWAP_SECONDS, _collect_and_freeze)
 
     def _follow_labels(self, version: ModelVersion) -> None:
         """Keep the served version's alias and stage as the registry now says (a promotion
@@ -285,6 +297,12 @@ class ModelStore:
             f"no production model: no version of '{name}' has the alias '{alias}' (or the "
             f"stage Production). {promote}"
         )
+
+
+def _collect_and_freeze() -> None:
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _short(message: str) -> str:

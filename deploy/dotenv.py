@@ -54,6 +54,8 @@ SECRETS: dict[str, Callable[[], str]] = {
     "MLFLOW_ADMIN_PASSWORD": token,
     "MLFLOW_API_PASSWORD": token,
     "MLFLOW_FLASK_SECRET_KEY": token,
+    "MLFLOW_WEBHOOK_SECRET": token,
+    "MLFLOW_WEBHOOK_ENCRYPTION_KEY": fernet_key,
 }
 
 

@@ -107,6 +107,7 @@ def secret_value(source: SecretSource, env: Mapping[str, str]) -> str:
 WORKLOAD_SECRETS: dict[str, dict[str, SecretSource]] = {
     "api": {
         "API_RELOAD_TOKEN": "API_RELOAD_TOKEN",
+        "MLFLOW_WEBHOOK_SECRET": "MLFLOW_WEBHOOK_SECRET",
         "MLFLOW_TRACKING_USERNAME": "MLFLOW_API_USER",
         "MLFLOW_TRACKING_PASSWORD": "MLFLOW_API_PASSWORD",
         # The warehouse as the API's own login (postgres_init, readmission.warehouse.API_ROLE),

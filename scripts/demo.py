@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,7 +37,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from readmission import airflow_runs, registry, steps, warehouse
+from readmission import airflow_runs, registry, steps, warehouse, webhooks
 from readmission.config import DEMO_ENV_FILE, get_settings
 from readmission.dataset import DatasetError
 from readmission.logging_setup import configure_logging
@@ -175,7 +176,10 @@ def main() -> int:
         "API_PORT": str(ports["api"]),
         "UI_PORT": str(ports["ui"]),
         "PROMETHEUS_PORT": str(ports["prometheus"]),
-        "MODEL_POLL_SECONDS": os.environ.get("MODEL_POLL_SECONDS", "2"),
+        # The API hears of promotions from MLflow's webhook at once (one API process on the
+        # SQLite warehouse: the webhook goes straight to it); its poll is the slow fallback.
+        "MLFLOW_WEBHOOK_SECRET": os.environ.get("MLFLOW_WEBHOOK_SECRET")
+        or secrets.token_urlsafe(32),
     }
     if "DATA_SOURCE" in os.environ and not os.environ["DATA_SOURCE"].startswith("http"):
         env["DATA_SOURCE"] = str(Path(os.environ["DATA_SOURCE"]).resolve())
@@ -305,6 +309,11 @@ def run(
         log.info("prometheus is not installed (apt-get install prometheus): skipping it")
     wait_until("API", lambda: answers(f"{api_url}/health"), services, 120)
     log.info("the API is up (no model in production yet: /ready answers 503 until one is promoted)")
+    webhook = webhooks.ensure_webhook(get_settings(), f"{api_url}/webhooks/mlflow")
+    accepted, said = webhooks.send_test_delivery(get_settings(), webhook)
+    if not accepted:
+        raise RuntimeError(f"the API refused MLflow's test webhook: {said}")
+    log.info(f"MLflow's registry webhook tells the API of each promotion at once ({webhook.url})")
     airflow_url = f"http://127.0.0.1:{ports['airflow']}"
     wait_until("Airflow", lambda: answers(f"{airflow_url}/api/v2/monitor/health"), services, 300)
     log.info(f"Airflow is up at {airflow_url}")

@@ -25,6 +25,7 @@ from readmission import (
     training,
     tuning,
     warehouse,
+    webhooks,
 )
 from readmission.config import get_settings
 from readmission.dataset import DatasetError, synthetic_sample
@@ -434,3 +435,46 @@ def sample(
     """Write a synthetic sample with the data set's columns to PATH (.csv)."""
     synthetic_sample(rows, seed).to_csv(path, index=False)
     typer.echo(f"wrote {rows} synthetic encounters to {path}")
+
+
+webhook_app = typer.Typer(
+    help="The MLflow registry webhook that tells the API of promotions at once.",
+    no_args_is_help=True,
+)
+app.add_typer(webhook_app, name="webhook")
+
+
+@webhook_app.command("ensure")
+def webhook_ensure(
+    url: Annotated[
+        str,
+        typer.Option(
+            help="Where MLflow sends alias changes: the API's /webhooks/mlflow, as the MLflow "
+            "server reaches it (compose and k3d: http://api:8000/webhooks/mlflow)."
+        ),
+    ],
+    name: Annotated[str, typer.Option(help="The webhook's name in the registry.")] = (
+        webhooks.WEBHOOK_NAME
+    ),
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="Have the MLflow server send a test event, and fail unless the API accepts it."
+        ),
+    ] = False,
+) -> None:
+    """Create or update the registry webhook NAME (alias created/deleted, signed with
+    MLFLOW_WEBHOOK_SECRET) to send to URL. Safe to re-run."""
+    settings = get_settings()
+    try:
+        webhook = webhooks.ensure_webhook(settings, url, name)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    events = ", ".join(str(event) for event in webhook.events)
+    typer.echo(f"webhook {webhook.name} ({webhook.webhook_id}): {events} -> {webhook.url}")
+    if check:
+        accepted, said = webhooks.send_test_delivery(settings, webhook)
+        typer.echo(f"test delivery {'accepted' if accepted else 'refused'}: {said}")
+        if not accepted:
+            raise typer.Exit(1)

@@ -136,7 +136,12 @@ class Settings(BaseSettings):
         alias="API_URL",
         description="Where the UI and Locust find the API.",
     )
-    model_poll_seconds: float = Field(5.0, alias="MODEL_POLL_SECONDS", gt=0)
+    model_poll_seconds: float = Field(
+        30.0,
+        alias="MODEL_POLL_SECONDS",
+        gt=0,
+        description="Registry check interval: the fallback when no promotion webhook arrives.",
+    )
     max_batch_rows: int = Field(1000, alias="MAX_BATCH_ROWS", gt=0, le=MAX_BATCH_ROWS_CEILING)
     max_body_bytes: int | None = Field(
         None,
@@ -171,6 +176,11 @@ class Settings(BaseSettings):
     api_reload_token: SecretStr | None = Field(
         None, alias="API_RELOAD_TOKEN", description="Bearer token for POST /model/reload."
     )
+    mlflow_webhook_secret: SecretStr | None = Field(
+        None,
+        alias="MLFLOW_WEBHOOK_SECRET",
+        description="Signs MLflow's registry webhooks (POST /webhooks/mlflow); unset: disabled.",
+    )
     prediction_log: bool = Field(
         True,
         alias="PREDICTION_LOG",
@@ -190,7 +200,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "sgd_alpha", "sgd_eta0", "sgd_epochs", "api_reload_token", "max_body_bytes", mode="before"
+        "sgd_alpha",
+        "sgd_eta0",
+        "sgd_epochs",
+        "api_reload_token",
+        "mlflow_webhook_secret",
+        "max_body_bytes",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -206,6 +206,24 @@ performance_reports = sa.Table(
 )
 
 
+# MLflow registry webhook deliveries the API accepted (readmission.webhooks).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("model_name", sa.Text),
+    sa.Column("alias", sa.Text),
+    sa.Column("version", sa.String(32)),
+    sa.Column("received_by", sa.Text, nullable=False),
+    # The API records each delivery it accepts, the evidence of the registry check it started;
+    # it needs no other right: a replay is an INSERT that adds nothing.
+    info={API_PRIVILEGES: ("INSERT",)},
+)
+
+
 class WarehouseNotReady(RuntimeError):
     """The warehouse lacks tables and this login may not create them (the API's login)."""
 

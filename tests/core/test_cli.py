@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 import readmission
-from readmission import migrations, prediction_log
+from readmission import migrations, prediction_log, registry, webhooks
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction
 from readmission.validation import validate
@@ -145,7 +146,33 @@ def test_init_warehouse_creates_every_table_and_is_safe_to_rerun(tmp_path: Path)
         tables = set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
-    assert {"raw_encounters", "prediction_log", "performance_reports", "promotions"} <= tables
+    assert {
+        "raw_encounters",
+        "prediction_log",
+        "performance_reports",
+        "promotions",
+        "webhook_deliveries",
+    } <= tables
+
+
+def test_webhook_ensure_registers_once_and_needs_the_secret(platform: Settings) -> None:
+    name = f"cli-test-{platform.model_name}"
+    url = "http://127.0.0.1:9/webhooks/mlflow"  # nothing listens: no --check
+    secret = {"MLFLOW_WEBHOOK_SECRET": secrets.token_urlsafe(24)}
+    without = cli("webhook", "ensure", "--url", url, "--name", name)
+    first = cli("webhook", "ensure", "--url", url, "--name", name, env=secret)
+    again = cli("webhook", "ensure", "--url", url, "--name", name, env=secret)
+    client = registry.connect(platform)
+    found = [w for w in client.list_webhooks(max_results=1000) if w.name == name]
+    for webhook in found:
+        client.delete_webhook(webhook.webhook_id)
+
+    assert without.returncode == 2 and "MLFLOW_WEBHOOK_SECRET is not set" in without.stderr
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout == again.stdout
+    assert first.stdout.endswith(f" -> {url}\n")
+    assert all(event in first.stdout for event in webhooks.EVENTS)
+    assert len(found) == 1 and found[0].url == url
 
 
 def test_performance_reports_each_served_version_as_text_and_json(

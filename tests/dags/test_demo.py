@@ -79,6 +79,8 @@ def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
     assert realized["version"] in {v["version"] for v in first + second} and realized["n"] > 0
     assert 0 < realized["roc_auc"] < 1
     assert "Airflow UI" in output and "simple_auth_manager_passwords.json.generated" in output
+    # promotions reach the API by MLflow's webhook, whose test delivery the API accepted
+    assert "MLflow's registry webhook tells the API of each promotion at once" in output
     assert "note:" not in output  # its own Airflow: nothing else was queued there
     with dag_test_runs.connect() as conn:  # ... and none of its runs went to the DAG tests'
         assert conn.execute(sa.text("SELECT count(*) FROM dag_run")).scalar_one() == runs_before

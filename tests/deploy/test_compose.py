@@ -21,7 +21,7 @@ from tests.conftest import service_env
 
 from .conftest import COMPOSE_FILE, ROOT, env_values, load_yaml, run_compose, strings
 
-ONE_SHOT = {"minio-init", "mlflow-init", "airflow-init", "warehouse-init"}
+ONE_SHOT = {"minio-init", "mlflow-init", "airflow-init", "warehouse-init", "webhook-init"}
 AIRFLOW_COMPONENTS = {
     "airflow-apiserver": "api-server",
     "airflow-scheduler": "scheduler",
@@ -137,14 +137,15 @@ def test_one_shot_services_are_awaited_by_a_long_running_service(compose_model: 
     for its successful completion."""
     for one_shot in ONE_SHOT:
         assert compose_model["services"][one_shot]["restart"] == "no"
+        profiles = compose_model["services"][one_shot].get("profiles")  # webhook-init: serving
         waiters = [
             name
             for name, service in long_running(compose_model).items()
             if service.get("depends_on", {}).get(one_shot, {}).get("condition")
             == "service_completed_successfully"
-            and not service.get("profiles")
+            and service.get("profiles") == profiles
         ]
-        assert waiters, f"nothing in the default profile waits for {one_shot}"
+        assert waiters, f"nothing in the profile {profiles or 'default'} waits for {one_shot}"
 
 
 def test_stateful_services_keep_their_data_in_named_volumes(compose_model: dict) -> None:
@@ -453,7 +454,16 @@ def test_alertmanager_renders_its_receivers_from_env_before_starting(
     [
         # WAREHOUSE_API_PASSWORD: the promotion ledger and the prediction log live in the
         # warehouse, which the API reaches as its own login (never the owner's)
-        ("api", {"API_RELOAD_TOKEN", "MLFLOW_API_PASSWORD", "WAREHOUSE_API_PASSWORD"}),
+        (
+            "api",
+            {
+                "API_RELOAD_TOKEN",
+                "MLFLOW_API_PASSWORD",
+                "WAREHOUSE_API_PASSWORD",
+                "MLFLOW_WEBHOOK_SECRET",
+            },
+        ),
+        ("webhook-init", {"MLFLOW_ADMIN_PASSWORD", "MLFLOW_WEBHOOK_SECRET"}),
         ("warehouse-init", {"WAREHOUSE_DB_PASSWORD"}),
         ("ui", set()),
         ("prometheus", set()),
@@ -466,6 +476,7 @@ def test_alertmanager_renders_its_receivers_from_env_before_starting(
                 "MINIO_MLFLOW_PASSWORD",
                 "MLFLOW_ADMIN_PASSWORD",
                 "MLFLOW_FLASK_SECRET_KEY",
+                "MLFLOW_WEBHOOK_ENCRYPTION_KEY",
             },
         ),
     ],

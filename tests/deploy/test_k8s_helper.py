@@ -625,8 +625,8 @@ def test_workload_secrets_need_the_generated_env(render_tree: Path, tmp_path: Pa
     (tmp_path / ".env").write_text("API_RELOAD_TOKEN=x\n")
     with pytest.raises(
         k8s.DeployError,
-        match=r"lacks GRAFANA_ADMIN_PASSWORD, MLFLOW_API_PASSWORD, WAREHOUSE_API_PASSWORD: run "
-        r"`make up`",
+        match=r"lacks GRAFANA_ADMIN_PASSWORD, MLFLOW_API_PASSWORD, MLFLOW_WEBHOOK_SECRET, "
+        r"WAREHOUSE_API_PASSWORD: run `make up`",
     ):
         k8s.render(tmp_path / "k8s" / "overlays" / "k3d")
     written = tmp_path / "k8s" / "overlays" / "k3d" / "generated"

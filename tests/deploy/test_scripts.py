@@ -158,10 +158,14 @@ def test_k8s_up_creates_the_cluster_imports_images_and_deploys(repo: Path) -> No
         assert f"docker tag readmission-{component}:build {tag}" in calls
         tags[component] = tag
     assert tags["api"].split(":")[1] != tags["ui"].split(":")[1]
-    assert calls[-1] == (
+    assert calls[-2] == (
         f"python -m deploy.k8s apply --context k3d-readmission "
         f"--image readmission-api={tags['api']} "
         f"--image readmission-ui={tags['ui']}"
+    )
+    assert calls[-1] == (  # the registry webhook to the k3d API pods
+        "docker compose run --rm --no-deps webhook-init --url "
+        "http://k3d-readmission-serverlb/webhooks/mlflow --name readmission-k3d-api"
     )
 
 
@@ -170,7 +174,7 @@ def test_k8s_up_reuses_an_existing_cluster(repo: Path) -> None:
     result, calls = run(repo, "k8s-up", "--timeout", "60", FAKE_CLUSTER_GET_EXIT="0")
     assert result.returncode == 0, result.stderr
     assert not any("cluster create" in call for call in calls)
-    assert calls[-1].endswith("--timeout 60")
+    assert calls[-2].endswith("--timeout 60")
 
 
 @pytest.mark.parametrize("missing", ["env", "network"])

@@ -60,6 +60,7 @@ API_PRIVILEGES = {
     "performance_reports": ["SELECT"],
     "prediction_log": ["INSERT"],
     "promotions": ["SELECT", "INSERT"],
+    "webhook_deliveries": ["INSERT"],
 }
 
 
