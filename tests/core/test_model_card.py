@@ -158,7 +158,12 @@ def test_the_card_takes_the_decisions_of_the_plan_and_stops_on_an_invalid_plan(
             lineage_head=True,
             same_feature_space=True,
             same_hyperparameters=True,
-            checks={c.name: c.passed for c in promotion.judge(settings, ours, None, 0.0)},
+            checks={
+                c.name: c.passed
+                for c in promotion.judge(
+                    promotion.Policy.of(settings), promotion.Measured.of(ours), None
+                )
+            },
             metrics={**ours.scores, "calibration_slope": ours.calibration.slope},
         ),
     )
