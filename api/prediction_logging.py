@@ -32,7 +32,11 @@ class PredictionLogging:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.writer = (
-            PredictionLogWriter(settings.warehouse_url, settings.prediction_log_buffer)
+            PredictionLogWriter(
+                settings.warehouse_url,
+                settings.prediction_log_buffer,
+                spill=settings.home / "prediction-log",
+            )
             if settings.prediction_log
             else None
         )
@@ -76,12 +80,8 @@ class PredictionLogging:
                 self.writer.stop()
                 try:
                     await asyncio.wait_for(writing, SHUTDOWN_FLUSH_SECONDS)
-                except TimeoutError:
-                    log.warning(
-                        "prediction log: %d predictions not written at shutdown (the warehouse "
-                        "is too slow)",
-                        self.writer.buffered,
-                    )
+                except TimeoutError:  # the warehouse is too slow: keep the rest for next time
+                    self.writer.spill_rest()
 
     async def _read_reports(self) -> None:
         failing = False
@@ -156,6 +156,24 @@ class PredictionLogCollector(Collector):
                 "readmission_prediction_log_dropped",
                 "Predictions not logged: the buffer was full while the warehouse lagged.",
                 writer.dropped,
+            )
+            yield _counter(
+                "readmission_prediction_log_rejected",
+                "Predictions the warehouse refused (a value out of its range): set aside, "
+                "the rows after them written.",
+                writer.rejected,
+            )
+            yield _counter(
+                "readmission_prediction_log_replayed",
+                "Predictions left unwritten at the last shutdown, spilled to disk and "
+                "buffered again at this start.",
+                writer.replayed,
+            )
+            yield _counter(
+                "readmission_prediction_log_lost",
+                "Predictions the previous run lost without writing them (a crash), counted at "
+                "this start.",
+                writer.lost,
             )
             yield _counter(
                 "readmission_prediction_log_failed_writes",

@@ -298,6 +298,10 @@ INTEGER_COLUMNS = tuple(name for name, spec in SPECS.items() if isinstance(spec,
 # A JSON integer only: not `true` (Python's bool is an int), not "3", not 3.0. Callers holding
 # text (a CSV row) validate the Encounter with `strict=False`.
 StrictInt = Annotated[int, Field(strict=True)]
+# The warehouse keeps ids as 64-bit signed integers (PostgreSQL bigint, SQLite INTEGER): a larger
+# id could be scored but never logged, and would block the log's writes behind it.
+ID_MIN, ID_MAX = -(2**63), 2**63 - 1
+WarehouseId = Annotated[StrictInt, Field(ge=ID_MIN, le=ID_MAX)]
 
 
 def field_name(column: str) -> str:
@@ -338,10 +342,10 @@ def _pydantic_field(spec: Categorical | Integer) -> tuple[Any, Any]:
 class _EncounterBase(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    encounter_id: StrictInt | None = Field(
+    encounter_id: WarehouseId | None = Field(
         None, description="Optional, echoed back; not a feature."
     )
-    patient_nbr: StrictInt | None = Field(None, description="Optional; not a feature.")
+    patient_nbr: WarehouseId | None = Field(None, description="Optional; not a feature.")
 
     def to_record(self) -> dict[str, Any]:
         """The encounter keyed by the data set's column names, as the model expects."""
