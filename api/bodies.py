@@ -202,9 +202,27 @@ class EstimateCheck(BaseModel):
     realized_observed_rate: float | None
 
 
+class ExcludedOutcomes(BaseModel):
+    """Outcomes that arrived but do not count: the model could have seen those encounters."""
+
+    known_at_scoring: int = Field(
+        0, description="The encounter was already in the warehouse, outcome and all, when scored."
+    )
+    trained_on: int = Field(
+        0, description="A version of the served lineage trained on the encounter's batch."
+    )
+
+
 class PeriodPerformance(RealizedFigures):
     scored: int = Field(description="Encounters scored (each once per version).")
-    n: int = Field(description="Scored encounters whose outcome has arrived.")
+    n: int = Field(
+        description="Scored encounters whose outcome has arrived and counts (see `excluded`)."
+    )
+    excluded: ExcludedOutcomes = Field(
+        default_factory=ExcludedOutcomes,
+        description="Arrived outcomes left out of the figures, by reason (absent in reports "
+        "computed before this was counted).",
+    )
     pending: int = Field(description="Scored encounters still waiting for their outcome.")
     unidentified: int = Field(description="Scored without an encounter_id: never labelled.")
     estimate: PendingEstimate

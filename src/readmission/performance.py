@@ -2,7 +2,9 @@
 
 The prediction log (readmission.prediction_log) is joined to the outcomes the warehouse holds.
 For each served version, and each calendar week of scoring, the labelled encounters give the
-realized metrics; the encounters still waiting for an outcome get a label-free estimate
+realized metrics (only of encounters the model had not seen: neither in the warehouse when
+scored nor trained on by any version of the lineage since; the others are counted, by reason);
+the encounters still waiting for an outcome get a label-free estimate
 (confidence-based performance estimation, as NannyML's CBPE: if the model is calibrated, an
 encounter scored p is a positive with weight p and a negative with weight 1 - p, and the
 expected metrics are the metrics of that weighted data). Once their outcomes arrive, the gap
@@ -34,7 +36,14 @@ from sklearn.linear_model import LogisticRegression
 from readmission import prediction_log, registry
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL
-from readmission.warehouse import engine_for, performance_reports, transaction
+from readmission.warehouse import (
+    batches,
+    clean_encounters,
+    engine_for,
+    performance_reports,
+    trainings,
+    transaction,
+)
 from readmission.warehouse import prediction_log as log_table
 
 log = logging.getLogger(__name__)
@@ -115,8 +124,17 @@ def estimate(probability: np.ndarray, predicted: np.ndarray) -> dict[str, float 
     return {k: v for k, v in expected.items() if not k.startswith("calibration")}
 
 
+# Why an outcome is left out of the realized figures (an honest one is of an encounter the model
+# had never seen: not already in the warehouse when scored, not trained on since by the lineage).
+KNOWN_AT_SCORING = "known_at_scoring"  # its row was ingested before it was scored
+TRAINED_ON = "trained_on"  # a version of the lineage trained on the batch holding it
+EXCLUSIONS = (KNOWN_AT_SCORING, TRAINED_ON)
+
+
 def predictions(url: str, model_name: str) -> pd.DataFrame:
-    """The logged predictions of `model_name`, each (version, encounter) once: the latest."""
+    """The logged predictions of `model_name`, each (version, encounter) once: the latest; with
+    `excluded`, why a labelled one does not count (None: it counts)."""
+    clean = clean_encounters
     columns = [
         log_table.c.id,
         log_table.c.encounter_id,
@@ -127,12 +145,32 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
         log_table.c.scored_at,
         log_table.c.outcome,
         log_table.c.labelled_at,
+        batches.c.ingested_at.label("arrived_at"),
+        trainings.c.batch_id.is_not(None).label("trained_on"),
     ]
-    query = sa.select(*columns).where(log_table.c.model_name == model_name).order_by(log_table.c.id)
+    joined = (
+        log_table.outerjoin(clean, clean.c.encounter_id == log_table.c.encounter_id)
+        .outerjoin(batches, batches.c.batch_id == clean.c.batch_id)
+        .outerjoin(
+            trainings,
+            sa.and_(trainings.c.model_name == model_name, trainings.c.batch_id == clean.c.batch_id),
+        )
+    )
+    query = (
+        sa.select(*columns)
+        .select_from(joined)
+        .where(log_table.c.model_name == model_name)
+        .order_by(log_table.c.id)
+    )
     with engine_for(url).connect() as conn:
         frame = pd.read_sql(query, conn)
-    for column in ("scored_at", "labelled_at"):  # SQLite gives naive UTC, PostgreSQL aware
+    for column in ("scored_at", "labelled_at", "arrived_at"):  # SQLite: naive UTC; PG: aware
         frame[column] = pd.to_datetime(frame[column], utc=True)
+    labelled = frame["outcome"].notna()
+    known = labelled & (frame["arrived_at"] <= frame["scored_at"])
+    frame["excluded"] = None
+    frame.loc[known, "excluded"] = KNOWN_AT_SCORING
+    frame.loc[labelled & ~known & frame["trained_on"].astype(bool), "excluded"] = TRAINED_ON
     identified = frame[frame["encounter_id"].notna()]
     latest = identified.drop_duplicates(["model_version", "encounter_id"], keep="last")
     return pd.concat([latest, frame[frame["encounter_id"].isna()]]).sort_values("id")
@@ -141,7 +179,7 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
 def summarise(rows: pd.DataFrame) -> Report:
     """Counts, realized metrics on the labelled rows and the estimate for the pending ones."""
     identified = rows["encounter_id"].notna()
-    labelled = rows[rows["outcome"].notna()]
+    labelled = rows[rows["outcome"].notna() & rows["excluded"].isna()]
     pending = rows[identified & rows["outcome"].isna()]
     y = (labelled["outcome"] == POSITIVE_LABEL).to_numpy(dtype=int)
     return {
@@ -149,6 +187,7 @@ def summarise(rows: pd.DataFrame) -> Report:
         "n": len(labelled),
         "pending": len(pending),
         "unidentified": int((~identified).sum()),
+        "excluded": {reason: int((rows["excluded"] == reason).sum()) for reason in EXCLUSIONS},
         **realized_metrics(
             y,
             labelled["probability"].to_numpy(),
@@ -227,7 +266,7 @@ def _estimate_checks(version: str, rows: pd.DataFrame, earlier: list[Report]) ->
             & rows["encounter_id"].notna()
             & (rows["labelled_at"].isna() | (rows["labelled_at"] > at))
         ]
-        arrived = window[window["outcome"].notna()]
+        arrived = window[window["outcome"].notna() & window["excluded"].isna()]
         if arrived.empty:
             continue
         y = (arrived["outcome"] == POSITIVE_LABEL).to_numpy(dtype=int)
