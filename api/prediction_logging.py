@@ -23,6 +23,9 @@ from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
 
 log = logging.getLogger(__name__)
 SHUTDOWN_FLUSH_SECONDS = 5.0
+# Longest wait of a request for room in a full buffer while the warehouse takes writes; longer
+# than a write of a full batch under load, short enough not to hold an answer for long.
+BACKPRESSURE_SECONDS = 2.0
 
 
 class PredictionLogging:
@@ -41,6 +44,23 @@ class PredictionLogging:
             else None
         )
         self.report: performance.Report | None = None
+
+    @property
+    def full(self) -> bool:
+        """Whether the buffer is full: then await `room` before `record`."""
+        return self.writer is not None and self.writer.full
+
+    async def room(self, rows: int = 1) -> None:
+        """Wait (at most BACKPRESSURE_SECONDS) until `rows` predictions fit in the buffer."""
+        if self.writer is not None:
+            await self.writer.wait_for_room(rows, BACKPRESSURE_SECONDS)
+
+    async def record_batch(self, served: list[tuple[Mapping[str, Any], int | None]]) -> None:
+        """`record` a batch, a buffer's worth at a time, each once there is room for it."""
+        step = self.writer.capacity if self.writer is not None else len(served) or 1
+        for start in range(0, len(served), step):
+            await self.room(len(served[start : start + step]))
+            self.record(served[start : start + step])
 
     def record(self, served: Iterable[tuple[Mapping[str, Any], int | None]]) -> None:
         """Enqueue each answered prediction (the response's fields) with the encounter's

@@ -148,6 +148,8 @@ async def predict(request: Request) -> Response:
     state.drift.observe((record,))
     state.metrics.record(probability, probability >= model.threshold)
     answer = _fields(model, encounter.encounter_id, probability)
+    if state.prediction_log.full:  # the writer lags: slow down rather than lose the log
+        await state.prediction_log.room()
     state.prediction_log.record(((answer, encounter.patient_nbr),))
     if explain:
         scorer = model.scorer
@@ -187,8 +189,8 @@ async def predict_batch(request: Request) -> Response:
         _fields(model, encounter.encounter_id, probability)
         for encounter, probability in zip(batch.encounters, probabilities, strict=True)
     ]
-    state.prediction_log.record(
-        zip(predictions, (e.patient_nbr for e in batch.encounters), strict=True)
+    await state.prediction_log.record_batch(
+        list(zip(predictions, (e.patient_nbr for e in batch.encounters), strict=True))
     )
     return _json(
         {

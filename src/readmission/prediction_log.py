@@ -161,6 +161,7 @@ class PredictionLogWriter:
         self.last_rejection: str | None = None
         self._buffer: deque[LoggedPrediction] = deque()
         self._wake = asyncio.Event()  # a full batch is buffered, or stop
+        self._room = asyncio.Event()  # a write finished (or failed): callers may find room
         self._stopped = asyncio.Event()
         self._stopping = False
         self._checkpointed: int | None = None  # buffered count last written to the state file
@@ -176,8 +177,29 @@ class PredictionLogWriter:
                 self.dropped += 1
             else:
                 self._buffer.append(record)
-        if len(self._buffer) >= BATCH_ROWS:
+        if len(self._buffer) >= min(BATCH_ROWS, self.capacity):
             self._wake.set()
+
+    @property
+    def full(self) -> bool:
+        return len(self._buffer) >= self.capacity
+
+    async def wait_for_room(self, rows: int, timeout: float) -> None:
+        """Backpressure: while the warehouse takes writes, hold the caller until the buffer has
+        room for `rows` (at most `timeout`), so that a burst faster than the writer slows the
+        answers instead of losing their log. While writes fail, return at once: the answers go
+        on, and what does not fit is dropped and counted."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        needed = min(rows, self.capacity)
+        while self.up and len(self._buffer) + needed > self.capacity:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._wake.set()  # a full buffer is worth a write now, not at the next flush
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), left)
 
     def stop(self) -> None:
         """Ask `run` to write what is left and return (at shutdown)."""
@@ -305,6 +327,7 @@ class PredictionLogWriter:
         self._in_flight = 0
         for _ in range(done.consumed):  # only `run` removes records, so these are the oldest
             self._buffer.popleft()
+        self._room.set()
         self.written += done.consumed - len(done.rejected)
         for record, reason in done.rejected:
             self.rejected += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -156,3 +157,39 @@ def test_predictions_a_crash_took_with_it_are_counted_at_the_next_start(
 def _state(log_dir: Path) -> str:
     state = log_dir / "home" / "prediction-log" / "state.json"
     return state.read_text() if state.exists() else ""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_burst_faster_than_the_writer_is_slowed_down_not_dropped(
+    kind: str,
+    trained_lineage: Settings,
+    create_database: Callable[[], str],
+    sample: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    url = create_database() if kind == "postgresql" else f"sqlite:///{tmp_path / 'w.db'}"
+    settings = serving_settings(trained_lineage, url)
+    requests = encounters(sample)
+    buffer = 16  # far less than 8 clients send while one write runs: without backpressure, drops
+    with running_api(settings, tmp_path, PREDICTION_LOG_BUFFER=str(buffer)) as api:
+        api.wait_until(lambda: api.served_version() == "2", "version 2 to be served")
+        with ThreadPoolExecutor(8) as pool, httpx.Client(base_url=api.url, timeout=30) as client:
+            statuses = list(
+                pool.map(lambda e: client.post("/predict", json=e).status_code, requests)
+            )
+            batch = client.post("/predict/batch", json={"encounters": requests[:40]})
+        api.wait_until(
+            lambda: (
+                metric(api, "readmission_prediction_log_buffered") == 0
+                and metric(api, "readmission_prediction_log_written_total")
+                + metric(api, "readmission_prediction_log_dropped_total")
+                == len(requests) + 40
+            ),
+            "the buffer to be written",
+        )
+        assert metric(api, "readmission_prediction_log_dropped_total") == 0
+    assert set(statuses) == {200} and batch.status_code == 200
+    rows = logged(settings)
+    assert sorted(rows["encounter_id"]) == sorted(
+        [e["encounter_id"] for e in requests] + [e["encounter_id"] for e in requests[:40]]
+    )
