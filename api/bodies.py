@@ -232,8 +232,23 @@ class WeekPerformance(PeriodPerformance):
     week: str = Field(description="Monday of the calendar week of scoring.")
 
 
+class RecentPerformance(BaseModel):
+    """The version's latest counted outcomes (at most 1,000, by time of scoring): what the
+    realized alert reads."""
+
+    n: int
+    roc_auc: float | None
+    roc_auc_ci: list[float] | None = Field(
+        description="95% interval (patient-level bootstrap); null with one class only."
+    )
+    first_scored_at: datetime | None = None
+
+
 class VersionPerformance(PeriodPerformance):
     version: str
+    recent: RecentPerformance | None = Field(
+        None, description="Absent in reports computed before it was added."
+    )
     threshold: float
     holdout_roc_auc: float | None = Field(description="Measured on the holdout at training.")
     first_scored_at: datetime

@@ -136,6 +136,21 @@ VERSION_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
         lambda v: v["pending"],
     ),
     (
+        "readmission_realized_recent_roc_auc",
+        "ROC AUC on the version's latest counted outcomes (at most 1,000).",
+        lambda v: (v.get("recent") or {}).get("roc_auc"),
+    ),
+    (
+        "readmission_realized_recent_roc_auc_upper",
+        "Upper end of the 95% interval of the recent realized ROC AUC (patient bootstrap).",
+        lambda v: ((v.get("recent") or {}).get("roc_auc_ci") or [None, None])[1],
+    ),
+    (
+        "readmission_realized_recent_outcomes",
+        "Counted outcomes in the recent window of the version.",
+        lambda v: (v.get("recent") or {}).get("n"),
+    ),
+    (
         "readmission_estimated_roc_auc",
         "Expected ROC AUC of the pending encounters, from their probabilities (CBPE).",
         lambda v: v["estimate"]["roc_auc"],

@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from readmission import prediction_log, registry
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL
+from readmission.uncertainty import cluster_bootstrap_auc
 from readmission.warehouse import (
     batches,
     clean_encounters,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 RUN_KIND_TAG = "readmission.kind"
 RUN_KIND = "realized_performance"
 CHECKED_REPORTS = 10  # earlier estimates compared with the outcomes that arrived since
+RECENT_OUTCOMES = 1000  # the realized alert's window: each version's latest counted outcomes
 METRICS = (
     "roc_auc",
     "pr_auc",
@@ -138,6 +140,7 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
     columns = [
         log_table.c.id,
         log_table.c.encounter_id,
+        log_table.c.patient_nbr,
         log_table.c.model_version,
         log_table.c.probability,
         log_table.c.threshold,
@@ -202,6 +205,28 @@ def summarise(rows: pd.DataFrame) -> Report:
     }
 
 
+def recent(rows: pd.DataFrame) -> Report:
+    """The ROC AUC of a version's latest RECENT_OUTCOMES counted outcomes (by time of scoring),
+    with a patient-level bootstrap interval: what the realized alert reads, so that an old
+    version's fixed figure and a handful of outcomes page nobody."""
+    counted = rows[rows["outcome"].notna() & rows["excluded"].isna()]
+    window = counted.sort_values("scored_at", kind="stable").tail(RECENT_OUTCOMES)
+    y = (window["outcome"] == POSITIVE_LABEL).to_numpy(dtype=int)
+    found: Report = {"n": len(window), "roc_auc": None, "roc_auc_ci": None}
+    if len(window):
+        found["first_scored_at"] = window["scored_at"].min().isoformat()
+    if len(np.unique(y)) == 2:
+        # Without a patient number, an encounter is its own patient.
+        patients = (
+            window["patient_nbr"]
+            .astype("string")
+            .fillna("encounter " + window["encounter_id"].astype("Int64").astype("string"))
+        )
+        interval = cluster_bootstrap_auc(y, window["probability"].to_numpy(), patients.to_numpy())
+        found.update(roc_auc=interval.roc_auc, roc_auc_ci=interval.as_list())
+    return found
+
+
 def compute(settings: Settings) -> Report:
     """Join the outcomes that arrived, compute the realized performance, store it, log it to
     MLflow; return the report (its `versions` oldest first)."""
@@ -223,6 +248,7 @@ def compute(settings: Settings) -> Report:
                 "first_scored_at": scored["scored_at"].min().isoformat(),
                 "last_scored_at": scored["scored_at"].max().isoformat(),
                 "estimate_checks": _estimate_checks(str(version), scored, earlier),
+                "recent": recent(scored),
                 "weeks": [
                     {"week": start.date().isoformat(), **summarise(in_week)}
                     for start, in_week in scored.groupby(week)

@@ -68,6 +68,13 @@ def test_outcomes_known_at_scoring_or_trained_on_are_left_out_and_counted(
     assert first["roc_auc"] == pytest.approx(
         metrics.roc_auc_score(y[counted], unseen[counted]), abs=1e-12
     )
+    # The alert's window: the latest counted outcomes, with a patient-level interval.
+    assert first["recent"]["n"] == min(counted.sum(), performance.RECENT_OUTCOMES)
+    assert counted.sum() <= performance.RECENT_OUTCOMES  # so the window is all of them here
+    assert first["recent"]["roc_auc"] == pytest.approx(first["roc_auc"], abs=1e-12)
+    low, high = first["recent"]["roc_auc_ci"]
+    assert low < first["roc_auc"] < high
+    assert second["recent"] == {"n": 0, "roc_auc": None, "roc_auc_ci": None}
     # Every re-scored encounter was in the warehouse, outcome and all, when scored again.
     in_warehouse = int(rescored["encounter_id"].isin(stored).sum())
     assert second["excluded"] == {"known_at_scoring": in_warehouse, "trained_on": 0}
