@@ -209,7 +209,7 @@ class ExcludedOutcomes(BaseModel):
         0, description="The encounter was already in the warehouse, outcome and all, when scored."
     )
     trained_on: int = Field(
-        0, description="A version of the served lineage trained on the encounter's batch."
+        0, description="The lineage had trained on the encounter's batch when it was scored."
     )
 
 

@@ -2,8 +2,8 @@
 
 The prediction log (readmission.prediction_log) is joined to the outcomes the warehouse holds.
 For each served version, and each calendar week of scoring, the labelled encounters give the
-realized metrics (only of encounters the model had not seen: neither in the warehouse when
-scored nor trained on by any version of the lineage since; the others are counted, by reason);
+realized metrics (only of encounters the model had not seen: when scored, neither trained on by
+the lineage nor in the warehouse with their outcome; the others are counted, by reason);
 the encounters still waiting for an outcome get a label-free estimate
 (confidence-based performance estimation, as NannyML's CBPE: if the model is calibrated, an
 encounter scored p is a positive with weight p and a negative with weight 1 - p, and the
@@ -129,8 +129,10 @@ def estimate(probability: np.ndarray, predicted: np.ndarray) -> dict[str, float 
 # Why an outcome is left out of the realized figures (an honest one is of an encounter the model
 # had never seen: not already in the warehouse when scored, not trained on since by the lineage).
 KNOWN_AT_SCORING = "known_at_scoring"  # its row was ingested before it was scored
-TRAINED_ON = "trained_on"  # a version of the lineage trained on the batch holding it
+TRAINED_ON = "trained_on"  # the lineage had trained on its batch before it was scored
 EXCLUSIONS = (KNOWN_AT_SCORING, TRAINED_ON)
+# A version trained later does not taint an earlier prediction: the logged probability was fixed
+# when scored, by a version that (warm-started from its ancestors) had not seen the encounter.
 
 
 def predictions(url: str, model_name: str) -> pd.DataFrame:
@@ -149,7 +151,7 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
         log_table.c.outcome,
         log_table.c.labelled_at,
         batches.c.ingested_at.label("arrived_at"),
-        trainings.c.batch_id.is_not(None).label("trained_on"),
+        trainings.c.trained_at,
     ]
     joined = (
         log_table.outerjoin(clean, clean.c.encounter_id == log_table.c.encounter_id)
@@ -167,13 +169,15 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
     )
     with engine_for(url).connect() as conn:
         frame = pd.read_sql(query, conn)
-    for column in ("scored_at", "labelled_at", "arrived_at"):  # SQLite: naive UTC; PG: aware
-        frame[column] = pd.to_datetime(frame[column], utc=True)
+    for column in ("scored_at", "labelled_at", "arrived_at", "trained_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)  # SQLite: naive UTC; PG: aware
     labelled = frame["outcome"].notna()
-    known = labelled & (frame["arrived_at"] <= frame["scored_at"])
+    trained = labelled & (frame["trained_at"] <= frame["scored_at"])
     frame["excluded"] = None
-    frame.loc[known, "excluded"] = KNOWN_AT_SCORING
-    frame.loc[labelled & ~known & frame["trained_on"].astype(bool), "excluded"] = TRAINED_ON
+    frame.loc[trained, "excluded"] = TRAINED_ON
+    frame.loc[labelled & ~trained & (frame["arrived_at"] <= frame["scored_at"]), "excluded"] = (
+        KNOWN_AT_SCORING
+    )
     identified = frame[frame["encounter_id"].notna()]
     latest = identified.drop_duplicates(["model_version", "encounter_id"], keep="last")
     return pd.concat([latest, frame[frame["encounter_id"].isna()]]).sort_values("id")
