@@ -232,7 +232,7 @@ class PredictionLogWriter:
         if self.spill is None:
             return
         state = self.spill / STATE_FILE
-        if state.exists():
+        if state.is_file():
             previous = json.loads(state.read_text())
             if previous["buffered"]:
                 self.lost += previous["buffered"]
@@ -251,7 +251,8 @@ class PredictionLogWriter:
         # The spilled records are in memory now: from here, a crash loses them like any other
         # buffered ones, and the state file counts them.
         self._checkpoint(force=True)
-        spilled.unlink(missing_ok=True)
+        if self.spill is not None:  # else it could not be written: nothing was spilled either
+            spilled.unlink(missing_ok=True)
 
     def spill_rest(self) -> None:
         """At shutdown: keep what is still buffered for the next start (counted as lost if even
@@ -289,13 +290,18 @@ class PredictionLogWriter:
         it crashes (a few bytes, at most once per loop)."""
         if self.spill is None or (not force and self._checkpointed == self.buffered):
             return
-        self.spill.mkdir(parents=True, exist_ok=True)
         state = self.spill / STATE_FILE
         temporary = state.with_suffix(".tmp")
-        temporary.write_text(
-            json.dumps({"buffered": self.buffered, "at": datetime.now(UTC).isoformat()})
-        )
-        temporary.replace(state)  # a crash mid-write leaves the previous state, never half
+        try:
+            self.spill.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(
+                json.dumps({"buffered": self.buffered, "at": datetime.now(UTC).isoformat()})
+            )
+            temporary.replace(state)  # a crash mid-write leaves the previous state, never half
+        except OSError as error:  # e.g. a read-only home: log on, without the spill
+            log.error("prediction log: no spill or crash count in %s: %s", self.spill, error)
+            self.spill = None
+            return
         self._checkpointed = self.buffered
 
     async def _next_attempt(self, pause: float) -> None:

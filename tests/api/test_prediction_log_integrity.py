@@ -193,3 +193,14 @@ def test_a_burst_faster_than_the_writer_is_slowed_down_not_dropped(
     assert sorted(rows["encounter_id"]) == sorted(
         [e["encounter_id"] for e in requests] + [e["encounter_id"] for e in requests[:40]]
     )
+
+
+def test_an_unwritable_spill_folder_does_not_stop_the_log(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a folder cannot be made below it (as in a read-only home)
+    writer = PredictionLogWriter(url, capacity=100, spill=blocked / "prediction-log")
+    writer.enqueue(prediction(i) for i in range(1, 21))
+    asyncio.run(write_all(writer))
+    assert stored_ids(url) == list(range(1, 21)) and writer.written == 20
+    assert writer.spill is None  # given up, with an error in the log
