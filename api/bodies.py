@@ -227,9 +227,27 @@ class EstimateCheck(BaseModel):
     realized_observed_rate: float | None
 
 
+class ExcludedOutcomes(BaseModel):
+    """Outcomes that arrived but do not count: the model could have seen those encounters."""
+
+    known_at_scoring: int = Field(
+        0, description="The encounter was already in the warehouse, outcome and all, when scored."
+    )
+    trained_on: int = Field(
+        0, description="The lineage had trained on the encounter's batch when it was scored."
+    )
+
+
 class PeriodPerformance(RealizedFigures):
     scored: int = Field(description="Encounters scored (each once per version).")
-    n: int = Field(description="Scored encounters whose outcome has arrived.")
+    n: int = Field(
+        description="Scored encounters whose outcome has arrived and counts (see `excluded`)."
+    )
+    excluded: ExcludedOutcomes = Field(
+        default_factory=ExcludedOutcomes,
+        description="Arrived outcomes left out of the figures, by reason (absent in reports "
+        "computed before this was counted).",
+    )
     pending: int = Field(description="Scored encounters still waiting for their outcome.")
     unidentified: int = Field(description="Scored without an encounter_id: never labelled.")
     estimate: PendingEstimate
@@ -239,8 +257,23 @@ class WeekPerformance(PeriodPerformance):
     week: str = Field(description="Monday of the calendar week of scoring.")
 
 
+class RecentPerformance(BaseModel):
+    """The version's latest counted outcomes (at most 1,000, by time of scoring): what the
+    realized alert reads."""
+
+    n: int
+    roc_auc: float | None
+    roc_auc_ci: list[float] | None = Field(
+        description="95% interval (patient-level bootstrap); null with one class only."
+    )
+    first_scored_at: datetime | None = None
+
+
 class VersionPerformance(PeriodPerformance):
     version: str
+    recent: RecentPerformance | None = Field(
+        None, description="Absent in reports computed before it was added."
+    )
     threshold: float
     holdout_roc_auc: float | None = Field(description="Measured on the holdout at training.")
     first_scored_at: datetime

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from api.bodies import FieldProblem
 from api.metrics import ServingMetrics
-from readmission.schema import FEATURE_COLUMNS, ID_COLUMNS, allowed, field_name
+from readmission.schema import FEATURE_COLUMNS, ID_COLUMNS, ID_MAX, ID_MIN, allowed, field_name
 
 log = logging.getLogger(__name__)
 # A request field (column name or its Python alias) -> the data set column it stands for.
@@ -26,7 +26,7 @@ OTHER_FIELDS = {
     "encounters": "a JSON list of encounters",
     "explain": "true or false",
     "by_feature": "true or false",
-    **{c: "an integer, or null" for c in ID_COLUMNS},
+    **{c: f"an integer from {ID_MIN} to {ID_MAX} (64-bit), or null" for c in ID_COLUMNS},
 }
 
 

@@ -23,6 +23,9 @@ from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
 
 log = logging.getLogger(__name__)
 SHUTDOWN_FLUSH_SECONDS = 5.0
+# Longest wait of a request for room in a full buffer while the warehouse takes writes; longer
+# than a write of a full batch under load, short enough not to hold an answer for long.
+BACKPRESSURE_SECONDS = 2.0
 
 
 class PredictionLogging:
@@ -32,11 +35,32 @@ class PredictionLogging:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.writer = (
-            PredictionLogWriter(settings.warehouse_url, settings.prediction_log_buffer)
+            PredictionLogWriter(
+                settings.warehouse_url,
+                settings.prediction_log_buffer,
+                spill=settings.home / "prediction-log",
+            )
             if settings.prediction_log
             else None
         )
         self.report: performance.Report | None = None
+
+    @property
+    def full(self) -> bool:
+        """Whether the buffer is full: then await `room` before `record`."""
+        return self.writer is not None and self.writer.full
+
+    async def room(self, rows: int = 1) -> None:
+        """Wait (at most BACKPRESSURE_SECONDS) until `rows` predictions fit in the buffer."""
+        if self.writer is not None:
+            await self.writer.wait_for_room(rows, BACKPRESSURE_SECONDS)
+
+    async def record_batch(self, served: list[tuple[Mapping[str, Any], int | None]]) -> None:
+        """`record` a batch, a buffer's worth at a time, each once there is room for it."""
+        step = self.writer.capacity if self.writer is not None else len(served) or 1
+        for start in range(0, len(served), step):
+            await self.room(len(served[start : start + step]))
+            self.record(served[start : start + step])
 
     def record(self, served: Iterable[tuple[Mapping[str, Any], int | None]]) -> None:
         """Enqueue each answered prediction (the response's fields) with the encounter's
@@ -76,12 +100,8 @@ class PredictionLogging:
                 self.writer.stop()
                 try:
                     await asyncio.wait_for(writing, SHUTDOWN_FLUSH_SECONDS)
-                except TimeoutError:
-                    log.warning(
-                        "prediction log: %d predictions not written at shutdown (the warehouse "
-                        "is too slow)",
-                        self.writer.buffered,
-                    )
+                except TimeoutError:  # the warehouse is too slow: keep the rest for next time
+                    self.writer.spill_rest()
 
     async def _read_reports(self) -> None:
         failing = False
@@ -114,6 +134,21 @@ VERSION_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
         "readmission_realized_pending_encounters",
         "Scored encounters still waiting for their outcome.",
         lambda v: v["pending"],
+    ),
+    (
+        "readmission_realized_recent_roc_auc",
+        "ROC AUC on the version's latest counted outcomes (at most 1,000).",
+        lambda v: (v.get("recent") or {}).get("roc_auc"),
+    ),
+    (
+        "readmission_realized_recent_roc_auc_upper",
+        "Upper end of the 95% interval of the recent realized ROC AUC (patient bootstrap).",
+        lambda v: ((v.get("recent") or {}).get("roc_auc_ci") or [None, None])[1],
+    ),
+    (
+        "readmission_realized_recent_outcomes",
+        "Counted outcomes in the recent window of the version.",
+        lambda v: (v.get("recent") or {}).get("n"),
     ),
     (
         "readmission_estimated_roc_auc",
@@ -156,6 +191,24 @@ class PredictionLogCollector(Collector):
                 "readmission_prediction_log_dropped",
                 "Predictions not logged: the buffer was full while the warehouse lagged.",
                 writer.dropped,
+            )
+            yield _counter(
+                "readmission_prediction_log_rejected",
+                "Predictions the warehouse refused (a value out of its range): set aside, "
+                "the rows after them written.",
+                writer.rejected,
+            )
+            yield _counter(
+                "readmission_prediction_log_replayed",
+                "Predictions left unwritten at the last shutdown, spilled to disk and "
+                "buffered again at this start.",
+                writer.replayed,
+            )
+            yield _counter(
+                "readmission_prediction_log_lost",
+                "Predictions the previous run lost without writing them (a crash), counted at "
+                "this start.",
+                writer.lost,
             )
             yield _counter(
                 "readmission_prediction_log_failed_writes",

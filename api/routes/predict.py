@@ -31,6 +31,11 @@ from readmission.schema import Encounter, example_encounter
 router = APIRouter(tags=["predictions"], route_class=DirectRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Message, "description": "The body could not be decoded (not UTF-8 JSON)."},
+    413: {
+        "model": Message,
+        "description": "The body is over MAX_BODY_BYTES (by default, room for MAX_BATCH_ROWS "
+        "encounters), or a batch has more than MAX_BATCH_ROWS encounters: split it.",
+    },
     422: {"model": ValidationProblems, "description": "A field is invalid: which, and why."},
     503: {"model": Message, "description": "No model is served: how to promote one."},
 }
@@ -76,7 +81,8 @@ REQUEST_BODIES: tuple[type[BaseModel], ...] = (Encounter, BatchRequest)
 
 def document_request_bodies(app: FastAPI) -> None:
     """Put the schemas of the bodies these routes read themselves into the OpenAPI components
-    (FastAPI only adds the models it parses)."""
+    (FastAPI only adds the models it parses), with this process's MAX_BATCH_ROWS as the
+    batch's `maxItems`: a client checking the schema then knows the limit it gets 413 beyond."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -86,6 +92,8 @@ def document_request_bodies(app: FastAPI) -> None:
                 [(body, "validation") for body in REQUEST_BODIES],
                 ref_template="#/components/schemas/{model}",
             )
+            encounters = found["$defs"]["BatchRequest"]["properties"]["encounters"]
+            encounters["maxItems"] = app.state.serving.settings.max_batch_rows
             schema.setdefault("components", {}).setdefault("schemas", {}).update(found["$defs"])
         return app.openapi_schema or generate()
 
@@ -140,6 +148,8 @@ async def predict(request: Request) -> Response:
     state.drift.observe((record,))
     state.metrics.record(probability, probability >= model.threshold)
     answer = _fields(model, encounter.encounter_id, probability)
+    if state.prediction_log.full:  # the writer lags: slow down rather than lose the log
+        await state.prediction_log.room()
     state.prediction_log.record(((answer, encounter.patient_nbr),))
     if explain:
         scorer = model.scorer
@@ -154,7 +164,7 @@ async def predict(request: Request) -> Response:
 @router.post(
     "/predict/batch",
     response_model=BatchPrediction,
-    responses={**ERRORS, 413: {"model": Message, "description": "Over MAX_BATCH_ROWS."}},
+    responses=ERRORS,
     summary="Probabilities for many encounters in one call",
     openapi_extra=_request_body("BatchRequest"),
 )
@@ -179,8 +189,8 @@ async def predict_batch(request: Request) -> Response:
         _fields(model, encounter.encounter_id, probability)
         for encounter, probability in zip(batch.encounters, probabilities, strict=True)
     ]
-    state.prediction_log.record(
-        zip(predictions, (e.patient_nbr for e in batch.encounters), strict=True)
+    await state.prediction_log.record_batch(
+        list(zip(predictions, (e.patient_nbr for e in batch.encounters), strict=True))
     )
     return _json(
         {

@@ -2,7 +2,9 @@
 
 The prediction log (readmission.prediction_log) is joined to the outcomes the warehouse holds.
 For each served version, and each calendar week of scoring, the labelled encounters give the
-realized metrics; the encounters still waiting for an outcome get a label-free estimate
+realized metrics (only of encounters the model had not seen: when scored, neither trained on by
+the lineage nor in the warehouse with their outcome; the others are counted, by reason);
+the encounters still waiting for an outcome get a label-free estimate
 (confidence-based performance estimation, as NannyML's CBPE: if the model is calibrated, an
 encounter scored p is a positive with weight p and a negative with weight 1 - p, and the
 expected metrics are the metrics of that weighted data). Once their outcomes arrive, the gap
@@ -33,13 +35,22 @@ from readmission import prediction_log, registry
 from readmission.calibration import calibration_intercept, calibration_slope
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL
-from readmission.warehouse import engine_for, performance_reports, transaction
+from readmission.uncertainty import cluster_bootstrap_auc
+from readmission.warehouse import (
+    batches,
+    clean_encounters,
+    engine_for,
+    performance_reports,
+    trainings,
+    transaction,
+)
 from readmission.warehouse import prediction_log as log_table
 
 log = logging.getLogger(__name__)
 RUN_KIND_TAG = "readmission.kind"
 RUN_KIND = "realized_performance"
 CHECKED_REPORTS = 10  # earlier estimates compared with the outcomes that arrived since
+RECENT_OUTCOMES = 1000  # the realized alert's window: each version's latest counted outcomes
 METRICS = (
     "roc_auc",
     "pr_auc",
@@ -105,11 +116,23 @@ def estimate(probability: np.ndarray, predicted: np.ndarray) -> dict[str, float 
     return {k: v for k, v in expected.items() if not k.startswith("calibration")}
 
 
+# Why an outcome is left out of the realized figures (an honest one is of an encounter the model
+# had never seen: not already in the warehouse when scored, not trained on since by the lineage).
+KNOWN_AT_SCORING = "known_at_scoring"  # its row was ingested before it was scored
+TRAINED_ON = "trained_on"  # the lineage had trained on its batch before it was scored
+EXCLUSIONS = (KNOWN_AT_SCORING, TRAINED_ON)
+# A version trained later does not taint an earlier prediction: the logged probability was fixed
+# when scored, by a version that (warm-started from its ancestors) had not seen the encounter.
+
+
 def predictions(url: str, model_name: str) -> pd.DataFrame:
-    """The logged predictions of `model_name`, each (version, encounter) once: the latest."""
+    """The logged predictions of `model_name`, each (version, encounter) once: the latest; with
+    `excluded`, why a labelled one does not count (None: it counts)."""
+    clean = clean_encounters
     columns = [
         log_table.c.id,
         log_table.c.encounter_id,
+        log_table.c.patient_nbr,
         log_table.c.model_version,
         log_table.c.probability,
         log_table.c.threshold,
@@ -117,12 +140,34 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
         log_table.c.scored_at,
         log_table.c.outcome,
         log_table.c.labelled_at,
+        batches.c.ingested_at.label("arrived_at"),
+        trainings.c.trained_at,
     ]
-    query = sa.select(*columns).where(log_table.c.model_name == model_name).order_by(log_table.c.id)
+    joined = (
+        log_table.outerjoin(clean, clean.c.encounter_id == log_table.c.encounter_id)
+        .outerjoin(batches, batches.c.batch_id == clean.c.batch_id)
+        .outerjoin(
+            trainings,
+            sa.and_(trainings.c.model_name == model_name, trainings.c.batch_id == clean.c.batch_id),
+        )
+    )
+    query = (
+        sa.select(*columns)
+        .select_from(joined)
+        .where(log_table.c.model_name == model_name)
+        .order_by(log_table.c.id)
+    )
     with engine_for(url).connect() as conn:
         frame = pd.read_sql(query, conn)
-    for column in ("scored_at", "labelled_at"):  # SQLite gives naive UTC, PostgreSQL aware
-        frame[column] = pd.to_datetime(frame[column], utc=True)
+    for column in ("scored_at", "labelled_at", "arrived_at", "trained_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)  # SQLite: naive UTC; PG: aware
+    labelled = frame["outcome"].notna()
+    trained = labelled & (frame["trained_at"] <= frame["scored_at"])
+    frame["excluded"] = None
+    frame.loc[trained, "excluded"] = TRAINED_ON
+    frame.loc[labelled & ~trained & (frame["arrived_at"] <= frame["scored_at"]), "excluded"] = (
+        KNOWN_AT_SCORING
+    )
     identified = frame[frame["encounter_id"].notna()]
     latest = identified.drop_duplicates(["model_version", "encounter_id"], keep="last")
     return pd.concat([latest, frame[frame["encounter_id"].isna()]]).sort_values("id")
@@ -131,7 +176,7 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
 def summarise(rows: pd.DataFrame) -> Report:
     """Counts, realized metrics on the labelled rows and the estimate for the pending ones."""
     identified = rows["encounter_id"].notna()
-    labelled = rows[rows["outcome"].notna()]
+    labelled = rows[rows["outcome"].notna() & rows["excluded"].isna()]
     pending = rows[identified & rows["outcome"].isna()]
     y = (labelled["outcome"] == POSITIVE_LABEL).to_numpy(dtype=int)
     return {
@@ -139,6 +184,7 @@ def summarise(rows: pd.DataFrame) -> Report:
         "n": len(labelled),
         "pending": len(pending),
         "unidentified": int((~identified).sum()),
+        "excluded": {reason: int((rows["excluded"] == reason).sum()) for reason in EXCLUSIONS},
         **realized_metrics(
             y,
             labelled["probability"].to_numpy(),
@@ -151,6 +197,28 @@ def summarise(rows: pd.DataFrame) -> Report:
             ),
         },
     }
+
+
+def recent(rows: pd.DataFrame) -> Report:
+    """The ROC AUC of a version's latest RECENT_OUTCOMES counted outcomes (by time of scoring),
+    with a patient-level bootstrap interval: what the realized alert reads, so that an old
+    version's fixed figure and a handful of outcomes page nobody."""
+    counted = rows[rows["outcome"].notna() & rows["excluded"].isna()]
+    window = counted.sort_values("scored_at", kind="stable").tail(RECENT_OUTCOMES)
+    y = (window["outcome"] == POSITIVE_LABEL).to_numpy(dtype=int)
+    found: Report = {"n": len(window), "roc_auc": None, "roc_auc_ci": None}
+    if len(window):
+        found["first_scored_at"] = window["scored_at"].min().isoformat()
+    if len(np.unique(y)) == 2:
+        # Without a patient number, an encounter is its own patient.
+        patients = (
+            window["patient_nbr"]
+            .astype("string")
+            .fillna("encounter " + window["encounter_id"].astype("Int64").astype("string"))
+        )
+        interval = cluster_bootstrap_auc(y, window["probability"].to_numpy(), patients.to_numpy())
+        found.update(roc_auc=interval.roc_auc, roc_auc_ci=interval.as_list())
+    return found
 
 
 def compute(settings: Settings) -> Report:
@@ -174,6 +242,7 @@ def compute(settings: Settings) -> Report:
                 "first_scored_at": scored["scored_at"].min().isoformat(),
                 "last_scored_at": scored["scored_at"].max().isoformat(),
                 "estimate_checks": _estimate_checks(str(version), scored, earlier),
+                "recent": recent(scored),
                 "weeks": [
                     {"week": start.date().isoformat(), **summarise(in_week)}
                     for start, in_week in scored.groupby(week)
@@ -217,7 +286,7 @@ def _estimate_checks(version: str, rows: pd.DataFrame, earlier: list[Report]) ->
             & rows["encounter_id"].notna()
             & (rows["labelled_at"].isna() | (rows["labelled_at"] > at))
         ]
-        arrived = window[window["outcome"].notna()]
+        arrived = window[window["outcome"].notna() & window["excluded"].isna()]
         if arrived.empty:
             continue
         y = (arrived["outcome"] == POSITIVE_LABEL).to_numpy(dtype=int)

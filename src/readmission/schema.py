@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 MISSING = "?"
 TARGET = "readmitted"
@@ -295,9 +295,28 @@ COLUMNS = (*ID_COLUMNS, *FEATURES, TARGET)  # the 50 columns of diabetic_data.cs
 INTEGER_COLUMNS = tuple(name for name, spec in SPECS.items() if isinstance(spec, Integer))
 
 
-# A JSON integer only: not `true` (Python's bool is an int), not "3", not 3.0. Callers holding
-# text (a CSV row) validate the Encounter with `strict=False`.
-StrictInt = Annotated[int, Field(strict=True)]
+def _integral(value: Any) -> Any:
+    """3.0 as 3: JSON Schema counts a number without a fraction as an integer, and pandas'
+    `to_json` writes an integer column with gaps that way."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+def json_integer(low: int, high: int) -> Any:
+    """A JSON integer from `low` to `high`, or a number without a fraction; not `true` (Python's
+    bool is an int), not "3", not 3.5. Callers holding text (a CSV row) validate the Encounter
+    with `strict=False`. (The bounds sit inside the conversion, so that the JSON schema keeps
+    them as minimum and maximum.)"""
+    return Annotated[
+        Annotated[int, Field(strict=True, ge=low, le=high)], BeforeValidator(_integral)
+    ]
+
+
+# The warehouse keeps ids as 64-bit signed integers (PostgreSQL bigint, SQLite INTEGER): a larger
+# id could be scored but never logged, and would block the log's writes behind it.
+ID_MIN, ID_MAX = -(2**63), 2**63 - 1
+WarehouseId = Annotated[
+    Annotated[int, Field(strict=True, ge=ID_MIN, le=ID_MAX)], BeforeValidator(_integral)
+]  # json_integer(ID_MIN, ID_MAX), spelled out as a type the type checker reads
 
 
 def field_name(column: str) -> str:
@@ -327,7 +346,7 @@ def is_valid(column: str, value: Any) -> bool:
 def _pydantic_field(spec: Categorical | Integer) -> tuple[Any, Any]:
     alias = spec.name if field_name(spec.name) != spec.name else None
     if isinstance(spec, Integer):
-        kind: Any = Annotated[StrictInt, Field(ge=spec.low, le=spec.high)]
+        kind: Any = json_integer(spec.low, spec.high)
     elif spec.open:
         kind = Annotated[str, Field(pattern=spec.pattern)]
     else:
@@ -338,10 +357,10 @@ def _pydantic_field(spec: Categorical | Integer) -> tuple[Any, Any]:
 class _EncounterBase(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    encounter_id: StrictInt | None = Field(
+    encounter_id: WarehouseId | None = Field(
         None, description="Optional, echoed back; not a feature."
     )
-    patient_nbr: StrictInt | None = Field(None, description="Optional; not a feature.")
+    patient_nbr: WarehouseId | None = Field(None, description="Optional; not a feature.")
 
     def to_record(self) -> dict[str, Any]:
         """The encounter keyed by the data set's column names, as the model expects."""

@@ -1,5 +1,6 @@
-"""Schemathesis generates requests from GET /openapi.json: no input may produce a server error,
-and every response must match the documented status codes, content types and schemas."""
+"""Schemathesis generates requests from GET /openapi.json and runs all its checks: no input may
+produce a server error, every response must match the documented status codes, content types and
+schemas, valid data must be accepted and invalid data rejected."""
 
 from __future__ import annotations
 
@@ -9,25 +10,33 @@ from pathlib import Path
 
 import httpx
 
+from readmission.schema import example_encounter
 from tests.api.serving import RELOAD_TOKEN, Api
 from tests.conftest import BIN
 
-CHECKS = (
-    "not_a_server_error,status_code_conformance,content_type_conformance,"
-    "response_schema_conformance"
-)
+# 413 is how the API refuses a batch over MAX_BATCH_ROWS (the schema's maxItems) or a body over
+# its size limit, documented on both routes: a rejection like 422 for schemathesis' negative cases.
+CONFIG = """
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422",
+                     "428", "429", "5xx"]
+"""
 
 
 def test_generated_requests_find_no_server_error_and_match_the_schema(
     served_api: Api, tmp_path: Path
 ) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
     run = subprocess.run(
         [
             str(BIN / "st"),
+            "--config-file",
+            str(config),
             "run",
             f"{served_api.url}/openapi.json",
             "--checks",
-            CHECKS,
+            "all",
             "--max-examples",
             "25",
             "--seed",
@@ -84,3 +93,28 @@ def test_every_operation_has_a_stable_id_and_a_description(served_api: Api) -> N
     }
     undocumented = [name for name, op in operations.items() if not op.get("description")]
     assert undocumented == []
+
+
+def test_an_integral_number_is_an_integer_but_true_and_a_fraction_are_not(served_api: Api) -> None:
+    encounter = {**example_encounter(), "encounter_id": 7, "num_procedures": 3}
+    as_written = served_api.post("/predict", json=encounter)
+    # What pandas' to_json writes for an integer column with gaps; JSON Schema's `integer` too.
+    integral = served_api.post(
+        "/predict", json={**encounter, "encounter_id": 7.0, "num_procedures": 3.0}
+    )
+    assert as_written.status_code == integral.status_code == 200, integral.text
+    assert integral.json() == as_written.json()  # the id echoed as 7, the same probability
+    for value in (True, 3.5, "3"):
+        refused = served_api.post("/predict", json={**encounter, "num_procedures": value})
+        assert refused.status_code == 422, value
+        (problem,) = refused.json()["detail"]
+        assert (problem["field"], problem["allowed"]) == (
+            "num_procedures",
+            "an integer from 0 to 20",
+        )
+
+
+def test_413_is_documented_on_both_routes(served_api: Api) -> None:
+    document = httpx.get(f"{served_api.url}/openapi.json", timeout=10).json()
+    for path in ("/predict", "/predict/batch"):
+        assert "413" in document["paths"][path]["post"]["responses"]

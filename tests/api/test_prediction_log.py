@@ -112,6 +112,13 @@ def test_every_answer_is_logged_across_a_restart_and_realized_auc_is_scikit_lear
     assert served_report["versions"][0]["roc_auc"] == pytest.approx(expected, abs=1e-12)
     assert f'readmission_realized_roc_auc{{version="2"}} {expected}' in exported
     assert f'readmission_realized_labelled_encounters{{version="2"}} {len(answers)}.0' in exported
+    assert f'readmission_realized_recent_outcomes{{version="2"}} {len(answers)}.0' in exported
+    assert f'readmission_realized_recent_roc_auc{{version="2"}} {expected}' in exported
+    upper = version["recent"]["roc_auc_ci"][1]
+    assert (
+        expected < upper
+        and f'readmission_realized_recent_roc_auc_upper{{version="2"}} {upper}' in exported
+    )
 
 
 @contextmanager

@@ -27,11 +27,13 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from readmission import performance, registry, training, warehouse
 from readmission.config import Settings
 from readmission.schema import TARGET, example_encounter
+from readmission.validation import validate
 from tests.conftest import ROOT, free_port, service_env, stop, wait_for
 from tests.monitoring.monitoring_files import (
     PROMETHEUS_CONFIG,
@@ -156,7 +158,7 @@ def two_versions_v1_promoted(platform: Settings, sample: pd.DataFrame) -> Settin
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api(
-    two_versions_v1_promoted: Settings, tmp_path: Path
+    two_versions_v1_promoted: Settings, sample: pd.DataFrame, tmp_path: Path
 ) -> None:
     settings = two_versions_v1_promoted
     api_port, prometheus_port = free_port(), free_port()
@@ -202,23 +204,6 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
             ).status_code
             == 200
         )
-        # Encounters whose outcome the warehouse holds: their realized performance is exported.
-        stored = warehouse.clean_rows(settings.warehouse_url, 1).head(100)
-        known = stored.drop(columns=[TARGET]).to_dict("records")
-        scored = httpx.post(f"{api_url}/predict/batch", json={"encounters": known}, timeout=30)
-        assert scored.status_code == 200
-        wait_until(  # the API's own /metrics: the batch was enqueued before it answered
-            lambda: (
-                "readmission_prediction_log_buffered 0.0"
-                in httpx.get(f"{api_url}/metrics").text.splitlines()
-            ),
-            "the prediction log to be written",
-        )
-        performance.compute(settings)
-        wait_until(
-            lambda: prometheus.has_data('readmission_realized_roc_auc{version="1"}'),
-            "Prometheus to scrape the realized performance",
-        )
         registry.promote(settings, 2)
         reload = httpx.post(
             f"{api_url}/model/reload", timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}
@@ -228,6 +213,36 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
         wait_until(
             lambda: prometheus.has_data('readmission_model_version{job="api"} == 2'),
             "Prometheus to scrape the swap to version 2",
+        )
+        # The realized alert reads the served version only: version 2 scores what follows.
+        # Encounters the warehouse does not hold yet (the extract's deferred rows) are scored,
+        # then their outcomes arrive: their realized performance is exported. (Stored ones
+        # would not count: their outcomes were known when scored.)
+        clean = validate(sample).clean
+        with warehouse.engine_for(settings.warehouse_url).connect() as conn:
+            stored = pd.read_sql(sa.select(warehouse.clean_encounters.c.encounter_id), conn)
+        unseen = clean[~clean["encounter_id"].isin(stored["encounter_id"])]
+        unseen = unseen.sort_values("encounter_id").head(1000).drop(columns=[TARGET])
+        scored = httpx.post(
+            f"{api_url}/predict/batch",
+            json={"encounters": unseen.to_dict("records")},
+            timeout=30,
+        )
+        assert scored.status_code == 200, scored.text
+        wait_until(  # the API's own /metrics: the batch was enqueued before it answered
+            lambda: (
+                "readmission_prediction_log_buffered 0.0"
+                in httpx.get(f"{api_url}/metrics").text.splitlines()
+            ),
+            "the prediction log to be written",
+        )
+        warehouse.ingest(  # the next batch of the extract: outcomes of scored encounters
+            settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, 1
+        )
+        performance.compute(settings)
+        wait_until(
+            lambda: prometheus.has_data('readmission_realized_roc_auc{version="2"}'),
+            "Prometheus to scrape the realized performance",
         )
         wait_until(
             lambda: prometheus.has_data(  # enough samples for a rate over the window

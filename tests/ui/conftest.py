@@ -17,6 +17,7 @@ import pytest
 from readmission import performance, registry, training, warehouse
 from readmission.config import Settings, get_settings
 from readmission.schema import TARGET
+from readmission.validation import validate
 from tests.conftest import ROOT, free_port, service_env, stop, wait_for
 
 MAX_BATCH_ROWS = 8  # small, so a batch upload of a few rows already needs several requests
@@ -78,16 +79,22 @@ def train_and_promote(env: dict[str, str], sample: pd.DataFrame) -> None:
     get_settings.cache_clear()
 
 
-def score_and_measure(env: dict[str, str], url: str, encounters: int = 200) -> None:
-    """Stored encounters scored through the API in requests of MAX_BATCH_ROWS, then the realized
-    performance of the served version computed (their outcomes are in the warehouse)."""
+def score_and_measure(
+    env: dict[str, str], url: str, sample: pd.DataFrame, encounters: int = 200
+) -> None:
+    """Encounters the warehouse does not hold yet scored through the API in requests of
+    MAX_BATCH_ROWS, then the rest of the extract ingested (their outcomes arrive) and the
+    realized performance of the served version computed. (Stored encounters would not count:
+    their outcomes were known when scored.)"""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
         get_settings.cache_clear()
         settings = get_settings()
-        stored = warehouse.clean_rows(settings.warehouse_url, 1).head(encounters)
-        known = stored.drop(columns=[TARGET]).to_dict("records")
+        clean = validate(sample).clean
+        stored = warehouse.stored_encounter_ids(settings.warehouse_url)
+        unseen = clean[~clean["encounter_id"].astype(str).isin(stored)].head(encounters)
+        known = unseen.drop(columns=[TARGET]).to_dict("records")
         for start in range(0, len(known), MAX_BATCH_ROWS):
             chunk = known[start : start + MAX_BATCH_ROWS]
             httpx.post(f"{url}/predict/batch", json={"encounters": chunk}).raise_for_status()
@@ -97,6 +104,9 @@ def score_and_measure(env: dict[str, str], url: str, encounters: int = 200) -> N
         ):
             assert time.monotonic() < deadline, "the API never wrote its prediction log"
             time.sleep(0.2)
+        warehouse.ingest(
+            settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction
+        )
         performance.compute(settings)
     get_settings.cache_clear()
 
@@ -116,7 +126,7 @@ def served_api(
     with running_api(env, home) as (url, process):
         train_and_promote(env, sample)
         wait_for(f"{url}/ready", process, timeout=120)
-        score_and_measure(env, url)
+        score_and_measure(env, url, sample)
         yield url
 
 
