@@ -35,8 +35,9 @@ class WebhookReceipt(BaseModel):
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"model": Message, "description": "Unsigned, or not signed with MLFLOW_WEBHOOK_SECRET."},
+    404: {"model": Message, "description": "Not enabled here: MLFLOW_WEBHOOK_SECRET is not set."},
     409: {"model": Message, "description": "A replay: seen before, or outside the time window."},
-    503: {"model": Message, "description": "Disabled (no secret), or the warehouse is down."},
+    503: {"model": Message, "description": "The warehouse is down: MLflow retries it."},
 }
 
 
@@ -51,9 +52,9 @@ async def mlflow_webhook(request: Request, state: ServingState) -> WebhookReceip
     webhook ensure` subscribes to. A delivery must carry MLflow's signature headers; each is
     acted on once."""
     secret = state.settings.mlflow_webhook_secret
-    if secret is None:
+    if secret is None:  # not a fault of this API: a deployment without webhooks (the poll serves)
         raise HTTPException(
-            503, detail="webhooks are disabled on this API: MLFLOW_WEBHOOK_SECRET is not set"
+            404, detail="webhooks are not enabled on this API: MLFLOW_WEBHOOK_SECRET is not set"
         )
     body = await request.body()
     try:

@@ -22,6 +22,9 @@ def served_api(
     """bin/api serving version 2 of a copy of the lineage, shared by the API tests."""
     settings = copy_lineage(trained_lineage)
     registry.promote(settings, SERVED_VERSION)
-    with running_api(settings, tmp_path_factory.mktemp("api")) as api:
+    # As deployed: webhooks on, so the contract test reaches their signature check.
+    with running_api(
+        settings, tmp_path_factory.mktemp("api"), MLFLOW_WEBHOOK_SECRET="contract-test-secret"
+    ) as api:
         api.wait_until(lambda: api.get("/ready").status_code == 200, "the model to be served")
         yield api

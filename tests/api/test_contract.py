@@ -90,6 +90,7 @@ def test_every_operation_has_a_stable_id_and_a_description(served_api: Api) -> N
         "GET /performance": "realized_performance",
         "GET /ready": "ready",
         "GET /health": "health",
+        "POST /webhooks/mlflow": "mlflow_webhook",
     }
     undocumented = [name for name, op in operations.items() if not op.get("description")]
     assert undocumented == []
