@@ -80,8 +80,12 @@ def normalize(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     return raw, counts
 
 
-def validate(raw: pd.DataFrame) -> Validated:
-    """Check every row against the schema. Rows in = clean rows + quarantined rows, always."""
+def validate(raw: pd.DataFrame, repeated: np.ndarray | None = None) -> Validated:
+    """Check every row against the schema. Rows in = clean rows + quarantined rows, always.
+
+    `repeated` flags the rows whose encounter an earlier chunk of the same extract had: they
+    are duplicates too (an extract read in chunks).
+    """
     raw = raw[list(COLUMNS)].astype(str)
     # Each rule's message and the rows breaking it, as boolean masks: reason texts are written
     # only for the failing rows, the few.
@@ -113,6 +117,8 @@ def validate(raw: pd.DataFrame) -> Validated:
     # Duplicates by identity, not by text: `5` and `5.0` are one encounter.
     keys = typed["encounter_id"]
     duplicate = keys.notna() & keys.duplicated(keep="first")
+    if repeated is not None:
+        duplicate |= repeated
     broken.append(
         (
             "duplicate encounter_id (an earlier row has it)",
