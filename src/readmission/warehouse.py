@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from readmission import holdout
@@ -648,11 +649,17 @@ class _Plan:
         self._store_fresh(chunk, fresh.sort_values())
 
     def _stored_hashes(self, ids: list[int]) -> dict[int, str]:
+        """The stored row hash of each of the encounters `ids` stored before."""
+        columns = sa.select(raw_encounters.c.encounter_id, raw_encounters.c.row_hash)
+        if self.conn.dialect.name == "postgresql":
+            # One array parameter for the whole chunk: a thousand-parameter IN is rewritten by
+            # the driver on every call, which took as long as storing the rows.
+            keys = sa.bindparam("keys", ids, type_=postgresql.ARRAY(sa.BigInteger))
+            query = columns.where(raw_encounters.c.encounter_id == sa.any_(keys))
+            return {int(k): h for k, h in self.conn.execute(query)}
         found: dict[int, str] = {}
         for start in range(0, len(ids), 1000):
-            query = sa.select(raw_encounters.c.encounter_id, raw_encounters.c.row_hash).where(
-                raw_encounters.c.encounter_id.in_(ids[start : start + 1000])
-            )
+            query = columns.where(raw_encounters.c.encounter_id.in_(ids[start : start + 1000]))
             found.update((int(k), h) for k, h in self.conn.execute(query))
         return found
 
