@@ -12,7 +12,9 @@ joins the next extract's rows. Rows with a bad identifier are quarantined with t
 fatal; an extract with more than MAX_QUARANTINE_SHARE of its rows failing is refused whole
 (nothing stored but the record of the refusal). An ingest is one transaction, serialised with any
 other (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so a killed ingest leaves nothing
-and two at once store every row once. On PostgreSQL rows go in with COPY.
+and two at once store every row once. It works through the extract in chunks (INGEST_CHUNK_ROWS),
+storing each as it goes and cutting batches at the end, so memory does not grow with the extract.
+On PostgreSQL rows go in with COPY.
 """
 
 from __future__ import annotations
