@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         description="An extract with a larger share of rows failing validation is refused "
         "whole: nothing of it is stored.",
     )
+    ingest_chunk_rows: int = Field(
+        50_000,
+        alias="INGEST_CHUNK_ROWS",
+        gt=0,
+        description="Rows of an extract read and stored at once: an ingest's memory follows "
+        "this, not the extract's size.",
+    )
     training_lease_wait: float = Field(
         900,
         alias="TRAINING_LEASE_WAIT",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import numpy as np
@@ -34,17 +37,53 @@ def load(source: str, sha256: str = "", download_dir: Path = Path(".")) -> pd.Da
     max_glu_serum, '?' marks a missing value; validation turns text into types.
     """
     raw = _csv_bytes(_local_path(source, download_dir))
-    if sha256 and hashlib.sha256(raw).hexdigest() != sha256:
-        raise DatasetError(
-            f"{CSV_NAME} from {source} has sha256 {hashlib.sha256(raw).hexdigest()}, expected "
-            f"{sha256}. Point DATA_SOURCE at the genuine file, or set DATA_SHA256 to the new "
-            "checksum (empty skips the check)."
-        )
+    _check_sha256(hashlib.sha256(raw).hexdigest(), source, sha256)
     frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+    return sort_by_encounter(_columns(frame, source))
+
+
+def read_chunks(
+    source: str, sha256: str = "", download_dir: Path = Path("."), chunk_rows: int = 50_000
+) -> Iterator[pd.DataFrame]:
+    """The data set as `load` reads it, but `chunk_rows` rows at a time, in file order: memory
+    follows the chunk, not the file (readmission.warehouse.ingest works chunk by chunk).
+
+    The file is found and its checksum verified (a pass over the stream) before this returns,
+    so a wrong DATA_SOURCE fails before anything is read into the warehouse.
+    """
+    path = _local_path(source, download_dir)
+    if sha256:
+        digest = hashlib.sha256()
+        with _open_csv(path) as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+        _check_sha256(digest.hexdigest(), source, sha256)
+    with _open_csv(path) as stream:
+        _columns(pd.read_csv(stream, dtype=str, keep_default_na=False, nrows=0), source)
+    return _chunks(path, source, chunk_rows)
+
+
+def _chunks(path: Path, source: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    with _open_csv(path) as stream:
+        reader = pd.read_csv(stream, dtype=str, keep_default_na=False, chunksize=chunk_rows)
+        for chunk in reader:
+            yield _columns(chunk, source)
+
+
+def _check_sha256(digest: str, source: str, sha256: str) -> None:
+    if sha256 and digest != sha256:
+        raise DatasetError(
+            f"{CSV_NAME} from {source} has sha256 {digest}, expected {sha256}. Point "
+            "DATA_SOURCE at the genuine file, or set DATA_SHA256 to the new checksum (empty "
+            "skips the check)."
+        )
+
+
+def _columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise DatasetError(f"{source} lacks columns {missing}: is DATA_SOURCE the UCI data set?")
-    return sort_by_encounter(frame[list(COLUMNS)])
+    return frame[list(COLUMNS)]
 
 
 def sort_by_encounter(frame: pd.DataFrame) -> pd.DataFrame:
@@ -82,16 +121,27 @@ def _local_path(source: str, download_dir: Path) -> Path:
 
 
 def _csv_bytes(path: Path) -> bytes:
+    with _open_csv(path) as stream:
+        return stream.read()
+
+
+@contextmanager
+def _open_csv(path: Path) -> Iterator[IO[bytes]]:
+    """The CSV's bytes as a stream: the file, or the data set's member of a zip."""
     if path.suffix.lower() != ".zip":
-        return path.read_bytes()
+        with path.open("rb") as stream:
+            yield stream
+        return
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if Path(n).name == CSV_NAME]
-            if not names:
-                raise DatasetError(f"{path} holds no {CSV_NAME}: set DATA_SOURCE to the UCI zip")
-            return archive.read(names[0])
+        archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as error:
         raise DatasetError(f"{path} is not a valid zip: check DATA_SOURCE") from error
+    with archive:
+        names = [n for n in archive.namelist() if Path(n).name == CSV_NAME]
+        if not names:
+            raise DatasetError(f"{path} holds no {CSV_NAME}: set DATA_SOURCE to the UCI zip")
+        with archive.open(names[0]) as stream:
+            yield stream
 
 
 def synthetic_sample(rows: int = 2000, seed: int = 0) -> pd.DataFrame:

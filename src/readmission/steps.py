@@ -10,7 +10,7 @@ import pandas as pd
 
 from readmission import prediction_log, registry, warehouse
 from readmission.config import Settings
-from readmission.dataset import load
+from readmission.dataset import load, read_chunks
 from readmission.history import version_history
 from readmission.holdout import fingerprint
 
@@ -33,10 +33,18 @@ def ingest(
     Raises warehouse.ExtractRefused, naming the share and the main reasons, when too many of
     its rows fail validation (MAX_QUARANTINE_SHARE): then nothing of it is stored.
     """
-    frame = acquire(settings, source)
+    if source:  # an explicit source, whose checksum DATA_SHA256 does not describe
+        chunks = read_chunks(source, "", settings.download_dir, settings.ingest_chunk_rows)
+    else:
+        chunks = read_chunks(
+            settings.data_source,
+            settings.data_sha256,
+            settings.download_dir,
+            settings.ingest_chunk_rows,
+        )
     report = warehouse.ingest(
         settings.warehouse_url,
-        frame,
+        chunks,
         settings.batch_size,
         settings.holdout_fraction,
         max_batches,

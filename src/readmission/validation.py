@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from readmission.schema import (
@@ -79,48 +80,63 @@ def normalize(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     return raw, counts
 
 
-def validate(raw: pd.DataFrame) -> Validated:
-    """Check every row against the schema. Rows in = clean rows + quarantined rows, always."""
+def validate(raw: pd.DataFrame, repeated: np.ndarray | None = None) -> Validated:
+    """Check every row against the schema. Rows in = clean rows + quarantined rows, always.
+
+    `repeated` flags the rows whose encounter an earlier chunk of the same extract had: they
+    are duplicates too (an extract read in chunks).
+    """
     raw = raw[list(COLUMNS)].astype(str)
-    problems = pd.DataFrame(index=raw.index)
+    # Each rule's message and the rows breaking it, as boolean masks: reason texts are written
+    # only for the failing rows, the few.
+    broken: list[tuple[str, pd.Series, np.ndarray]] = []  # (message, text, mask)
     typed: dict[str, pd.Series] = {}
     for column in ID_COLUMNS:
         values = parse_ids(raw[column])
-        problems[column] = _reason(raw[column], values.isna(), f"{column} {ID_RULE}")
+        broken.append((f"{column} {ID_RULE}", raw[column], values.isna().to_numpy()))
         typed[column] = values
     for name, spec in SPECS.items():
         text = raw[name]
+        # A column holds few distinct values: each is checked (and converted) once.
+        codes, distinct = pd.factorize(text)
         if isinstance(spec, Integer):
-            values = pd.to_numeric(text, errors="coerce")
-            bad = values.isna() | (values % 1 != 0) | ~values.between(spec.low, spec.high)
-            typed[name] = values
+            numbers = pd.to_numeric(pd.Series(distinct), errors="coerce")
+            bad_value = numbers.isna() | (numbers % 1 != 0) | ~numbers.between(spec.low, spec.high)
+            typed[name] = pd.Series(numbers.to_numpy()[codes], index=text.index)
         else:
             assert isinstance(spec, Categorical)
-            bad = ~text.str.fullmatch(spec.pattern) if spec.open else ~text.isin(spec.values)
+            values = pd.Series(distinct)
+            ok = values.str.fullmatch(spec.pattern) if spec.open else values.isin(spec.values)
+            bad_value = ~ok.astype(bool)
             typed[name] = text
-        problems[name] = _reason(text, bad, f"{name} must be {allowed(name)}")
+        broken.append((f"{name} must be {allowed(name)}", text, bad_value.to_numpy()[codes]))
     bad_target = ~raw[TARGET].isin(TARGET_VALUES)
-    problems[TARGET] = _reason(raw[TARGET], bad_target, f"{TARGET} must be one of {TARGET_VALUES}")
+    broken.append((f"{TARGET} must be one of {TARGET_VALUES}", raw[TARGET], bad_target.to_numpy()))
     typed[TARGET] = raw[TARGET]
 
     # Duplicates by identity, not by text: `5` and `5.0` are one encounter.
     keys = typed["encounter_id"]
     duplicate = keys.notna() & keys.duplicated(keep="first")
-    problems["duplicate"] = _reason(
-        raw["encounter_id"], duplicate, "duplicate encounter_id (an earlier row has it)"
+    if repeated is not None:
+        duplicate |= repeated
+    broken.append(
+        (
+            "duplicate encounter_id (an earlier row has it)",
+            raw["encounter_id"],
+            duplicate.to_numpy(),
+        )
     )
-    failed = (problems != "").any(axis=1)
-    reasons = pd.Series(
-        ["; ".join(r for r in row if r) for row in problems[failed].itertuples(index=False)],
-        index=problems.index[failed],
-        dtype=str,
-    )
+    failed = np.logical_or.reduce([mask for _, _, mask in broken])
+    parts: list[list[str]] = [[] for _ in range(int(failed.sum()))]
+    position = np.cumsum(failed) - 1  # each failing row's place among the failing rows
     counts: Counter[str] = Counter()
-    for column in problems.columns:
-        broken = problems[column][failed]
-        broken = broken[broken != ""]
-        if len(broken):
-            counts[broken.iloc[0].rsplit(", got ", 1)[0]] = len(broken)
+    for message, text, mask in broken:
+        if not mask.any():
+            continue
+        for at, value in zip(position[mask], text[mask], strict=True):
+            parts[at].append(f"{message}, got {value!r}")
+        counts[message] = int(mask.sum())
+    reasons = pd.Series(["; ".join(p) for p in parts], index=raw.index[failed], dtype=str)
 
     clean = pd.DataFrame(typed)[~failed]
     for name in (*ID_COLUMNS, *(n for n, s in SPECS.items() if isinstance(s, Integer))):
@@ -129,10 +145,3 @@ def validate(raw: pd.DataFrame) -> Validated:
     return Validated(
         clean=clean[list(COLUMNS)], quarantined=quarantined, problems=dict(counts.most_common())
     )
-
-
-def _reason(values: pd.Series, bad: pd.Series, message: str) -> pd.Series:
-    reasons = pd.Series("", index=values.index, dtype=object)
-    if bad.any():
-        reasons[bad] = [f"{message}, got {v!r}" for v in values[bad]]
-    return reasons

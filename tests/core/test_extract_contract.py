@@ -236,3 +236,95 @@ def test_a_small_remainder_waits_stored_and_joins_the_next_extract_into_the_same
     assert batches_and_rows(first_url) == batches_and_rows(one_shot_url)
     assert warehouse.row_counts(first_url) == warehouse.row_counts(one_shot_url)
     assert second.waiting == warehouse.ingest_history(one_shot_url)[-1]["waiting"]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def two_warehouses(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """Two fresh warehouses on one backend: one fed in chunks, one at once."""
+    if request.param == "sqlite":
+        return tuple(f"sqlite:///{tmp_path / name}.db" for name in ("chunked", "one_shot"))
+    create: Callable[[], str] = request.getfixturevalue("create_database")
+    return create(), create()
+
+
+def warehouse_state(url: str) -> list[object]:
+    """Everything an ingest stores, in an order independent of the order of its inserts."""
+    quarantined = warehouse.quarantined_rows(url)
+    corrections = warehouse.correction_rows(url)
+    corrections["fields"] = corrections["fields"].map(json.dumps)
+    with warehouse.engine_for(url).connect() as conn:
+        raw = conn.execute(
+            sa.select(
+                warehouse.raw_encounters.c.encounter_id,
+                warehouse.raw_encounters.c.batch_id,
+                warehouse.raw_encounters.c.row_hash,
+            ).order_by(warehouse.raw_encounters.c.encounter_id)
+        ).all()
+        clean = conn.execute(
+            sa.select(warehouse.clean_encounters).order_by(
+                warehouse.clean_encounters.c.encounter_id
+            )
+        ).all()
+    return [
+        batches_and_rows(url),
+        warehouse.row_counts(url),
+        raw,
+        clean,
+        sorted(quarantined.astype(str).itertuples(index=False, name=None)),
+        sorted(corrections.astype(str).itertuples(index=False, name=None)),
+        [{**i, "source": ""} for i in warehouse.ingest_history(url)],
+    ]
+
+
+def test_an_extract_ingested_in_chunks_stores_what_it_stores_at_once(
+    two_warehouses: tuple[str, str],
+) -> None:
+    chunked_url, one_shot_url = two_warehouses
+    rng = np.random.default_rng(21)
+    frame = generated(3000, seed=21)
+    first = frame.iloc[:1800].sample(frac=1, random_state=1).reset_index(drop=True)  # any order
+    first.loc[5, "encounter_id"] = "not-an-id"
+    first.loc[1700, "encounter_id"] = f"{first.loc[3, 'encounter_id']}.0"  # chunks apart
+    first.loc[1701] = first.loc[40]  # the same row twice, chunks apart
+    first.loc[60, "diag_1"] = "not-a-code"  # fixed by the second extract
+    first.loc[rng.choice(1800, 30, replace=False), "A1Cresult"] = ""  # normalised
+    second = pd.concat([frame.iloc[1500:], first.iloc[[60, 70]]], ignore_index=True)
+    second.loc[len(second) - 2, "diag_1"] = "428"  # the fix: a clean row now
+    second.loc[len(second) - 1, "num_medications"] = "39"  # a correction of a stored row
+    history = []
+    for extract, max_batches in [(first, None), (second, 1), (second, None), (first, None)]:
+        reports = [
+            warehouse.ingest(
+                url, extract, 500, 0.2, max_batches, min_batch_rows=450, chunk_rows=chunk_rows
+            )
+            for url, chunk_rows in ((chunked_url, 97), (one_shot_url, 10_000))
+        ]
+        assert reports[0] == reports[1]
+        assert warehouse_state(chunked_url) == warehouse_state(one_shot_url)
+        history.append(reports[0])
+    assert history[0].waiting > 0  # a remainder waited for the second extract
+    assert history[1].deferred > 0 and history[1].corrections >= 2  # capped by max_batches
+    assert history[3].already_present == len(first) and not history[3].changed  # a replay
+    quarantined = warehouse.quarantined_rows(chunked_url)
+    assert quarantined["reason_code"].value_counts().to_dict()[warehouse.DUPLICATE_ID] == 2
+    fixes = warehouse.correction_rows(chunked_url)["applied_to_batch"]
+    assert fixes.notna().sum() == 1  # the fix landed in a batch, the other correction in none
+
+
+def test_an_extract_refused_on_its_last_chunk_leaves_only_the_refusal(
+    two_warehouses: tuple[str, str],
+) -> None:
+    url = two_warehouses[0]
+    frame = generated(2000, seed=22)
+    warehouse.ingest(url, frame.iloc[:1000], 500, 0.2, min_batch_rows=300, chunk_rows=100)
+    before = warehouse_state(url)
+    later = frame.iloc[1000:].copy()
+    later.iloc[-100:, later.columns.get_loc("gender")] = "Unknown"  # 10%, all in the last chunk
+    with pytest.raises(warehouse.ExtractRefused, match="MAX_QUARANTINE_SHARE"):
+        warehouse.ingest(
+            url, later, 500, 0.2, min_batch_rows=300, max_quarantine_share=0.05, chunk_rows=100
+        )
+    after = warehouse_state(url)
+    refusal = after[-1].pop()
+    assert refusal["refused"] is True and refusal["rows_in"] == 1000
+    assert after == before
