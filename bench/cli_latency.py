@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -96,7 +97,7 @@ def own_platform(rows: int) -> Iterator[dict[str, str]]:
         print(f"platform: {home} (warehouse SQLite, MLflow on port {port})", flush=True)
         yield env
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers: their own session
         server.wait(timeout=30)
 
 
