@@ -10,32 +10,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Annotated
 
-import mlflow
-import sqlalchemy as sa
 import typer
 
 import readmission
-from readmission import (
-    holdout,
-    ledger,
-    migrations,
-    performance,
-    promotion,
-    steps,
-    training,
-    tuning,
-    warehouse,
-    webhooks,
-)
-from readmission.config import get_settings
-from readmission.dataset import DatasetError, synthetic_sample
 from readmission.logging_setup import configure_logging
-from readmission.validation import validate
+
+# Only typer and the light modules above load with the CLI: `--help`, `--version` and each
+# command must not wait for MLflow, pandas and scikit-learn (seconds to import) unless the command
+# uses them, so every command imports the domain modules it calls (tests/core/test_cli_imports.py).
 
 app = typer.Typer(
     help="Diabetes readmission platform: ingest, train, promote, inspect.",
     no_args_is_help=True,
     add_completion=False,
+    # click's plain help: no `<bool>` beside flags, and no rich to import to print it.
+    rich_markup_mode=None,
 )
 
 
@@ -69,6 +58,10 @@ def ingest(
     source: Annotated[str | None, typer.Option(help="Overrides DATA_SOURCE.")] = None,
 ) -> None:
     """Store what an extract adds to the warehouse (any later extract, overlap or replay)."""
+    from readmission import steps, warehouse
+    from readmission.config import get_settings
+    from readmission.dataset import DatasetError
+
     try:
         report = steps.ingest(get_settings(), max_batches=batches, source=source)
     except (DatasetError, warehouse.ExtractRefused) as error:
@@ -87,6 +80,11 @@ def train(
     batches: Annotated[int | None, typer.Option(help="Train at most N batches.")] = None,
 ) -> None:
     """Warm-start the model on every ingested, untrained batch, one registered version each."""
+    import mlflow
+
+    from readmission import training, warehouse
+    from readmission.config import get_settings
+
     settings = get_settings()
 
     def announce(number: int, total: int, batch_id: int) -> None:
@@ -131,6 +129,9 @@ def promote(
     reason: Annotated[str, typer.Option(help="Why, for the promotion ledger.")] = "",
 ) -> None:
     """Make VERSION the production model (alias MODEL_ALIAS and legacy stage Production)."""
+    from readmission import ledger, promotion
+    from readmission.config import get_settings
+
     settings = get_settings()
     try:
         change = promotion.change_production(
@@ -158,6 +159,9 @@ def rollback(
 ) -> None:
     """Take the production version out (the gate never promotes it again) and return to an
     earlier one."""
+    from readmission import promotion
+    from readmission.config import get_settings
+
     settings = get_settings()
     try:
         change = promotion.rollback(settings, _operator(), reason or None, to)
@@ -182,6 +186,9 @@ def evaluate(
 ) -> None:
     """Judge the lineage head against the production version on the holdout, as DAG 03 does
     (PROMOTION_POLICY, NON_INFERIORITY_MARGIN and the quality floors), and record the verdict."""
+    from readmission import promotion
+    from readmission.config import get_settings
+
     settings = get_settings()
     try:
         verdict = promotion.evaluate_and_promote(settings, auto_promote, by=_operator())
@@ -213,6 +220,9 @@ def promotions(
     ] = False,
 ) -> None:
     """Every change of the production version, oldest first: when, from, to, by whom, why."""
+    from readmission import ledger, promotion
+    from readmission.config import get_settings
+
     settings = get_settings()
     promotion.notice_outside_changes(settings, noticed_by=_operator())
     entries = ledger.entries(settings.warehouse_url, settings.model_name)
@@ -244,6 +254,7 @@ def change_control_plan(
     from pathlib import Path
 
     from readmission import change_control
+    from readmission.config import get_settings
 
     path = Path(file) if file else change_control.plan_path(get_settings())
     try:
@@ -284,6 +295,11 @@ def init_warehouse() -> None:
     the API's login (readmission_api) may not change the schema. Every other command upgrades it
     on first use too. Safe to re-run: it applies what is missing and grants what is lacking.
     """
+    import sqlalchemy as sa
+
+    from readmission import migrations, warehouse
+    from readmission.config import get_settings
+
     url = get_settings().warehouse_url
     warehouse.engine_for(url)
     with warehouse.engine_for(url).connect() as conn:
@@ -309,6 +325,9 @@ def status(
     ] = False,
 ) -> None:
     """Batches ingested and trained, model versions, and which one is in production."""
+    from readmission import steps
+    from readmission.config import get_settings
+
     settings = get_settings()
     report = steps.status(settings)
     if as_json:
@@ -357,6 +376,9 @@ def status(
 def realized_performance(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """How each served version really did: realized metrics on the scored encounters whose
     outcome has arrived, per version and per week, and an estimate for those still pending."""
+    from readmission import performance
+    from readmission.config import get_settings
+
     report = performance.compute(get_settings())
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -389,6 +411,11 @@ def tune(
     ] = 0.2,
 ) -> None:
     """Choose SGD hyperparameters on a validation slice of the training rows (MLflow-logged)."""
+    from readmission import holdout, steps, tuning, warehouse
+    from readmission.config import get_settings
+    from readmission.dataset import DatasetError
+    from readmission.validation import validate
+
     settings = get_settings()
     try:
         frame = validate(steps.acquire(settings, source))
@@ -433,6 +460,8 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same rows.")] = 0,
 ) -> None:
     """Write a synthetic sample with the data set's columns to PATH (.csv)."""
+    from readmission.dataset import synthetic_sample
+
     synthetic_sample(rows, seed).to_csv(path, index=False)
     typer.echo(f"wrote {rows} synthetic encounters to {path}")
 
@@ -453,9 +482,11 @@ def webhook_ensure(
             "server reaches it (compose and k3d: http://api:8000/webhooks/mlflow)."
         ),
     ],
-    name: Annotated[str, typer.Option(help="The webhook's name in the registry.")] = (
-        webhooks.WEBHOOK_NAME
-    ),
+    # None, not webhooks.WEBHOOK_NAME: naming it here would import MLflow with the CLI.
+    name: Annotated[
+        str | None,
+        typer.Option(help="The webhook's name in the registry; default: the platform's own."),
+    ] = None,
     check: Annotated[
         bool,
         typer.Option(
@@ -465,9 +496,12 @@ def webhook_ensure(
 ) -> None:
     """Create or update the registry webhook NAME (alias created/deleted, signed with
     MLFLOW_WEBHOOK_SECRET) to send to URL. Safe to re-run."""
+    from readmission import webhooks
+    from readmission.config import get_settings
+
     settings = get_settings()
     try:
-        webhook = webhooks.ensure_webhook(settings, url, name)
+        webhook = webhooks.ensure_webhook(settings, url, name or webhooks.WEBHOOK_NAME)
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error

@@ -6,7 +6,7 @@ import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -19,9 +19,13 @@ from mlflow.pyfunc import PyFuncModel, PythonModel
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from readmission.config import Settings
-from readmission.model import ReadmissionModel
 from readmission.schema import SPECS, Integer
 from readmission.warehouse import ensure_sqlite_directory
+
+if TYPE_CHECKING:
+    # Only named in annotations: reading the registry (`readmission status`) then needs no
+    # scikit-learn; unpickling a logged model imports it.
+    from readmission.model import ReadmissionModel
 
 PRODUCTION_STAGE = "Production"
 # The holdout (by fingerprint) the gate last scored versions on: the one the history compares.

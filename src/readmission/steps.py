@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -13,8 +12,6 @@ from readmission.config import Settings
 from readmission.dataset import load, read_chunks
 from readmission.history import version_history
 from readmission.holdout import fingerprint
-
-log = logging.getLogger(__name__)
 
 
 def acquire(settings: Settings, source: str | None = None) -> pd.DataFrame:
@@ -58,7 +55,6 @@ def ingest(
     # still be recomputed after it.
     joined = prediction_log.join_outcomes(settings.warehouse_url)
     report = replace(report, outcomes_joined=joined)
-    log.info("ingest: %s", describe(report))
     return report
 
 

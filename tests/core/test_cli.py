@@ -43,6 +43,8 @@ def test_ingest_train_promote_rollback_promotions_and_status(
         "2500 rows in: 1503 new accepted, 0 quarantined, 0 already present (0 corrections "
         "recorded), 997 deferred to a later ingest; batches created: [0, 1, 2]"
     ) in first.stdout
+    # The summary once on the terminal: not echoed and logged too.
+    assert (first.stdout + first.stderr).count("2500 rows in:") == 1, first.stderr
     again = cli("ingest", "--batches", "2", "--source", str(sample_csv))
     assert "batch 3 (train)" in again.stdout and "997 new accepted" in again.stdout
 
@@ -130,6 +132,17 @@ def test_python_m_readmission_is_the_same_command_line() -> None:
         check=True,
     )
     assert "Usage: readmission [OPTIONS] COMMAND" in usage.stdout
+    flags = subprocess.run(
+        [sys.executable, "-m", "readmission", "evaluate", "--help"],
+        capture_output=True,
+        text=True,
+        env=service_env(),
+        timeout=60,
+        check=True,
+    )
+    # Flags take no value: help shows them bare, without a `<bool>` metavar.
+    assert "--auto-promote / --no-auto-promote" in flags.stdout
+    assert "--help  " in flags.stdout and "<bool>" not in flags.stdout
 
 
 def test_init_warehouse_creates_every_table_and_is_safe_to_rerun(tmp_path: Path) -> None:
