@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -24,7 +25,7 @@ def served_api(
     registry.promote(settings, SERVED_VERSION)
     # As deployed: webhooks on, so the contract test reaches their signature check.
     with running_api(
-        settings, tmp_path_factory.mktemp("api"), MLFLOW_WEBHOOK_SECRET="contract-test-secret"
+        settings, tmp_path_factory.mktemp("api"), MLFLOW_WEBHOOK_SECRET=secrets.token_urlsafe(24)
     ) as api:
         api.wait_until(lambda: api.get("/ready").status_code == 200, "the model to be served")
         yield api

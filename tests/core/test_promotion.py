@@ -47,10 +47,12 @@ def fresh(lineage: Settings) -> Settings:
     under that name too: nothing in production, an empty ledger (kept per model name)."""
     name = f"promotion-test-{uuid.uuid4().hex[:8]}"
     client = registry.connect(lineage)
-    for version in range(1, VERSIONS + 1):
-        copy = client.copy_model_version(registry.model_uri(lineage, version), name)
-        batch = int(copy.tags["batch_id"])
-        warehouse.mark_trained(lineage.warehouse_url, name, batch, copy.version, copy.run_id)
+    url = lineage.warehouse_url
+    with warehouse.training_lease(url, "test: copying the lineage", 60) as lease:
+        for version in range(1, VERSIONS + 1):
+            copy = client.copy_model_version(registry.model_uri(lineage, version), name)
+            batch = int(copy.tags["batch_id"])
+            warehouse.mark_trained(url, name, batch, copy.version, copy.run_id, lease)
     return lineage.model_copy(update={"model_name": name})
 
 
@@ -314,7 +316,9 @@ def test_a_head_without_its_model_card_is_not_judged(fresh: Settings) -> None:
     # A training cut short before its card: a version of a run holding nothing yet.
     source = f"{run.info.artifact_uri}/model"
     bare = client.create_model_version(fresh.model_name, source, run_id=run.info.run_id)
-    warehouse.mark_trained(fresh.warehouse_url, fresh.model_name, 99, bare.version, run.info.run_id)
+    url = fresh.warehouse_url
+    with warehouse.training_lease(url, "test: a version without its card", 60) as lease:
+        warehouse.mark_trained(url, fresh.model_name, 99, bare.version, run.info.run_id, lease)
 
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
 
