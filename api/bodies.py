@@ -107,6 +107,11 @@ class ModelInfo(BaseModel):
     load_failures: int = Field(description="Versions that failed to load or verify.")
     last_error: str | None = Field(description="The last registry or load error.")
     reloads: int = Field(description="Model versions loaded and swapped in since start.")
+    shadow_version: str | None = Field(
+        None,
+        description="The version scored in shadow beside it (alias SHADOW_ALIAS): logged, never "
+        "answered; null when none.",
+    )
     detail: str | None = Field(None, description="What to do when no model is served.")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from readmission import performance
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.prediction_log import PRODUCTION, LoggedPrediction, PredictionLogWriter
 
 log = logging.getLogger(__name__)
 SHUTDOWN_FLUSH_SECONDS = 5.0
@@ -55,7 +55,7 @@ class PredictionLogging:
         if self.writer is not None:
             await self.writer.wait_for_room(rows, BACKPRESSURE_SECONDS)
 
-    async def record_batch(self, served: list[tuple[Mapping[str, Any], int | None]]) -> None:
+    async def record_batch(self, served: Sequence[tuple[Mapping[str, Any], int | None]]) -> None:
         """`record` a batch, a buffer's worth at a time, each once there is room for it."""
         step = self.writer.capacity if self.writer is not None else len(served) or 1
         for start in range(0, len(served), step):
@@ -63,8 +63,9 @@ class PredictionLogging:
             self.record(served[start : start + step])
 
     def record(self, served: Iterable[tuple[Mapping[str, Any], int | None]]) -> None:
-        """Enqueue each answered prediction (the response's fields) with the encounter's
-        patient_nbr."""
+        """Enqueue each answered prediction (the response's fields, with `role` SHADOW for a
+        shadow's score) with the encounter's patient_nbr; one `record` call shares one
+        scored_at."""
         if self.writer is None:
             return
         now = datetime.now(UTC)
@@ -79,6 +80,7 @@ class PredictionLogging:
                 p["readmitted_within_30d"],
                 p["risk_band"],
                 now,
+                p.get("role", PRODUCTION),
             )
             for p, patient_nbr in served
         )

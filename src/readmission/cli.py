@@ -13,6 +13,7 @@ from typing import Annotated
 import mlflow
 import sqlalchemy as sa
 import typer
+from mlflow.exceptions import MlflowException
 
 import readmission
 from readmission import (
@@ -21,6 +22,7 @@ from readmission import (
     migrations,
     performance,
     promotion,
+    registry,
     steps,
     training,
     tuning,
@@ -146,6 +148,28 @@ def promote(
         f"{settings.model_name} version {version} is now '{settings.model_alias}' "
         f"(was {change.from_version or 'none'})"
     )
+
+
+@app.command()
+def shadow(
+    version: Annotated[str | None, typer.Argument(help="Model version to score in shadow.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Score no version in shadow.")] = False,
+) -> None:
+    """Score VERSION beside production on every request (alias SHADOW_ALIAS): its probability
+    is logged (role 'shadow') for the live comparison, never answered."""
+    settings = get_settings()
+    if (version is None) == (not clear):
+        typer.secho("error: give VERSION or --clear (not both)", fg="red", err=True)
+        raise typer.Exit(2)
+    try:
+        registry.set_shadow(settings, None if clear else version)
+    except MlflowException as error:
+        typer.secho(f"error: {error.message}", fg="red", err=True)
+        raise typer.Exit(2) from error
+    if clear:
+        typer.echo(f"{settings.model_name}: no version in shadow")
+        return
+    typer.echo(f"{settings.model_name} version {version} is now '{settings.shadow_alias}'")
 
 
 @app.command()

@@ -1,0 +1,122 @@
+"""A shadow challenger behind bin/api: scored on every request beside production, logged with its
+role, never answered; then compared live with production, and acted on (issue 25 items 4-6)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from readmission import registry, steps
+from readmission.config import Settings
+from readmission.validation import validate
+from tests.api.serving import copy_lineage, running_api
+from tests.api.test_prediction_log import encounters, logged, metric
+from tests.conftest import service_env
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION, SHADOW = "2", "3"
+
+
+@dataclass(frozen=True)
+class Shadowed:
+    settings: Settings
+    served: pd.DataFrame  # the encounters served while the shadow was set, outcomes included
+    answers: list[dict[str, Any]]
+    after_clear: dict[str, Any]  # the answer to a request made once the shadow was cleared
+
+
+def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = service_env(
+        DATABASE_URL=settings.warehouse_url,
+        MLFLOW_TRACKING_URI=settings.tracking_uri,
+        MODEL_NAME=settings.model_name,
+        READMISSION_HOME=str(settings.home),
+        **env,
+    )
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "readmission"), *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def shadowed(
+    trained_lineage: Settings,
+    create_database: Callable[[], str],
+    sample: pd.DataFrame,
+    sample_csv: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Shadowed:
+    """Version 2 in production, 3 in shadow (`readmission shadow 3`), 300 encounters served
+    (singles and batches), then the shadow cleared and one more served; outcomes ingested."""
+    settings = copy_lineage(trained_lineage, versions=3).model_copy(
+        update={"database_url": create_database()}
+    )
+    registry.promote(settings, PRODUCTION)
+    done = cli(settings, "shadow", SHADOW)
+    assert done.returncode == 0, done.stderr
+    chosen = sample.sort_values("encounter_id").iloc[600:901]
+    requests = encounters(chosen)
+    answers: list[dict[str, Any]] = []
+    with running_api(settings, tmp_path_factory.mktemp("shadow")) as api:
+        api.wait_until(
+            lambda: (
+                (m := api.get("/model").json())["version"] == PRODUCTION
+                and m["shadow_version"] == SHADOW
+            ),
+            "version 2 served and 3 in shadow",
+        )
+        answers += [api.post("/predict", json=e).json() for e in requests[:100]]
+        for start in range(100, 300, 50):
+            answer = api.post("/predict/batch", json={"encounters": requests[start : start + 50]})
+            answers += answer.json()["predictions"]
+        done = cli(settings, "shadow", "--clear")
+        assert done.returncode == 0, done.stderr
+        api.wait_until(lambda: api.get("/model").json()["shadow_version"] is None, "no shadow")
+        after_clear = api.post("/predict", json=requests[300]).json()
+        api.wait_until(
+            lambda: metric(api, "readmission_prediction_log_written_total") == 2 * 300 + 1,
+            "every score to be written",
+        )
+    steps.ingest(settings, source=str(sample_csv))  # the outcomes arrive
+    served = validate(chosen).clean
+    served = served[served["encounter_id"].isin([a["encounter_id"] for a in answers])]
+    return Shadowed(settings, served, answers, after_clear)
+
+
+def test_the_shadow_is_scored_and_logged_beside_production_and_never_answers(
+    shadowed: Shadowed,
+) -> None:
+    answers = shadowed.answers
+    assert {a["model_version"] for a in answers} == {PRODUCTION}
+    rows = logged(shadowed.settings)
+    production = rows[rows["role"] == "production"].set_index("encounter_id")
+    shadow = rows[rows["role"] == "shadow"].set_index("encounter_id")
+    assert len(rows) == 2 * len(answers) + 1
+    assert set(production["model_version"]) == {PRODUCTION}
+    assert set(shadow["model_version"]) == {SHADOW}
+    served = [a["encounter_id"] for a in answers]
+    assert sorted(shadow.index) == sorted(served)
+    assert sorted(production.index) == sorted([*served, shadowed.after_clear["encounter_id"]])
+    for answer in answers:  # the answer is production's, logged as given
+        assert production.loc[answer["encounter_id"], "probability"] == answer["probability"]
+    # A pair shares its request's time: the join of the live comparison.
+    paired = shadow.join(production, rsuffix="_production")
+    assert (paired["scored_at"] == paired["scored_at_production"]).all()
+    # The shadow's probabilities are version 3's own, not a copy of production's.
+    frame = shadowed.served
+    expected = registry.load_readmission_model(shadowed.settings, SHADOW).predict_proba(frame)
+    logged_shadow = shadow.loc[frame["encounter_id"].to_numpy(), "probability"].to_numpy()
+    np.testing.assert_allclose(logged_shadow, expected, rtol=0, atol=1e-9)
+    assert not np.allclose(logged_shadow, production.loc[frame["encounter_id"], "probability"])
+    assert shadowed.after_clear["encounter_id"] not in shadow.index
