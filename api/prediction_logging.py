@@ -247,6 +247,38 @@ class PredictionLogCollector(Collector):
                 if value is not None:
                     family.add_metric([version["version"]], float(value))
             yield family
+        for name, documentation, read in COMPARISON_GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["production", "shadow"])
+            for pair in report.get("comparisons", ()):  # reports before shadows have none
+                value = read(pair)
+                if value is not None:
+                    family.add_metric([pair["production"], pair["shadow"]], float(value))
+            yield family
+
+
+# Per production/shadow pair of the report's live comparison.
+COMPARISON_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
+    (
+        "readmission_live_delta_roc_auc",
+        "Realized ROC AUC of the shadow minus production's, on the encounters both scored.",
+        lambda c: c["delta_roc_auc"],
+    ),
+    (
+        "readmission_live_delta_roc_auc_lower",
+        "Lower end of the 95% interval of the live AUC difference (paired patient bootstrap).",
+        lambda c: (c["delta_roc_auc_ci"] or [None, None])[0],
+    ),
+    (
+        "readmission_live_delta_roc_auc_upper",
+        "Upper end of the 95% interval of the live AUC difference (paired patient bootstrap).",
+        lambda c: (c["delta_roc_auc_ci"] or [None, None])[1],
+    ),
+    (
+        "readmission_live_paired_outcomes",
+        "Encounters scored by both, whose outcome counts.",
+        lambda c: c["n"],
+    ),
+)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

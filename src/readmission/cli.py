@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from typing import Annotated
 
 import mlflow
@@ -381,7 +381,9 @@ def status(
 def realized_performance(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """How each served version really did: realized metrics on the scored encounters whose
     outcome has arrived, per version and per week, and an estimate for those still pending."""
-    report = performance.compute(get_settings())
+    # MLflow prints a run's URL on stdout when it ends one: to stderr, so --json stays JSON.
+    with redirect_stdout(sys.stderr):
+        report = performance.compute(get_settings())
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -394,10 +396,18 @@ def realized_performance(as_json: Annotated[bool, typer.Option("--json")] = Fals
     )
     for row in performance.as_rows(report):
         typer.echo(
-            f"  v{row['version']:<4} scored {row['scored']:>7} labelled {row['labelled']:>7} "
+            f"  v{row['version']:<4} {row['role']:<10} scored {row['scored']:>7} "
+            f"labelled {row['labelled']:>7} "
             f"pending {row['pending']:>7}  AUC realized {_figure(row['realized_roc_auc'])} "
             f"holdout {_figure(row['holdout_roc_auc'])} "
             f"estimated (pending) {_figure(row['estimated_roc_auc'])}"
+        )
+    for pair in report["comparisons"]:
+        interval = pair["delta_roc_auc_ci"]
+        typer.echo(
+            f"  shadow v{pair['shadow']} vs production v{pair['production']} on {pair['n']} "
+            f"encounters: AUC difference {_figure(pair['delta_roc_auc'])}"
+            + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
         )
 
 

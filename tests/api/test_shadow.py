@@ -3,6 +3,7 @@ role, never answered; then compared live with production, and acted on (issue 25
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,9 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from readmission import registry, steps
 from readmission.config import Settings
+from readmission.schema import POSITIVE_LABEL
 from readmission.validation import validate
 from tests.api.serving import copy_lineage, running_api
 from tests.api.test_prediction_log import encounters, logged, metric
@@ -120,3 +123,35 @@ def test_the_shadow_is_scored_and_logged_beside_production_and_never_answers(
     np.testing.assert_allclose(logged_shadow, expected, rtol=0, atol=1e-9)
     assert not np.allclose(logged_shadow, production.loc[frame["encounter_id"], "probability"])
     assert shadowed.after_clear["encounter_id"] not in shadow.index
+
+
+def test_performance_json_compares_the_shadow_with_production_on_the_same_encounters(
+    shadowed: Shadowed,
+) -> None:
+    done = cli(shadowed.settings, "performance", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = logged(shadowed.settings)
+    truth = (rows["outcome"] == POSITIVE_LABEL).astype(int)
+    roles = {v["version"]: v["role"] for v in report["versions"]}
+    assert roles == {PRODUCTION: "production", SHADOW: "shadow"}
+    for version in report["versions"]:  # scikit-learn's AUC on what was logged
+        mine = rows["model_version"] == version["version"]
+        assert (
+            version["n"] == mine.sum() == len(shadowed.answers) + (version["role"] == "production")
+        )
+        expected = roc_auc_score(truth[mine], rows.loc[mine, "probability"])
+        assert version["roc_auc"] == pytest.approx(expected, abs=1e-9)
+    (comparison,) = report["comparisons"]
+    assert (comparison["production"], comparison["shadow"]) == (PRODUCTION, SHADOW)
+    assert comparison["n"] == len(shadowed.answers)  # the request after the clear has no pair
+    pairs = rows[rows["role"] == "shadow"].merge(
+        rows[rows["role"] == "production"], on="encounter_id", suffixes=("", "_production")
+    )
+    y = (pairs["outcome"] == POSITIVE_LABEL).astype(int)
+    delta = roc_auc_score(y, pairs["probability"]) - roc_auc_score(
+        y, pairs["probability_production"]
+    )
+    assert comparison["delta_roc_auc"] == pytest.approx(delta, abs=1e-9)
+    low, high = comparison["delta_roc_auc_ci"]
+    assert low < delta < high
