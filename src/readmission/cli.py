@@ -19,6 +19,7 @@ import readmission
 from readmission import (
     holdout,
     ledger,
+    live,
     migrations,
     performance,
     promotion,
@@ -378,15 +379,37 @@ def status(
 
 
 @app.command("performance")
-def realized_performance(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def realized_performance(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    act: Annotated[
+        bool,
+        typer.Option(
+            "--act",
+            help="Then act on the live evidence as DAG 04 does: roll production back below "
+            "REALIZED_AUC_FLOOR, promote a shadow shown better (when the plan allows).",
+        ),
+    ] = False,
+) -> None:
     """How each served version really did: realized metrics on the scored encounters whose
     outcome has arrived, per version and per week, and an estimate for those still pending."""
+    settings = get_settings()
     # MLflow prints a run's URL on stdout when it ends one: to stderr, so --json stays JSON.
     with redirect_stdout(sys.stderr):
-        report = performance.compute(get_settings())
+        report = performance.compute(settings)
+        actions = live.act(settings, report, f"{_operator()} (performance --act)") if act else []
     if as_json:
+        if act:
+            report = {**report, "actions": [a.as_dict() for a in actions]}
         typer.echo(json.dumps(report, indent=2))
         return
+    for action in actions:
+        done = "made" if action.made else f"NOT made ({action.decision.outcome.value})"
+        typer.echo(
+            f"{action.kind.value} v{action.from_version} -> v{action.to_version or '?'}: {done}; "
+            f"{action.evidence}; plan: {action.decision.reason}"
+        )
+    if act and not actions:
+        typer.echo("live evidence: no change called for")
     if not report["versions"]:
         typer.echo("no prediction logged yet: the API logs every encounter it scores")
         return

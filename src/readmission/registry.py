@@ -135,6 +135,12 @@ def production_version(settings: Settings) -> ModelVersion | None:
     return staged[-1] if staged else None
 
 
+def newest_version(settings: Settings) -> ModelVersion | None:
+    """The latest registered version of the model: the head of its lineage."""
+    found = _versions(connect(settings), settings.model_name)
+    return found[-1] if found else None
+
+
 def shadow_version(settings: Settings) -> ModelVersion | None:
     """The version scored in shadow beside production (alias SHADOW_ALIAS), or None."""
     try:

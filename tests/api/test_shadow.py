@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import registry, steps
+from readmission import ledger, promotion, registry, steps
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL
 from readmission.validation import validate
@@ -60,12 +60,14 @@ def shadowed(
     sample_csv: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Shadowed:
-    """Version 2 in production, 3 in shadow (`readmission shadow 3`), 300 encounters served
-    (singles and batches), then the shadow cleared and one more served; outcomes ingested."""
+    """Version 2 in production (after 1), 3 in shadow (`readmission shadow 3`), 300 encounters
+    served (singles and batches), then the shadow cleared and one more served; outcomes
+    ingested."""
     settings = copy_lineage(trained_lineage, versions=3).model_copy(
         update={"database_url": create_database()}
     )
-    registry.promote(settings, PRODUCTION)
+    for version in ("1", PRODUCTION):  # v1 before: somewhere for a rollback to return to
+        promotion.change_production(settings, version, "test", "by hand", ledger.MANUAL)
     done = cli(settings, "shadow", SHADOW)
     assert done.returncode == 0, done.stderr
     chosen = sample.sort_values("encounter_id").iloc[600:901]
@@ -155,3 +157,33 @@ def test_performance_json_compares_the_shadow_with_production_on_the_same_encoun
     assert comparison["delta_roc_auc"] == pytest.approx(delta, abs=1e-9)
     low, high = comparison["delta_roc_auc_ci"]
     assert low < delta < high
+
+
+def test_act_rolls_production_back_below_the_realized_floor_once_and_says_why(
+    shadowed: Shadowed,
+) -> None:
+    settings = shadowed.settings
+    floor = {"REALIZED_AUC_FLOOR": "0.99", "LIVE_MIN_OUTCOMES": "100"}
+    done = cli(settings, "performance", "--act", "--json", **floor)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    (served,) = [v for v in report["versions"] if v["version"] == PRODUCTION]
+    low, high = served["recent"]["roc_auc_ci"]
+    assert high < 0.99 and served["recent"]["n"] == len(shadowed.answers) + 1
+    (action,) = report["actions"]
+    assert action["kind"] == "live_rollback" and action["made"]
+    assert (action["from_version"], action["to_version"]) == (PRODUCTION, "1")
+    assert (action["outcome"], action["rule"]) == ("automatic", "live-rollback")
+    assert registry.production_version(settings).version == "1"
+    last = ledger.entries(settings.warehouse_url, settings.model_name)[-1]
+    assert (last.from_version, last.to_version, last.action) == (PRODUCTION, "1", ledger.ROLLBACK)
+    assert "performance --act" in last.by
+    assert f"{served['recent']['roc_auc']:.4f} [95% {low:.4f}, {high:.4f}]" in last.reason
+    assert "upper end below REALIZED_AUC_FLOOR 0.99" in last.reason
+    assert registry.ROLLED_BACK_TAG in registry.model_version(settings, PRODUCTION).tags
+
+    again = cli(settings, "performance", "--act", **floor)  # idempotent: nothing more to do
+    assert again.returncode == 0, again.stderr
+    assert "no change called for" in again.stdout
+    assert ledger.entries(settings.warehouse_url, settings.model_name)[-1].id == last.id
+    assert registry.production_version(settings).version == "1"
