@@ -19,13 +19,20 @@ from prometheus_client.registry import Collector
 
 from readmission import performance
 from readmission.config import Settings
-from readmission.prediction_log import PRODUCTION, LoggedPrediction, PredictionLogWriter
+from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
 
 log = logging.getLogger(__name__)
 SHUTDOWN_FLUSH_SECONDS = 5.0
 # Longest wait of a request for room in a full buffer while the warehouse takes writes; longer
 # than a write of a full batch under load, short enough not to hold an answer for long.
 BACKPRESSURE_SECONDS = 2.0
+
+
+# The shadow's score of a request: its version, probability and threshold.
+ShadowScore = tuple[str, float, float]
+NO_SHADOW = (None, None, None)
+# One answered prediction: the response's fields, the patient_nbr, the shadow's score or None.
+Served = tuple[Mapping[str, Any], int | None, ShadowScore | None]
 
 
 class PredictionLogging:
@@ -55,17 +62,16 @@ class PredictionLogging:
         if self.writer is not None:
             await self.writer.wait_for_room(rows, BACKPRESSURE_SECONDS)
 
-    async def record_batch(self, served: Sequence[tuple[Mapping[str, Any], int | None]]) -> None:
+    async def record_batch(self, served: Sequence[Served]) -> None:
         """`record` a batch, a buffer's worth at a time, each once there is room for it."""
         step = self.writer.capacity if self.writer is not None else len(served) or 1
         for start in range(0, len(served), step):
             await self.room(len(served[start : start + step]))
             self.record(served[start : start + step])
 
-    def record(self, served: Iterable[tuple[Mapping[str, Any], int | None]]) -> None:
-        """Enqueue each answered prediction (the response's fields, with `role` SHADOW for a
-        shadow's score) with the encounter's patient_nbr; one `record` call shares one
-        scored_at."""
+    def record(self, served: Iterable[Served]) -> None:
+        """Enqueue each answered prediction (the response's fields) with the encounter's
+        patient_nbr and the shadow's score of it, if one was scored."""
         if self.writer is None:
             return
         now = datetime.now(UTC)
@@ -80,9 +86,9 @@ class PredictionLogging:
                 p["readmitted_within_30d"],
                 p["risk_band"],
                 now,
-                p.get("role", PRODUCTION),
+                *(shadow or NO_SHADOW),
             )
-            for p, patient_nbr in served
+            for p, patient_nbr, shadow in served
         )
 
     @contextlib.asynccontextmanager

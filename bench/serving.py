@@ -228,14 +228,16 @@ def promoted_version(settings: Any, shadow: bool) -> str:
 
 
 def logged_predictions(settings: Any) -> dict[str, int]:
-    """Rows in the prediction log by role (written by the time the APIs stopped)."""
+    """Rows in the prediction log, and those with a shadow's score (written by the time the
+    APIs stopped)."""
     import sqlalchemy as sa
 
     from readmission.warehouse import engine_for, prediction_log
 
-    query = sa.select(prediction_log.c.role, sa.func.count()).group_by(prediction_log.c.role)
+    query = sa.select(sa.func.count(), sa.func.count(prediction_log.c.shadow_version))
     with engine_for(settings.warehouse_url).connect() as conn:
-        return {role: count for role, count in conn.execute(query).all()}
+        rows, shadowed = conn.execute(query).one()
+    return {"production": rows, "shadow": shadowed}
 
 
 def metrics(url: str) -> dict[str, float]:
@@ -385,7 +387,7 @@ def main() -> None:
         drained = time.monotonic() + 60
         while (final := metrics(api_url))["buffered"] and time.monotonic() < drained:
             time.sleep(0.2)
-        # The shadow-off API logs its answers (role production) to the same warehouse.
+        # The shadow-off API logs its answers to the same warehouse.
         unshadowed = metrics(unshadowed_url)["answered"] if args.shadow else 0.0
 
     scorer = CompiledScorer(registry.load_readmission_model(settings, version))

@@ -26,7 +26,7 @@ from api.bodies import (
 from api.deps import parse_body, query_flag, served_model
 from api.direct_route import DirectRoute
 from api.model_store import ServedModel
-from readmission.prediction_log import SHADOW
+from api.prediction_logging import ShadowScore
 from readmission.schema import Encounter, example_encounter
 
 router = APIRouter(tags=["predictions"], route_class=DirectRoute)
@@ -149,14 +149,13 @@ async def predict(request: Request) -> Response:
     state.drift.observe((record,))
     state.metrics.record(probability, probability >= model.threshold)
     answer = _fields(model, encounter.encounter_id, probability)
-    logged = [(answer, encounter.patient_nbr)]
     shadow = state.store.shadow
+    scored = None
     if shadow is not None:  # in this request, no extra thread: the compiled scorer is cheap
-        shadowed = _fields(shadow, encounter.encounter_id, shadow.scorer.probability(record))
-        logged.append(({**shadowed, "role": SHADOW}, encounter.patient_nbr))
+        scored = (shadow.version, shadow.scorer.probability(record), shadow.threshold)
     if state.prediction_log.full:  # the writer lags: slow down rather than lose the log
-        await state.prediction_log.room(len(logged))
-    state.prediction_log.record(logged)
+        await state.prediction_log.room()
+    state.prediction_log.record(((answer, encounter.patient_nbr, scored),))
     if explain:
         scorer = model.scorer
         answer["intercept"] = scorer.intercept
@@ -195,18 +194,15 @@ async def predict_batch(request: Request) -> Response:
         _fields(model, encounter.encounter_id, probability)
         for encounter, probability in zip(batch.encounters, probabilities, strict=True)
     ]
-    patients = [e.patient_nbr for e in batch.encounters]
-    logged = list(zip(predictions, patients, strict=True))
     shadow = state.store.shadow
+    scored: list[ShadowScore | None] = [None] * len(records)
     if shadow is not None and records:
-        shadowed = shadow.scorer.probabilities(records).tolist()
-        logged += [
-            ({**_fields(shadow, encounter.encounter_id, probability), "role": SHADOW}, patient)
-            for encounter, probability, patient in zip(
-                batch.encounters, shadowed, patients, strict=True
-            )
+        scored = [
+            (shadow.version, probability, shadow.threshold)
+            for probability in shadow.scorer.probabilities(records).tolist()
         ]
-    await state.prediction_log.record_batch(logged)
+    patients = (e.patient_nbr for e in batch.encounters)
+    await state.prediction_log.record_batch(list(zip(predictions, patients, scored, strict=True)))
     return _json(
         {
             "model_name": model.name,

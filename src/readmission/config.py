@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         "challenger",
         alias="SHADOW_ALIAS",
         description="The version with this alias is scored beside production on every request "
-        "and logged (role 'shadow'), never answered.",
+        "and logged (in the answer's row of the prediction log), never answered.",
     )
     data_source: str = Field(
         UCI_URL, alias="DATA_SOURCE", description="UCI URL, or a local .zip or .csv path."

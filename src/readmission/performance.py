@@ -140,7 +140,9 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
         log_table.c.scored_at,
         log_table.c.outcome,
         log_table.c.labelled_at,
-        log_table.c.role,
+        log_table.c.shadow_version,
+        log_table.c.shadow_probability,
+        log_table.c.shadow_threshold,
         batches.c.ingested_at.label("arrived_at"),
         trainings.c.trained_at,
     ]
@@ -159,7 +161,7 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
         .order_by(log_table.c.id)
     )
     with engine_for(url).connect() as conn:
-        frame = pd.read_sql(query, conn)
+        frame = _with_shadows(pd.read_sql(query, conn))
     for column in ("scored_at", "labelled_at", "arrived_at", "trained_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True)  # SQLite: naive UTC; PG: aware
     labelled = frame["outcome"].notna()
@@ -172,6 +174,27 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
     identified = frame[frame["encounter_id"].notna()]
     latest = identified.drop_duplicates(["model_version", "encounter_id"], keep="last")
     return pd.concat([latest, frame[frame["encounter_id"].isna()]]).sort_values("id")
+
+
+def _with_shadows(logged: pd.DataFrame) -> pd.DataFrame:
+    """One row per score: each logged row as production's (the answer), and its shadow's
+    score, if one was scored, as a row of the shadow version (role SHADOW, same id)."""
+    shadow_columns = ["shadow_version", "shadow_probability", "shadow_threshold"]
+    shadowed = logged[logged["shadow_version"].notna()].copy()
+    if shadowed.empty:
+        return logged.drop(columns=shadow_columns).assign(role=prediction_log.PRODUCTION)
+    shadowed["model_version"] = shadowed["shadow_version"]
+    shadowed["probability"] = shadowed["shadow_probability"]
+    shadowed["threshold"] = shadowed["shadow_threshold"]
+    shadowed["predicted_label"] = shadowed["probability"] >= shadowed["threshold"]
+    both = pd.concat(
+        [
+            logged.assign(role=prediction_log.PRODUCTION),
+            shadowed.assign(role=prediction_log.SHADOW),
+        ],
+        ignore_index=True,
+    )
+    return both.drop(columns=shadow_columns).sort_values("id", kind="stable")
 
 
 def summarise(rows: pd.DataFrame) -> Report:

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 BATCH_ROWS = 2000  # rows per write: few transactions at full load, still cheap to retry
 FLUSH_SECONDS = 0.5  # a quiet API still writes what it served within about this long
 MAX_RETRY_SECONDS = 30.0  # longest pause between attempts while the warehouse is down
-PRODUCTION = "production"  # the answer returned to the caller
-SHADOW = "shadow"  # the challenger's score of the same request, logged only
+PRODUCTION = "production"  # the role of the answer returned to the caller
+SHADOW = "shadow"  # the role of the challenger's score of the same request, logged only
 
 
 class LoggedPrediction(NamedTuple):
@@ -51,7 +51,11 @@ class LoggedPrediction(NamedTuple):
     predicted_label: bool
     risk_band: str
     scored_at: datetime
-    role: str = PRODUCTION  # a spill line of the previous release has no role: it was production
+    # The shadow scored on the same request (None: none); a spill line of the previous release
+    # has none of these fields.
+    shadow_version: str | None = None
+    shadow_probability: float | None = None
+    shadow_threshold: float | None = None
 
 
 COLUMNS = LoggedPrediction._fields
