@@ -136,10 +136,10 @@ def show_live_comparison(report: dict[str, Any], rows: pd.DataFrame) -> None:
     recent = {v["version"]: (v.get("recent") or {}).get("roc_auc") for v in report["versions"]}
     lines = pd.DataFrame(
         {
-            "version": f"v{row.version} ({row.role})",
-            "recent realized AUC": recent.get(row.version),
+            "version": f"v{version} ({served_as})",
+            "recent realized AUC": recent.get(version),
         }
-        for row in rows.itertuples()
+        for version, served_as in zip(rows["version"], rows["served as"], strict=True)
     ).dropna()
     if not lines.empty:
         st.altair_chart(
@@ -191,7 +191,7 @@ def show_performance(report: dict[str, Any] | None) -> None:
     rows = pd.DataFrame(
         {
             "version": v["version"],
-            "role": v.get("role", "production"),  # reports before shadows: production only
+            "served as": v.get("role", "production"),  # reports before shadows: production
             "scored": v["scored"],
             "labelled": v["n"],
             "pending": v["pending"],
