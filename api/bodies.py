@@ -107,6 +107,11 @@ class ModelInfo(BaseModel):
     load_failures: int = Field(description="Versions that failed to load or verify.")
     last_error: str | None = Field(description="The last registry or load error.")
     reloads: int = Field(description="Model versions loaded and swapped in since start.")
+    shadow_version: str | None = Field(
+        None,
+        description="The version scored in shadow beside it (alias SHADOW_ALIAS): logged, never "
+        "answered; null when none.",
+    )
     detail: str | None = Field(None, description="What to do when no model is served.")
 
 
@@ -271,6 +276,11 @@ class RecentPerformance(BaseModel):
 
 class VersionPerformance(PeriodPerformance):
     version: str
+    role: Literal["production", "shadow"] = Field(
+        "production",
+        description="How its latest prediction was served: answered (production) or scored "
+        "beside it and only logged (shadow).",
+    )
     recent: RecentPerformance | None = Field(
         None, description="Absent in reports computed before it was added."
     )
@@ -282,9 +292,24 @@ class VersionPerformance(PeriodPerformance):
     weeks: list[WeekPerformance]
 
 
+class LiveComparison(BaseModel):
+    """A shadow version against the production version it was scored beside."""
+
+    production: str
+    shadow: str
+    n: int = Field(description="Encounters both scored whose outcome counts.")
+    delta_roc_auc: float | None = Field(description="Shadow's realized AUC minus production's.")
+    delta_roc_auc_ci: list[float] | None = Field(
+        description="95% interval (paired patient-level bootstrap); null with one class only."
+    )
+
+
 class PerformanceReport(BaseModel):
     model_name: str
     report_id: int
     computed_at: datetime
     outcomes_joined: int = Field(description="Predictions that received their outcome then.")
     versions: list[VersionPerformance] = Field(description="Served versions, oldest first.")
+    comparisons: list[LiveComparison] = Field(
+        [], description="Each shadow against production on the same encounters."
+    )

@@ -12,6 +12,12 @@ to the end. What the watcher does when something is off:
 - a version fails to load: the current model keeps serving and the version is retried after
   2, 4, 8 ... poll intervals, at most MODEL_RETRY_MAX_SECONDS apart (POST /model/reload retries
   at once).
+
+The same check resolves the shadow (alias SHADOW_ALIAS, `readmission shadow VERSION`): that
+version is loaded by the same loader and swapped the same way into `store.shadow`; requests
+score it beside production and log its probability, never answer with it. A shadow that fails
+to load or cannot be resolved is simply not scored (it is retried at the next check): the shadow
+never costs an answer.
 """
 
 from __future__ import annotations
@@ -121,6 +127,7 @@ class ModelStore:
         self.metrics = metrics
         self.loader = loader
         self.current: ServedModel | None = None
+        self.shadow: ServedModel | None = None  # scored and logged beside `current`, not answered
         self.checked = False  # the first registry check has finished
         self.registry_up = False
         self.production: str | None = None  # the version the registry names, served or not
@@ -151,39 +158,72 @@ class ModelStore:
                 await asyncio.wait_for(self._wake.wait(), self.settings.model_poll_seconds)
 
     async def refresh(self, retry_now: bool = False) -> None:
-        """Ask the registry for the production version and act on it (see the module's doc);
-        `retry_now` loads a version that failed before without waiting for its back-off."""
+        """Ask the registry for the production and shadow versions and act on them (see the
+        module's doc); `retry_now` loads a version that failed before without waiting for its
+        back-off."""
         async with self._lock:
-            try:
-                version = await asyncio.to_thread(registry.production_version, self.settings)
-            except Exception as error:
-                self._registry_failed(error)
-                return
-            finally:
-                self.checked = True
-            self.registry_up = True
-            self.metrics.registry_up.set(1)
-            production = version.version if version else None
-            if production != self.production:
-                await asyncio.to_thread(self._notice_change)
-            self.production = production
-            if version is None:
-                self._clear_failure()
-                self._withdraw()
-                return
-            if self.current and self.current.version == version.version:
-                self._clear_failure()
-                self._follow_labels(version)
-                return
-            failed = self.failed if self.failed and self.failed.version == version.version else None
-            if failed and not retry_now and time.monotonic() < failed.retry_at:
-                return
-            try:
-                served = await asyncio.to_thread(self.loader, self.settings, version)
-            except Exception as error:
-                self._load_failed(version.version, failed.attempts if failed else 0, error)
-                return
-            self._swap(served)
+            await self._refresh_production(retry_now)
+            if self.registry_up:
+                await self._refresh_shadow()
+
+    async def _refresh_production(self, retry_now: bool) -> None:
+        try:
+            version = await asyncio.to_thread(registry.production_version, self.settings)
+        except Exception as error:
+            self._registry_failed(error)
+            return
+        finally:
+            self.checked = True
+        self.registry_up = True
+        self.metrics.registry_up.set(1)
+        production = version.version if version else None
+        if production != self.production:
+            await asyncio.to_thread(self._notice_change)
+        self.production = production
+        if version is None:
+            self._clear_failure()
+            self._withdraw()
+            return
+        if self.current and self.current.version == version.version:
+            self._clear_failure()
+            self._follow_labels(version)
+            return
+        failed = self.failed if self.failed and self.failed.version == version.version else None
+        if failed and not retry_now and time.monotonic() < failed.retry_at:
+            return
+        try:
+            served = await asyncio.to_thread(self.loader, self.settings, version)
+        except Exception as error:
+            self._load_failed(version.version, failed.attempts if failed else 0, error)
+            return
+        self._swap(served)
+
+    async def _refresh_shadow(self) -> None:
+        try:
+            version = await asyncio.to_thread(registry.shadow_version, self.settings)
+        except Exception as error:  # keep the shadow scored until the registry answers again
+            log.warning("shadow version not resolved: %s", _short(str(error)))
+            return
+        # The production version in shadow of itself would only double the work.
+        if version is None or version.version == self.production:
+            if self.shadow is not None:
+                log.info("shadow version %s no longer scored", self.shadow.version)
+            self.shadow = None
+            return
+        if self.shadow is not None and self.shadow.version == version.version:
+            return
+        try:
+            served = await asyncio.to_thread(self.loader, self.settings, version)
+        except Exception as error:
+            log.warning(
+                "shadow version %s not loaded (retried at the next check): %s",
+                version.version,
+                _short(f"{type(error).__name__}: {error}"),
+            )
+            self.shadow = None
+            return
+        self.shadow = dataclasses.replace(served, alias=self.settings.shadow_alias)  # the swap
+        log.info("scoring version %s in shadow", served.version)
 
     def _notice_change(self) -> None:
         """Record a production change made outside the platform (the MLflow UI) in the ledger;

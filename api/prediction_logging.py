@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,13 @@ SHUTDOWN_FLUSH_SECONDS = 5.0
 # Longest wait of a request for room in a full buffer while the warehouse takes writes; longer
 # than a write of a full batch under load, short enough not to hold an answer for long.
 BACKPRESSURE_SECONDS = 2.0
+
+
+# The shadow's score of a request: its version, probability and threshold.
+ShadowScore = tuple[str, float, float]
+NO_SHADOW = (None, None, None)
+# One answered prediction: the response's fields, the patient_nbr, the shadow's score or None.
+Served = tuple[Mapping[str, Any], int | None, ShadowScore | None]
 
 
 class PredictionLogging:
@@ -55,16 +62,16 @@ class PredictionLogging:
         if self.writer is not None:
             await self.writer.wait_for_room(rows, BACKPRESSURE_SECONDS)
 
-    async def record_batch(self, served: list[tuple[Mapping[str, Any], int | None]]) -> None:
+    async def record_batch(self, served: Sequence[Served]) -> None:
         """`record` a batch, a buffer's worth at a time, each once there is room for it."""
         step = self.writer.capacity if self.writer is not None else len(served) or 1
         for start in range(0, len(served), step):
             await self.room(len(served[start : start + step]))
             self.record(served[start : start + step])
 
-    def record(self, served: Iterable[tuple[Mapping[str, Any], int | None]]) -> None:
+    def record(self, served: Iterable[Served]) -> None:
         """Enqueue each answered prediction (the response's fields) with the encounter's
-        patient_nbr."""
+        patient_nbr and the shadow's score of it, if one was scored."""
         if self.writer is None:
             return
         now = datetime.now(UTC)
@@ -79,8 +86,9 @@ class PredictionLogging:
                 p["readmitted_within_30d"],
                 p["risk_band"],
                 now,
+                *(shadow or NO_SHADOW),
             )
-            for p, patient_nbr in served
+            for p, patient_nbr, shadow in served
         )
 
     @contextlib.asynccontextmanager
@@ -245,6 +253,38 @@ class PredictionLogCollector(Collector):
                 if value is not None:
                     family.add_metric([version["version"]], float(value))
             yield family
+        for name, documentation, read in COMPARISON_GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["production", "shadow"])
+            for pair in report.get("comparisons", ()):  # reports before shadows have none
+                value = read(pair)
+                if value is not None:
+                    family.add_metric([pair["production"], pair["shadow"]], float(value))
+            yield family
+
+
+# Per production/shadow pair of the report's live comparison.
+COMPARISON_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
+    (
+        "readmission_live_delta_roc_auc",
+        "Realized ROC AUC of the shadow minus production's, on the encounters both scored.",
+        lambda c: c["delta_roc_auc"],
+    ),
+    (
+        "readmission_live_delta_roc_auc_lower",
+        "Lower end of the 95% interval of the live AUC difference (paired patient bootstrap).",
+        lambda c: (c["delta_roc_auc_ci"] or [None, None])[0],
+    ),
+    (
+        "readmission_live_delta_roc_auc_upper",
+        "Upper end of the 95% interval of the live AUC difference (paired patient bootstrap).",
+        lambda c: (c["delta_roc_auc_ci"] or [None, None])[1],
+    ),
+    (
+        "readmission_live_paired_outcomes",
+        "Encounters scored by both, whose outcome counts.",
+        lambda c: c["n"],
+    ),
+)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

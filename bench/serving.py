@@ -11,7 +11,11 @@ little of the CPU the servers share):
 - `floor`: `GET /health` of the same API process, through the same middleware: what this stack
   (uvicorn, Starlette, the middleware) costs before any validation or scoring;
 - `api_prediction_log_off`: `POST /predict` of a second API process with PREDICTION_LOG=false
-  (`api` logs every answer to the warehouse in the background, the default): what logging costs.
+  (`api` logs every answer to the warehouse in the background, the default): what logging costs;
+- with `--shadow`, `api_shadow_off`: batches 1 and 2 are trained, version 2 promoted and
+  version 1 put in shadow, which `api` then scores and logs beside production on every request;
+  a third API process with the shadow alias pointing nowhere is the same API without the shadow:
+  what shadow scoring costs (issue 25: at most 10% of throughput or p99).
 
 Checks both servers give the same probabilities (1e-9), then measures batch scoring: the
 compiled scorer's `.probabilities` on 100k records in process, and `POST /predict/batch`.
@@ -22,12 +26,14 @@ p99 (both null when the log lost rows) and the floor.
 
     .venv/bin/python bench/serving.py --source ../shared/data/dataset_diabetes.zip
     .venv/bin/python bench/serving.py --database-url postgresql+psycopg://postgres@127.0.0.1/EMPTY
+    .venv/bin/python bench/serving.py --shadow --database-url postgresql+psycopg://...
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -206,25 +212,32 @@ def service(command: list[str], env: dict[str, str], ready_url: str, log: Path) 
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def promoted_version(settings: Any) -> str:
-    """Batch 1 of the source, trained, registered and promoted."""
+def promoted_version(settings: Any, shadow: bool) -> str:
+    """Batch 1 of the source, trained, registered and promoted; with `shadow`, batch 2 too,
+    its version promoted and version 1 put in shadow."""
     from readmission import registry, steps, training
 
-    steps.ingest(settings, max_batches=1)
-    (trained,) = training.train_pending(settings, max_batches=1)
-    version = trained.version
+    batches = 2 if shadow else 1
+    steps.ingest(settings, max_batches=batches)
+    trained = training.train_pending(settings, max_batches=batches)
+    version = trained[-1].version
     registry.promote(settings, version)
+    if shadow:
+        registry.set_shadow(settings, trained[0].version)
     return version
 
 
-def logged_predictions(settings: Any) -> int:
-    """Rows in the prediction log of the logging API (written by the time it stopped)."""
+def logged_predictions(settings: Any) -> dict[str, int]:
+    """Rows in the prediction log, and those with a shadow's score (written by the time the
+    APIs stopped)."""
     import sqlalchemy as sa
 
     from readmission.warehouse import engine_for, prediction_log
 
+    query = sa.select(sa.func.count(), sa.func.count(prediction_log.c.shadow_version))
     with engine_for(settings.warehouse_url).connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(prediction_log)).scalar_one()
+        rows, shadowed = conn.execute(query).one()
+    return {"production": rows, "shadow": shadowed}
 
 
 def metrics(url: str) -> dict[str, float]:
@@ -247,6 +260,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch-rows", type=int, default=100_000)
     parser.add_argument(
+        "--shadow", action="store_true", help="measure the API with a shadow version on and off"
+    )
+    parser.add_argument(
         "--database-url",
         default="",
         help="an empty PostgreSQL database as the warehouse (default: the embedded SQLite)",
@@ -267,7 +283,7 @@ def main() -> None:
     from readmission.scoring import CompiledScorer
 
     settings = get_settings()
-    version = promoted_version(settings)
+    version = promoted_version(settings, args.shadow)
     print(f"serving {settings.model_name} version {version} from {home}", flush=True)
     holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
     features = holdout[list(FEATURES)]
@@ -288,6 +304,14 @@ def main() -> None:
     unlogged_url = f"http://127.0.0.1:{free_port()}"
     unlogged_env = {**env, "API_PORT": unlogged_url.rsplit(":", 1)[1], "PREDICTION_LOG": "false"}
     mlflow_env = {**env, "MLFLOW_TRACKING_URI": settings.tracking_uri}
+    # Shadow off: the same API, its shadow alias naming no version. Without --shadow it only
+    # starts the API once more, never measured.
+    unshadowed_url = f"http://127.0.0.1:{free_port()}"
+    unshadowed_env = {
+        **env,
+        "API_PORT": unshadowed_url.rsplit(":", 1)[1],
+        "SHADOW_ALIAS": "bench-no-shadow",
+    }
     serve = [
         str(BIN / "mlflow"),
         "models",
@@ -312,7 +336,18 @@ def main() -> None:
             f"{unlogged_url}/ready",
             home / "api-unlogged.log",
         ),
+        service(
+            [str(ROOT / "bin" / "api")],
+            unshadowed_env,
+            f"{unshadowed_url}/ready",
+            home / "api-unshadowed.log",
+        )
+        if args.shadow
+        else contextlib.nullcontext(),
     ):
+        if args.shadow:  # /ready waits for production only
+            while httpx.get(f"{api_url}/model", timeout=10).json()["shadow_version"] is None:
+                time.sleep(0.2)
         sample = slice(0, 300)
         ours = uvloop.run(post_all(api_url, "/predict", api_bodies[sample]))
         theirs = uvloop.run(post_all(mlflow_url, "/invocations", mlflow_bodies[sample]))
@@ -327,6 +362,8 @@ def main() -> None:
             "floor": Target(api_url, "/health"),
             "api_prediction_log_off": Target(unlogged_url, "/predict", api_bodies),
         }
+        if args.shadow:
+            targets["api_shadow_off"] = Target(unshadowed_url, "/predict", api_bodies)
         measured = uvloop.run(side_by_side(targets, args.seconds, args.rounds, args.concurrency))
         for name, numbers in measured.items():
             print(f"{name}: {numbers}", flush=True)
@@ -350,6 +387,8 @@ def main() -> None:
         drained = time.monotonic() + 60
         while (final := metrics(api_url))["buffered"] and time.monotonic() < drained:
             time.sleep(0.2)
+        # The shadow-off API logs its answers to the same warehouse.
+        unshadowed = metrics(unshadowed_url)["answered"] if args.shadow else 0.0
 
     scorer = CompiledScorer(registry.load_readmission_model(settings, version))
     frame = pd.concat([holdout] * (args.batch_rows // len(holdout) + 1)).head(args.batch_rows)
@@ -359,7 +398,8 @@ def main() -> None:
     compiled_rows_per_s = len(records) / (time.perf_counter() - started)
 
     ratio = api["req_per_s"] / mlflow["req_per_s"] if mlflow["req_per_s"] else float("inf")
-    logged = logged_predictions(settings)
+    roles = logged_predictions(settings)
+    logged = roles.get("production", 0) - int(unshadowed)
     answered = int(final["answered"])
     log_counts = {
         "answered": answered,
@@ -371,6 +411,8 @@ def main() -> None:
     }
     # A throughput with logging on counts only if the log kept up: every answer logged.
     complete = log_counts["dropped"] == 0 and log_counts["rejected"] == 0 and logged == answered
+    if args.shadow:  # a shadow score of each answer of the shadowed API (checks, rounds, batches)
+        log_counts["logged_shadow"] = roles.get("shadow", 0)
     result = {
         "model_version": version,
         "concurrency": args.concurrency,
@@ -386,6 +428,15 @@ def main() -> None:
             "req_per_s_on_vs_off": round(api["req_per_s"] / unlogged["req_per_s"], 3),
             "p99_ms_on_minus_off": round(api["p99_ms"] - unlogged["p99_ms"], 3),
         },
+        "shadow": {
+            "req_per_s_on_vs_off": round(
+                api["req_per_s"] / measured["api_shadow_off"]["req_per_s"], 3
+            ),
+            "p99_ms_on_minus_off": round(api["p99_ms"] - measured["api_shadow_off"]["p99_ms"], 3),
+            "p99_on_vs_off": round(api["p99_ms"] / measured["api_shadow_off"]["p99_ms"], 3),
+        }
+        if args.shadow
+        else None,
         "compiled_batch_rows_per_s": round(compiled_rows_per_s),
         "api_batch_rows_per_s": round(api_batch_rows_per_s),
         "goals_met": {

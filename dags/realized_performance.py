@@ -9,7 +9,12 @@ Brier score, calibration, and PPV and sensitivity at the served threshold, with 
 
 The report is stored in the warehouse (`performance_reports`; `GET /performance` of the API),
 logged to MLflow (a run `realized-performance-v<N>` per version) and exported by the API to
-Prometheus, where the alert `RealizedAucBelowMinimum` watches it.
+Prometheus, where the alert `RealizedAucBelowMinimum` watches it. Then the live evidence is
+acted on (readmission.live, as `readmission performance --act`): production is rolled back when
+the upper end of its recent realized AUC interval falls below REALIZED_AUC_FLOOR (or its realized
+calibration slope leaves its band), and a shadow whose paired AUC difference interval lies above
+0 over LIVE_MIN_OUTCOMES outcomes is promoted, each only when the change-control plan allows it,
+each recorded in the promotion ledger with its numbers.
 
 Starts on its own after every ingest that changed the warehouse (Asset
 `x-readmission://warehouse/changes`, updated by **01_ingest_data**: rows stored, corrections
@@ -69,7 +74,24 @@ def realized_performance() -> None:
             )
         return rows
 
-    measure_realized_performance()
+    @task(**IO_RETRIES)
+    def act_on_live_evidence() -> list[dict[str, Any]]:
+        """Roll production back or promote its shadow when the last report's live evidence
+        calls for it and the change-control plan allows it (readmission.live); a retry finds
+        the change made and changes nothing."""
+        from readmission import live, performance
+        from readmission.config import get_settings
+
+        settings = get_settings()
+        report = performance.latest(settings.warehouse_url, settings.model_name)
+        if report is None:
+            return []
+        actions = live.act(settings, report, "04_realized_performance")
+        for action in actions:
+            log.info("%s", action.as_dict())
+        return [action.as_dict() for action in actions]
+
+    measure_realized_performance() >> act_on_live_evidence()
 
 
 realized_performance()

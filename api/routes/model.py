@@ -55,6 +55,7 @@ def _model_info(store: ModelStore) -> ModelInfo:
         load_failures=store.load_failures,
         last_error=store.last_error,
         reloads=store.reloads,
+        shadow_version=store.shadow.version if store.shadow else None,
         detail=None if served else store.unavailable_reason(),
     )
 

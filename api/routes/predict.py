@@ -26,6 +26,7 @@ from api.bodies import (
 from api.deps import parse_body, query_flag, served_model
 from api.direct_route import DirectRoute
 from api.model_store import ServedModel
+from api.prediction_logging import ShadowScore
 from readmission.schema import Encounter, example_encounter
 
 router = APIRouter(tags=["predictions"], route_class=DirectRoute)
@@ -148,9 +149,13 @@ async def predict(request: Request) -> Response:
     state.drift.observe((record,))
     state.metrics.record(probability, probability >= model.threshold)
     answer = _fields(model, encounter.encounter_id, probability)
+    shadow = state.store.shadow
+    scored = None
+    if shadow is not None:  # in this request, no extra thread: the compiled scorer is cheap
+        scored = (shadow.version, shadow.scorer.probability(record), shadow.threshold)
     if state.prediction_log.full:  # the writer lags: slow down rather than lose the log
         await state.prediction_log.room()
-    state.prediction_log.record(((answer, encounter.patient_nbr),))
+    state.prediction_log.record(((answer, encounter.patient_nbr, scored),))
     if explain:
         scorer = model.scorer
         answer["intercept"] = scorer.intercept
@@ -189,9 +194,15 @@ async def predict_batch(request: Request) -> Response:
         _fields(model, encounter.encounter_id, probability)
         for encounter, probability in zip(batch.encounters, probabilities, strict=True)
     ]
-    await state.prediction_log.record_batch(
-        list(zip(predictions, (e.patient_nbr for e in batch.encounters), strict=True))
-    )
+    shadow = state.store.shadow
+    scored: list[ShadowScore | None] = [None] * len(records)
+    if shadow is not None and records:
+        scored = [
+            (shadow.version, probability, shadow.threshold)
+            for probability in shadow.scorer.probabilities(records).tolist()
+        ]
+    patients = (e.patient_nbr for e in batch.encounters)
+    await state.prediction_log.record_batch(list(zip(predictions, patients, scored, strict=True)))
     return _json(
         {
             "model_name": model.name,

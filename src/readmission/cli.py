@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from typing import Annotated
 
 import typer
@@ -147,6 +147,33 @@ def promote(
         f"{settings.model_name} version {version} is now '{settings.model_alias}' "
         f"(was {change.from_version or 'none'})"
     )
+
+
+@app.command()
+def shadow(
+    version: Annotated[str | None, typer.Argument(help="Model version to score in shadow.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Score no version in shadow.")] = False,
+) -> None:
+    """Score VERSION beside production on every request (alias SHADOW_ALIAS): its probability
+    is logged beside production's answer for the live comparison, never answered."""
+    from mlflow.exceptions import MlflowException
+
+    from readmission import registry
+    from readmission.config import get_settings
+
+    settings = get_settings()
+    if (version is None) == (not clear):
+        typer.secho("error: give VERSION or --clear (not both)", fg="red", err=True)
+        raise typer.Exit(2)
+    try:
+        registry.set_shadow(settings, None if clear else version)
+    except MlflowException as error:
+        typer.secho(f"error: {error.message}", fg="red", err=True)
+        raise typer.Exit(2) from error
+    if clear:
+        typer.echo(f"{settings.model_name}: no version in shadow")
+        return
+    typer.echo(f"{settings.model_name} version {version} is now '{settings.shadow_alias}'")
 
 
 @app.command()
@@ -373,16 +400,40 @@ def status(
 
 
 @app.command("performance")
-def realized_performance(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def realized_performance(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    act: Annotated[
+        bool,
+        typer.Option(
+            "--act",
+            help="Then act on the live evidence as DAG 04 does: roll production back below "
+            "REALIZED_AUC_FLOOR, promote a shadow shown better (when the plan allows).",
+        ),
+    ] = False,
+) -> None:
     """How each served version really did: realized metrics on the scored encounters whose
     outcome has arrived, per version and per week, and an estimate for those still pending."""
-    from readmission import performance
+    from readmission import live, performance
     from readmission.config import get_settings
 
-    report = performance.compute(get_settings())
+    settings = get_settings()
+    # MLflow prints a run's URL on stdout when it ends one: to stderr, so --json stays JSON.
+    with redirect_stdout(sys.stderr):
+        report = performance.compute(settings)
+        actions = live.act(settings, report, f"{_operator()} (performance --act)") if act else []
     if as_json:
+        if act:
+            report = {**report, "actions": [a.as_dict() for a in actions]}
         typer.echo(json.dumps(report, indent=2))
         return
+    for action in actions:
+        done = "made" if action.made else f"NOT made ({action.decision.outcome.value})"
+        typer.echo(
+            f"{action.kind.value} v{action.from_version} -> v{action.to_version or '?'}: {done}; "
+            f"{action.evidence}; plan: {action.decision.reason}"
+        )
+    if act and not actions:
+        typer.echo("live evidence: no change called for")
     if not report["versions"]:
         typer.echo("no prediction logged yet: the API logs every encounter it scores")
         return
@@ -392,10 +443,18 @@ def realized_performance(as_json: Annotated[bool, typer.Option("--json")] = Fals
     )
     for row in performance.as_rows(report):
         typer.echo(
-            f"  v{row['version']:<4} scored {row['scored']:>7} labelled {row['labelled']:>7} "
+            f"  v{row['version']:<4} {row['role']:<10} scored {row['scored']:>7} "
+            f"labelled {row['labelled']:>7} "
             f"pending {row['pending']:>7}  AUC realized {_figure(row['realized_roc_auc'])} "
             f"holdout {_figure(row['holdout_roc_auc'])} "
             f"estimated (pending) {_figure(row['estimated_roc_auc'])}"
+        )
+    for pair in report["comparisons"]:
+        interval = pair["delta_roc_auc_ci"]
+        typer.echo(
+            f"  shadow v{pair['shadow']} vs production v{pair['production']} on {pair['n']} "
+            f"encounters: AUC difference {_figure(pair['delta_roc_auc'])}"
+            + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
         )
 
 

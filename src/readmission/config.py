@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     experiment_name: str = Field("diabetes-readmission", alias="MLFLOW_EXPERIMENT_NAME")
     model_name: str = Field("diabetes-readmission-predictor", alias="MODEL_NAME")
     model_alias: str = Field("production", alias="MODEL_ALIAS")
+    shadow_alias: str = Field(
+        "challenger",
+        alias="SHADOW_ALIAS",
+        description="The version with this alias is scored beside production on every request "
+        "and logged (in the answer's row of the prediction log), never answered.",
+    )
     data_source: str = Field(
         UCI_URL, alias="DATA_SOURCE", description="UCI URL, or a local .zip or .csv path."
     )
@@ -105,6 +111,24 @@ class Settings(BaseSettings):
     min_auc: float = Field(0.60, alias="MIN_AUC")
     max_log_loss: float = Field(0.35, alias="MAX_LOG_LOSS")
     auto_promote: bool = Field(False, alias="AUTO_PROMOTE")
+    # Acting on live evidence (readmission.live): the served predictions, once outcomes arrive.
+    live_min_outcomes: int = Field(
+        500,
+        alias="LIVE_MIN_OUTCOMES",
+        ge=1,
+        description="Fewest paired counted outcomes before a shadow may be promoted on live "
+        "evidence (the lower end of its AUC-difference interval above 0).",
+    )
+    realized_auc_floor: float = Field(
+        0.55,
+        alias="REALIZED_AUC_FLOOR",
+        ge=0,
+        le=1,
+        description="Production is rolled back when the upper end of its recent realized AUC "
+        "interval falls below this.",
+    )
+    realized_calibration_slope_min: float = Field(0.5, alias="REALIZED_CALIBRATION_SLOPE_MIN", gt=0)
+    realized_calibration_slope_max: float = Field(2.0, alias="REALIZED_CALIBRATION_SLOPE_MAX", gt=0)
 
     # Release: the threshold, the model card's uncertainty and subgroups, the promotion gates.
     threshold_policy: Literal["f1", "top_k"] = Field(

@@ -60,7 +60,7 @@ class Evidence:
 
     delta_roc_auc: float
     delta_roc_auc_ci: tuple[float, float]
-    holdout_fingerprint: str
+    holdout_fingerprint: str | None  # None: live evidence, measured on served encounters
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -35,7 +35,7 @@ from readmission import prediction_log, registry
 from readmission.calibration import calibration_intercept, calibration_slope
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL
-from readmission.uncertainty import cluster_bootstrap_auc
+from readmission.uncertainty import cluster_bootstrap_auc, paired_bootstrap_auc_difference
 from readmission.warehouse import (
     batches,
     clean_encounters,
@@ -140,6 +140,9 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
         log_table.c.scored_at,
         log_table.c.outcome,
         log_table.c.labelled_at,
+        log_table.c.shadow_version,
+        log_table.c.shadow_probability,
+        log_table.c.shadow_threshold,
         batches.c.ingested_at.label("arrived_at"),
         trainings.c.trained_at,
     ]
@@ -158,7 +161,7 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
         .order_by(log_table.c.id)
     )
     with engine_for(url).connect() as conn:
-        frame = pd.read_sql(query, conn)
+        frame = _with_shadows(pd.read_sql(query, conn))
     for column in ("scored_at", "labelled_at", "arrived_at", "trained_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True)  # SQLite: naive UTC; PG: aware
     labelled = frame["outcome"].notna()
@@ -171,6 +174,27 @@ def predictions(url: str, model_name: str) -> pd.DataFrame:
     identified = frame[frame["encounter_id"].notna()]
     latest = identified.drop_duplicates(["model_version", "encounter_id"], keep="last")
     return pd.concat([latest, frame[frame["encounter_id"].isna()]]).sort_values("id")
+
+
+def _with_shadows(logged: pd.DataFrame) -> pd.DataFrame:
+    """One row per score: each logged row as production's (the answer), and its shadow's
+    score, if one was scored, as a row of the shadow version (role SHADOW, same id)."""
+    shadow_columns = ["shadow_version", "shadow_probability", "shadow_threshold"]
+    shadowed = logged[logged["shadow_version"].notna()].copy()
+    if shadowed.empty:
+        return logged.drop(columns=shadow_columns).assign(role=prediction_log.PRODUCTION)
+    shadowed["model_version"] = shadowed["shadow_version"]
+    shadowed["probability"] = shadowed["shadow_probability"]
+    shadowed["threshold"] = shadowed["shadow_threshold"]
+    shadowed["predicted_label"] = shadowed["probability"] >= shadowed["threshold"]
+    both = pd.concat(
+        [
+            logged.assign(role=prediction_log.PRODUCTION),
+            shadowed.assign(role=prediction_log.SHADOW),
+        ],
+        ignore_index=True,
+    )
+    return both.drop(columns=shadow_columns).sort_values("id", kind="stable")
 
 
 def summarise(rows: pd.DataFrame) -> Report:
@@ -199,6 +223,54 @@ def summarise(rows: pd.DataFrame) -> Report:
     }
 
 
+def _patients(rows: pd.DataFrame) -> np.ndarray:
+    """The bootstrap's clusters: without a patient number, an encounter is its own patient."""
+    return (
+        rows["patient_nbr"]
+        .astype("string")
+        .fillna("encounter " + rows["encounter_id"].astype("Int64").astype("string"))
+        .to_numpy()
+    )
+
+
+def comparisons(rows: pd.DataFrame, resamples: int) -> list[Report]:
+    """Each shadow version against the production version it was scored beside, on the same
+    encounters: those whose two logged scores both count (honest outcomes, as in `summarise`).
+    `delta_roc_auc` is shadow minus production, its interval a paired patient-level bootstrap
+    (the gate's, readmission.uncertainty); null with one class only among the pairs."""
+    counted = rows[rows["outcome"].notna() & rows["excluded"].isna()]
+    shadow = counted[counted["role"] == prediction_log.SHADOW]
+    production = counted[counted["role"] == prediction_log.PRODUCTION]
+    pairs = shadow.merge(
+        production[["encounter_id", "model_version", "probability"]],
+        on="encounter_id",
+        suffixes=("_shadow", "_production"),
+    )
+    found = []
+    for (served, shadowed), paired in pairs.groupby(
+        ["model_version_production", "model_version_shadow"]
+    ):
+        y = (paired["outcome"] == POSITIVE_LABEL).to_numpy(dtype=int)
+        comparison: Report = {
+            "production": str(served),
+            "shadow": str(shadowed),
+            "n": len(paired),
+            "delta_roc_auc": None,
+            "delta_roc_auc_ci": None,
+        }
+        if len(np.unique(y)) == 2:
+            difference = paired_bootstrap_auc_difference(
+                y,
+                paired["probability_shadow"].to_numpy(),
+                paired["probability_production"].to_numpy(),
+                _patients(paired),
+                resamples,
+            )
+            comparison.update(delta_roc_auc=difference.delta, delta_roc_auc_ci=difference.as_list())
+        found.append(comparison)
+    return sorted(found, key=lambda c: (_order(c["production"]), _order(c["shadow"])))
+
+
 def recent(rows: pd.DataFrame) -> Report:
     """The ROC AUC of a version's latest RECENT_OUTCOMES counted outcomes (by time of scoring),
     with a patient-level bootstrap interval: what the realized alert reads, so that an old
@@ -210,13 +282,7 @@ def recent(rows: pd.DataFrame) -> Report:
     if len(window):
         found["first_scored_at"] = window["scored_at"].min().isoformat()
     if len(np.unique(y)) == 2:
-        # Without a patient number, an encounter is its own patient.
-        patients = (
-            window["patient_nbr"]
-            .astype("string")
-            .fillna("encounter " + window["encounter_id"].astype("Int64").astype("string"))
-        )
-        interval = cluster_bootstrap_auc(y, window["probability"].to_numpy(), patients.to_numpy())
+        interval = cluster_bootstrap_auc(y, window["probability"].to_numpy(), _patients(window))
         found.update(roc_auc=interval.roc_auc, roc_auc_ci=interval.as_list())
     return found
 
@@ -236,6 +302,8 @@ def compute(settings: Settings) -> Report:
         versions.append(
             {
                 "version": str(version),
+                # How its latest prediction was served: 'production' (answered) or 'shadow'.
+                "role": str(scored["role"].iloc[-1]),
                 **summarise(scored),
                 "threshold": float(scored["threshold"].iloc[-1]),
                 "holdout_roc_auc": holdout.get(str(version)),
@@ -254,6 +322,7 @@ def compute(settings: Settings) -> Report:
         "computed_at": computed_at.isoformat(),
         "outcomes_joined": joined,
         "versions": versions,
+        "comparisons": comparisons(rows, settings.bootstrap_resamples) if len(rows) else [],
     }
     report["last_prediction_id"] = int(rows["id"].max()) if len(rows) else 0
     with transaction(url) as conn:
@@ -407,6 +476,7 @@ def as_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "version": v["version"],
+            "role": v.get("role", prediction_log.PRODUCTION),  # reports before roles: production
             "scored": v["scored"],
             "labelled": v["n"],
             "pending": v["pending"],

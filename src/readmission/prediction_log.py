@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 BATCH_ROWS = 2000  # rows per write: few transactions at full load, still cheap to retry
 FLUSH_SECONDS = 0.5  # a quiet API still writes what it served within about this long
 MAX_RETRY_SECONDS = 30.0  # longest pause between attempts while the warehouse is down
+PRODUCTION = "production"  # the role of the answer returned to the caller
+SHADOW = "shadow"  # the role of the challenger's score of the same request, logged only
 
 
 class LoggedPrediction(NamedTuple):
@@ -49,6 +51,11 @@ class LoggedPrediction(NamedTuple):
     predicted_label: bool
     risk_band: str
     scored_at: datetime
+    # The shadow scored on the same request (None: none); a spill line of the previous release
+    # has none of these fields.
+    shadow_version: str | None = None
+    shadow_probability: float | None = None
+    shadow_threshold: float | None = None
 
 
 COLUMNS = LoggedPrediction._fields
@@ -76,7 +83,7 @@ def write(url: str, records: list[LoggedPrediction]) -> None:
         stamp = _timestamp_converter(engine.dialect)
         conn.exec_driver_sql(
             f"INSERT INTO {prediction_log.name} ({columns}) VALUES ({marks})",
-            [(*r[:-1], stamp(r[-1])) for r in records],
+            [r._replace(scored_at=stamp(r.scored_at)) for r in records],
         )
 
 
@@ -356,13 +363,19 @@ SPILL_FILE = "spilled.jsonl"  # what the last shutdown could not write
 STATE_FILE = "state.json"  # how many predictions only the running process holds
 
 
+SCORED_AT = COLUMNS.index("scored_at")
+
+
 def _to_json(record: LoggedPrediction) -> str:
-    return json.dumps([*record[:-1], record.scored_at.isoformat()])
+    fields: list[Any] = list(record)
+    fields[SCORED_AT] = record.scored_at.isoformat()
+    return json.dumps(fields)
 
 
 def _from_json(line: str) -> LoggedPrediction:
-    *fields, scored_at = json.loads(line)
-    return LoggedPrediction._make([*fields, datetime.fromisoformat(scored_at)])
+    fields = json.loads(line)
+    fields[SCORED_AT] = datetime.fromisoformat(fields[SCORED_AT])
+    return LoggedPrediction(*fields)
 
 
 def join_outcomes(url: str) -> int:

@@ -257,6 +257,8 @@ def evaluate_and_promote(
     keep_holdout_aucs(settings, holdout, y, holdout_print, aucs)
     if promoted:
         change_production(settings, version, by, reason, ledger.AUTO, evidence)
+    elif passed:  # kept out of production by the policy: served in shadow, to gather live evidence
+        registry.set_shadow(settings, version)
     log.info("challenger v%s: %s (%s)", version, "passed" if passed else "rejected", reason)
     return Verdict(
         version,

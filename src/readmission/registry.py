@@ -139,6 +139,38 @@ def production_version(settings: Settings) -> ModelVersion | None:
     return staged[-1] if staged else None
 
 
+def newest_version(settings: Settings) -> ModelVersion | None:
+    """The latest registered version of the model: the head of its lineage."""
+    found = _versions(connect(settings), settings.model_name)
+    return found[-1] if found else None
+
+
+def shadow_version(settings: Settings) -> ModelVersion | None:
+    """The version scored in shadow beside production (alias SHADOW_ALIAS), or None."""
+    try:
+        return connect(settings).get_model_version_by_alias(
+            settings.model_name, settings.shadow_alias
+        )
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+    return None
+
+
+def set_shadow(settings: Settings, version: str | int | None) -> None:
+    """Point alias SHADOW_ALIAS at `version` (None: remove it, no version in shadow)."""
+    client = connect(settings)
+    if version is None:
+        try:
+            client.delete_registered_model_alias(settings.model_name, settings.shadow_alias)
+        except MlflowException as error:  # no shadow already: nothing to clear
+            if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+        return
+    client.get_model_version(settings.model_name, str(version))  # fails clearly if absent
+    client.set_registered_model_alias(settings.model_name, settings.shadow_alias, str(version))
+
+
 def compared_holdout(settings: Settings) -> str | None:
     """The fingerprint of the holdout the gate last scored versions on, if it ever did."""
     try:

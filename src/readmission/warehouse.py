@@ -195,6 +195,12 @@ prediction_log = sa.Table(
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("outcome", sa.Text),
     sa.Column("labelled_at", sa.DateTime(timezone=True)),
+    # The shadow version scored beside the answer on the same request (never returned), null
+    # without one: in the same row, so that shadow scoring adds no row to write (the COPY is
+    # most of what logging costs the API) and the live comparison's pairs need no join.
+    sa.Column("shadow_version", sa.String(32)),
+    sa.Column("shadow_probability", sa.Float),
+    sa.Column("shadow_threshold", sa.Float),
     sa.Index("ix_prediction_log_model_outcome", "model_name", "outcome"),
     # The API only appends; the platform reads the log and copies outcomes in (join_outcomes).
     info={API_PRIVILEGES: ("INSERT",)},

@@ -126,6 +126,58 @@ def show_promotions(promotions: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame(promotions), hide_index=True)
 
 
+def show_live_comparison(report: dict[str, Any], rows: pd.DataFrame) -> None:
+    """Production and its shadow on the same encounters: both realized AUCs (recent window)
+    and the paired difference with its interval."""
+    comparisons = report.get("comparisons") or []
+    if not comparisons:
+        return
+    st.markdown("**Live comparison: shadow against production, on the same encounters**")
+    recent = {v["version"]: (v.get("recent") or {}).get("roc_auc") for v in report["versions"]}
+    lines = pd.DataFrame(
+        {
+            "version": f"v{version} ({served_as})",
+            "recent realized AUC": recent.get(version),
+        }
+        for version, served_as in zip(rows["version"], rows["served as"], strict=True)
+    ).dropna()
+    if not lines.empty:
+        st.altair_chart(
+            alt.Chart(lines)
+            .mark_bar()
+            .encode(
+                x=alt.X("recent realized AUC:Q", scale=alt.Scale(zero=False)),
+                y=alt.Y("version:N", sort=None),
+                color="version:N",
+                tooltip=["version", alt.Tooltip("recent realized AUC:Q", format=".4f")],
+            )
+            .properties(height=60 + 30 * len(lines)),
+            width="stretch",
+        )
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "production": c["production"],
+                "shadow": c["shadow"],
+                "paired outcomes": c["n"],
+                "AUC shadow - production": c["delta_roc_auc"],
+                "95% interval": (
+                    f"[{c['delta_roc_auc_ci'][0]:.4f}, {c['delta_roc_auc_ci'][1]:.4f}]"
+                    if c["delta_roc_auc_ci"]
+                    else None
+                ),
+            }
+            for c in comparisons
+        ),
+        hide_index=True,
+    )
+    st.caption(
+        "Paired: the same encounters, scored by both in the same request, counted only when "
+        "their outcome is honest; the interval resamples whole patients. Its lower end above 0 "
+        "over LIVE_MIN_OUTCOMES outcomes promotes the shadow (`readmission performance --act`)."
+    )
+
+
 def show_performance(report: dict[str, Any] | None) -> None:
     """Realized vs holdout AUC per served version, the pending count and the estimate."""
     st.subheader("Realized performance of the served versions")
@@ -139,6 +191,7 @@ def show_performance(report: dict[str, Any] | None) -> None:
     rows = pd.DataFrame(
         {
             "version": v["version"],
+            "served as": v.get("role", "production"),  # reports before shadows: production
             "scored": v["scored"],
             "labelled": v["n"],
             "pending": v["pending"],
@@ -178,6 +231,7 @@ def show_performance(report: dict[str, Any] | None) -> None:
         "outcome has arrived. Estimated: the expected AUC of those still pending, from their "
         "probabilities alone, an estimate that holds as far as the model is calibrated."
     )
+    show_live_comparison(report, rows)
     with st.expander("Per calendar week of scoring, and earlier estimates against outcomes"):
         for v in report["versions"]:
             st.markdown(f"**Version {v['version']}**")

@@ -49,6 +49,10 @@ CONTRACT_METRICS = {
     "readmission_estimated_roc_auc",
     "readmission_holdout_roc_auc",
     "readmission_realized_min_auc",
+    "readmission_live_delta_roc_auc",
+    "readmission_live_delta_roc_auc_lower",
+    "readmission_live_delta_roc_auc_upper",
+    "readmission_live_paired_outcomes",
 }
 PANELS_WITHOUT_QUERIES = {"alertlist", "row", "text"}
 
