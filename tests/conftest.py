@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
 from readmission.config import Settings, get_settings
 from readmission.dataset import synthetic_sample
@@ -105,6 +107,25 @@ def platform_env() -> dict[str, str]:
     """The platform settings this test set (see `configure`), to hand to a subprocess."""
     aliases = {str(field.alias) for field in Settings.model_fields.values()}
     return {k: v for k, v in os.environ.items() if k in aliases}
+
+
+# Every engine this process opened (the warehouse caches one per database URL, for the process's
+# life): its idle pooled connections are closed after each test. The PostgreSQL server is shared
+# by every test database of the session and its connection slots are few (100); engines of
+# earlier tests' databases would otherwise keep theirs until the session ends.
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@sa.event.listens_for(Engine, "engine_connect")
+def _remember_engine(conn: Connection) -> None:
+    _engines.add(conn.engine)
+
+
+@pytest.fixture(autouse=True)
+def _release_pooled_connections() -> Iterator[None]:
+    yield
+    for engine in list(_engines):
+        engine.dispose()  # checked-out connections stay open; the next use reconnects
 
 
 @pytest.fixture(scope="session")
