@@ -205,6 +205,8 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
             == 200
         )
         registry.promote(settings, 2)
+        # Version 1 in shadow from now on: the live comparison's panels need paired scores.
+        registry.set_shadow(settings, 1)
         reload = httpx.post(
             f"{api_url}/model/reload", timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}
         )
