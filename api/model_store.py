@@ -44,7 +44,7 @@ from readmission import model_card, promotion, registry
 from readmission.config import Settings
 from readmission.dataset import synthetic_sample
 from readmission.features import normalise
-from readmission.scoring import CompiledScorer
+from readmission.scoring import CompiledScorer, PairedScorer, paired
 from readmission.validation import validate
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,18 @@ class ModelStore:
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        # The last pair scored together: production, shadow, their PairedScorer (None when
+        # their feature spaces differ). Rebuilt when either is swapped.
+        self._paired: tuple[ServedModel, ServedModel, PairedScorer | None] | None = None
+
+    def paired(self, model: ServedModel, shadow: ServedModel) -> PairedScorer | None:
+        """The scorer of `model` and `shadow` together, the objects a request read (a swap
+        during the request leaves them as they were), or None when they read different
+        features."""
+        cached = self._paired
+        if cached is None or cached[0] is not model or cached[1] is not shadow:
+            cached = self._paired = (model, shadow, paired(model.scorer, shadow.scorer))
+        return cached[2]
 
     def check_now(self) -> None:
         """Wake the watcher for a registry check now rather than at the end of its interval: an

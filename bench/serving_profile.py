@@ -1,8 +1,10 @@
 """Where a /predict request's time goes inside the app: cProfile over the ASGI app in process.
 
-Trains batch 1 of the source into a fresh local platform (as bench/serving.py does), builds the
-app (`api.main.app`), loads the promoted version, then calls the ASGI app directly (no socket,
-no HTTP parser: those are uvicorn's, measured by bench/serving.py's floor) with real encounters:
+Trains batches 1 and 2 of the source into a fresh local platform (as `bench/serving.py --shadow`
+does: version 2 in production, 1 in shadow), builds the app (`api.main.app`) and runs its
+lifespan (the model watcher and the prediction log's writer, as under bin/api), then calls the
+ASGI app directly (no socket, no HTTP parser: those are uvicorn's, measured by
+bench/serving.py's floor) with real encounters:
 first timed without the profiler in CPU time of this process (steadier than wall time on a
 shared machine), `GET /health` (the app's floor) beside `POST /predict`, then
 `POST /predict` under cProfile. Prints the top functions by own time and by cumulative time, and
@@ -37,9 +39,10 @@ STAGES = {
     "predict handler": "api/routes/predict.py:predict",
     "body validation (pydantic-core, from JSON bytes)": "validate_json",
     "encounter to record": "readmission/schema.py:to_record",
-    "scoring (logit)": "readmission/scoring.py:logit",
+    "scoring (logit, production and shadow)": "readmission/scoring.py:logit",
     "metrics of the prediction": "api/metrics.py:record",
     "drift window": "api/drift.py:observe",
+    "prediction log (enqueue)": "api/prediction_logging.py:record",
     "answer as JSON": "to_json",
 }
 
@@ -109,11 +112,8 @@ def main() -> None:
     from readmission.schema import FEATURES
 
     settings = get_settings()
-    version = promoted_version(settings)
+    version = promoted_version(settings, shadow=True)
     serving = app.state.serving
-    asyncio.run(serving.store.refresh())
-    if serving.store.current is None:
-        raise RuntimeError(f"version {version} was not loaded: {serving.store.last_error}")
     holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
     encounters = [
         {k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}
@@ -122,20 +122,24 @@ def main() -> None:
     predict = [Call("POST", "/predict", json.dumps(e).encode()) for e in encounters]
     health = [Call("GET", "/health")]
 
+    profiler = cProfile.Profile()
+
     async def measure() -> dict[str, float]:
-        await per_request_us(app, predict, 2000)  # warm-up
-        return {
-            "health_cpu_us": round(await per_request_us(app, health, args.requests), 1),
-            "predict_cpu_us": round(await per_request_us(app, predict, args.requests), 1),
-        }
+        async with app.router.lifespan_context(app):
+            while serving.store.current is None or serving.store.shadow is None:
+                await asyncio.sleep(0.1)  # the watcher loads production and shadow
+            await per_request_us(app, predict, 2000)  # warm-up
+            timings = {
+                "health_cpu_us": round(await per_request_us(app, health, args.requests), 1),
+                "predict_cpu_us": round(await per_request_us(app, predict, args.requests), 1),
+            }
+            profiler.enable()
+            await per_request_us(app, predict, args.requests)
+            profiler.disable()
+        return timings
 
     timings = asyncio.run(measure())
-    print(f"in process, CPU per request: {timings}", flush=True)
-
-    profiler = cProfile.Profile()
-    profiler.enable()
-    asyncio.run(per_request_us(app, predict, args.requests))
-    profiler.disable()
+    print(f"in process, CPU per request (shadow on, log on): {timings}", flush=True)
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(args.top)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ from readmission.model import ReadmissionModel
 TOLERANCE = 1e-9
 VECTORISE_FROM = 200  # rows; measured: per-record scoring wins below about this size
 MEMO_LIMIT = 20_000  # memoised weights per field or multi-field feature
+Weight = TypeVar("Weight", float, tuple[float, float])  # one scorer's, or a pair's
 
 
 class CompiledScoreMismatch(RuntimeError):
@@ -96,6 +97,11 @@ class CompiledScorer:
         self._inputs = [f.inputs for f, _, _ in self.categorical] + [
             n.inputs for n, _, _ in self.numeric
         ]
+        # Which features, read from which fields, in which order: two scorers with the same
+        # layout (versions of one feature space) can be scored together (PairedScorer).
+        self.layout = tuple((f.name, f.inputs) for f, _, _ in self.categorical) + tuple(
+            (n.name, n.inputs) for n, _, _ in self.numeric
+        )
         # For one record at a time, every feature read from a single field is folded into that
         # field's weight, and each weight is memoised by the value it was computed for: a record
         # costs one look-up per field plus one per multi-field feature (keyed by its inputs),
@@ -144,22 +150,8 @@ class CompiledScorer:
         Small batches go record by record, which costs less than the set-up."""
         if len(records) < VECTORISE_FROM:
             return np.array([self.probability(r) for r in records], dtype=float)
-        columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-        def factorised(name: str) -> tuple[np.ndarray, np.ndarray]:
-            if name not in columns:
-                columns[name] = pd.factorize(np.array([r[name] for r in records], dtype=object))
-            return columns[name]
-
-        total = np.full(len(records), self.bias)
-        for feature, table, other in self.categorical:
-            codes, inputs = _distinct_inputs([factorised(c) for c in feature.inputs])
-            weights = np.array([table.get(feature.fn(*x), other) for x in inputs], dtype=float)
-            total += weights[codes]
-        for numeric, weight, _ in self.numeric:
-            codes, inputs = _distinct_inputs([factorised(c) for c in numeric.inputs])
-            total += weight * np.array([numeric.fn(*x) for x in inputs], dtype=float)[codes]
-        return 1.0 / (1.0 + np.exp(-total))
+        (found,) = _vectorised((self,), records)
+        return found
 
     def feature_contributions(self, record: Mapping[str, Any]) -> list[FeatureContribution]:
         """Each feature's exact share of the log-odds relative to an average training encounter
@@ -213,6 +205,101 @@ class CompiledScorer:
         return gap
 
 
+class PairedScorer:
+    """Production's and a shadow's probabilities of the same records, in one pass: each field of
+    a record is read, and each memo searched, once for both, and a batch's columns are factorised
+    once. Only for two scorers of the same layout (`paired` checks); the probabilities are each
+    scorer's own, to the last bit."""
+
+    def __init__(self, first: CompiledScorer, second: CompiledScorer) -> None:
+        if first.layout != second.layout:
+            raise ValueError("the two scorers read different features: score them apart")
+        self.first, self.second = first, second
+        self._by_field: list[
+            tuple[
+                str, dict[Any, tuple[float, float]], Callable[[Any], float], Callable[[Any], float]
+            ]
+        ] = [
+            (name, {}, a, b)
+            for (name, _, a), (_, _, b) in zip(first._by_field, second._by_field, strict=True)
+        ]
+        self._combined: list[
+            tuple[
+                Callable[[Mapping[str, Any]], Any],
+                dict[Any, tuple[float, float]],
+                Callable[..., float],
+                Callable[..., float],
+            ]
+        ] = [
+            (key, {}, a, b)
+            for (key, _, a), (_, _, b) in zip(first._combined, second._combined, strict=True)
+        ]
+
+    def logits(self, record: Mapping[str, Any]) -> tuple[float, float]:
+        first, second = self.first.bias, self.second.bias
+        for name, memo, weigh_first, weigh_second in self._by_field:
+            value = record[name]
+            weights = memo.get(value)
+            if weights is None:
+                weights = _remember(memo, value, (weigh_first(value), weigh_second(value)))
+            first += weights[0]
+            second += weights[1]
+        for inputs, memo, weigh_first, weigh_second in self._combined:
+            values = inputs(record)
+            weights = memo.get(values)
+            if weights is None:
+                weights = _remember(memo, values, (weigh_first(*values), weigh_second(*values)))
+            first += weights[0]
+            second += weights[1]
+        return first, second
+
+    def probability(self, record: Mapping[str, Any]) -> tuple[float, float]:
+        first, second = self.logits(record)
+        return _sigmoid(first), _sigmoid(second)
+
+    def probabilities(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        if len(records) < VECTORISE_FROM:
+            pairs = [self.probability(r) for r in records]
+            return (
+                np.array([p[0] for p in pairs], dtype=float),
+                np.array([p[1] for p in pairs], dtype=float),
+            )
+        first, second = _vectorised((self.first, self.second), records)
+        return first, second
+
+
+def paired(first: CompiledScorer, second: CompiledScorer) -> PairedScorer | None:
+    """A PairedScorer of the two, or None when they read different features."""
+    return PairedScorer(first, second) if first.layout == second.layout else None
+
+
+def _vectorised(
+    scorers: Sequence[CompiledScorer], records: Sequence[Mapping[str, Any]]
+) -> list[np.ndarray]:
+    """Each scorer's probabilities of `records` (scorers of one layout): every input column
+    factorised once, every feature function run once per distinct input, for all of them."""
+    columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def factorised(name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in columns:
+            columns[name] = pd.factorize(np.array([r[name] for r in records], dtype=object))
+        return columns[name]
+
+    totals = [np.full(len(records), scorer.bias) for scorer in scorers]
+    for position, (feature, _, _) in enumerate(scorers[0].categorical):
+        codes, inputs = _distinct_inputs([factorised(c) for c in feature.inputs])
+        levels = [feature.fn(*x) for x in inputs]
+        for scorer, total in zip(scorers, totals, strict=True):
+            _, table, other = scorer.categorical[position]
+            total += np.array([table.get(level, other) for level in levels], dtype=float)[codes]
+    for position, (numeric, _, _) in enumerate(scorers[0].numeric):
+        codes, inputs = _distinct_inputs([factorised(c) for c in numeric.inputs])
+        values = np.array([numeric.fn(*x) for x in inputs], dtype=float)[codes]
+        for scorer, total in zip(scorers, totals, strict=True):
+            total += scorer.numeric[position][1] * values
+    return [1.0 / (1.0 + np.exp(-total)) for total in totals]
+
+
 def _distinct_inputs(
     factorised: list[tuple[np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
@@ -242,7 +329,7 @@ def _summed(weighs: tuple[Callable[[Any], float], ...], value: Any) -> float:
     return sum(weigh(value) for weigh in weighs)
 
 
-def _remember(memo: dict[Any, float], key: Any, weight: float) -> float:
+def _remember(memo: dict[Any, Weight], key: Any, weight: Weight) -> Weight:
     """Store `weight` unless the memo is full: open fields (diagnosis codes, payer, specialty)
     could otherwise grow it without bound."""
     if len(memo) < MEMO_LIMIT:

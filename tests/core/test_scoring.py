@@ -11,7 +11,7 @@ from readmission.dataset import synthetic_sample
 from readmission.features import normalise
 from readmission.model import ReadmissionModel, labels
 from readmission.schema import FEATURES, TARGET, Encounter, example_encounter
-from readmission.scoring import CompiledScoreMismatch, CompiledScorer
+from readmission.scoring import CompiledScoreMismatch, CompiledScorer, PairedScorer, paired
 from readmission.validation import validate
 
 
@@ -77,3 +77,31 @@ def test_a_scorer_that_disagrees_with_the_pipeline_is_refused(model: Readmission
     scorer.bias += 1e-6
     with pytest.raises(CompiledScoreMismatch):
         scorer.verify(model, validate(synthetic_sample(50)).clean)
+
+
+def test_a_pair_scores_production_and_shadow_exactly_as_each_alone(
+    model: ReadmissionModel,
+) -> None:
+    """The shadow scored in production's pass (the API's hot path) gets the very probabilities
+    each scorer gives alone, one record at a time and vectorised."""
+    frame = validate(synthetic_sample(600, seed=8)).clean
+    later = ReadmissionModel().partial_fit(frame.iloc[:300], labels(frame.iloc[:300]))
+    production, shadow = CompiledScorer(model), CompiledScorer(later)
+    pair = paired(production, shadow)
+    assert pair is not None
+    records = normalise(frame).to_dict("records")
+    singles = [pair.probability(r) for r in records]
+    assert singles == [(production.probability(r), shadow.probability(r)) for r in records]
+    assert len({p for p, _ in singles}) > 1 and any(p != s for p, s in singles)
+    for rows in (records[:50], records):  # per record below VECTORISE_FROM, vectorised above
+        first, second = pair.probabilities(rows)
+        assert np.array_equal(first, production.probabilities(rows))
+        assert np.array_equal(second, shadow.probabilities(rows))
+
+
+def test_scorers_of_different_features_are_not_paired(model: ReadmissionModel) -> None:
+    production, other = CompiledScorer(model), CompiledScorer(model)
+    other.layout = other.layout[:-1]  # as a version of another feature space would read
+    assert paired(production, other) is None
+    with pytest.raises(ValueError, match="different features"):
+        PairedScorer(production, other)
