@@ -220,7 +220,7 @@ class ModelStore:
         if version is None or version.version == self.production:
             if self.shadow is not None:
                 log.info("shadow version %s no longer scored", self.shadow.version)
-            self.shadow = None
+            self.shadow = self._paired = None
             return
         if self.shadow is not None and self.shadow.version == version.version:
             return
@@ -232,9 +232,10 @@ class ModelStore:
                 version.version,
                 _short(f"{type(error).__name__}: {error}"),
             )
-            self.shadow = None
+            self.shadow = self._paired = None
             return
         self.shadow = dataclasses.replace(served, alias=self.settings.shadow_alias)  # the swap
+        self._paired = None
         log.info("scoring version %s in shadow", served.version)
 
     def _notice_change(self) -> None:
@@ -248,6 +249,7 @@ class ModelStore:
     def _swap(self, served: ServedModel) -> None:
         previous = self.current.version if self.current else None
         self.current = served  # the atomic swap
+        self._paired = None  # let the previous model go before the collection below
         self.withdrawn = None
         self._clear_failure()
         self.reloads += 1
