@@ -172,7 +172,7 @@ def evaluate_and_promote() -> None:
         }
 
     @task.branch
-    def person_needed(verdict: dict[str, Any]) -> list[str]:
+    def person_needed(verdict: Any) -> list[str]:  # Any: the branch decorator types no XComArg
         """Ask a person only when the plan reserves the promotion for one (and promotion was
         asked for); otherwise the run ends here."""
         return ["ask_a_person"] if verdict["approval"] else []
