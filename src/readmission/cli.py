@@ -149,7 +149,7 @@ def promote(
             settings,
             version,
             by or getpass.getuser(),
-            f"promoted by hand: {reason}" if reason else "promoted by hand",
+            reason or "promoted by hand",
             ledger.MANUAL,
             authority=ledger.Authority(change_control.file_sha256(settings), None, reason or None),
         )

@@ -13,9 +13,9 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from readmission import change_control, cli
-from tests.conftest import SUITE_PLAN
 from readmission.change_control import ChangeFacts, ChangeKind, Outcome, PlanError
 from readmission.config import Settings
+from tests.conftest import SUITE_PLAN
 
 SHIPPED = yaml.safe_load(change_control.DEFAULT_PLAN.read_text())
 ALL_PASSED = dict.fromkeys(change_control.GATE_CHECKS, True)
