@@ -419,10 +419,12 @@ def approval_request(settings: Settings, verdict: Verdict) -> tuple[str, str]:
             f"{settings.tracking_uri.rstrip('/')}/#/models/{settings.model_name}/versions/{version}"
         )
         card += f", in the MLflow UI: [{settings.model_name} v{version}]({link})"
-    subject = (
-        f"Promote {settings.model_name} v{version} to production "
-        f"(now v{verdict.champion_version or 'none'})?"
+    now = (
+        f"production now: v{verdict.champion_version}"
+        if verdict.champion_version
+        else "nothing in production yet"
     )
+    subject = f"Promote {settings.model_name} v{version} to production ({now})?"
     body = "\n\n".join(
         [
             f"**Why a person decides** (change control plan "

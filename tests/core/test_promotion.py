@@ -468,7 +468,9 @@ def test_a_promotion_the_plan_reserves_for_a_person_waits_with_the_reason(
     assert "person_decision" not in recorded
 
     subject, body = promotion.approval_request(person_plan, verdict)
-    assert subject == f"Promote {person_plan.model_name} v3 to production (now vnone)?"
+    assert (
+        subject == f"Promote {person_plan.model_name} v3 to production (nothing in production yet)?"
+    )
     assert "rule `first-production-version`" in body and verdict.reason in body
     run_id = registry.model_version(person_plan, "3").run_id
     assert f"`runs:/{run_id}/model_card.md`" in body

@@ -145,7 +145,10 @@ def test_an_ingest_run_starts_training_and_evaluation_and_a_person_rejects_the_f
 
     request = airflow_runs.wait_for_request("03_evaluate_and_promote", evaluation, ASK, 300)
     settings = airflow.settings
-    assert request["subject"] == f"Promote {settings.model_name} v1 to production (now vnone)?"
+    assert (
+        request["subject"]
+        == f"Promote {settings.model_name} v1 to production (nothing in production yet)?"
+    )
     assert "rule `first-production-version`" in request["body"]
     assert "model_card.md" in request["body"] and "**Verdict of the gate**" in request["body"]
     assert request["options"] == ["Approve", "Reject"] and "comment" in request["params"]
@@ -178,12 +181,12 @@ def test_an_ingest_run_starts_training_and_evaluation_and_a_person_rejects_the_f
     assert ledger.entries(settings.warehouse_url, settings.model_name) == []
 
 
-def test_while_03_waits_for_approval_01_and_02_run_and_the_next_03_queues_behind_it(
+def test_while_03_waits_for_approval_01_and_02_run_and_the_next_03_waits_its_turn(
     airflow: Airflow, artifacts_dir: Path
 ) -> None:
     """Approval through the REST API promotes the version and the ledger names the approver and
-    their comment; the 03 run queued meanwhile then judges the next version, which the plan
-    lets the platform promote: no wait."""
+    their comment; the Asset event 02 sent meanwhile then starts the next 03 run, which judges
+    the next version, one the plan lets the platform promote: no wait."""
     settings = airflow.settings
     ingest = airflow_runs.wait(
         "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": 1}), 300
@@ -206,25 +209,34 @@ def test_while_03_waits_for_approval_01_and_02_run_and_the_next_03_queues_behind
         airflow_runs.wait_for_asset_run("02_warm_start_training", later_ingest),
         600,
     )
-    queued = airflow_runs.wait_for_asset_run("03_evaluate_and_promote", later_training)
     assert later_training["state"] == "success"  # 01 and 02 ran while 03 waited
+    # max_active_runs=1: the scheduler keeps 02's Asset event queued for 03 and starts no run
+    # while the waiting one is active.
+    queued_events = airflow_runs.client().request(
+        "GET", "/dags/03_evaluate_and_promote/assets/queuedEvents"
+    )
+    assert queued_events["total_entries"] == 1
     assert state_of("03_evaluate_and_promote", waiting) == "running"
-    assert state_of("03_evaluate_and_promote", queued) == "queued"  # max_active_runs=1
+    active = airflow_runs.client().request(
+        "GET", "/dags/03_evaluate_and_promote/dagRuns", params={"state": ["queued", "running"]}
+    )["dag_runs"]
+    assert [r["dag_run_id"] for r in active] == [waiting]
     assert [v.batch_id for v in registry.version_summaries(settings)] == ["1", "2", "3"]
 
     airflow_runs.respond(
         "03_evaluate_and_promote", waiting, ASK, "Approve", {"comment": "card read, subgroups fine"}
     )
     airflow_runs.wait("03_evaluate_and_promote", waiting, 300)
-    approved = ledger.entries(settings.warehouse_url, settings.model_name)
-    assert [(e.from_version, e.to_version, e.action) for e in approved] == [(None, "2", "manual")]
-    assert approved[0].by == f"admin (Airflow user; run {waiting})"
-    assert approved[0].authority == ledger.Authority(PLAN_SHA256, None, "card read, subgroups fine")
-
+    # ... and once it has ended, the queued event starts the next run.
+    queued = airflow_runs.wait_for_asset_run("03_evaluate_and_promote", later_training)
     airflow_runs.wait("03_evaluate_and_promote", queued, 300)
+
     assert tasks_of("03_evaluate_and_promote", queued)[ASK] == "skipped"
     assert production(settings) == "3"
-    automatic = ledger.entries(settings.warehouse_url, settings.model_name)[-1]
+    approved, automatic = ledger.entries(settings.warehouse_url, settings.model_name)
+    assert (approved.from_version, approved.to_version, approved.action) == (None, "2", "manual")
+    assert approved.by == f"admin (Airflow user; run {waiting})"
+    assert approved.authority == ledger.Authority(PLAN_SHA256, None, "card read, subgroups fine")
     assert (automatic.from_version, automatic.to_version, automatic.action) == ("2", "3", "auto")
     assert automatic.authority == ledger.Authority(PLAN_SHA256, "gate-promotion", None)
 
