@@ -25,9 +25,10 @@ floor, anything the plan does not name) stops at **ask_a_person**: the Airflow U
 Actions* shows the verdict, the plan's reason and where the model card is; *Approve* promotes it
 (the ledger names the Airflow user and their comment), *Reject* keeps it out of production for
 good (the gate never promotes it; by hand: `readmission promote`). The run waits until someone
-answers; 01 and 02 keep running meanwhile, and later runs of this DAG queue behind it
-(`max_active_runs=1`: one production decision at a time) and then judge the lineage head as it
-is. A plan that does not validate fails the run, naming the field.
+answers; 01 and 02 keep running meanwhile. With `max_active_runs=1` (one production decision
+at a time) the scheduler starts no other run of this DAG meanwhile: the Asset events of versions
+trained in between wait in its queue and start the next run once the person has answered, which
+judges the lineage head as it is then. A plan that does not validate fails the run, naming the field.
 
 | Param | Meaning |
 |---|---|
