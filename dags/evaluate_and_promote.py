@@ -28,7 +28,8 @@ good (the gate never promotes it; by hand: `readmission promote`). The run waits
 answers; 01 and 02 keep running meanwhile. With `max_active_runs=1` (one production decision
 at a time) the scheduler starts no other run of this DAG meanwhile: the Asset events of versions
 trained in between wait in its queue and start the next run once the person has answered, which
-judges the lineage head as it is then. A plan that does not validate fails the run, naming the field.
+judges the lineage head as it is then. A plan that does not validate fails the run, naming the
+field.
 
 | Param | Meaning |
 |---|---|
