@@ -273,29 +273,23 @@ def approve_and_wait(run_id: str, timeout: float = 900) -> dict[str, Any]:
     """The finished 03 run. Where it stops for a person (the change control plan reserves the
     promotion for one), the demo approves as that person would in the Airflow UI's Required
     Actions, through the same REST API, and logs what it was asked."""
-    dag_id, deadline = "03_evaluate_and_promote", time.monotonic() + timeout
-    while True:
-        run = airflow_runs.client().request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-        if run["state"] in airflow_runs.FINISHED:
-            return airflow_runs.wait(dag_id, run_id)  # raises, naming the task, if it failed
-        for request in airflow_runs.pending_requests(dag_id, run_id):
-            instance = request["task_instance"]
-            if instance["state"] not in airflow_runs.AWAITING_ANSWER:
-                continue
-            log.info(
-                f"{dag_id} asks a person: {request['subject']} (Airflow UI: Required Actions). "
-                "The demo approves in their place; in production a reviewer answers there."
-            )
-            airflow_runs.respond(
-                dag_id,
-                run_id,
-                instance["task_id"],
-                "Approve",
-                {"comment": "approved by make demo in place of a reviewer"},
-            )
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout}s")
-        time.sleep(2)
+    dag_id, task_id = "03_evaluate_and_promote", "ask_a_person"
+    try:
+        request = airflow_runs.wait_for_request(dag_id, run_id, task_id, timeout)
+    except airflow_runs.AirflowError:  # the run ended without asking anyone
+        return airflow_runs.wait(dag_id, run_id)  # raises, naming the task, if it failed
+    log.info(
+        f"{dag_id} asks a person: {request['subject']} (Airflow UI: Required Actions). "
+        "The demo approves in their place; in production a reviewer answers there."
+    )
+    airflow_runs.respond(
+        dag_id,
+        run_id,
+        task_id,
+        "Approve",
+        {"comment": "approved by make demo in place of a reviewer"},
+    )
+    return airflow_runs.wait(dag_id, run_id, timeout)
 
 
 def run(

@@ -43,6 +43,8 @@ FINISHED = {"success", "failed"}
 # A human-in-the-loop task waiting for its answer (Airflow 3.3 parks it in awaiting_input;
 # earlier releases defer it to the triggerer).
 AWAITING_ANSWER = {"awaiting_input", "deferred"}
+# How long a request must have been waiting before a script answers it (see wait_for_request).
+ANSWER_SETTLE_SECONDS = 15.0
 
 
 class AirflowError(RuntimeError):
@@ -294,20 +296,37 @@ def pending_requests(dag_id: str = "~", run_id: str = "~") -> list[dict[str, Any
 
 
 def wait_for_request(
-    dag_id: str, run_id: str, task_id: str, timeout: float = 600, poll: float = 2
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    timeout: float = 600,
+    poll: float = 2,
+    settle: float = ANSWER_SETTLE_SECONDS,
 ) -> dict[str, Any]:
-    """The unanswered request of `task_id` in the run, once the task waits for the answer.
+    """The unanswered request of `task_id` in the run, once it can safely be answered.
 
-    Before the task is parked an answer can be refused or not resume it, so this waits for
-    both the request and the waiting state. Raises AirflowError if the run ends first (the
-    step was skipped: nobody had to be asked), TimeoutError after `timeout`.
+    That is `settle` seconds after its task was first seen waiting (awaiting_input). The
+    worker that parked the task exits, and the scheduler only then hears from the executor
+    that it ended. An answer given before that re-queues the task, and the late "ended"
+    report then makes the scheduler fail it as killed externally (seen on Airflow 3.3.2, 3 s
+    after the park). A person in the UI is never that fast; a script must wait. Raises
+    AirflowError if the run ends first (the step was skipped: nobody had to be asked),
+    TimeoutError after `timeout`.
     """
     deadline = time.monotonic() + timeout
+    waiting_since: float | None = None
     while True:
+        found = None
         for request in pending_requests(dag_id, run_id):
             instance = request["task_instance"]
             if instance["task_id"] == task_id and instance["state"] in AWAITING_ANSWER:
-                return request
+                found = request
+        if found is None:
+            waiting_since = None
+        elif waiting_since is None:
+            waiting_since = time.monotonic()
+        elif time.monotonic() - waiting_since >= settle:
+            return found
         run = client().request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         if run["state"] in FINISHED:
             raise AirflowError(
@@ -330,9 +349,10 @@ def respond(
     """Answer the request of `task_id` in the run with `option` and the form's `params_input`,
     as the signed-in user; Airflow's record of the answer (responded_by, responded_at).
 
-    A request answered the moment its task parks may be refused as not there yet (404): that is
-    retried for up to `timeout` seconds. Any other refusal (409: answered already; 400: an option
-    or param it does not offer) is raised at once.
+    Answer only a request `wait_for_request` returned: one answered the moment its task parks
+    can fail the task. A request not there yet (404) is retried for up to `timeout` seconds; any
+    other refusal (409: answered already; 400: an option or param it does not offer) is raised
+    at once.
     """
     deadline = time.monotonic() + timeout
     while True:
