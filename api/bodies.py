@@ -149,7 +149,10 @@ class PromotionRow(BaseModel):
     time: datetime
     from_version: str | None = Field(description="Null: nothing was in production.")
     to_version: str | None = Field(description="Null: production was removed.")
-    by: str = Field(description="The DAG, the CLI (and its user), or the MLflow registry.")
+    by: str = Field(
+        description="The DAG, the person who decided (Airflow user or CLI --by), or the MLflow "
+        "registry."
+    )
     reason: str
     action: str | None = Field(
         description="auto (the gate), manual, rollback or outside (the MLflow UI)."
@@ -161,6 +164,14 @@ class PromotionRow(BaseModel):
         description="Its 95% interval (paired patient-level bootstrap)."
     )
     holdout_fingerprint: str | None = Field(description="The holdout the gate compared on.")
+    plan_sha256: str | None = Field(
+        description="The change control plan in force (sha256 of its file); null on old rows."
+    )
+    rule: str | None = Field(
+        description="The plan's rule that let the platform make the change (auto); null for a "
+        "person's decision."
+    )
+    comment: str | None = Field(description="What the person who decided wrote.")
 
 
 class ModelHistory(BaseModel):

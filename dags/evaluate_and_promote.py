@@ -17,6 +17,20 @@ promotions`). A version without its model card is not judged; a version once rol
 never promoted again by this DAG, so a re-run or retry after `readmission rollback` changes
 nothing. `readmission evaluate` runs the same gate from the command line.
 
+**Change control.** After the verdict the change control plan (`CHANGE_CONTROL_PLAN`,
+docs/change_control.md) classifies the promotion. A change the plan lets the platform make is
+promoted at once, the ledger row naming the plan's rule. A change the plan reserves for a person
+(the first production version, a new feature space or new hyperparameters, a subgroup below its
+floor, anything the plan does not name) stops at **ask_a_person**: the Airflow UI's *Required
+Actions* shows the verdict, the plan's reason and where the model card is; *Approve* promotes it
+(the ledger names the Airflow user and their comment), *Reject* keeps it out of production for
+good (the gate never promotes it; by hand: `readmission promote`). The run waits until someone
+answers; 01 and 02 keep running meanwhile. With `max_active_runs=1` (one production decision
+at a time) the scheduler starts no other run of this DAG meanwhile: the Asset events of versions
+trained in between wait in its queue and start the next run once the person has answered, which
+judges the lineage head as it is then. A plan that does not validate fails the run, naming the
+field.
+
 | Param | Meaning |
 |---|---|
 | `auto_promote` | Promote a passing challenger now. Off: record the verdict, promote by hand. |
@@ -38,14 +52,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from readmission_common import IO_RETRIES, MODEL_VERSIONS, START_DATE, TAGS
 
 from readmission.config import get_settings  # environment only: no database, no network
 
 log = logging.getLogger("readmission.dags.evaluate_and_promote")
 _defaults = get_settings()
+APPROVE, REJECT = "Approve", "Reject"
+JUDGE = "judge_challenger"
 
 
 @dag(
@@ -85,22 +102,28 @@ _defaults = get_settings()
     },
 )
 def evaluate_and_promote() -> None:
-    @task(**IO_RETRIES)
+    @task(task_id=JUDGE, **IO_RETRIES)
     def judge_challenger(
         params: dict[str, Any] | None = None, run_id: str | None = None
     ) -> dict[str, Any]:
         """Record the verdict on the challenger version and promote it if asked and it won."""
-        from readmission import promotion
+        from readmission import change_control, promotion
 
         params = params or {}
         settings = get_settings()
-        verdict = promotion.evaluate_and_promote(
-            settings,
-            auto_promote=params.get("auto_promote"),
-            promotion_policy=params.get("policy"),
-            non_inferiority_margin=params.get("non_inferiority_margin"),
-            by=f"airflow 03_evaluate_and_promote (run {run_id})",
-        )
+        auto_promote = params.get("auto_promote", settings.auto_promote)
+        try:
+            verdict = promotion.evaluate_and_promote(
+                settings,
+                auto_promote=auto_promote,
+                promotion_policy=params.get("policy"),
+                non_inferiority_margin=params.get("non_inferiority_margin"),
+                by=f"airflow 03_evaluate_and_promote (run {run_id})",
+            )
+        except change_control.PlanError as error:  # a retry reads the same file: no retry
+            raise AirflowFailException(
+                f"the change control plan does not validate: {error}"
+            ) from error
         if verdict is None:
             raise AirflowSkipException(
                 f"{settings.model_name} has no version yet: "
@@ -117,11 +140,18 @@ def evaluate_and_promote() -> None:
         )
         if verdict.promoted:
             log.info("promoted v%s to alias %s", verdict.challenger_version, settings.model_alias)
+        elif verdict.needs_person:
+            log.info("not promoted: the change control plan reserves it for a person")
         elif verdict.passed:
             log.info(
                 "not promoted (auto_promote is off): readmission promote %s",
                 verdict.challenger_version,
             )
+        decision = verdict.decision
+        approval = None
+        if verdict.needs_person and auto_promote:
+            subject, body = promotion.approval_request(settings, verdict)
+            approval = {"subject": subject, "body": body}
         return {
             "challenger_version": verdict.challenger_version,
             "champion_version": verdict.champion_version,
@@ -138,9 +168,63 @@ def evaluate_and_promote() -> None:
             "promoted": verdict.promoted,
             "reason": verdict.reason,
             "checks": {c.name: c.passed for c in verdict.checks},
+            "change_control": decision.as_dict() if decision else None,
+            # Set when a person must decide: what ask_a_person shows them.
+            "approval": approval,
         }
 
-    judge_challenger()
+    @task.branch
+    def person_needed(verdict: Any) -> list[str]:  # Any: the branch decorator types no XComArg
+        """Ask a person only when the plan reserves the promotion for one (and promotion was
+        asked for); otherwise the run ends here."""
+        return ["ask_a_person"] if verdict["approval"] else []
+
+    verdict_ref = f"ti.xcom_pull(task_ids='{JUDGE}')['approval']"
+    ask_a_person = HITLOperator(
+        task_id="ask_a_person",
+        task_display_name="Ask a person to approve the promotion",
+        subject=f"{{{{ {verdict_ref}['subject'] }}}}",
+        body=f"{{{{ {verdict_ref}['body'] }}}}",
+        options=[APPROVE, REJECT],
+        multiple=False,
+        params={
+            "comment": Param(
+                "",
+                type="string",
+                title="Comment",
+                description="Why you approve or reject: kept in the promotion ledger.",
+            )
+        },
+    )
+
+    @task(**IO_RETRIES)
+    def record_decision(
+        verdict: dict[str, Any], response: dict[str, Any], run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Carry out the person's answer: approve promotes the version (the ledger names them and
+        their comment), reject keeps it out of production for good. A retry records the same
+        answer again and changes nothing more."""
+        from readmission import promotion
+
+        settings = get_settings()
+        version = verdict["challenger_version"]
+        user = response["responded_by_user"]
+        approved = response["chosen_options"] == [APPROVE]
+        comment = str((response.get("params_input") or {}).get("comment") or "")
+        change = promotion.decide(
+            settings,
+            version,
+            approved,
+            by=f"{user['name']} (Airflow user; run {run_id})",
+            comment=comment,
+            at=str(response["responded_at"]),
+        )
+        log.info("v%s %s by %s: %s", version, "approved" if approved else "rejected", user, comment)
+        return {"version": version, "approved": approved, "promoted": change is not None}
+
+    verdict = judge_challenger()
+    person_needed(verdict) >> ask_a_person
+    record_decision(verdict, ask_a_person.output)
 
 
 evaluate_and_promote()

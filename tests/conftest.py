@@ -26,6 +26,8 @@ from readmission.dataset import synthetic_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# The change control plan every test runs under unless it names another (see the file).
+SUITE_PLAN = ROOT / "tests" / "plans" / "suite.yaml"
 ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -126,6 +128,15 @@ def _release_pooled_connections() -> Iterator[None]:
     yield
     for engine in list(_engines):
         engine.dispose()  # checked-out connections stay open; the next use reconnects
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_plan() -> Iterator[None]:
+    """The suite's change control plan for every Settings the tests build and every process they
+    start with platform_env(); a test of another plan sets CHANGE_CONTROL_PLAN itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHANGE_CONTROL_PLAN", str(SUITE_PLAN))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -245,6 +256,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., 
             # which exports MLFLOW_TRACKING_URI) may have left some in the process environment.
             for field in Settings.model_fields.values():
                 monkeypatch.delenv(str(field.alias), raising=False)
+            monkeypatch.setenv("CHANGE_CONTROL_PLAN", str(SUITE_PLAN))
             cleaned = True
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("READMISSION_HOME", str(tmp_path / "home"))

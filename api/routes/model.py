@@ -97,6 +97,9 @@ def _history(settings: Settings) -> ModelHistory:
                 delta_roc_auc=p.evidence.delta_roc_auc if p.evidence else None,
                 delta_roc_auc_ci=list(p.evidence.delta_roc_auc_ci) if p.evidence else None,
                 holdout_fingerprint=p.evidence.holdout_fingerprint if p.evidence else None,
+                plan_sha256=p.authority.plan_sha256,
+                rule=p.authority.rule,
+                comment=p.authority.comment,
             )
             for p in found.promotions
         ],

@@ -8,6 +8,14 @@ For the demo and other scripts::
     training = wait("02_warm_start_training",
                     wait_for_asset_run("02_warm_start_training", ingest))
 
+A person's answer to a step waiting for one (DAG 03's approval of a promotion the change
+control plan reserves for a person), as the Airflow UI's *Required Actions* page sends it::
+
+    from readmission.airflow_runs import respond, wait_for_request
+
+    request = wait_for_request("03_evaluate_and_promote", run_id, "ask_a_person")
+    respond("03_evaluate_and_promote", run_id, "ask_a_person", "Approve", {"comment": "ok"})
+
 From a shell: `python -m readmission.airflow_runs 01_ingest_data --conf '{"batches": 2}'`.
 
 Where and who: AIRFLOW_URL (default http://127.0.0.1:$AIRFLOW_PORT, port 8080), and the admin
@@ -32,6 +40,11 @@ from typing import Any
 import httpx
 
 FINISHED = {"success", "failed"}
+# A human-in-the-loop task waiting for its answer (Airflow 3.3 parks it in awaiting_input;
+# earlier releases defer it to the triggerer).
+AWAITING_ANSWER = {"awaiting_input", "deferred"}
+# How long a request must have been waiting before a script answers it (see wait_for_request).
+ANSWER_SETTLE_SECONDS = 15.0
 
 
 class AirflowError(RuntimeError):
@@ -269,6 +282,91 @@ def wait_for_asset_run(
                 f"{dag_id} run after {timeout}s: is {dag_id} paused, or is the scheduler down?"
             )
         time.sleep(poll)
+
+
+def pending_requests(dag_id: str = "~", run_id: str = "~") -> list[dict[str, Any]]:
+    """Human-in-the-loop requests nobody has answered yet (`~`: of every DAG or run), as the
+    Required Actions page lists them: subject, body, options, params and task instance."""
+    found = client().request(
+        "GET",
+        f"/dags/{dag_id}/dagRuns/{run_id}/hitlDetails",
+        params={"response_received": False, "limit": 100},
+    )
+    return list(found["hitl_details"])
+
+
+def wait_for_request(
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    timeout: float = 600,
+    poll: float = 2,
+    settle: float = ANSWER_SETTLE_SECONDS,
+) -> dict[str, Any]:
+    """The unanswered request of `task_id` in the run, once it can safely be answered.
+
+    That is `settle` seconds after its task was first seen waiting (awaiting_input). The
+    worker that parked the task exits, and the scheduler only then hears from the executor
+    that it ended. An answer given before that re-queues the task, and the late "ended"
+    report then makes the scheduler fail it as killed externally (seen on Airflow 3.3.2, 3 s
+    after the park). A person in the UI is never that fast; a script must wait. Raises
+    AirflowError if the run ends first (the step was skipped: nobody had to be asked),
+    TimeoutError after `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    waiting_since: float | None = None
+    while True:
+        found = None
+        for request in pending_requests(dag_id, run_id):
+            instance = request["task_instance"]
+            if instance["task_id"] == task_id and instance["state"] in AWAITING_ANSWER:
+                found = request
+        if found is None:
+            waiting_since = None
+        elif waiting_since is None:
+            waiting_since = time.monotonic()
+        elif time.monotonic() - waiting_since >= settle:
+            return found
+        run = client().request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        if run["state"] in FINISHED:
+            raise AirflowError(
+                f"{dag_id} run {run_id} ended {run['state']} without {task_id} waiting for an "
+                "answer"
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{dag_id} run {run_id}: {task_id} not waiting after {timeout}s")
+        time.sleep(poll)
+
+
+def respond(
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    option: str,
+    params_input: dict[str, Any] | None = None,
+    timeout: float = 10,
+) -> dict[str, Any]:
+    """Answer the request of `task_id` in the run with `option` and the form's `params_input`,
+    as the signed-in user; Airflow's record of the answer (responded_by, responded_at).
+
+    Answer only a request `wait_for_request` returned: one answered the moment its task parks
+    can fail the task. A request not there yet (404) is retried for up to `timeout` seconds; any
+    other refusal (409: answered already; 400: an option or param it does not offer) is raised
+    at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer: dict[str, Any] = client().request(
+                "PATCH",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
+                json={"chosen_options": [option], "params_input": params_input or {}},
+            )
+            return answer
+        except AirflowError as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -243,6 +243,16 @@ def current(settings: Settings) -> Plan:
     return load(plan_path(settings))
 
 
+def file_sha256(settings: Settings) -> str | None:
+    """The sha256 of the plan file in force, valid or not (None: unreadable). The ledger names
+    the plan on every row, also on a person's change made while the plan does not validate (a
+    rollback must not wait for a fix of the plan)."""
+    try:
+        return hashlib.sha256(plan_path(settings).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _field(loc: Sequence[int | str]) -> str:
     """('rules', 2, 'criteria', 'min_auc') -> 'rules[2].criteria.min_auc'."""
     text = ""

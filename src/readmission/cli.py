@@ -118,6 +118,11 @@ def train(
         )
 
 
+# `readmission evaluate`'s exit code when promotion was asked for and the change control plan
+# reserves the change for a person: distinct from 1 (a failure) and 2 (bad input or state).
+EXIT_NEEDS_PERSON = 3
+
+
 def _operator() -> str:
     """Who runs the command, for the promotion ledger."""
     return f"cli ({getpass.getuser()})"
@@ -127,15 +132,26 @@ def _operator() -> str:
 def promote(
     version: Annotated[str, typer.Argument(help="Model version to promote.")],
     reason: Annotated[str, typer.Option(help="Why, for the promotion ledger.")] = "",
+    by: Annotated[
+        str | None,
+        typer.Option(help="Who decides, for the promotion ledger (default: the OS user)."),
+    ] = None,
 ) -> None:
-    """Make VERSION the production model (alias MODEL_ALIAS and legacy stage Production)."""
-    from readmission import ledger, promotion
+    """Make VERSION the production model (alias MODEL_ALIAS and legacy stage Production): a
+    person's decision, recorded as theirs with the reason as their comment, whatever the
+    change control plan reserves for a person."""
+    from readmission import change_control, ledger, promotion
     from readmission.config import get_settings
 
     settings = get_settings()
     try:
         change = promotion.change_production(
-            settings, version, _operator(), reason or "promoted by hand", ledger.MANUAL
+            settings,
+            version,
+            by or getpass.getuser(),
+            reason or "promoted by hand",
+            ledger.MANUAL,
+            authority=ledger.Authority(change_control.file_sha256(settings), None, reason or None),
         )
     except promotion.PromotionError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
@@ -212,14 +228,16 @@ def evaluate(
     ] = None,
 ) -> None:
     """Judge the lineage head against the production version on the holdout, as DAG 03 does
-    (PROMOTION_POLICY, NON_INFERIORITY_MARGIN and the quality floors), and record the verdict."""
-    from readmission import promotion
+    (PROMOTION_POLICY, NON_INFERIORITY_MARGIN and the quality floors), record the verdict and
+    the change control plan's decision. Exit 3: promotion was asked for, but the plan reserves
+    this change for a person (`readmission promote VERSION --reason ...` is theirs to run)."""
+    from readmission import change_control, promotion
     from readmission.config import get_settings
 
     settings = get_settings()
     try:
         verdict = promotion.evaluate_and_promote(settings, auto_promote, by=_operator())
-    except promotion.PromotionError as error:
+    except (promotion.PromotionError, change_control.PlanError) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
     if verdict is None:
@@ -230,6 +248,8 @@ def evaluate(
         if not verdict.judged
         else "promoted"
         if verdict.promoted
+        else "waits for a person"
+        if verdict.needs_person
         else "passed, not promoted"
         if verdict.passed
         else "rejected"
@@ -238,6 +258,20 @@ def evaluate(
         f"challenger v{verdict.challenger_version} against champion "
         f"v{verdict.champion_version or '-'}: {status}: {verdict.reason}"
     )
+    if verdict.decision is not None:
+        decision = verdict.decision
+        typer.echo(
+            f"change control plan {decision.plan_sha256[: change_control.SHORT_HASH]}, rule "
+            f"{decision.rule_id or '(none)'}: {decision.outcome.value}: {decision.reason}"
+        )
+    if verdict.needs_person and (settings.auto_promote if auto_promote is None else auto_promote):
+        typer.secho(
+            f"not promoted: the change control plan reserves this change for a person; "
+            f"theirs to run: readmission promote {verdict.challenger_version} --reason ...",
+            fg="yellow",
+            err=True,
+        )
+        raise typer.Exit(EXIT_NEEDS_PERSON)
 
 
 @app.command()
@@ -259,9 +293,17 @@ def promotions(
     if not entries:
         typer.echo(f"no production change of {settings.model_name} recorded yet")
     for e in entries:
+        authority = e.authority
+        under = (
+            f" [plan {authority.plan_sha256[:12]}"
+            f"{f', rule {authority.rule}' if authority.rule else ''}]"
+            if authority.plan_sha256
+            else ""
+        )
+        said = f' "{authority.comment}"' if authority.comment else ""
         typer.echo(
             f"{e.time:%Y-%m-%d %H:%M:%S} v{e.from_version or '-'} -> v{e.to_version or '-'} "
-            f"by {e.by}: {e.reason}"
+            f"by {e.by}{said}: {e.reason}{under}"
         )
 
 

@@ -41,6 +41,12 @@ promotions = sa.Table(
     sa.Column("delta_roc_auc_ci_low", sa.Float),
     sa.Column("delta_roc_auc_ci_high", sa.Float),
     sa.Column("holdout_fingerprint", sa.String(32)),
+    # Who decided under which plan: the change control plan's sha256 in force, the id of its rule
+    # that let the platform make the change (null: a person's decision or a change outside), and
+    # the comment a person wrote with their decision (null on rows written before these columns).
+    sa.Column("plan_sha256", sa.String(64)),
+    sa.Column("rule", sa.Text),
+    sa.Column("comment", sa.Text),
     # The API shows the ledger (GET /model/history) and adds the production changes it notices
     # (made in the MLflow UI); it never changes a row (nothing does: rows are only added).
     info={API_PRIVILEGES: ("SELECT", "INSERT")},
@@ -71,6 +77,16 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class Authority:
+    """Under which plan a change was made and on whose decision: the plan's rule for the
+    platform's changes, the comment of the person for theirs."""
+
+    plan_sha256: str | None
+    rule: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
 class Promotion:
     id: int
     time: datetime
@@ -81,6 +97,7 @@ class Promotion:
     reason: str
     action: str | None
     evidence: Evidence | None = None
+    authority: Authority = Authority(None)
 
     def as_dict(self) -> dict[str, Any]:
         evidence = self.evidence.as_dict() if self.evidence else {}
@@ -95,6 +112,9 @@ class Promotion:
             "delta_roc_auc": evidence.get("delta_roc_auc"),
             "delta_roc_auc_ci": evidence.get("delta_roc_auc_ci"),
             "holdout_fingerprint": evidence.get("holdout_fingerprint"),
+            "plan_sha256": self.authority.plan_sha256,
+            "rule": self.authority.rule,
+            "comment": self.authority.comment,
         }
 
 
@@ -125,6 +145,7 @@ def record(
     reason: str,
     action: str,
     evidence: Evidence | None = None,
+    authority: Authority = Authority(None),
 ) -> Promotion:
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
@@ -142,12 +163,24 @@ def record(
             delta_roc_auc_ci_low=evidence.delta_roc_auc_ci[0] if evidence else None,
             delta_roc_auc_ci_high=evidence.delta_roc_auc_ci[1] if evidence else None,
             holdout_fingerprint=evidence.holdout_fingerprint if evidence else None,
+            plan_sha256=authority.plan_sha256,
+            rule=authority.rule,
+            comment=authority.comment,
         )
     )
     key = inserted.inserted_primary_key
     assert key is not None  # an INSERT of one row always has one
     return Promotion(
-        int(key[0]), changed_at, model_name, from_version, to_version, by, reason, action, evidence
+        int(key[0]),
+        changed_at,
+        model_name,
+        from_version,
+        to_version,
+        by,
+        reason,
+        action,
+        evidence,
+        authority,
     )
 
 
@@ -211,4 +244,5 @@ def _entry(row: Any) -> Promotion:
         row["reason"],
         row["action"],
         evidence,
+        Authority(row["plan_sha256"], row["rule"], row["comment"]),
     )

@@ -29,11 +29,9 @@ from mlflow.entities.model_registry import ModelVersion
 from readmission import change_control, ledger, promotion, registry
 from readmission.change_control import ChangeFacts, ChangeKind, Decision, Outcome
 from readmission.config import Settings
-from readmission.model import ModelParams
 
 log = logging.getLogger(__name__)
 LIVE_EVIDENCE = "live_evidence"  # the plan's check of live changes
-HYPERPARAMETERS = tuple(ModelParams.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -171,7 +169,7 @@ def _promote(
         f"{pair['delta_roc_auc']:+.4f} [95% {low:+.4f}, {high:+.4f}] on {pair['n']} paired "
         f"outcomes (LIVE_MIN_OUTCOMES {settings.live_min_outcomes})"
     )
-    ours, theirs = _params(settings, shadow), _params(settings, production)
+    same_space, same_hyperparameters = promotion.same_model(settings, shadow, production)
     newest = registry.newest_version(settings)
     decision = change_control.classify(
         change_control.current(settings),
@@ -180,10 +178,14 @@ def _promote(
             version=candidate,
             production_empty=False,
             lineage_head=newest is not None and str(newest.version) == candidate,
-            same_feature_space=ours.get("feature_space") == theirs.get("feature_space"),
-            same_hyperparameters=all(ours.get(k) == theirs.get(k) for k in HYPERPARAMETERS),
-            # A version a rollback took out stays out, whatever it shows in shadow.
-            checks={LIVE_EVIDENCE: registry.ROLLED_BACK_TAG not in shadow.tags},
+            same_feature_space=same_space,
+            same_hyperparameters=same_hyperparameters,
+            # A version a rollback took out, or a person rejected, stays out, whatever it shows
+            # in shadow.
+            checks={
+                LIVE_EVIDENCE: registry.ROLLED_BACK_TAG not in shadow.tags
+                and shadow.tags.get(promotion.PERSON_DECISION_TAG) != promotion.REJECTED
+            },
         ),
     )
     if decision.outcome is not Outcome.AUTOMATIC:
@@ -200,9 +202,3 @@ def _promote(
     registry.set_shadow(settings, None)  # it answers now: nothing left to shadow
     log.info("promoted v%s on live evidence: %s", candidate, evidence)
     return LiveAction(ChangeKind.LIVE_PROMOTION, current, candidate, evidence, decision, True)
-
-
-def _params(settings: Settings, version: ModelVersion) -> dict[str, str]:
-    if not version.run_id:
-        return {}
-    return dict(registry.connect(settings).get_run(version.run_id).data.params)

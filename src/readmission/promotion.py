@@ -6,7 +6,12 @@ holdout as it stands: quality floors, no reliable subgroup far below the overall
 calibration slope within bounds, and the AUC difference to the champion on the same rows with a
 paired, patient-level bootstrap interval that must satisfy PROMOTION_POLICY. Each check is
 recorded as a tag on the challenger. A version without its model card is unfinished and not
-judged; a version once rolled back is never promoted by the gate again.
+judged; a version once rolled back, or rejected by a person, is never promoted by the gate again.
+
+After the verdict the change control plan (readmission.change_control) classifies the promotion:
+a change the plan lets the platform make is promoted, the ledger row naming the plan's rule; a
+change the plan reserves for a person is not: its reason is recorded on the version and waits
+for `decide` (DAG 03's approval step in the Airflow UI, or `readmission promote` by hand).
 
 `change_production` and `rollback` write the promotion ledger, under its lock, in the same step as
 the registry change. Before the alias moves, the change is written as an intent tag on the
@@ -30,16 +35,24 @@ from mlflow.exceptions import MlflowException
 from sklearn import metrics
 from sqlalchemy.engine import Connection
 
-from readmission import evaluation, ledger, model_card, registry, warehouse
+from readmission import change_control, evaluation, ledger, model_card, registry, warehouse
+from readmission.change_control import ChangeFacts, ChangeKind, Decision, Outcome
 from readmission.config import Settings
 from readmission.holdout import fingerprint
-from readmission.model import labels
+from readmission.model import ModelParams, labels
 from readmission.uncertainty import AucDifference, paired_bootstrap_auc_difference
 
 log = logging.getLogger(__name__)
 OUTSIDE = "outside the platform (MLflow UI or API)"
 INTENT_TAG = "production_change"  # on the version going in, written before the alias moves
 PolicyName = Literal["superior", "non_inferior"]
+HYPERPARAMETERS = tuple(ModelParams.__dataclass_fields__)
+# The plan's decision on the version's promotion (Outcome), its rule, reason and plan hash.
+CHANGE_CONTROL_TAG = "change_control"
+# A person's decision on a version the plan reserved for them: approved or rejected, by whom,
+# when, with which comment. A rejected version is never promoted by the gate again.
+PERSON_DECISION_TAG = "person_decision"
+APPROVED, REJECTED = "approved", "rejected"
 
 
 class PromotionError(ValueError):
@@ -139,6 +152,12 @@ class Verdict:
     delta_roc_auc: float | None = None
     delta_roc_auc_ci: tuple[float, float] | None = None
     holdout_fingerprint: str | None = None
+    decision: Decision | None = None  # the plan's, on this promotion; None: not judged
+
+    @property
+    def needs_person(self) -> bool:
+        """The plan reserves this promotion for a person's decision."""
+        return self.decision is not None and self.decision.outcome is Outcome.PERSON
 
 
 def evaluate_and_promote(
@@ -148,9 +167,13 @@ def evaluate_and_promote(
     non_inferiority_margin: float | None = None,
     by: str = "evaluate-and-promote",
 ) -> Verdict | None:
-    """Judge the lineage head against the champion on the holdout, record the verdict as tags
-    on the challenger, and promote it if every check passes and promotion is on. The CLI's
-    `readmission evaluate` and DAG 03 both call this. None: the lineage has no version yet."""
+    """Judge the lineage head against the champion on the holdout, record the verdict and the
+    change control plan's decision as tags on the challenger, and promote it if every check
+    passes, the plan lets the platform make the change and promotion is on. The CLI's
+    `readmission evaluate` and DAG 03 both call this. None: the lineage has no version yet.
+    Raises change_control.PlanError, before anything is recorded, if the plan does not
+    validate."""
+    plan = change_control.current(settings)
     auto_promote = settings.auto_promote if auto_promote is None else auto_promote
     policy = Policy.of(settings, promotion_policy, non_inferiority_margin)
     notice_outside_changes(settings, noticed_by=by)
@@ -190,6 +213,16 @@ def evaluate_and_promote(
             f"{barred.by}): the gate never promotes it again (by hand: readmission promote "
             f"{version})",
         )
+    if challenger.tags.get(PERSON_DECISION_TAG) == REJECTED:
+        return _unjudged(
+            version,
+            champion_version,
+            f"version {version} was rejected by a person "
+            f"({challenger.tags.get(PERSON_DECISION_TAG + '_by')}, "
+            f"{challenger.tags.get(PERSON_DECISION_TAG + '_at')}: "
+            f"{challenger.tags.get(PERSON_DECISION_TAG + '_comment') or 'no comment'}): the gate "
+            f"never promotes it (by hand: readmission promote {version})",
+        )
     if not _has_card(settings, challenger):
         return _unjudged(
             version,
@@ -226,7 +259,11 @@ def evaluate_and_promote(
     passed = all(c.passed for c in checks)
     failed = [c.detail for c in checks if not c.passed]
     reason = "; ".join(failed) if failed else checks[-1].detail
-    promoted = passed and auto_promote
+    decision = change_control.classify(
+        plan, _promotion_facts(settings, challenger, champion, checks, ours)
+    )
+    # Both must allow it: the gate's checks (the settings' policy) and the plan.
+    promoted = passed and auto_promote and decision.outcome is Outcome.AUTOMATIC
     evidence = (
         ledger.Evidence(
             comparison.difference.delta,
@@ -250,16 +287,26 @@ def evaluate_and_promote(
         comparison,
         len(holdout),
         holdout_print,
+        decision,
     )
     aucs = {version: ours.scores["roc_auc"]}
     if comparison is not None:
         aucs[comparison.champion_version] = comparison.champion_roc_auc
     keep_holdout_aucs(settings, holdout, y, holdout_print, aucs)
     if promoted:
-        change_production(settings, version, by, reason, ledger.AUTO, evidence)
+        change_production(
+            settings,
+            version,
+            by,
+            f"{reason} (plan rule {decision.rule_id})",
+            ledger.AUTO,
+            evidence,
+            ledger.Authority(plan.sha256, decision.rule_id),
+        )
     elif passed:  # kept out of production by the policy: served in shadow, to gather live evidence
         registry.set_shadow(settings, version)
     log.info("challenger v%s: %s (%s)", version, "passed" if passed else "rejected", reason)
+    log.info("change control plan %s: %s: %s", plan.short_hash, decision.outcome, decision.reason)
     return Verdict(
         version,
         champion_version,
@@ -272,7 +319,126 @@ def evaluate_and_promote(
         delta_roc_auc=evidence.delta_roc_auc if evidence else None,
         delta_roc_auc_ci=evidence.delta_roc_auc_ci if evidence else None,
         holdout_fingerprint=holdout_print,
+        decision=decision,
     )
+
+
+def _promotion_facts(
+    settings: Settings,
+    challenger: ModelVersion,
+    champion: ModelVersion | None,
+    checks: list[Check],
+    ours: evaluation.HoldoutEvaluation,
+) -> ChangeFacts:
+    same_space, same_hyperparameters = (
+        same_model(settings, challenger, champion) if champion else (True, True)
+    )
+    return ChangeFacts(
+        kind=ChangeKind.PROMOTION,
+        version=str(challenger.version),
+        production_empty=champion is None,
+        # The challenger is the head the warehouse's trainings name: the platform trained it.
+        lineage_head=True,
+        same_feature_space=same_space,
+        same_hyperparameters=same_hyperparameters,
+        checks={c.name: c.passed for c in checks},
+        metrics={
+            "roc_auc": ours.scores["roc_auc"],
+            "log_loss": ours.scores["log_loss"],
+            "calibration_slope": ours.calibration.slope,
+        },
+    )
+
+
+def same_model(settings: Settings, ours: ModelVersion, theirs: ModelVersion) -> tuple[bool, bool]:
+    """Whether two versions share their feature space and their hyperparameters, as their
+    training runs logged them."""
+    mine, other = _params(settings, ours), _params(settings, theirs)
+    return (
+        mine.get("feature_space") == other.get("feature_space"),
+        all(mine.get(k) == other.get(k) for k in HYPERPARAMETERS),
+    )
+
+
+def _params(settings: Settings, version: ModelVersion) -> dict[str, str]:
+    if not version.run_id:
+        return {}
+    return dict(registry.connect(settings).get_run(version.run_id).data.params)
+
+
+def decide(
+    settings: Settings,
+    version: str,
+    approved: bool,
+    by: str,
+    comment: str,
+    at: str,
+) -> ledger.Promotion | None:
+    """Record a person's decision on a version the plan reserved for them: approved, it goes to
+    production (a ledger row by them, with their comment); rejected, the gate never promotes it.
+    `at`: when they decided (ISO time), so a retry records the same decision, not a new one.
+    The production change if one was made; None if rejected or already in production."""
+    decision = APPROVED if approved else REJECTED
+    client = registry.connect(settings)
+    for key, value in {
+        PERSON_DECISION_TAG: decision,
+        f"{PERSON_DECISION_TAG}_by": by,
+        f"{PERSON_DECISION_TAG}_at": at,
+        f"{PERSON_DECISION_TAG}_comment": comment,
+    }.items():
+        client.set_model_version_tag(settings.model_name, version, key, value)
+    if not approved:
+        log.info("v%s rejected by %s: %s", version, by, comment or "no comment")
+        return None
+    tags = client.get_model_version(settings.model_name, version).tags
+    return change_production(
+        settings,
+        version,
+        by,
+        f"approved by a person: {comment or 'no comment'} (the plan reserved it: "
+        f"{tags.get(CHANGE_CONTROL_TAG + '_reason', 'no reason recorded')})",
+        ledger.MANUAL,
+        authority=ledger.Authority(change_control.file_sha256(settings), None, comment or None),
+    )
+
+
+def approval_request(settings: Settings, verdict: Verdict) -> tuple[str, str]:
+    """The subject and Markdown body a person reads before deciding on a promotion the plan
+    reserved for them: the verdict, the plan's reason and where the model card is."""
+    decision = verdict.decision
+    assert decision is not None, "only a judged verdict goes to a person"
+    version = verdict.challenger_version
+    found = registry.model_version(settings, version)
+    run_id = found.run_id if found else None
+    checks = "\n".join(
+        f"- {'passed' if c.passed else '**failed**'} `{c.name}`: {c.detail}" for c in verdict.checks
+    )
+    card = f"`runs:/{run_id}/{model_card.MARKDOWN_PATH}` (and `{model_card.JSON_PATH}`)"
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        link = (
+            f"{settings.tracking_uri.rstrip('/')}/#/models/{settings.model_name}/versions/{version}"
+        )
+        card += f", in the MLflow UI: [{settings.model_name} v{version}]({link})"
+    now = (
+        f"production now: v{verdict.champion_version}"
+        if verdict.champion_version
+        else "nothing in production yet"
+    )
+    subject = f"Promote {settings.model_name} v{version} to production ({now})?"
+    body = "\n\n".join(
+        [
+            f"**Why a person decides** (change control plan "
+            f"`{decision.plan_sha256[: change_control.SHORT_HASH]}`, rule "
+            f"`{decision.rule_id or 'none'}`): {decision.reason}",
+            f"**Verdict of the gate**: {'passed' if verdict.passed else 'failed'}: "
+            f"{verdict.reason}",
+            checks,
+            f"**Model card**: {card}",
+            "**Approve** makes it production (the promotion ledger names you and your "
+            "comment); **Reject** keeps it out: the gate never promotes it.",
+        ]
+    )
+    return subject, body
 
 
 def judge(policy: Policy, ours: Measured, comparison: Comparison | None) -> list[Check]:
@@ -389,6 +555,7 @@ def _record_verdict(
     comparison: Comparison | None,
     holdout_rows: int,
     holdout_print: str,
+    decision: Decision,
 ) -> None:
     difference = comparison.difference if comparison else None
     tags = {
@@ -407,6 +574,10 @@ def _record_verdict(
         "validation_holdout_rows": str(holdout_rows),
         "validation_holdout_fingerprint": holdout_print,
         "promoted_by": "auto" if promoted else "manual",
+        CHANGE_CONTROL_TAG: decision.outcome.value,
+        f"{CHANGE_CONTROL_TAG}_rule": decision.rule_id or "none",
+        f"{CHANGE_CONTROL_TAG}_reason": decision.reason,
+        f"{CHANGE_CONTROL_TAG}_plan": decision.plan_sha256,
     }
     client = registry.connect(settings)
     for key, value in tags.items():
@@ -462,14 +633,16 @@ def change_production(
     reason: str,
     action: str = ledger.MANUAL,
     evidence: ledger.Evidence | None = None,
+    authority: ledger.Authority | None = None,
 ) -> ledger.Promotion | None:
-    """Make `version` production and record the change; None if it already is."""
+    """Make `version` production and record the change; None if it already is. `authority`:
+    the plan and rule (or comment) the change was made under; default, the plan in force."""
     version = str(version)
     with ledger.locked(settings.warehouse_url) as conn:
         current, _ = _notice(conn, settings, noticed_by=by)
         if current == version:
             return None
-        entry = _move(conn, settings, current, version, by, reason, action, evidence)
+        entry = _move(conn, settings, current, version, by, reason, action, evidence, authority)
     log.info("production %s: v%s -> v%s by %s", settings.model_name, current, version, by)
     return entry
 
@@ -539,10 +712,12 @@ def _move(
     reason: str,
     action: str,
     evidence: ledger.Evidence | None = None,
+    authority: ledger.Authority | None = None,
 ) -> ledger.Promotion:
     """Move production from `current` to `target` and add the ledger row (caller holds the
     lock). The intent goes onto `target` first, so a kill between the alias and the row is
     recorded as this change by the next holder of the lock (see `_notice`)."""
+    authority = authority or ledger.Authority(change_control.file_sha256(settings))
     last = ledger.latest(conn, settings.model_name)
     intent = {
         "after": last.id if last else 0,
@@ -551,6 +726,7 @@ def _move(
         "reason": reason,
         "action": action,
         "evidence": evidence.as_dict() if evidence else None,
+        "authority": vars(authority),
     }
     client = registry.connect(settings)
     try:
@@ -562,7 +738,9 @@ def _move(
                 f"{settings.model_name} has no version {target}: see `readmission status`"
             ) from error
         raise
-    entry = ledger.record(conn, settings.model_name, current, target, by, reason, action, evidence)
+    entry = ledger.record(
+        conn, settings.model_name, current, target, by, reason, action, evidence, authority
+    )
     if action == ledger.ROLLBACK and current is not None:
         _mark_rolled_back(settings, current, entry)
     return entry
@@ -616,6 +794,8 @@ def _notice(
             )
             if evidence
             else None,
+            # Intents written before the ledger named the plan carry no authority.
+            ledger.Authority(**intent.get("authority") or {"plan_sha256": None}),
         )
         if entry.action == ledger.ROLLBACK and recorded is not None:
             _mark_rolled_back(settings, recorded, entry)
@@ -638,6 +818,7 @@ def _notice(
         f"mlflow registry, {OUTSIDE}",
         f"production was set to {change} {OUTSIDE}; noticed by {noticed_by}",
         ledger.OUTSIDE,
+        authority=ledger.Authority(change_control.file_sha256(settings)),
     )
     log.warning(
         "production of %s changed %s: v%s -> v%s", settings.model_name, OUTSIDE, recorded, now

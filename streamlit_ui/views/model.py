@@ -117,11 +117,14 @@ def show_promotions(promotions: list[dict[str, Any]]) -> None:
         st.info("No production change recorded yet: `readmission promote VERSION`.")
         return
     st.caption(
-        "Every change of the production version, oldest first: by the DAG, the CLI, or a "
-        "change made in the MLflow UI that the platform noticed. An automatic promotion "
-        "carries the gate's evidence: the AUC difference to the champion on the same holdout "
-        "(`delta_roc_auc`), its 95% interval and the holdout's fingerprint. Undo the last one "
-        "with `readmission rollback` (the gate never promotes a rolled-back version again)."
+        "Every change of the production version, oldest first: by the DAG, a person (in the "
+        "Airflow UI or the CLI), or a change made in the MLflow UI that the platform noticed. "
+        "Each row names the change control plan in force (`plan_sha256`): for an automatic "
+        "promotion the plan's `rule` that allowed it, for a person's decision their `comment`. "
+        "An automatic promotion carries the gate's evidence: the AUC difference to the "
+        "champion on the same holdout (`delta_roc_auc`), its 95% interval and the holdout's "
+        "fingerprint. Undo the last one with `readmission rollback` (the gate never promotes a "
+        "rolled-back version again)."
     )
     st.dataframe(pd.DataFrame(promotions), hide_index=True)
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 from readmission import change_control, cli
 from readmission.change_control import ChangeFacts, ChangeKind, Outcome, PlanError
 from readmission.config import Settings
+from tests.conftest import SUITE_PLAN
 
 SHIPPED = yaml.safe_load(change_control.DEFAULT_PLAN.read_text())
 ALL_PASSED = dict.fromkeys(change_control.GATE_CHECKS, True)
@@ -80,7 +81,10 @@ def test_any_change_to_the_file_is_a_new_plan_version(write_plan, plan) -> None:
     assert change_control.load(edited).sha256 != plan.sha256
 
 
-def test_change_control_plan_setting_overrides_the_shipped_plan(tmp_path: Path) -> None:
+def test_change_control_plan_setting_overrides_the_shipped_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CHANGE_CONTROL_PLAN")  # the suite's plan (tests/conftest.py)
     assert change_control.plan_path(Settings(_env_file=None)) == change_control.DEFAULT_PLAN
     other = tmp_path / "hospital_plan.yaml"
     settings = Settings(_env_file=None, CHANGE_CONTROL_PLAN=str(other))
@@ -331,7 +335,7 @@ def plan_command(*args: str) -> Result:
 
 
 def test_readmission_plan_shows_the_hash_and_every_rule(plan, configure) -> None:
-    configure()
+    configure(CHANGE_CONTROL_PLAN=str(change_control.DEFAULT_PLAN))
     done = plan_command()
     assert done.exit_code == 0, done.output
     assert f"plan {plan.short_hash} (sha256 {plan.sha256})" in done.stdout
@@ -343,7 +347,7 @@ def test_readmission_plan_shows_the_hash_and_every_rule(plan, configure) -> None
 def test_readmission_plan_check_exits_non_zero_naming_the_field(
     write_plan, plan, configure
 ) -> None:
-    configure()
+    configure(CHANGE_CONTROL_PLAN=str(change_control.DEFAULT_PLAN))
     assert plan_command("--check").stdout.endswith(f"valid, plan {plan.short_hash} (9 rules)\n")
     broken = write_plan(lambda c: c["rules"][0]["criteria"].update(min_auc="high"))
     checked = plan_command("--check", str(broken))
@@ -355,6 +359,11 @@ def test_readmission_plan_check_exits_non_zero_naming_the_field(
             done.stderr
         )
         assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+def test_the_test_plans_are_valid() -> None:
+    for path in (SUITE_PLAN, SUITE_PLAN.with_name("first_version_person.yaml")):
+        assert change_control.load(path).rules
 
 
 def test_the_docs_list_every_rule_of_the_shipped_plan_in_its_order(plan) -> None:

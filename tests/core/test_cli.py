@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import secrets
 import subprocess
@@ -19,7 +21,7 @@ from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction
 from readmission.validation import validate
 
-from ..conftest import BIN, ROOT, platform_env, service_env
+from ..conftest import BIN, ROOT, SUITE_PLAN, platform_env, service_env
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,7 +29,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         [str(BIN / "readmission"), *args],
         capture_output=True,
         text=True,
-        env=service_env(**platform_env(), **(env or {})),
+        env=service_env(**(platform_env() | (env or {}))),
         timeout=300,
         check=False,
     )
@@ -76,7 +78,12 @@ def test_ingest_train_promote_rollback_promotions_and_status(
     assert {"time", "from_version", "to_version", "by", "reason", "action"} <= set(ledger[0])
     assert [e["action"] for e in ledger] == ["manual", "manual", "rollback"]
     assert {"delta_roc_auc", "delta_roc_auc_ci", "holdout_fingerprint"} <= set(ledger[0])
-    assert ledger[0]["by"].startswith("cli (") and ledger[1]["reason"] == "compare with the first"
+    # A person's decisions: by the OS user (no --by), the reason kept as their comment too.
+    assert ledger[0]["by"] == getpass.getuser() and ledger[1]["reason"] == "compare with the first"
+    assert (ledger[0]["comment"], ledger[1]["comment"]) == (None, "compare with the first")
+    suite_plan = hashlib.sha256(SUITE_PLAN.read_bytes()).hexdigest()
+    assert {e["plan_sha256"] for e in ledger} == {suite_plan}
+    assert {e["rule"] for e in ledger} == {None}  # no rule of the plan made these changes
     assert "rollback" in ledger[2]["reason"]
 
     status = json.loads(cli("status", "--json").stdout)
@@ -87,6 +94,60 @@ def test_ingest_train_promote_rollback_promotions_and_status(
     assert [i["accepted"] for i in status["ingests"]] == [1503, 997]
     text = cli("status").stdout
     assert "holdout: 503 encounters" in text and "patients also in training: 0" in text
+
+
+def test_evaluate_never_promotes_what_the_plan_reserves_for_a_person_and_exits_3(
+    platform: Settings, sample_csv: Path, tmp_path: Path
+) -> None:
+    person_plan = {
+        "CHANGE_CONTROL_PLAN": str(SUITE_PLAN.with_name("first_version_person.yaml")),
+        # The synthetic sample's base rate is 21% and its small models over-confident.
+        "MAX_LOG_LOSS": "0.7",
+        "GATE_CALIBRATION_SLOPE_MIN": "0.3",
+    }
+    assert cli("ingest", "--batches", "1", "--source", str(sample_csv)).returncode == 0
+    assert cli("train", "--batches", "1").returncode == 0
+
+    for _ in range(2):  # and a re-run asks again: nothing was decided
+        judged = cli("evaluate", "--auto-promote", env=person_plan)
+        assert judged.returncode == 3, judged.stderr
+        assert "challenger v1 against champion v-: waits for a person" in judged.stdout
+        assert (
+            "rule first-production-version: person: The first version to go to production needs "
+            "a person." in judged.stdout
+        )
+        assert "not promoted: the change control plan reserves this change for a person" in (
+            judged.stderr
+        )
+        assert "readmission promote 1 --reason" in judged.stderr
+    recorded = registry.model_version(platform, "1")
+    assert recorded is not None and recorded.tags["change_control"] == "person"
+    assert cli("promotions", "--json").stdout.strip() == "[]"
+    # Without --auto-promote nothing was asked for: the same verdict, exit 0.
+    assert cli("evaluate", "--no-auto-promote", env=person_plan).returncode == 0
+
+    by_hand = cli(
+        "promote", "1", "--reason", "read the card: fine", "--by", "Dr. Ada", env=person_plan
+    )
+    assert by_hand.returncode == 0, by_hand.stderr
+    (entry,) = json.loads(cli("promotions", "--json").stdout)
+    assert (entry["to_version"], entry["by"], entry["action"]) == ("1", "Dr. Ada", "manual")
+    assert entry["comment"] == "read the card: fine" and entry["rule"] is None
+    assert (
+        entry["plan_sha256"]
+        == hashlib.sha256(Path(person_plan["CHANGE_CONTROL_PLAN"]).read_bytes()).hexdigest()
+    )
+    assert 'by Dr. Ada "read the card: fine"' in cli("promotions").stdout
+
+    broken = tmp_path / "broken_plan.yaml"
+    broken.write_text(SUITE_PLAN.read_text().replace("min_auc: 0.5", "min_auc: high"))
+    refused = cli(
+        "evaluate", "--auto-promote", env=person_plan | {"CHANGE_CONTROL_PLAN": str(broken)}
+    )
+    assert refused.returncode == 2
+    assert "broken_plan.yaml: rules[" in refused.stderr
+    assert "].criteria.min_auc: Input should be a valid number" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_a_missing_source_is_a_clear_error_not_a_traceback(

@@ -4,6 +4,7 @@ interval, rollbacks final for the gate, interrupted changes recorded by the next
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +12,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from readmission import ledger, model_card, promotion, registry, steps, training, warehouse
+from readmission import (
+    change_control,
+    ledger,
+    model_card,
+    promotion,
+    registry,
+    steps,
+    training,
+    warehouse,
+)
 from readmission.config import Settings
 from readmission.holdout import fingerprint
+from tests.conftest import SUITE_PLAN
 
 VERSIONS = 3
 
@@ -403,3 +414,115 @@ def test_the_ledger_and_rollback_work_on_the_embedded_default(
     assert registry.production_version(settings).version in (2, "2")
     assert [v.aliases for v in registry.version_summaries(settings)] == [[], ["production"], []]
     assert moves(settings) == [(None, "1"), ("1", "2"), ("2", "3"), ("3", "2")]
+
+
+PERSON_PLAN = SUITE_PLAN.with_name("first_version_person.yaml")
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def person_plan(fresh: Settings) -> Settings:
+    """`fresh` under a plan that reserves the first production version for a person."""
+    return fresh.model_copy(update={"change_control_plan": str(PERSON_PLAN)})
+
+
+def test_an_automatic_promotion_names_the_plan_and_the_rule_that_allowed_it(
+    fresh: Settings,
+) -> None:
+    verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
+
+    assert verdict is not None and verdict.promoted and not verdict.needs_person
+    assert verdict.decision is not None and verdict.decision.rule_id == "gate-promotion"
+    (entry,) = ledger.entries(fresh.warehouse_url, fresh.model_name)
+    assert entry.authority == ledger.Authority(sha256_of(SUITE_PLAN), "gate-promotion", None)
+    assert entry.as_dict()["rule"] == "gate-promotion" and "(plan rule gate-promotion)" in (
+        entry.reason
+    )
+    recorded = tags(fresh, "3")
+    assert (recorded["change_control"], recorded["change_control_rule"]) == (
+        "automatic",
+        "gate-promotion",
+    )
+    assert recorded["change_control_plan"] == sha256_of(SUITE_PLAN)
+
+
+def test_a_promotion_the_plan_reserves_for_a_person_waits_with_the_reason(
+    person_plan: Settings,
+) -> None:
+    for _ in range(2):  # a run of 03 and its retry: still waiting, nothing changed
+        verdict = promotion.evaluate_and_promote(person_plan, auto_promote=True, by="test-dag")
+        assert verdict is not None and verdict.passed and not verdict.promoted
+        assert verdict.needs_person and verdict.decision is not None
+        assert verdict.decision.rule_id == "first-production-version"
+    assert production(person_plan) is None and moves(person_plan) == []
+    recorded = tags(person_plan, "3")
+    assert recorded["change_control"] == "person"
+    assert recorded["change_control_rule"] == "first-production-version"
+    assert (
+        recorded["change_control_reason"] == "The first version to go to production needs a person."
+    )
+    assert recorded["change_control_plan"] == sha256_of(PERSON_PLAN)
+    assert "person_decision" not in recorded
+
+    subject, body = promotion.approval_request(person_plan, verdict)
+    assert (
+        subject == f"Promote {person_plan.model_name} v3 to production (nothing in production yet)?"
+    )
+    assert "rule `first-production-version`" in body and verdict.reason in body
+    run_id = registry.model_version(person_plan, "3").run_id
+    assert f"`runs:/{run_id}/model_card.md`" in body
+    assert f"#/models/{person_plan.model_name}/versions/3" in body  # the MLflow UI's page
+
+
+def test_a_persons_approval_promotes_and_the_ledger_names_them_and_their_comment(
+    person_plan: Settings,
+) -> None:
+    promotion.evaluate_and_promote(person_plan, auto_promote=True, by="test-dag")
+
+    for _ in range(2):  # the approval step and its retry: one change
+        promotion.decide(
+            person_plan, "3", True, "alice", "read the card", at="2026-12-05T01:00:00+00:00"
+        )
+    assert production(person_plan) == "3" and moves(person_plan) == [(None, "3")]
+    (entry,) = ledger.entries(person_plan.warehouse_url, person_plan.model_name)
+    assert (entry.by, entry.action) == ("alice", ledger.MANUAL)
+    assert entry.authority == ledger.Authority(sha256_of(PERSON_PLAN), None, "read the card")
+    assert entry.reason.startswith("approved by a person: read the card (the plan reserved it: ")
+    assert tags(person_plan, "3")["person_decision"] == "approved"
+    # A later run of 03 keeps the person's decision.
+    again = promotion.evaluate_and_promote(person_plan, auto_promote=True, by="test-dag")
+    assert again is not None and "already in production" in again.reason
+
+
+def test_a_persons_rejection_keeps_the_version_out_even_where_the_plan_would_promote_it(
+    person_plan: Settings, fresh: Settings
+) -> None:
+    promotion.evaluate_and_promote(person_plan, auto_promote=True, by="test-dag")
+    promotion.decide(person_plan, "3", False, "bob", "too few events", "2026-12-05T01:00:00+00:00")
+    before = tags(person_plan, "3")
+
+    # Re-runs of 03, under the plan that asked and under one that would promote it on its own.
+    for settings in (person_plan, fresh):
+        verdict = promotion.evaluate_and_promote(settings, auto_promote=True, by="test-dag")
+        assert verdict is not None and not verdict.judged and not verdict.promoted
+        assert "rejected by a person (bob, 2026-12-05T01:00:00+00:00: too few events)" in (
+            verdict.reason
+        )
+    assert production(person_plan) is None and moves(person_plan) == []
+    assert tags(person_plan, "3") == before
+    assert before["person_decision"] == "rejected" and before["person_decision_by"] == "bob"
+
+
+def test_a_plan_that_does_not_validate_stops_the_gate_before_it_records_anything(
+    fresh: Settings, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken_plan.yaml"
+    broken.write_text(SUITE_PLAN.read_text().replace("decision: automatic", "decision: maybe", 1))
+    settings = fresh.model_copy(update={"change_control_plan": str(broken)})
+
+    with pytest.raises(change_control.PlanError, match=r"broken_plan\.yaml: rules\[4\]\.decision"):
+        promotion.evaluate_and_promote(settings, auto_promote=True)
+    assert "validation_status" not in tags(fresh, "3") and moves(fresh) == []

@@ -1,10 +1,12 @@
 """bin/airflow-standalone (real scheduler, dag-processor, triggerer, API server on PostgreSQL),
 driven through readmission.airflow_runs: an ingest run's Asset events start training, whose
 Asset event starts evaluation, and the realized performance, also after an ingest of outcomes
-only."""
+only; evaluation stops for a person where the change control plan says so, and a person answers
+through the REST API as the Airflow UI's Required Actions page does."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import uuid
@@ -14,14 +16,23 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
-from readmission import airflow_runs, holdout, performance, registry
+from readmission import airflow_runs, holdout, ledger, performance, registry
 from readmission.config import Settings
-from tests.conftest import ROOT, free_port, service_env, stop, wait_for
+from tests.conftest import ROOT, SUITE_PLAN, free_port, service_env, stop, wait_for
 from tests.dags.conftest import airflow_url, log_predictions
+from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 PIPELINE = ["01_ingest_data", "02_warm_start_training", "03_evaluate_and_promote"]
+
+
+# The first production version needs a person under this plan; a copy in the fixture's home,
+# so a test can break it and mend it.
+PERSON_PLAN = SUITE_PLAN.with_name("first_version_person.yaml")
+PLAN_SHA256 = hashlib.sha256(PERSON_PLAN.read_bytes()).hexdigest()
+ASK = "ask_a_person"
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class Airflow:
     url: str
     home: Path
     settings: Settings  # what the DAGs' tasks see
+    plan: Path  # the change control plan file they read
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +53,8 @@ def airflow(
 ) -> Iterator[Airflow]:
     """bin/airflow-standalone on a fresh metadata database, its tasks on a fresh warehouse."""
     tmp = tmp_path_factory.mktemp("airflow-standalone")
+    plan = tmp / "plan.yaml"
+    shutil.copy(PERSON_PLAN, plan)
     platform = {
         "DATABASE_URL": create_database(),
         "MLFLOW_TRACKING_URI": mlflow_server,
@@ -53,6 +67,11 @@ def airflow(
         "MAX_LOG_LOSS": "0.6",
         "GATE_CALIBRATION_SLOPE_MIN": "0.3",  # small synthetic models are over-confident
         "AUTO_PROMOTE": "true",
+        "CHANGE_CONTROL_PLAN": str(plan),
+        # One 500-row batch barely moves the AUC on a 500-row holdout: a warm start of the
+        # lineage passes the champion check under this policy (the plan then decides).
+        "PROMOTION_POLICY": "non_inferior",
+        "NON_INFERIORITY_MARGIN": "0.5",
     }
     port, home, log_path = free_port(), tmp / "airflow", tmp / "airflow.log"
     env = service_env(
@@ -72,7 +91,7 @@ def airflow(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/api/v2/monitor/health", process, timeout=300)
-        yield Airflow(url, home, Settings(**platform))
+        yield Airflow(url, home, Settings(**platform), plan)
     finally:
         stop(process)
         shutil.copy(log_path, artifacts_dir / "airflow-standalone.log")
@@ -92,35 +111,179 @@ def client_of(airflow: Airflow, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     airflow_runs.client.cache_clear()
 
 
-def test_an_ingest_run_starts_training_evaluation_and_realized_performance_through_assets(
+def tasks_of(dag_id: str, run_id: str) -> dict[str, str]:
+    """Each task of the run and its state."""
+    found = airflow_runs.client().request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
+        "task_instances"
+    ]
+    return {t["task_id"]: t["state"] for t in found}
+
+
+def state_of(dag_id: str, run_id: str) -> str:
+    return str(airflow_runs.client().request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+
+def production(settings: Settings) -> str | None:
+    found = registry.production_version(settings)
+    return str(found.version) if found else None
+
+
+def test_an_ingest_run_starts_training_and_evaluation_and_a_person_rejects_the_first_version(
     airflow: Airflow,
 ) -> None:
+    """Under the plan of this module the first production version needs a person: 03 waits at
+    ask_a_person; a rejection through the REST API keeps the version out, also on a re-run."""
     ingest = airflow_runs.wait(
-        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": 2}), 300
+        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": 1}), 300
     )
     training = airflow_runs.wait(
         "02_warm_start_training",
         airflow_runs.wait_for_asset_run("02_warm_start_training", ingest),
         600,
     )
-    evaluation = airflow_runs.wait(
-        "03_evaluate_and_promote",
-        airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training),
-        300,
-    )
+    evaluation = airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training)
 
+    request = airflow_runs.wait_for_request("03_evaluate_and_promote", evaluation, ASK, 300)
+    settings = airflow.settings
+    assert (
+        request["subject"]
+        == f"Promote {settings.model_name} v1 to production (nothing in production yet)?"
+    )
+    assert "rule `first-production-version`" in request["body"]
+    assert "model_card.md" in request["body"] and "**Verdict of the gate**" in request["body"]
+    assert request["options"] == ["Approve", "Reject"] and "comment" in request["params"]
+    assert state_of("03_evaluate_and_promote", evaluation) == "running"
+    assert production(settings) is None
     realized = airflow_runs.wait(
         "04_realized_performance",
         airflow_runs.wait_for_asset_run("04_realized_performance", ingest),
         300,
     )
 
-    assert ingest["run_type"] == "manual"
-    assert training["run_type"] == evaluation["run_type"] == "asset_triggered"
-    assert realized["run_type"] == "asset_triggered"
-    assert [v.batch_id for v in registry.version_summaries(airflow.settings)] == ["1", "2"]
-    # Evaluation ran with its params' defaults, read from the settings: AUTO_PROMOTE=true.
-    assert registry.production_version(airflow.settings).version == "2"
+    answer = airflow_runs.respond(
+        "03_evaluate_and_promote", evaluation, ASK, "Reject", {"comment": "one batch is too few"}
+    )
+    assert answer["responded_by"]["name"] == "admin"
+    judged = airflow_runs.wait("03_evaluate_and_promote", evaluation, 300)
+
+    assert ingest["run_type"] == "manual" and realized["run_type"] == "asset_triggered"
+    assert training["run_type"] == judged["run_type"] == "asset_triggered"
+    assert tasks_of("03_evaluate_and_promote", evaluation)["record_decision"] == "success"
+    rejected = registry.model_version(settings, "1")
+    assert rejected is not None and rejected.tags["person_decision"] == "rejected"
+    assert rejected.tags["person_decision_by"].startswith("admin (Airflow user; run ")
+    assert rejected.tags["person_decision_comment"] == "one batch is too few"
+    # A re-run judges nothing and asks nobody: the person's decision stands.
+    rerun = airflow_runs.trigger("03_evaluate_and_promote")
+    airflow_runs.wait("03_evaluate_and_promote", rerun, 300)
+    assert tasks_of("03_evaluate_and_promote", rerun)[ASK] == "skipped"
+    assert production(settings) is None
+    assert ledger.entries(settings.warehouse_url, settings.model_name) == []
+
+
+def test_while_03_waits_for_approval_01_and_02_run_and_the_next_03_waits_its_turn(
+    airflow: Airflow, artifacts_dir: Path
+) -> None:
+    """Approval through the REST API promotes the version and the ledger names the approver and
+    their comment; the Asset event 02 sent meanwhile then starts the next 03 run, which judges
+    the next version, one the plan lets the platform promote: no wait."""
+    settings = airflow.settings
+    ingest = airflow_runs.wait(
+        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": 1}), 300
+    )
+    training = airflow_runs.wait(
+        "02_warm_start_training",
+        airflow_runs.wait_for_asset_run("02_warm_start_training", ingest),
+        600,
+    )
+    waiting = airflow_runs.wait_for_asset_run("03_evaluate_and_promote", training)
+    request = airflow_runs.wait_for_request("03_evaluate_and_promote", waiting, ASK, 300)
+    assert "v2 to production" in request["subject"]
+    screenshot_the_approval(airflow, waiting, request["subject"], artifacts_dir)
+
+    later_ingest = airflow_runs.wait(
+        "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"batches": 1}), 300
+    )
+    later_training = airflow_runs.wait(
+        "02_warm_start_training",
+        airflow_runs.wait_for_asset_run("02_warm_start_training", later_ingest),
+        600,
+    )
+    assert later_training["state"] == "success"  # 01 and 02 ran while 03 waited
+    # max_active_runs=1: the scheduler keeps 02's Asset event queued for 03 and starts no run
+    # while the waiting one is active.
+    queued_events = airflow_runs.client().request(
+        "GET", "/dags/03_evaluate_and_promote/assets/queuedEvents"
+    )
+    assert queued_events["total_entries"] == 1
+    assert state_of("03_evaluate_and_promote", waiting) == "running"
+    active = airflow_runs.client().request(
+        "GET", "/dags/03_evaluate_and_promote/dagRuns", params={"state": ["queued", "running"]}
+    )["dag_runs"]
+    assert [r["dag_run_id"] for r in active] == [waiting]
+    assert [v.batch_id for v in registry.version_summaries(settings)] == ["1", "2", "3"]
+
+    airflow_runs.respond(
+        "03_evaluate_and_promote", waiting, ASK, "Approve", {"comment": "card read, subgroups fine"}
+    )
+    airflow_runs.wait("03_evaluate_and_promote", waiting, 300)
+    # ... and once it has ended, the queued event starts the next run.
+    queued = airflow_runs.wait_for_asset_run("03_evaluate_and_promote", later_training)
+    airflow_runs.wait("03_evaluate_and_promote", queued, 300)
+
+    assert tasks_of("03_evaluate_and_promote", queued)[ASK] == "skipped"
+    assert production(settings) == "3"
+    approved, automatic = ledger.entries(settings.warehouse_url, settings.model_name)
+    assert (approved.from_version, approved.to_version, approved.action) == (None, "2", "manual")
+    assert approved.by == f"admin (Airflow user; run {waiting})"
+    assert approved.authority == ledger.Authority(PLAN_SHA256, None, "card read, subgroups fine")
+    assert (automatic.from_version, automatic.to_version, automatic.action) == ("2", "3", "auto")
+    assert automatic.authority == ledger.Authority(PLAN_SHA256, "gate-promotion", None)
+
+
+def screenshot_the_approval(airflow: Airflow, run_id: str, subject: str, into: Path) -> None:
+    """The Required Actions page and the approval form as a person sees them (for
+    docs/change_control.md), signed in as admin in headless Chromium."""
+    password = airflow_runs.client().password
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{airflow.url}/auth/login")
+            page.locator("input[name=username]").fill("admin")
+            page.locator("input[name=password]").fill(password)
+            page.locator("button[type=submit]").click()
+            page.wait_for_url(lambda url: "/auth/login" not in url)
+            page.goto(f"{airflow.url}/required_actions?response_received=false")
+            expect(page.get_by_text(subject)).to_be_visible(timeout=30_000)
+            page.screenshot(path=into / "airflow-required-actions.png")
+            page.goto(
+                f"{airflow.url}/dags/03_evaluate_and_promote/runs/{run_id}/tasks/{ASK}"
+                "/required_actions"
+            )
+            expect(page.get_by_role("button", name="Approve")).to_be_visible(timeout=30_000)
+            page.screenshot(path=into / "airflow-approval-form.png", full_page=True)
+        finally:
+            browser.close()
+
+
+def test_a_plan_that_does_not_validate_fails_03_naming_the_field(airflow: Airflow) -> None:
+    good = airflow.plan.read_text()
+    airflow.plan.write_text(good.replace("decision: automatic", "decision: maybe", 1))
+    try:
+        run_id = airflow_runs.trigger("03_evaluate_and_promote")
+        with pytest.raises(airflow_runs.DagRunFailed, match="failed tasks: judge_challenger"):
+            airflow_runs.wait("03_evaluate_and_promote", run_id, 300)
+    finally:
+        airflow.plan.write_text(good)
+    log = airflow_runs.client().request(
+        "GET",
+        f"/dags/03_evaluate_and_promote/dagRuns/{run_id}/taskInstances/judge_challenger/logs/1",
+        params={"full_content": True},
+        headers={"Accept": "application/json"},
+    )
+    assert "change control plan does not validate" in str(log)
+    assert "plan.yaml: rules[5].decision: Input should be" in str(log)
 
 
 def test_a_queued_foreign_asset_event_is_reported_and_never_taken_for_ours(

@@ -109,6 +109,30 @@ def test_training_trains_batches_one_after_another_in_one_task_one_run_at_a_time
     assert not any(t.is_mapped for t in training.tasks)
 
 
+def test_evaluation_asks_a_person_only_on_the_branch_the_plan_sends_there(
+    dags: dict[str, Any],
+) -> None:
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    evaluation = dags["03_evaluate_and_promote"]
+    assert evaluation.max_active_runs == 1  # one production decision at a time
+    assert [t.task_id for t in evaluation.topological_sort()] == [
+        "judge_challenger",
+        "person_needed",
+        "ask_a_person",
+        "record_decision",
+    ]
+    ask = evaluation.task_dict["ask_a_person"]
+    assert isinstance(ask, HITLOperator)
+    assert ask.options == ["Approve", "Reject"] and not ask.multiple and ask.defaults is None
+    assert set(ask.params) == {"comment"}  # the run's own params are not the form's
+    assert evaluation.task_dict["record_decision"].upstream_task_ids == {
+        "judge_challenger",
+        "ask_a_person",
+    }
+    assert evaluation.task_dict["record_decision"].retries == 3
+
+
 def test_tasks_doing_io_retry_with_exponential_backoff(dags: dict[str, Any]) -> None:
     for dag_id, task_id in IO_TASKS.items():
         task = dags[dag_id].task_dict[task_id]

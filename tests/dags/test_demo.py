@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, free_port, service_env
+from tests.conftest import ROOT, SUITE_PLAN, free_port, service_env
 
 
 def run_demo(tmp_path: Path, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
@@ -58,9 +58,13 @@ def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
         MIN_BATCH_ROWS="100",
         MAX_LOG_LOSS="0.7",  # the synthetic sample's base rate is 21%: its log-loss is higher
         GATE_CALIBRATION_SLOPE_MIN="0.3",  # and its small models are over-confident
+        # As the shipped plan, the first production version needs a person: the demo answers.
+        CHANGE_CONTROL_PLAN=str(SUITE_PLAN.with_name("first_version_person.yaml")),
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
+    assert "03_evaluate_and_promote asks a person: Promote " in output
+    assert "The demo approves in their place" in output
 
     line = next(x for x in output.splitlines() if x.startswith("DEMO PREDICTION "))
     prediction = json.loads(line.removeprefix("DEMO PREDICTION "))
