@@ -352,11 +352,11 @@ def status(
     ] = False,
 ) -> None:
     """Batches ingested and trained, model versions, and which one is in production."""
-    from readmission import steps
+    from readmission import status
     from readmission.config import get_settings
 
     settings = get_settings()
-    report = steps.status(settings)
+    report = status.report(settings)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return

@@ -26,7 +26,7 @@ from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 
-from readmission import change_control, ledger, promotion, registry
+from readmission import change_control, ledger, promotion, registry, registry_reader
 from readmission.change_control import ChangeFacts, ChangeKind, Decision, Outcome
 from readmission.config import Settings
 from readmission.model import ModelParams
@@ -183,7 +183,7 @@ def _promote(
             same_feature_space=ours.get("feature_space") == theirs.get("feature_space"),
             same_hyperparameters=all(ours.get(k) == theirs.get(k) for k in HYPERPARAMETERS),
             # A version a rollback took out stays out, whatever it shows in shadow.
-            checks={LIVE_EVIDENCE: registry.ROLLED_BACK_TAG not in shadow.tags},
+            checks={LIVE_EVIDENCE: registry_reader.ROLLED_BACK_TAG not in shadow.tags},
         ),
     )
     if decision.outcome is not Outcome.AUTOMATIC:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from readmission import airflow_runs, holdout, performance, registry
+from readmission import airflow_runs, holdout, performance, registry, registry_reader
 from readmission.config import Settings
 from tests.conftest import ROOT, free_port, service_env, stop, wait_for
 from tests.dags.conftest import airflow_url, log_predictions
@@ -118,7 +118,7 @@ def test_an_ingest_run_starts_training_evaluation_and_realized_performance_throu
     assert ingest["run_type"] == "manual"
     assert training["run_type"] == evaluation["run_type"] == "asset_triggered"
     assert realized["run_type"] == "asset_triggered"
-    assert [v.batch_id for v in registry.version_summaries(airflow.settings)] == ["1", "2"]
+    assert [v.batch_id for v in registry_reader.version_summaries(airflow.settings)] == ["1", "2"]
     # Evaluation ran with its params' defaults, read from the settings: AUTO_PROMOTE=true.
     assert registry.production_version(airflow.settings).version == "2"
 
@@ -154,7 +154,7 @@ def test_a_queued_foreign_asset_event_is_reported_and_never_taken_for_ours(
     }
     assert ours not in foreign_runs  # the foreign event's run trained nothing of ours
     assert training["state"] == "success"
-    assert "3" in [v.batch_id for v in registry.version_summaries(airflow.settings)]
+    assert "3" in [v.batch_id for v in registry_reader.version_summaries(airflow.settings)]
     if heard:  # our run may have had to wait behind the foreign one: then we were told
         assert all("02_warm_start_training" in line for line in heard)
 
