@@ -3,6 +3,7 @@ local store) gives the same versions, production version and compared holdout.""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 import warnings
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from mlflow import MlflowClient
 from readmission import registry, registry_reader
 from readmission.config import Settings
 
-from ..conftest import free_port
+from ..conftest import BIN, free_port, platform_env, service_env
 
 
 def populate(settings: Settings) -> None:
@@ -108,3 +109,13 @@ def test_an_unreachable_server_is_a_clear_error_at_once(configure: Callable[...,
     # Not retried: MLflow's own client retries a refused connection for minutes.
     with pytest.raises(registry_reader.RegistryError, match=f"{uri}/api/2.0/mlflow/.*did not"):
         registry_reader.version_summaries(settings)
+    done = subprocess.run(
+        [str(BIN / "readmission"), "status"],
+        env=service_env(**platform_env()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2 and "MLflow did not answer" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
