@@ -17,7 +17,7 @@ from readmission import (
     promotion,
     registry,
     registry_reader,
-    steps,
+    status,
     training,
     warehouse,
 )
@@ -299,7 +299,7 @@ def test_every_version_shows_its_auc_on_the_current_holdout_beside_the_training_
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=False, by="test-dag")
     assert verdict is not None
 
-    report = steps.status(fresh)
+    report = status.report(fresh)
     rows = {v["version"]: v for v in report["versions"]}
     assert rows["3"]["current_holdout_roc_auc"] == pytest.approx(
         verdict.challenger["roc_auc"], abs=1e-6
