@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from readmission import airflow_runs, registry, steps, warehouse, webhooks
+from readmission import airflow_runs, registry, registry_reader, steps, warehouse, webhooks
 from readmission.config import DEMO_ENV_FILE, get_settings
 from readmission.dataset import DatasetError
 from readmission.logging_setup import configure_logging
@@ -238,7 +238,7 @@ def cut_extracts(frame: pd.DataFrame, home: Path) -> list[tuple[str, Path]]:
 def follow_extract(name: str, path: Path) -> list[dict[str, str]]:
     """Feed one extract through 01 -> 02 -> 03 and return the versions its batches produced."""
     log.info(f"{name} extract: triggering 01_ingest_data with source {path} ...")
-    before = {v.version for v in registry.version_summaries(get_settings())}
+    before = {v.version for v in registry_reader.version_summaries(get_settings())}
     ingest = airflow_runs.wait(
         "01_ingest_data",
         airflow_runs.trigger("01_ingest_data", {"batches": 0, "source": str(path)}),
@@ -257,7 +257,7 @@ def follow_extract(name: str, path: Path) -> list[dict[str, str]]:
     log.info(f"03_evaluate_and_promote: {verdict['state']}")
     versions = [
         {"version": v.version, "parent": v.parent_version or "none", "batch": str(v.batch_id)}
-        for v in registry.version_summaries(get_settings())
+        for v in registry_reader.version_summaries(get_settings())
         if v.version not in before
     ]
     production = registry.production_version(get_settings())

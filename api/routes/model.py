@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.bodies import Message, ModelHistory, ModelInfo, PromotionRow, VersionRow
 from api.deps import ServingState, served_model
 from api.model_store import ModelStore
-from readmission import history, registry
+from readmission import history, registry_reader
 from readmission.config import Settings
 
 router = APIRouter(prefix="/model", tags=["model"])
@@ -106,7 +106,7 @@ def _history(settings: Settings) -> ModelHistory:
     )
 
 
-def _version_row(v: registry.VersionSummary, compared_holdout: str | None) -> VersionRow:
+def _version_row(v: registry_reader.VersionSummary, compared_holdout: str | None) -> VersionRow:
     low = _finite(v.metrics.get("holdout_roc_auc_ci_low"))
     high = _finite(v.metrics.get("holdout_roc_auc_ci_high"))
     return VersionRow(
@@ -123,7 +123,7 @@ def _version_row(v: registry.VersionSummary, compared_holdout: str | None) -> Ve
         aliases=sorted(v.aliases),
         stage=v.stage,
         validation_status=v.tags.get("validation_status"),
-        rolled_back=v.tags.get(registry.ROLLED_BACK_TAG),
+        rolled_back=v.tags.get(registry_reader.ROLLED_BACK_TAG),
     )
 
 

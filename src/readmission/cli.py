@@ -394,11 +394,16 @@ def status(
     ] = False,
 ) -> None:
     """Batches ingested and trained, model versions, and which one is in production."""
-    from readmission import steps
+    from readmission import status
     from readmission.config import get_settings
+    from readmission.registry_reader import RegistryError
 
     settings = get_settings()
-    report = steps.status(settings)
+    try:
+        report = status.report(settings)
+    except RegistryError as error:  # MLflow down or refusing this login: say so, no traceback
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from error
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from readmission import ledger, registry
+from readmission import ledger, registry_reader
 from readmission.config import Settings
 
 
@@ -13,7 +13,7 @@ from readmission.config import Settings
 class VersionHistory:
     model_name: str
     production_version: str | None
-    versions: list[registry.VersionSummary]  # oldest first
+    versions: list[registry_reader.VersionSummary]  # oldest first
     promotions: list[ledger.Promotion]  # oldest first
     # The holdout the gate last scored versions on: each version's AUC there (`roc_auc_on`)
     # compares with every other's, unlike the AUCs of training day, each on its own holdout.
@@ -21,11 +21,10 @@ class VersionHistory:
 
 
 def version_history(settings: Settings) -> VersionHistory:
-    production = registry.production_version(settings)
     return VersionHistory(
         model_name=settings.model_name,
-        production_version=str(production.version) if production else None,
-        versions=registry.version_summaries(settings),
+        production_version=registry_reader.production_version(settings),
+        versions=registry_reader.version_summaries(settings),
         promotions=ledger.entries(settings.warehouse_url, settings.model_name),
-        compared_holdout=registry.compared_holdout(settings),
+        compared_holdout=registry_reader.compared_holdout(settings),
     )

@@ -9,9 +9,12 @@ scored on and trained on. The warehouse, tuning and the benchmarks all split thr
 from __future__ import annotations
 
 import hashlib
+from array import array
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 _SALT = b"readmission-holdout-v1"  # changing it would reshuffle every patient: never do
 
@@ -24,6 +27,10 @@ def patient_share(patient_nbr: str | int) -> float:
 
 def in_holdout(patient_nbrs: pd.Series, fraction: float) -> pd.Series:
     """True for the rows whose patient belongs to the holdout (`patient_nbrs` as integers)."""
+    # Imported here: `readmission status` fingerprints the holdout without pandas and numpy.
+    import numpy as np
+    import pandas as pd
+
     codes, uniques = pd.factorize(patient_nbrs.astype("int64"))
     shares = np.array([patient_share(int(p)) for p in uniques], dtype=np.float64)
     return pd.Series(shares[codes] < fraction, index=patient_nbrs.index)
@@ -35,7 +42,8 @@ def split(clean: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFr
     return clean[~mask], clean[mask]
 
 
-def fingerprint(encounter_ids: pd.Series) -> str:
-    """Short digest of a set of encounters, so metrics say exactly which rows they come from."""
-    ordered = np.sort(encounter_ids.astype("int64").to_numpy())
+def fingerprint(encounter_ids: Iterable[int]) -> str:
+    """Short digest of a set of encounters, so metrics say exactly which rows they come from:
+    of their ids, sorted, as 64-bit integers in the machine's byte order (as numpy's int64)."""
+    ordered = array("q", sorted(int(e) for e in encounter_ids))
     return hashlib.sha256(ordered.tobytes()).hexdigest()[:16]

@@ -17,7 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from readmission.warehouse import API_PRIVILEGES, engine_for
+from readmission.database import engine_for
+from readmission.tables import API_PRIVILEGES
 
 _LOCK_ID = 7_296_015  # PostgreSQL advisory lock serialising production changes
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 
-from readmission import change_control, ledger, promotion, registry
+from readmission import change_control, ledger, promotion, registry, registry_reader
 from readmission.change_control import ChangeFacts, ChangeKind, Decision, Outcome
 from readmission.config import Settings
 
@@ -183,7 +183,7 @@ def _promote(
             # A version a rollback took out, or a person rejected, stays out, whatever it shows
             # in shadow.
             checks={
-                LIVE_EVIDENCE: registry.ROLLED_BACK_TAG not in shadow.tags
+                LIVE_EVIDENCE: registry_reader.ROLLED_BACK_TAG not in shadow.tags
                 and shadow.tags.get(promotion.PERSON_DECISION_TAG) != promotion.REJECTED
             },
         ),

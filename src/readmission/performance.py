@@ -31,20 +31,19 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from sklearn import metrics
 
-from readmission import prediction_log, registry
+from readmission import prediction_log, registry, registry_reader
 from readmission.calibration import calibration_intercept, calibration_slope
 from readmission.config import Settings
+from readmission.database import engine_for, transaction
 from readmission.schema import POSITIVE_LABEL
-from readmission.uncertainty import cluster_bootstrap_auc, paired_bootstrap_auc_difference
-from readmission.warehouse import (
+from readmission.tables import (
     batches,
     clean_encounters,
-    engine_for,
     performance_reports,
     trainings,
-    transaction,
 )
-from readmission.warehouse import prediction_log as log_table
+from readmission.tables import prediction_log as log_table
+from readmission.uncertainty import cluster_bootstrap_auc, paired_bootstrap_auc_difference
 
 log = logging.getLogger(__name__)
 RUN_KIND_TAG = "readmission.kind"
@@ -455,7 +454,7 @@ def _run_for(client: MlflowClient, settings: Settings, experiment: str, version:
 def _holdout_aucs(settings: Settings) -> dict[str, float | None]:
     return {
         str(v.version): _finite(v.metrics.get("holdout_roc_auc"))
-        for v in registry.version_summaries(settings)
+        for v in registry_reader.version_summaries(settings)
     }
 
 

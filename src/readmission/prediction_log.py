@@ -27,8 +27,9 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from readmission.database import engine_for, transaction
 from readmission.schema import TARGET
-from readmission.warehouse import clean_encounters, engine_for, prediction_log, transaction
+from readmission.tables import clean_encounters, prediction_log
 
 log = logging.getLogger(__name__)
 BATCH_ROWS = 2000  # rows per write: few transactions at full load, still cheap to retry

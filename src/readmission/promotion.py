@@ -35,7 +35,15 @@ from mlflow.exceptions import MlflowException
 from sklearn import metrics
 from sqlalchemy.engine import Connection
 
-from readmission import change_control, evaluation, ledger, model_card, registry, warehouse
+from readmission import (
+    change_control,
+    evaluation,
+    ledger,
+    model_card,
+    registry,
+    registry_reader,
+    warehouse,
+)
 from readmission.change_control import ChangeFacts, ChangeKind, Decision, Outcome
 from readmission.config import Settings
 from readmission.holdout import fingerprint
@@ -193,7 +201,7 @@ def evaluate_and_promote(
     if champion_version == version:
         # A re-run (or a retry after the alias moved): finish the promotion if a crash cut it
         # short, keep the verdict as recorded, change nothing else.
-        if challenger.current_stage != registry.PRODUCTION_STAGE:
+        if challenger.current_stage != registry_reader.PRODUCTION_STAGE:
             registry.promote(settings, version)
         reason = f"version {version} is already in production: nothing changed"
         log.info("challenger v%s: %s", version, reason)
@@ -595,7 +603,7 @@ def keep_holdout_aucs(
     holdout (`known`: the ones the gate just measured), and name this holdout as the one the
     history compares versions on."""
     client = registry.connect(settings)
-    tag = registry.holdout_auc_tag(holdout_print)
+    tag = registry_reader.holdout_auc_tag(holdout_print)
     lineage = [
         b.model_version
         for b in warehouse.batch_list(settings.warehouse_url, settings.model_name)
@@ -611,7 +619,7 @@ def keep_holdout_aucs(
         if auc is not None:
             client.set_model_version_tag(settings.model_name, version, tag, f"{auc:.6f}")
     client.set_registered_model_tag(
-        settings.model_name, registry.COMPARED_HOLDOUT_TAG, holdout_print
+        settings.model_name, registry_reader.COMPARED_HOLDOUT_TAG, holdout_print
     )
 
 
@@ -751,7 +759,7 @@ def _mark_rolled_back(settings: Settings, version: str, entry: ledger.Promotion)
     registry.connect(settings).set_model_version_tag(
         settings.model_name,
         version,
-        registry.ROLLED_BACK_TAG,
+        registry_reader.ROLLED_BACK_TAG,
         f"{entry.time:%Y-%m-%d %H:%M:%S} UTC by {entry.by} (back to v{entry.to_version}): "
         f"{entry.reason}",
     )

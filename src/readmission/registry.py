@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import mlflow
@@ -19,18 +18,16 @@ from mlflow.pyfunc import PyFuncModel, PythonModel
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from readmission.config import Settings
+from readmission.database import ensure_sqlite_directory
+from readmission.registry_reader import PRODUCTION_STAGE
+from readmission.registry_reader import production_version as production_number
 from readmission.schema import SPECS, Integer
-from readmission.warehouse import ensure_sqlite_directory
 
 if TYPE_CHECKING:
     # Only named in annotations: reading the registry (`readmission status`) then needs no
     # scikit-learn; unpickling a logged model imports it.
     from readmission.model import ReadmissionModel
 
-PRODUCTION_STAGE = "Production"
-# The holdout (by fingerprint) the gate last scored versions on: the one the history compares.
-COMPARED_HOLDOUT_TAG = "compared_holdout_fingerprint"
-ROLLED_BACK_TAG = "rolled_back"  # on a version a rollback took out of production
 PROBABILITY_COLUMN = "readmit_30d_probability"
 log = logging.getLogger(__name__)
 
@@ -93,11 +90,6 @@ def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     return sorted(found, key=lambda v: int(v.version))
 
 
-def holdout_auc_tag(holdout_fingerprint: str) -> str:
-    """The version tag keeping a version's ROC-AUC on one holdout (tag keys allow no '@')."""
-    return f"holdout_roc_auc.{holdout_fingerprint}"
-
-
 def model_version(settings: Settings, version: str | int) -> ModelVersion | None:
     """Version `version` of MODEL_NAME, or None when the registry has no such version."""
     try:
@@ -126,17 +118,10 @@ def version_for_batch(
 
 
 def production_version(settings: Settings) -> ModelVersion | None:
-    """The production model: alias MODEL_ALIAS first, else the newest legacy stage Production."""
-    client = connect(settings)
-    try:
-        return client.get_model_version_by_alias(settings.model_name, settings.model_alias)
-    except MlflowException as error:
-        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-    staged = [
-        v for v in _versions(client, settings.model_name) if v.current_stage == PRODUCTION_STAGE
-    ]
-    return staged[-1] if staged else None
+    """The production model (registry_reader.production_version says which), as MLflow's
+    entity: what promoting, rolling back and noticing changes work with."""
+    version = production_number(settings)
+    return connect(settings).get_model_version(settings.model_name, version) if version else None
 
 
 def newest_version(settings: Settings) -> ModelVersion | None:
@@ -171,17 +156,6 @@ def set_shadow(settings: Settings, version: str | int | None) -> None:
     client.set_registered_model_alias(settings.model_name, settings.shadow_alias, str(version))
 
 
-def compared_holdout(settings: Settings) -> str | None:
-    """The fingerprint of the holdout the gate last scored versions on, if it ever did."""
-    try:
-        model = connect(settings).get_registered_model(settings.model_name)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    return model.tags.get(COMPARED_HOLDOUT_TAG)
-
-
 def promote(settings: Settings, version: str | int) -> ModelVersion:
     """Point alias MODEL_ALIAS at `version` and move it to the legacy stage Production."""
     client = connect(settings)
@@ -197,51 +171,6 @@ def promote(settings: Settings, version: str | int) -> ModelVersion:
     client.set_registered_model_alias(settings.model_name, settings.model_alias, version)
     log.info("promoted %s version %s to %s", settings.model_name, version, settings.model_alias)
     return client.get_model_version(settings.model_name, version)
-
-
-@dataclass(frozen=True)
-class VersionSummary:
-    version: str
-    run_id: str | None
-    parent_version: str | None
-    batch_id: str | None
-    aliases: list[str]
-    stage: str | None
-    metrics: dict[str, float]
-    tags: dict[str, str]
-
-    def roc_auc_on(self, holdout_fingerprint: str | None) -> float | None:
-        """The version's ROC-AUC on that holdout, if the gate scored it there."""
-        if holdout_fingerprint is None:
-            return None
-        kept = self.tags.get(holdout_auc_tag(holdout_fingerprint))
-        return float(kept) if kept is not None else None
-
-
-def version_summaries(settings: Settings) -> list[VersionSummary]:
-    """Every version of MODEL_NAME, oldest first, with its run's metrics."""
-    client = connect(settings)
-    versions = _versions(client, settings.model_name)
-    aliases: dict[str, list[str]] = {}  # version search results carry no aliases
-    if versions:
-        for alias, version in client.get_registered_model(settings.model_name).aliases.items():
-            aliases.setdefault(str(version), []).append(alias)
-    summaries = []
-    for v in versions:
-        metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
-        summaries.append(
-            VersionSummary(
-                version=str(v.version),  # the SQLite store returns int, the REST API str
-                run_id=v.run_id,
-                parent_version=v.tags.get("parent_version"),
-                batch_id=v.tags.get("batch_id"),
-                aliases=aliases.get(str(v.version), []),
-                stage=v.current_stage,
-                metrics=dict(metrics),
-                tags=dict(v.tags),
-            )
-        )
-    return summaries
 
 
 def model_uri(settings: Settings, version: str | int) -> str:

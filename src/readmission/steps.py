@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
-from typing import Any
+from dataclasses import replace
 
 import pandas as pd
 
-from readmission import prediction_log, registry, warehouse
+from readmission import prediction_log, warehouse
 from readmission.config import Settings
 from readmission.dataset import load, read_chunks
-from readmission.history import version_history
-from readmission.holdout import fingerprint
 
 
 def acquire(settings: Settings, source: str | None = None) -> pd.DataFrame:
@@ -78,47 +75,3 @@ def describe(report: warehouse.IngestReport) -> str:
         + (f"; blank lab results read as 'None': {normalized}" if normalized else "")
         + f"; {report.outcomes_joined} logged predictions received their outcome"
     )
-
-
-def status(settings: Settings) -> dict[str, Any]:
-    """Batches, ingests, corrections, the holdout, versions, the production version and the
-    ledger of its changes."""
-    url = settings.warehouse_url
-    history = version_history(settings)
-    holdout = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
-    holdout_print = fingerprint(holdout["encounter_id"])
-    return {
-        "warehouse": warehouse.row_counts(url),
-        "holdout": {
-            "rows": len(holdout),
-            "patients": int(holdout["patient_nbr"].nunique()),
-            "fingerprint": holdout_print,
-            "fraction": warehouse.holdout_fraction(url),
-            "patients_also_in_training": warehouse.holdout_overlap(url),
-        },
-        "ingests": warehouse.ingest_history(url),
-        "corrections": len(warehouse.correction_rows(url)),
-        "batches": [asdict(b) for b in warehouse.batch_list(url, settings.model_name)],
-        "model_name": history.model_name,
-        "production_version": history.production_version,
-        "versions": [
-            {
-                "version": v.version,
-                "parent_version": v.parent_version,
-                "aliases": v.aliases,
-                "stage": v.stage,
-                "batch_id": v.batch_id,
-                # On today's holdout, as the gate scored it (None until it has): these compare.
-                "current_holdout_roc_auc": v.roc_auc_on(holdout_print),
-                # On the holdout of its training day, which grew since: each its own rows.
-                "holdout_roc_auc": v.metrics.get("holdout_roc_auc", float("nan")),
-                "holdout_log_loss": v.metrics.get("holdout_log_loss", float("nan")),
-                "holdout_rows": v.tags.get("holdout_rows"),
-                "holdout_fingerprint": v.tags.get("holdout_fingerprint"),
-                "rolled_back": v.tags.get(registry.ROLLED_BACK_TAG),
-                "validation_status": v.tags.get("validation_status"),
-            }
-            for v in history.versions
-        ],
-        "promotions": [p.as_dict() for p in history.promotions],
-    }

@@ -33,225 +33,77 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
-from readmission import holdout, migrations
-from readmission.schema import COLUMNS, ID_COLUMNS, INTEGER_COLUMNS
+from readmission import holdout
+from readmission.database import (
+    WarehouseNotReady as WarehouseNotReady,
+)
+from readmission.database import (
+    api_privileges as api_privileges,
+)
+from readmission.database import (
+    engine_for,
+    transaction,
+)
+from readmission.inventory import (
+    Batch,
+    trained_versions,
+)
+from readmission.inventory import (
+    batch_list as batch_list,
+)
+from readmission.inventory import (
+    holdout_fraction as holdout_fraction,
+)
+from readmission.inventory import (
+    holdout_overlap as holdout_overlap,
+)
+from readmission.inventory import (
+    ingest_history as ingest_history,
+)
+from readmission.inventory import (
+    row_counts as row_counts,
+)
+from readmission.schema import COLUMNS
+from readmission.tables import (
+    API_ROLE as API_ROLE,
+)
+from readmission.tables import (
+    HOLDOUT_BATCH,
+    WAITING_BATCH,
+    batches,
+    clean_encounters,
+    corrections,
+    ingests,
+    leases,
+    quarantine,
+    raw_encounters,
+    settings_table,
+    trainings,
+)
+from readmission.tables import (
+    prediction_log as prediction_log,
+)
 from readmission.validation import ID_RULE, Validated, normalize, parse_ids, validate
 
-HOLDOUT_BATCH = 0
+# The tables, the engine and what status reads live in readmission.tables, .database and
+# .inventory, which import no pandas: `readmission status` answers in a second without it. The
+# names callers know as warehouse.X stay importable from here until the package is grouped by
+# stage (issue 24).
 log = logging.getLogger(__name__)
-# Where the rows of a remainder too small for a batch (MIN_BATCH_ROWS) wait, stored, for the
-# next extract: in raw_encounters, clean_encounters and the quarantine, in no batch yet.
-WAITING_BATCH = -1
 # Rows of an extract worked on at once: memory follows this, not the extract's size.
 DEFAULT_CHUNK_ROWS = 50_000
-_LOCK_ID = 7_296_001  # PostgreSQL advisory lock serialising ingests
-_SCHEMA_LOCK_ID = 7_296_002  # ... and schema migrations
 _LEASE_ID = 7_296_003  # PostgreSQL advisory lock held for as long as a training run lives
 # Quarantine reasons, as counted in ingest reports.
 INVALID_ID = "invalid_encounter_id"
 DUPLICATE_ID = "duplicate_encounter_id"
 INVALID_VALUES = "invalid_values"
-
-# The serving API's own PostgreSQL login (postgres_init creates it; compose and k3d give it to the
-# API). It owns nothing and may only do what the API does: each table the API uses names, in its
-# `info[API_PRIVILEGES]`, what this login may do there, and the tables' owner grants exactly that
-# whenever it opens the warehouse (create_schema). Grants name tables, and none exists yet when
-# postgres_init runs; default privileges (ALTER DEFAULT PRIVILEGES) cannot single tables out, so
-# they would open every future table, patients' encounters included.
-API_ROLE = "readmission_api"
-API_PRIVILEGES = "api_privileges"
-# Every table privilege there is: what `api_privileges` reports the login holds.
-TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
-
-metadata = sa.MetaData()
-
-
-def _typed_columns() -> list[sa.Column]:
-    integers = {*ID_COLUMNS, *INTEGER_COLUMNS}
-    return [
-        sa.Column(c, sa.BigInteger if c in integers else sa.Text, nullable=False)
-        for c in COLUMNS
-        if c != "encounter_id"
-    ]
-
-
-raw_encounters = sa.Table(
-    "raw_encounters",
-    metadata,
-    sa.Column("encounter_id", sa.BigInteger, primary_key=True),
-    sa.Column("batch_id", sa.Integer, nullable=False, index=True),
-    sa.Column("row_hash", sa.String(64), nullable=False),
-    *(sa.Column(c, sa.Text, nullable=False) for c in COLUMNS if c != "encounter_id"),
-)
-clean_encounters = sa.Table(
-    "clean_encounters",
-    metadata,
-    sa.Column("encounter_id", sa.BigInteger, primary_key=True),
-    sa.Column("batch_id", sa.Integer, nullable=False, index=True),
-    *_typed_columns(),
-)
-quarantine = sa.Table(
-    "quarantined_encounters",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("encounter_id", sa.Text, nullable=False, index=True),  # as received
-    sa.Column("batch_id", sa.Integer, index=True),  # none: rejected before batching (its id)
-    sa.Column("reason_code", sa.String(32), nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("row_hash", sa.String(64), nullable=False),
-    sa.Column("raw", sa.Text, nullable=False),
-    sa.UniqueConstraint("row_hash", "reason_code"),  # a replayed bad row is stored once
-)
-corrections = sa.Table(
-    "corrections",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("encounter_id", sa.BigInteger, nullable=False, index=True),
-    sa.Column("row_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("fields", sa.Text, nullable=False),  # {column: [stored, received]}
-    sa.Column("raw", sa.Text, nullable=False),
-    sa.Column("applied_to_batch", sa.Integer),  # a fixed quarantined row, now a clean row
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-)
-batches = sa.Table(
-    "batches",
-    metadata,
-    sa.Column("batch_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("kind", sa.String(8), nullable=False),
-    sa.Column("first_encounter_id", sa.Text, nullable=False),
-    sa.Column("last_encounter_id", sa.Text, nullable=False),
-    sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("accepted", sa.Integer, nullable=False),
-    sa.Column("quarantined", sa.Integer, nullable=False),
-    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
-)
-trainings = sa.Table(
-    "trainings",
-    metadata,
-    sa.Column("model_name", sa.String(256), primary_key=True),
-    sa.Column("batch_id", sa.Integer, primary_key=True),  # once per lineage, by construction
-    sa.Column("model_version", sa.String(32), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("trained_at", sa.DateTime(timezone=True), nullable=False),
-)
-ingests = sa.Table(
-    "ingests",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("rows_in", sa.Integer, nullable=False),
-    sa.Column("accepted", sa.Integer, nullable=False),
-    sa.Column("quarantined", sa.Integer, nullable=False),
-    sa.Column("already_present", sa.Integer, nullable=False),
-    sa.Column("deferred", sa.Integer, nullable=False),
-    sa.Column("corrections", sa.Integer, nullable=False),
-    sa.Column("report", sa.Text, nullable=False),  # the whole IngestReport as JSON
-    # Blank "not measured" lab cells read as "None" (readmission.validation.normalize).
-    sa.Column("normalized", sa.Integer, nullable=False, server_default="0"),
-    # Refused whole (MAX_QUARANTINE_SHARE): nothing else of the extract was stored.
-    sa.Column("refused", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("quarantine_share", sa.Float, nullable=False, server_default="0"),
-)
-leases = sa.Table(
-    "leases",
-    metadata,
-    sa.Column("name", sa.String(32), primary_key=True),
-    sa.Column("holder", sa.Text, nullable=False),
-    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
-    # One higher at each acquisition: a run whose token is no longer the row's lost the lease.
-    sa.Column("fencing_token", sa.BigInteger, nullable=False, server_default="0"),
-)
-settings_table = sa.Table(
-    "warehouse_settings",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-# Every prediction the API served (readmission.prediction_log); `outcome` is the encounter's
-# `readmitted` value, copied in once an ingested extract carries it.
-prediction_log = sa.Table(
-    "prediction_log",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("encounter_id", sa.BigInteger, index=True),
-    sa.Column("patient_nbr", sa.BigInteger),
-    sa.Column("model_name", sa.String(256), nullable=False),
-    sa.Column("model_version", sa.String(32), nullable=False),
-    sa.Column("probability", sa.Float, nullable=False),
-    sa.Column("threshold", sa.Float, nullable=False),
-    sa.Column("predicted_label", sa.Boolean, nullable=False),
-    sa.Column("risk_band", sa.String(8), nullable=False),
-    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("outcome", sa.Text),
-    sa.Column("labelled_at", sa.DateTime(timezone=True)),
-    # The shadow version scored beside the answer on the same request (never returned), null
-    # without one: in the same row, so that shadow scoring adds no row to write (the COPY is
-    # most of what logging costs the API) and the live comparison's pairs need no join.
-    sa.Column("shadow_version", sa.String(32)),
-    sa.Column("shadow_probability", sa.Float),
-    sa.Column("shadow_threshold", sa.Float),
-    sa.Index("ix_prediction_log_model_outcome", "model_name", "outcome"),
-    # The API only appends; the platform reads the log and copies outcomes in (join_outcomes).
-    info={API_PRIVILEGES: ("INSERT",)},
-)
-# Each computation of the realized performance (readmission.performance), as JSON.
-performance_reports = sa.Table(
-    "performance_reports",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model_name", sa.String(256), nullable=False, index=True),
-    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("last_prediction_id", sa.BigInteger, nullable=False),
-    sa.Column("report", sa.Text, nullable=False),
-    # The API exports the latest report to Prometheus and serves it (GET /performance).
-    info={API_PRIVILEGES: ("SELECT",)},
-)
-
-
-# MLflow registry webhook deliveries the API accepted (readmission.webhooks).
-webhook_deliveries = sa.Table(
-    "webhook_deliveries",
-    metadata,
-    sa.Column("delivery_id", sa.String(64), primary_key=True),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("event", sa.String(64), nullable=False),
-    sa.Column("model_name", sa.Text),
-    sa.Column("alias", sa.Text),
-    sa.Column("version", sa.String(32)),
-    sa.Column("received_by", sa.Text, nullable=False),
-    # The API records each delivery it accepts, the evidence of the registry check it started;
-    # it needs no other right: a replay is an INSERT that adds nothing.
-    info={API_PRIVILEGES: ("INSERT",)},
-)
-
-
-class WarehouseNotReady(RuntimeError):
-    """The warehouse lacks tables and this login may not create them (the API's login)."""
-
-
-@dataclass(frozen=True)
-class Batch:
-    batch_id: int
-    kind: str
-    first_encounter_id: str
-    last_encounter_id: str
-    rows: int
-    accepted: int
-    quarantined: int
-    trained: bool
-    model_version: str | None
 
 
 @dataclass(frozen=True)
@@ -303,156 +155,6 @@ class IngestReport:
         return [b.batch_id for b in self.new_batches if b.kind == "train"]
 
 
-@cache
-def engine_for(url: str) -> Engine:
-    """One engine per URL per process, its warehouse brought to the newest schema on first use."""
-    ensure_sqlite_directory(url)
-    # SQLite: wait for another process's write transaction instead of failing at once.
-    connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
-    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-    try:
-        create_schema(engine)
-    except BaseException:  # not cached: the next call tries again (WarehouseNotReady)
-        engine.dispose()  # so close its connection now, not when it is garbage
-        raise
-    return engine
-
-
-def create_schema(engine: Engine) -> None:
-    """Bring the warehouse to the newest revision of readmission.migrations, safe when several
-    processes open it at once; a warehouse of the release before migrations is upgraded in place.
-
-    Migrations check, then change: two processes could both see a revision missing. PostgreSQL
-    serialises them with a transaction-scoped advisory lock (and its DDL is transactional: a
-    failed upgrade leaves the schema as it was); SQLite with an exclusive lock on a file beside
-    the database (its own locking does not cover the check), so the second process finds the
-    schema at head and changes nothing. A login that may not change the schema (the API's)
-    changes nothing: it only needs the tables there.
-    """
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
-            may_change = conn.execute(
-                sa.text("SELECT has_schema_privilege(current_schema(), 'CREATE')")
-            ).scalar()
-            if not may_change:
-                _require_tables(conn, engine.url.username)
-                return
-            migrations.upgrade(conn)
-            grant_api_privileges(conn, migrations.tables())
-        return
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
-        with engine.begin() as conn:
-            migrations.upgrade(conn)
-        return
-    with open(f"{database}.schema-lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        with engine.begin() as conn:
-            migrations.upgrade(conn)
-
-
-def _require_tables(conn: Connection, login: str | None) -> None:
-    missing = [t.name for t in migrations.tables() if not sa.inspect(conn).has_table(t.name)]
-    if missing:
-        raise WarehouseNotReady(
-            f"the warehouse lacks tables ({', '.join(missing)}) and {login} may not create them: "
-            "its owner creates them (compose: warehouse-init; `readmission init-warehouse`, or "
-            "any Airflow task, as the owner)"
-        )
-
-
-def grant_api_privileges(conn: Connection, tables: list[sa.Table]) -> None:
-    """Grant API_ROLE what each of `tables` declares (`info[API_PRIVILEGES]`), and the use of
-    the sequence numbering the rows it inserts, where it lacks them.
-
-    Only the tables' owner (or a superuser) grants: for any other login, the API's included,
-    this does nothing, as it does on a server without API_ROLE (a test database, a warehouse no
-    API uses). Re-checked whenever the owner opens the warehouse, so a login created after the
-    tables (an existing volume) gets its rights at the owner's next start. The caller holds the
-    schema lock: two GRANTs on one table at once fail ("tuple concurrently updated").
-    """
-    if not _api_role_exists(conn):
-        return
-    quote = conn.dialect.identifier_preparer.quote
-    role = quote(API_ROLE)
-    owns = sa.text(
-        "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(:t)"
-    )
-    held = sa.text("SELECT has_table_privilege(:role, :t, :privilege)")
-    for table in tables:
-        wanted = table.info.get(API_PRIVILEGES, ())
-        name = quote(table.name)
-        if not wanted or not conn.execute(owns, {"t": name}).scalar():
-            continue
-        missing = [
-            p
-            for p in wanted
-            if not conn.execute(held, {"role": API_ROLE, "t": name, "privilege": p}).scalar()
-        ]
-        if missing:  # privilege words and names from this module, quoted: no outside input
-            conn.execute(sa.text(f"GRANT {', '.join(missing)} ON TABLE {name} TO {role}"))
-        if "INSERT" not in wanted:
-            continue
-        for column in table.primary_key.columns:  # a serial key: INSERT calls its nextval()
-            sequence = conn.execute(
-                sa.text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": name, "c": column.name}
-            ).scalar()
-            usage = sa.text("SELECT has_sequence_privilege(:role, :s, 'USAGE')")
-            if sequence and not conn.execute(usage, {"role": API_ROLE, "s": sequence}).scalar():
-                # pg_get_serial_sequence returns the name quoted and schema-qualified
-                conn.execute(sa.text(f"GRANT USAGE ON SEQUENCE {sequence} TO {role}"))
-
-
-def _api_role_exists(conn: Connection) -> bool:
-    exists = sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role")
-    return conn.execute(exists, {"role": API_ROLE}).scalar() is not None
-
-
-def api_privileges(url: str) -> dict[str, list[str]] | None:
-    """What API_ROLE may do on each table of the warehouse's schema where it may do anything
-    (its effective privileges, PUBLIC's included); None on SQLite or without the login."""
-    engine = engine_for(url)
-    if engine.dialect.name != "postgresql":
-        return None
-    with engine.connect() as conn:
-        if not _api_role_exists(conn):
-            return None
-        rows = conn.execute(
-            sa.text(
-                "SELECT c.relname, p.privilege FROM pg_class c, unnest(CAST(:privileges AS text[]))"
-                " WITH ORDINALITY AS p(privilege, rank)"
-                " WHERE c.relnamespace = to_regnamespace(current_schema())"
-                " AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
-                " AND has_table_privilege(:role, c.oid, p.privilege)"
-                " ORDER BY c.relname, p.rank"
-            ),
-            {"privileges": list(TABLE_PRIVILEGES), "role": API_ROLE},
-        )
-        found: dict[str, list[str]] = {}
-        for table, privilege in rows:
-            found.setdefault(table, []).append(privilege)
-        return found
-
-
-def ensure_sqlite_directory(url: str) -> None:
-    """SQLite creates the file but not its folder: make the folder of a file URL exist."""
-    parsed = sa.make_url(url)
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-
-
-@contextmanager
-def transaction(url: str) -> Iterator[Connection]:
-    """A write transaction that excludes every other one, in this process or another."""
-    with engine_for(url).begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-        else:  # take SQLite's write lock now, before reading what the writes depend on
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        yield conn
-
-
 def identity(url: str) -> str:
     """This warehouse's id, created once: model versions carry it, so a version registered
     from another warehouse (or by hand) is never taken for one of this lineage's."""
@@ -470,15 +172,6 @@ def _setting(conn: Connection, key: str, default: object) -> str:
     value = str(default() if callable(default) else default)
     conn.execute(settings_table.insert().values(key=key, value=value))
     return value
-
-
-def holdout_fraction(url: str) -> float | None:
-    """The holdout fraction pinned by the first ingest (None before it)."""
-    with engine_for(url).connect() as conn:
-        stored = conn.execute(
-            sa.select(settings_table.c.value).where(settings_table.c.key == "holdout_fraction")
-        ).scalar()
-    return float(stored) if stored is not None else None
 
 
 def _row_hashes(raw: pd.DataFrame, keys: pd.Series) -> pd.Series:
@@ -1091,34 +784,6 @@ def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None
         copy.write(text)
 
 
-def batch_list(url: str, model_name: str | None = None) -> list[Batch]:
-    """Every batch, with whether (and into which version) lineage `model_name` trained it."""
-    with engine_for(url).connect() as conn:
-        trained = _trained_versions(conn, model_name) if model_name else {}
-        rows = conn.execute(sa.select(batches).order_by(batches.c.batch_id)).mappings()
-        return [
-            Batch(
-                r["batch_id"],
-                r["kind"],
-                r["first_encounter_id"],
-                r["last_encounter_id"],
-                r["rows"],
-                r["accepted"],
-                r["quarantined"],
-                r["batch_id"] in trained,
-                trained.get(r["batch_id"]),
-            )
-            for r in rows
-        ]
-
-
-def _trained_versions(conn: Connection, model_name: str) -> dict[int, str]:
-    query = sa.select(trainings.c.batch_id, trainings.c.model_version).where(
-        trainings.c.model_name == model_name
-    )
-    return {int(b): str(v) for b, v in conn.execute(query)}
-
-
 def training_batches(url: str) -> list[int]:
     with engine_for(url).connect() as conn:
         query = sa.select(batches.c.batch_id).where(batches.c.kind == "train")
@@ -1128,14 +793,14 @@ def training_batches(url: str) -> list[int]:
 def untrained_batches(url: str, model_name: str) -> list[int]:
     """Training batches lineage `model_name` has not trained yet, in training order."""
     with engine_for(url).connect() as conn:
-        trained = _trained_versions(conn, model_name)
+        trained = trained_versions(conn, model_name)
     return [b for b in training_batches(url) if b not in trained]
 
 
 def lineage_head(url: str, model_name: str) -> tuple[int, str] | None:
     """(batch, version) of the last batch lineage `model_name` trained: the next step's parent."""
     with engine_for(url).connect() as conn:
-        trained = _trained_versions(conn, model_name)
+        trained = trained_versions(conn, model_name)
     if not trained:
         return None
     last = max(trained)
@@ -1176,13 +841,6 @@ def correction_rows(url: str) -> pd.DataFrame:
         frame = pd.read_sql(query, conn)
     frame["fields"] = frame["fields"].map(json.loads)
     return frame
-
-
-def ingest_history(url: str) -> list[dict[str, object]]:
-    """The report of every ingest, oldest first."""
-    with engine_for(url).connect() as conn:
-        rows = conn.execute(sa.select(ingests).order_by(ingests.c.id)).mappings()
-        return [{"source": r["source"], **json.loads(r["report"])} for r in rows]
 
 
 def mark_trained(
@@ -1227,33 +885,13 @@ class AlreadyTrained(RuntimeError):
 def recorded_version(url: str, model_name: str, batch_id: int) -> str | None:
     """The version lineage `model_name` recorded for a batch, if any."""
     with engine_for(url).connect() as conn:
-        return _trained_versions(conn, model_name).get(batch_id)
+        return trained_versions(conn, model_name).get(batch_id)
 
 
 def stored_encounter_ids(url: str) -> set[str]:
     """The encounter_id of every encounter stored so far, as text (`N`, its canonical form)."""
     with engine_for(url).connect() as conn:
         return {str(k) for k in conn.execute(sa.select(raw_encounters.c.encounter_id)).scalars()}
-
-
-def row_counts(url: str) -> dict[str, int]:
-    with engine_for(url).connect() as conn:
-        return {
-            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-            for t in (raw_encounters, clean_encounters, quarantine, corrections)
-        }
-
-
-def holdout_overlap(url: str) -> int:
-    """Patients with encounters both in the holdout and in a training batch: 0, always."""
-    held = sa.select(clean_encounters.c.patient_nbr).where(
-        clean_encounters.c.batch_id == HOLDOUT_BATCH
-    )
-    query = sa.select(sa.func.count(sa.distinct(clean_encounters.c.patient_nbr))).where(
-        clean_encounters.c.batch_id != HOLDOUT_BATCH, clean_encounters.c.patient_nbr.in_(held)
-    )
-    with engine_for(url).connect() as conn:
-        return int(conn.execute(query).scalar_one())
 
 
 class LeaseBusy(RuntimeError):

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
-from readmission import performance, registry, steps
+from readmission import performance, registry, registry_reader, steps
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL, TARGET
 from readmission.validation import validate
@@ -106,7 +106,7 @@ def test_every_answer_is_logged_across_a_restart_and_realized_auc_is_scikit_lear
     expected = roc_auc_score(truth, [a["probability"] for a in answers])
     assert version["roc_auc"] == pytest.approx(expected, abs=1e-12)
     assert version["observed_rate"] == pytest.approx(np.mean(truth))
-    (trained,) = [v for v in registry.version_summaries(settings) if str(v.version) == "2"]
+    (trained,) = [v for v in registry_reader.version_summaries(settings) if str(v.version) == "2"]
     assert version["holdout_roc_auc"] == pytest.approx(trained.metrics["holdout_roc_auc"])
     assert served_report["report_id"] == report["report_id"]
     assert served_report["versions"][0]["roc_auc"] == pytest.approx(expected, abs=1e-12)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import ledger, promotion, registry, steps
+from readmission import ledger, promotion, registry, registry_reader, steps
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL
 from readmission.validation import validate
@@ -174,7 +174,7 @@ def test_act_rolls_production_back_below_the_realized_floor_once_and_says_why(
     assert "performance --act" in last.by
     assert f"{served['recent']['roc_auc']:.4f} [95% {low:.4f}, {high:.4f}]" in last.reason
     assert "upper end below REALIZED_AUC_FLOOR 0.99" in last.reason
-    assert registry.ROLLED_BACK_TAG in registry.model_version(settings, PRODUCTION).tags
+    assert registry_reader.ROLLED_BACK_TAG in registry.model_version(settings, PRODUCTION).tags
 
     again = cli(settings, "performance", "--act", **floor)  # idempotent: nothing more to do
     assert again.returncode == 0, again.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from readmission import registry, warehouse
+from readmission import registry_reader, warehouse
 from readmission.config import Settings
 from readmission.dataset import synthetic_sample
 
@@ -115,7 +115,7 @@ def assert_consistent(settings: Settings, sources: list[pd.DataFrame]) -> None:
     assert trained and all(b.trained for b in trained), "every batch trained"
     versions = [
         v
-        for v in registry.version_summaries(settings)
+        for v in registry_reader.version_summaries(settings)
         if v.tags.get("warehouse_id") == warehouse.identity(url)
     ]
     assert len(versions) == len(trained), "registered versions = trained batches"

@@ -16,7 +16,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import ledger, model_card, promotion, registry, steps, training, warehouse
+from readmission import (
+    ledger,
+    model_card,
+    promotion,
+    registry,
+    registry_reader,
+    steps,
+    training,
+    warehouse,
+)
 from readmission.config import Settings
 
 from .conftest import assert_consistent, ok, run, start, wait_until
@@ -74,7 +83,7 @@ def test_a_run_killed_between_registration_and_the_card_converges_to_one_carded_
     rerun = ok("train")
     assert "registered before its bookkeeping, adopted" in rerun, rerun
     assert_consistent(chaos, [frame])
-    for version in registry.version_summaries(chaos):
+    for version in registry_reader.version_summaries(chaos):
         card = model_card.load(version.run_id or "")
         assert card is not None and card["model"]["version"] == version.version
         batches = [b["batch_id"] for b in card["data"]["batches"]]
@@ -218,7 +227,7 @@ def test_a_rollback_killed_at_any_step_is_finished_by_its_rerun_and_never_undone
     assert _ledger(settings)[4:] == [("4", "3", "rollback"), ("3", "2", "rollback")]
     for version in ("4", "3"):
         tags = registry.connect(settings).get_model_version(settings.model_name, version).tags
-        assert registry.ROLLED_BACK_TAG in tags
+        assert registry_reader.ROLLED_BACK_TAG in tags
     assert_consistent(settings, [rows])
 
 

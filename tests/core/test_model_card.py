@@ -14,6 +14,7 @@ from readmission import (
     model_card,
     promotion,
     registry,
+    registry_reader,
     training,
     warehouse,
 )
@@ -36,7 +37,7 @@ def card_of_version_2(
     )
     warehouse.ingest(platform.warehouse_url, sample, 500, 0.2, 2)
     training.train_pending(platform)
-    version = registry.version_summaries(platform)[-1]
+    version = registry_reader.version_summaries(platform)[-1]
     client = registry.connect(platform)
     markdown = client.download_artifacts(version.run_id, model_card.MARKDOWN_PATH)
     with open(markdown, encoding="utf-8") as file:

@@ -18,7 +18,8 @@ from readmission import (
     model_card,
     promotion,
     registry,
-    steps,
+    registry_reader,
+    status,
     training,
     warehouse,
 )
@@ -196,7 +197,7 @@ def test_every_production_change_is_in_the_ledger_and_rollback_returns_to_the_pr
     assert "rollback" in entries[-1].reason and entries[-1].by == "cli (tester)"
     assert [e.time for e in entries] == sorted(e.time for e in entries)
     assert promotion.change_production(fresh, "2", "cli (tester)", "again") is None
-    assert "back to v2" in tags(fresh, "3")[registry.ROLLED_BACK_TAG]
+    assert "back to v2" in tags(fresh, "3")[registry_reader.ROLLED_BACK_TAG]
 
 
 def test_a_second_rollback_never_returns_to_a_rolled_back_version(fresh: Settings) -> None:
@@ -301,7 +302,7 @@ def test_every_version_shows_its_auc_on_the_current_holdout_beside_the_training_
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=False, by="test-dag")
     assert verdict is not None
 
-    report = steps.status(fresh)
+    report = status.report(fresh)
     rows = {v["version"]: v for v in report["versions"]}
     assert rows["3"]["current_holdout_roc_auc"] == pytest.approx(
         verdict.challenger["roc_auc"], abs=1e-6
@@ -312,7 +313,7 @@ def test_every_version_shows_its_auc_on_the_current_holdout_beside_the_training_
     # The gate scored the rest of the lineage there too, once: v2 beside its neighbours.
     assert 0.5 < rows["2"]["current_holdout_roc_auc"] < 1
     assert rows["3"]["holdout_fingerprint"] is not None  # the training day's, named
-    assert registry.compared_holdout(fresh) == report["holdout"]["fingerprint"]
+    assert registry_reader.compared_holdout(fresh) == report["holdout"]["fingerprint"]
     # The holdout has not grown since training here: the gate's number is the card's.
     assert rows["3"]["holdout_fingerprint"] == report["holdout"]["fingerprint"]
     card = model_card.load(registry.model_version(fresh, "3").run_id)
@@ -412,7 +413,11 @@ def test_the_ledger_and_rollback_work_on_the_embedded_default(
     promotion.rollback(settings, "cli (tester)")
 
     assert registry.production_version(settings).version in (2, "2")
-    assert [v.aliases for v in registry.version_summaries(settings)] == [[], ["production"], []]
+    assert [v.aliases for v in registry_reader.version_summaries(settings)] == [
+        [],
+        ["production"],
+        [],
+    ]
     assert moves(settings) == [(None, "1"), ("1", "2"), ("2", "3"), ("3", "2")]
 
 

@@ -6,7 +6,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from readmission import registry, training, warehouse
+from readmission import registry, registry_reader, training, warehouse
 from readmission.config import Settings
 from readmission.features import CATEGORICAL, FeatureSpace, normalise
 from readmission.holdout import fingerprint
@@ -27,7 +27,7 @@ def test_warm_start_registers_one_version_per_batch_each_tagged_with_its_parent(
     results = training.train_pending(platform)
 
     assert [r.batch_id for r in results] == [1, 2, 3, 4]
-    versions = registry.version_summaries(platform)
+    versions = registry_reader.version_summaries(platform)
     assert [v.version for v in versions] == ["1", "2", "3", "4"]
     assert [v.parent_version for v in versions] == ["", "1", "2", "3"]
     assert [v.batch_id for v in versions] == ["1", "2", "3", "4"]
@@ -63,7 +63,7 @@ def test_a_trained_batch_is_never_trained_twice(platform: Settings, sample: pd.D
     ingest(platform, sample, batches=1)
     assert len(training.train_pending(platform)) == 1
     assert training.train_pending(platform) == []
-    assert len(registry.version_summaries(platform)) == 1
+    assert len(registry_reader.version_summaries(platform)) == 1
 
 
 def test_a_failure_after_partial_fit_leaves_no_version_and_the_batch_untrained(
@@ -79,7 +79,7 @@ def test_a_failure_after_partial_fit_leaves_no_version_and_the_batch_untrained(
     with pytest.raises(RuntimeError, match="injected"):
         training.train_pending(platform)
 
-    assert [v.version for v in registry.version_summaries(platform)] == ["1"]
+    assert [v.version for v in registry_reader.version_summaries(platform)] == ["1"]
     assert warehouse.untrained_batches(platform.warehouse_url, platform.model_name) == [2]
     monkeypatch.undo()
     assert training.train_pending(platform)[0].parent_version == "1"
@@ -155,7 +155,7 @@ def test_promote_then_resolve_by_alias_and_by_legacy_stage(
     resolved = registry.production_version(platform)
     assert resolved.version == "2" and platform.model_alias in resolved.aliases
     assert client.get_model_version(platform.model_name, "1").current_stage == "Archived"
-    assert [v.aliases for v in registry.version_summaries(platform)] == [[], ["production"]]
+    assert [v.aliases for v in registry_reader.version_summaries(platform)] == [[], ["production"]]
 
 
 def test_registered_model_loads_as_pyfunc_and_compiles_to_the_same_probabilities(
@@ -193,4 +193,4 @@ def test_a_version_registered_without_its_card_is_unfinished_so_trained_again_an
 
     (result,) = training.train_pending(platform)
     assert (result.version, result.recovered) == ("2", False)
-    assert [v.version for v in registry.version_summaries(platform)] == ["2"]
+    assert [v.version for v in registry_reader.version_summaries(platform)] == ["2"]

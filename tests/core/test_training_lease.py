@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import model_card, registry, training, warehouse
+from readmission import model_card, registry_reader, training, warehouse
 from readmission.config import Settings
 from readmission.model import ReadmissionModel
 from tests.conftest import BIN, platform_env, service_env
@@ -84,7 +84,7 @@ def test_a_run_that_loses_the_lease_fails_and_leaves_one_version_for_the_batch(
         training.train_pending(platform)
     monkeypatch.undo()
 
-    versions = registry.version_summaries(platform)
+    versions = registry_reader.version_summaries(platform)
     assert [(v.version, v.batch_id) for v in versions] == [
         (warehouse.recorded_version(platform.warehouse_url, platform.model_name, 1), "1")
     ]

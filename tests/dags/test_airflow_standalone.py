@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from readmission import airflow_runs, holdout, ledger, performance, registry
+from readmission import airflow_runs, holdout, ledger, performance, registry, registry_reader
 from readmission.config import Settings
 from tests.conftest import ROOT, SUITE_PLAN, free_port, service_env, stop, wait_for
 from tests.dags.conftest import airflow_url, log_predictions
@@ -221,7 +221,7 @@ def test_while_03_waits_for_approval_01_and_02_run_and_the_next_03_waits_its_tur
         "GET", "/dags/03_evaluate_and_promote/dagRuns", params={"state": ["queued", "running"]}
     )["dag_runs"]
     assert [r["dag_run_id"] for r in active] == [waiting]
-    assert [v.batch_id for v in registry.version_summaries(settings)] == ["1", "2", "3"]
+    assert [v.batch_id for v in registry_reader.version_summaries(settings)] == ["1", "2", "3"]
 
     airflow_runs.respond(
         "03_evaluate_and_promote", waiting, ASK, "Approve", {"comment": "card read, subgroups fine"}
@@ -317,7 +317,7 @@ def test_a_queued_foreign_asset_event_is_reported_and_never_taken_for_ours(
     }
     assert ours not in foreign_runs  # the foreign event's run trained nothing of ours
     assert training["state"] == "success"
-    assert "3" in [v.batch_id for v in registry.version_summaries(airflow.settings)]
+    assert "3" in [v.batch_id for v in registry_reader.version_summaries(airflow.settings)]
     if heard:  # our run may have had to wait behind the foreign one: then we were told
         assert all("02_warm_start_training" in line for line in heard)
 

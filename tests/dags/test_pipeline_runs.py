@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import holdout, ledger, promotion, registry, warehouse
+from readmission import holdout, ledger, promotion, registry, registry_reader, warehouse
 from readmission.config import Settings
 from readmission.model import ReadmissionModel, labels
 from readmission.schema import POSITIVE_LABEL, TARGET
@@ -105,7 +105,8 @@ def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds
     training = run("02_warm_start_training")
     assert asset_events(training, MODEL_VERSIONS) == [{"versions": ["2", "3", "4"]}]
     assert [
-        (v.version, v.parent_version, v.batch_id) for v in registry.version_summaries(pipeline_env)
+        (v.version, v.parent_version, v.batch_id)
+        for v in registry_reader.version_summaries(pipeline_env)
     ] == [("1", "", "1"), ("2", "1", "2"), ("3", "2", "3"), ("4", "3", "4")]
 
     replay = run("01_ingest_data", batches=0)
@@ -135,7 +136,7 @@ def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds
     idle = run("02_warm_start_training")
     assert returned(idle, "train_untrained_batches") == []
     assert task_states(idle)["announce_new_versions"] == "skipped"
-    assert len(registry.version_summaries(pipeline_env)) == 4
+    assert len(registry_reader.version_summaries(pipeline_env)) == 4
 
 
 def test_an_ingest_adding_only_outcomes_of_scored_encounters_starts_realized_performance_only(
@@ -290,7 +291,7 @@ def test_an_extract_with_too_many_bad_rows_fails_ingest_and_adds_no_batch_and_no
     (refusal,) = warehouse.ingest_history(url)
     assert refusal["refused"] is True and refusal["quarantine_share"] == pytest.approx(0.3)
     assert run("02_warm_start_training").state == "success"
-    assert registry.version_summaries(pipeline_env) == []
+    assert registry_reader.version_summaries(pipeline_env) == []
 
     corrected = run("01_ingest_data", source=str(fixed), batches=0)
     assert corrected.state == "success"

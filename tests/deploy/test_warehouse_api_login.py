@@ -29,6 +29,7 @@ from readmission import (
     prediction_log,
     promotion,
     registry,
+    tables,
     warehouse,
 )
 from readmission.config import Settings
@@ -199,7 +200,7 @@ def test_the_api_reads_realized_performance_as_its_own_login(urls: dict[str, str
     report = {"model_name": model_name, "versions": [{"version": "1", "roc_auc": 0.7}]}
     with warehouse.engine_for(urls["owner"]).begin() as conn:  # the platform computes reports
         conn.execute(
-            warehouse.performance_reports.insert().values(
+            tables.performance_reports.insert().values(
                 model_name=model_name,
                 computed_at=datetime.now(UTC),
                 last_prediction_id=0,

@@ -1,7 +1,7 @@
 """The warehouse schema's migrations (Alembic), run in code: no alembic.ini at run time.
 
 `upgrade(conn)` brings a warehouse to the newest revision inside the caller's transaction (the
-caller holds the schema lock: warehouse.create_schema). Revision 0001 is the schema as the
+caller holds the schema lock: database.create_schema). Revision 0001 is the schema as the
 release before migrations made it with `create_all`; such a warehouse (no alembic_version table)
 is adopted as it stands: 0001 creates only the tables it lacks (the ledger's `promotions` came
 with the ledger's first use), then the later revisions run. docs/migrations.md: adding one.
@@ -50,9 +50,9 @@ def current(conn: Connection) -> str | None:
 def metadatas() -> list[sa.MetaData]:
     """The warehouse's tables as the code uses them (the ledger keeps its own MetaData): what
     the newest revision must create, and what autogenerate compares a new revision against."""
-    from readmission import ledger, warehouse  # they import this package: read them late
+    from readmission import ledger, tables  # the ledger imports this package: read it late
 
-    return [warehouse.metadata, ledger.metadata]
+    return [tables.metadata, ledger.metadata]
 
 
 def tables() -> list[sa.Table]:
