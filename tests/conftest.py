@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -23,90 +19,66 @@ from sqlalchemy.engine import Connection, Engine
 
 from readmission.config import Settings, get_settings
 from readmission.dataset import synthetic_sample
+from tests.services import BIN, ROOT, free_port, running, service_env
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Poll `url` until it answers 200; fail early with the log if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not come up in {timeout}s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a process started with `start_new_session=True`, and its children."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, 9)
-
-
-# What a subprocess inherits from the pytest process: what any program needs to run on this
-# machine, nothing that says where a service or database is. Fixtures export AIRFLOW_*, MLFLOW_*,
-# DATABASE_URL and the like into this process (the DAG tests must: Airflow reads them when
-# imported); a child that inherited them would run on another test's databases.
-INHERITED = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "SHELL",
-        "TERM",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TMPDIR",
-        "CI",
-        "OPENBLAS_CORETYPE",
-        "OPENBLAS_L2_SIZE",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "REQUESTS_CA_BUNDLE",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-    }
-)
-
-
-def service_env(**extra: str) -> dict[str, str]:
-    """The environment of a subprocess: the allow-listed basics, the venv's bin first on PATH,
-    and `extra`, which must name every setting the child needs."""
-    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    env.update(extra)
-    return env
 
 
 def platform_env() -> dict[str, str]:
     """The platform settings this test set (see `configure`), to hand to a subprocess."""
     aliases = {str(field.alias) for field in Settings.model_fields.values()}
     return {k: v for k, v in os.environ.items() if k in aliases}
+
+
+# The `slow` marker, checked: `make test-fast` (pytest -m "not slow") must not start a process.
+# An audit hook counts every process this pytest process starts (subprocess, os.system,
+# posix_spawn), whoever starts it; a test not marked slow fails if one started while its fixtures
+# were set up or while it ran, or if it uses a fixture that started one for an earlier test.
+_PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec"})
+_process_starts = 0
+_starting_fixtures: set[str] = set()  # fixtures seen starting a process
+_starts_before = pytest.StashKey[int]()
+
+
+def _count_process_starts(event: str, _args: tuple[object, ...]) -> None:
+    global _process_starts
+    if event in _PROCESS_EVENTS:
+        _process_starts += 1
+
+
+sys.addaudithook(_count_process_starts)  # cannot be removed; counting is all it does
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> Iterator[object]:
+    before = _process_starts  # its dependencies are already set up: this counts its own
+    try:
+        return (yield)
+    finally:
+        if _process_starts > before:
+            _starting_fixtures.add(fixturedef.argname)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_starts_before] = _process_starts
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    result = yield
+    if item.get_closest_marker("slow") is None:
+        started = _process_starts - item.stash[_starts_before]
+        fixtures = sorted(_starting_fixtures & set(getattr(item, "fixturenames", ())))
+        if started or fixtures:
+            pytest.fail(
+                f"{item.nodeid} starts processes ({started} while it ran, through fixtures "
+                f"{fixtures}) but is not marked slow: add @pytest.mark.slow (or pytestmark)",
+                pytrace=False,
+            )
+    return result
 
 
 # Every engine this process opened (the warehouse caches one per database URL, for the process's
@@ -158,22 +130,14 @@ def mlflow_backend_uri(url: str) -> str:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A moto S3 server standing in for MinIO, with the artifact bucket created."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
-    process = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{endpoint}/moto-api/", process, timeout=60)
-        env = {
-            "MLFLOW_S3_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
+    with running(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        tmp_path_factory.mktemp("moto") / "moto.log",
+        service_env(),
+        f"{endpoint}/moto-api/",
+        timeout=60,
+    ):
         import boto3
 
         boto3.client(
@@ -183,10 +147,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
             aws_secret_access_key="test",
             region_name="us-east-1",
         ).create_bucket(Bucket="mlflow")
-        yield env
-    finally:
-        stop(process)
-        log.close()
+        yield {
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
 
 @contextmanager
@@ -195,25 +161,14 @@ def running_mlflow_server(log_dir: Path, s3: dict[str, str], **env: str) -> Iter
     proxied to the moto S3 server; its URL once healthy, stopped on exit. A start-up failure
     prints the end of its log."""
     port = free_port()
-    log_path = log_dir / "mlflow.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / "bin" / "mlflow-server")],
-            env=service_env(**s3, MLFLOW_PORT=str(port), **env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for(f"{url}/health", process)
-        except Exception:
-            print(log_path.read_text()[-5000:])
-            raise
+    with running(
+        [str(ROOT / "bin" / "mlflow-server")],
+        log_dir / "mlflow.log",
+        service_env(**s3, MLFLOW_PORT=str(port), **env),
+        f"{url}/health",
+    ):
         yield url
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pytest
 
 from readmission import registry, training, warehouse
 from readmission.config import Settings
-from tests.conftest import ROOT, free_port, service_env, stop, wait_for
+from tests.services import ROOT, free_port, running, service_env
 
 RELOAD_TOKEN = secrets.token_urlsafe(16)
 TRAINED_VERSIONS = 3
@@ -110,23 +110,9 @@ def running_api(settings: Settings, log_dir: Path, **env: str) -> Iterator[Api]:
         }
     )
     log = log_dir / f"api-{port}.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(ROOT / "bin" / "api")],
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    api = Api(f"http://127.0.0.1:{port}", process, log, settings)
-    try:
-        wait_for(f"{api.url}/health", process, timeout=120)
-        yield api
-    except BaseException:
-        print(api.tail())
-        raise
-    finally:
-        stop(process)
+    url = f"http://127.0.0.1:{port}"
+    with running([str(ROOT / "bin" / "api")], log, environment, f"{url}/health") as process:
+        yield Api(url, process, log, settings)
 
 
 _LINEAGES: dict[str, Settings] = {}  # by MLflow server: tests/api and tests/load share one

@@ -9,10 +9,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import httpx
+import pytest
 
 from readmission.schema import example_encounter
 from tests.api.serving import RELOAD_TOKEN, Api
-from tests.conftest import BIN
+from tests.services import BIN
+
+pytestmark = pytest.mark.slow
 
 # 413 is how the API refuses a batch over MAX_BATCH_ROWS (the schema's maxItems) or a body over
 # its size limit, documented on both routes: a rejection like 422 for schemathesis' negative cases.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from readmission import registry
@@ -21,6 +22,8 @@ from tests.api.serving import (
     copy_lineage,
     running_api,
 )
+
+pytestmark = pytest.mark.slow
 
 CONTRACT_SAMPLES = {
     "http_requests_total": {"handler", "method", "status"},

@@ -18,6 +18,8 @@ from readmission.validation import validate
 from tests.api.conftest import SERVED_VERSION
 from tests.api.serving import MAX_BATCH_ROWS, Api
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def encounters() -> list[dict[str, Any]]:

@@ -22,6 +22,8 @@ from readmission.config import Settings
 from readmission.schema import example_encounter
 from tests.api.serving import Api, copy_lineage, running_api
 
+pytestmark = pytest.mark.slow
+
 SECRET = secrets.token_urlsafe(24)
 SLOW_POLL = "60"  # a version served sooner than this came by the webhook
 

@@ -16,8 +16,9 @@ import pytest
 from readmission import registry, warehouse
 from readmission.config import Settings
 from readmission.dataset import synthetic_sample
+from tests.services import BIN, ROOT, service_env
 
-from ..conftest import BIN, ROOT, platform_env, service_env
+from ..conftest import platform_env
 
 BATCH_SIZE = 300
 

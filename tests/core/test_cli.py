@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 import readmission
@@ -18,8 +19,9 @@ from readmission import migrations, prediction_log, registry, webhooks
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction
 from readmission.validation import validate
+from tests.services import BIN, ROOT, service_env
 
-from ..conftest import BIN, ROOT, platform_env, service_env
+from ..conftest import platform_env
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,6 +35,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.slow
 def test_ingest_train_promote_rollback_promotions_and_status(
     platform: Settings, sample_csv: Path
 ) -> None:
@@ -89,6 +92,7 @@ def test_ingest_train_promote_rollback_promotions_and_status(
     assert "holdout: 503 encounters" in text and "patients also in training: 0" in text
 
 
+@pytest.mark.slow
 def test_a_missing_source_is_a_clear_error_not_a_traceback(
     platform: Settings, tmp_path: Path
 ) -> None:
@@ -97,6 +101,7 @@ def test_a_missing_source_is_a_clear_error_not_a_traceback(
     assert "DATA_SOURCE" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_mlflow_run_trains_through_the_mlproject_entry_point(
     platform: Settings, sample_csv: Path
 ) -> None:
@@ -168,6 +173,7 @@ def test_init_warehouse_creates_every_table_and_is_safe_to_rerun(tmp_path: Path)
     } <= tables
 
 
+@pytest.mark.slow
 def test_webhook_ensure_registers_once_and_needs_the_secret(platform: Settings) -> None:
     name = f"cli-test-{platform.model_name}"
     url = "http://127.0.0.1:9/webhooks/mlflow"  # nothing listens: no --check
@@ -188,6 +194,7 @@ def test_webhook_ensure_registers_once_and_needs_the_secret(platform: Settings) 
     assert len(found) == 1 and found[0].url == url
 
 
+@pytest.mark.slow
 def test_performance_reports_each_served_version_as_text_and_json(
     platform: Settings, sample: pd.DataFrame, sample_csv: Path
 ) -> None:

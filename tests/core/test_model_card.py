@@ -20,6 +20,8 @@ from readmission import (
 from readmission.config import Settings
 from readmission.model import labels
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def card_of_version_2(

@@ -17,8 +17,8 @@ import pytest
 
 from readmission import airflow_runs, holdout, performance, registry
 from readmission.config import Settings
-from tests.conftest import ROOT, free_port, service_env, stop, wait_for
 from tests.dags.conftest import airflow_url, log_predictions
+from tests.services import ROOT, free_port, service_env, stop, wait_for
 
 pytestmark = pytest.mark.slow
 PIPELINE = ["01_ingest_data", "02_warm_start_training", "03_evaluate_and_promote"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, service_env
 from tests.dags.conftest import AIRFLOWIGNORE_WARNING, DAGS
+from tests.services import BIN, service_env
 
 pytestmark = pytest.mark.filterwarnings(AIRFLOWIGNORE_WARNING)
 PIPELINE = [

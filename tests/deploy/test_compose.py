@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from deploy import dotenv
 from readmission import warehouse
 from readmission.config import Settings
-from tests.conftest import service_env
+from tests.services import service_env
 
 from .conftest import COMPOSE_FILE, ROOT, env_values, load_yaml, run_compose, strings
 

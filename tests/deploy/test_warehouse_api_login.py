@@ -33,9 +33,9 @@ from readmission import (
 )
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
-from tests.conftest import BIN, service_env
 from tests.core.test_warehouse_schema import PROCESSES, open_at_once
 from tests.migrations import previous_release
+from tests.services import BIN, service_env
 
 from .conftest import run_init
 
