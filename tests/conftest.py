@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from readmission import registry, training, warehouse
 from readmission.config import Settings, get_settings
 from readmission.dataset import synthetic_sample
 from tests.services import BIN, ROOT, free_port, running, service_env
@@ -247,3 +248,54 @@ def artifacts_dir() -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir()
     return path
+
+
+TRAINED_VERSIONS = 3
+
+
+def platform_settings(database_url: str, tracking_uri: str, home: Path, **extra: str) -> Settings:
+    """Settings of one test platform, independent of the process environment."""
+    return Settings(
+        DATABASE_URL=database_url,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        MODEL_NAME=f"lineage-{uuid.uuid4().hex[:8]}",
+        BATCH_SIZE=500,
+        MIN_BATCH_ROWS=100,
+        READMISSION_HOME=str(home),
+        **extra,
+    )  # type: ignore[call-arg]
+
+
+def train_versions(settings: Settings, sample: pd.DataFrame, batches: int) -> None:
+    warehouse.ingest(
+        settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, batches
+    )
+    training.train_pending(settings)
+
+
+@pytest.fixture(scope="session")
+def trained_lineage(
+    create_database: Callable[[], str],
+    mlflow_server: str,
+    sample: pd.DataFrame,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
+    """Three warm-started versions of the sample's first three 500-row batches (500-row
+    holdout) on the shared MLflow server, trained once per session: training, with its
+    pyfuncs, figures, cards and bootstraps, is the suite's slowest step. Read it as it is;
+    a test that promotes, tags or records trainings works on `copy_lineage` of it."""
+    settings = platform_settings(
+        create_database(), mlflow_server, tmp_path_factory.mktemp("lineage")
+    )
+    train_versions(settings, sample, TRAINED_VERSIONS)
+    return settings
+
+
+def copy_lineage(base: Settings, versions: int = TRAINED_VERSIONS) -> Settings:
+    """Versions 1..`versions` of `base` registered again under a new model name, none promoted
+    (MLflow's copy_model_version: the same run and artifacts, no training)."""
+    client = registry.connect(base)
+    name = f"copy-{uuid.uuid4().hex[:8]}"
+    for version in range(1, versions + 1):
+        client.copy_model_version(registry.model_uri(base, version), name)
+    return base.model_copy(update={"model_name": name})

@@ -20,7 +20,8 @@ from pydantic import SecretStr
 from readmission import registry, webhooks
 from readmission.config import Settings
 from readmission.schema import example_encounter
-from tests.api.serving import Api, copy_lineage, running_api
+from tests.api.serving import Api, running_api
+from tests.conftest import copy_lineage
 
 pytestmark = pytest.mark.slow
 

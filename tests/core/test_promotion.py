@@ -8,37 +8,30 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from readmission import ledger, model_card, promotion, registry, steps, training, warehouse
+from readmission import ledger, model_card, promotion, registry, steps, warehouse
 from readmission.config import Settings
 from readmission.holdout import fingerprint
-
-VERSIONS = 3
+from tests.conftest import TRAINED_VERSIONS
 
 
 @pytest.fixture(scope="module")
-def lineage(
-    create_database: Callable[[], str], mlflow_server: str, sample: pd.DataFrame
-) -> Settings:
-    """Three warm-start versions, trained once for the module; tests work on copies of them."""
-    settings = Settings(
-        _env_file=None,
-        DATABASE_URL=create_database(),
-        MLFLOW_TRACKING_URI=mlflow_server,
-        MODEL_NAME=f"promotion-lineage-{uuid.uuid4().hex[:8]}",
-        MAX_LOG_LOSS=0.7,  # the synthetic sample's base rate is 21%
-        # 1,500 synthetic rows over a thousand features make an over-confident model (slope ~0.6)
-        GATE_CALIBRATION_SLOPE_MIN=0.3,
-        # Three 500-row batches barely move the AUC on a 500-row holdout (intervals ~ +-0.02):
-        # the gate tests below choose the policy that decides what they are about.
-        PROMOTION_POLICY="non_inferior",
-        NON_INFERIORITY_MARGIN=0.5,
+def lineage(trained_lineage: Settings) -> Settings:
+    """The session's three warm-start versions, judged under this module's gate settings (the
+    gate reads them when it runs, not from training); tests work on copies of them."""
+    return trained_lineage.model_copy(
+        update={
+            "max_log_loss": 0.7,  # the synthetic sample's base rate is 21%
+            # 1,500 synthetic rows over a thousand features make an over-confident model
+            # (slope ~0.6)
+            "gate_calibration_slope_min": 0.3,
+            # Three 500-row batches barely move the AUC on a 500-row holdout (intervals
+            # ~ +-0.02): the gate tests below choose the policy that decides what they are about.
+            "promotion_policy": "non_inferior",
+            "non_inferiority_margin": 0.5,
+        }
     )
-    warehouse.ingest(settings.warehouse_url, sample, 500, 0.2, VERSIONS)
-    training.train_pending(settings)
-    return settings
 
 
 @pytest.fixture
@@ -49,7 +42,7 @@ def fresh(lineage: Settings) -> Settings:
     client = registry.connect(lineage)
     url = lineage.warehouse_url
     with warehouse.training_lease(url, "test: copying the lineage", 60) as lease:
-        for version in range(1, VERSIONS + 1):
+        for version in range(1, TRAINED_VERSIONS + 1):
             copy = client.copy_model_version(registry.model_uri(lineage, version), name)
             batch = int(copy.tags["batch_id"])
             warehouse.mark_trained(url, name, batch, copy.version, copy.run_id, lease)

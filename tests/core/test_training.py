@@ -12,6 +12,7 @@ from readmission.features import CATEGORICAL, FeatureSpace, normalise
 from readmission.holdout import fingerprint
 from readmission.model import ReadmissionModel
 from readmission.scoring import CompiledScorer
+from tests.conftest import copy_lineage
 
 
 def ingest(settings: Settings, sample: pd.DataFrame, batches: int | None = None) -> None:
@@ -49,12 +50,10 @@ def test_warm_start_registers_one_version_per_batch_each_tagged_with_its_parent(
 
 @pytest.mark.slow
 def test_each_step_continues_the_previous_model_instead_of_starting_over(
-    platform: Settings, sample: pd.DataFrame
+    trained_lineage: Settings,
 ) -> None:
-    ingest(platform, sample, batches=2)
-    training.train_pending(platform)
-    first = registry.load_readmission_model(platform, 1)
-    second = registry.load_readmission_model(platform, 2)
+    first = registry.load_readmission_model(trained_lineage, 1)
+    second = registry.load_readmission_model(trained_lineage, 2)
 
     assert (first.batches_seen, second.batches_seen) == (1, 2)
     assert second.scaler.n_samples_seen_ == first.scaler.n_samples_seen_ + 500
@@ -146,11 +145,8 @@ def test_a_parent_of_another_feature_space_cannot_be_warm_started() -> None:
 
 
 @pytest.mark.slow
-def test_promote_then_resolve_by_alias_and_by_legacy_stage(
-    platform: Settings, sample: pd.DataFrame
-) -> None:
-    ingest(platform, sample, batches=2)
-    training.train_pending(platform)
+def test_promote_then_resolve_by_alias_and_by_legacy_stage(trained_lineage: Settings) -> None:
+    platform = copy_lineage(trained_lineage, versions=2)  # promoted here: a copy of its own
     assert registry.production_version(platform) is None
 
     registry.promote(platform, 1)
@@ -168,10 +164,9 @@ def test_promote_then_resolve_by_alias_and_by_legacy_stage(
 
 @pytest.mark.slow
 def test_registered_model_loads_as_pyfunc_and_compiles_to_the_same_probabilities(
-    platform: Settings, sample: pd.DataFrame
+    trained_lineage: Settings,
 ) -> None:
-    ingest(platform, sample, batches=1)
-    training.train_pending(platform)
+    platform = trained_lineage  # read, not changed
     holdout = warehouse.clean_rows(platform.warehouse_url, warehouse.HOLDOUT_BATCH)
 
     predicted = registry.load_pyfunc(platform, 1).predict(holdout)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.serving import trained_lineage as trained_lineage  # a session fixture
 from tests.conftest import mlflow_backend_uri
 from tests.services import ROOT, free_port, running, service_env, stop
 
