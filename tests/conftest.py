@@ -22,6 +22,9 @@ from readmission.config import Settings, get_settings
 from readmission.dataset import synthetic_sample
 from tests.services import BIN, ROOT, free_port, running, service_env
 
+# Bootstrap resamples of the intervals tests compute but do not study (the production default is
+# 1,000): each trained version bootstraps its holdout AUC and every subgroup's.
+TEST_RESAMPLES = 200
 ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -225,6 +228,7 @@ def platform(
         MODEL_NAME=f"readmission-test-{uuid.uuid4().hex[:8]}",
         BATCH_SIZE="500",
         MIN_BATCH_ROWS="100",
+        BOOTSTRAP_RESAMPLES=str(TEST_RESAMPLES),
     )
 
 
@@ -261,6 +265,7 @@ def platform_settings(database_url: str, tracking_uri: str, home: Path, **extra:
         MODEL_NAME=f"lineage-{uuid.uuid4().hex[:8]}",
         BATCH_SIZE=500,
         MIN_BATCH_ROWS=100,
+        BOOTSTRAP_RESAMPLES=TEST_RESAMPLES,
         READMISSION_HOME=str(home),
         **extra,
     )  # type: ignore[call-arg]

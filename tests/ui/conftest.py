@@ -18,6 +18,7 @@ from readmission import performance, registry, training, warehouse
 from readmission.config import Settings, get_settings
 from readmission.schema import TARGET
 from readmission.validation import validate
+from tests.conftest import TEST_RESAMPLES
 from tests.services import ROOT, free_port, running, service_env, wait_for
 
 MAX_BATCH_ROWS = 8  # small, so a batch upload of a few rows already needs several requests
@@ -33,6 +34,7 @@ def platform_env(
         "MODEL_NAME": f"readmission-ui-{uuid.uuid4().hex[:8]}",
         "BATCH_SIZE": "500",
         "MIN_BATCH_ROWS": "100",
+        "BOOTSTRAP_RESAMPLES": str(TEST_RESAMPLES),
         "READMISSION_HOME": str(home),
     }
 
