@@ -38,9 +38,11 @@ def platform_env() -> dict[str, str]:
 
 # The `slow` marker, checked: `make test-fast` (pytest -m "not slow") must not start a process.
 # An audit hook counts every process this pytest process starts (subprocess, os.system,
-# posix_spawn), whoever starts it; a test not marked slow fails if one started while its fixtures
-# were set up or while it ran, or if it uses a fixture that started one for an earlier test.
-_PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec"})
+# posix_spawn, exec, fork), whoever starts it; a test not marked slow fails if one started while
+# its fixtures were set up or while it ran, or if it uses a fixture that started one earlier.
+_PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.fork", "os.forkpty"}
+)
 _process_starts = 0
 _starting_fixtures: set[str] = set()  # fixtures seen starting a process
 _starts_before = pytest.StashKey[int]()

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
 from readmission.config import Settings
 from tests.services import ROOT, free_port, running, service_env
@@ -117,5 +118,5 @@ def app_api(settings: Settings, home: Path, **env: str) -> Iterator[AppApi]:
     from api.main import create_app
 
     served = Settings(_env_file=None, **serving_env(settings, home, **env))  # type: ignore[call-arg]
-    with TestClient(create_app(served)) as client:
+    with TestClient(create_app(served, CollectorRegistry())) as client:
         yield AppApi(client, settings)

@@ -118,6 +118,7 @@ def test_mlflow_run_trains_through_the_mlproject_entry_point(
     assert "version 2 (parent 1)" in done.stdout
 
 
+@pytest.mark.slow
 def test_python_m_readmission_is_the_same_command_line() -> None:
     version = subprocess.run(
         [sys.executable, "-m", "readmission", "--version"],
@@ -150,6 +151,7 @@ def test_python_m_readmission_is_the_same_command_line() -> None:
     assert "--help  " in flags.stdout and "<bool>" not in flags.stdout
 
 
+@pytest.mark.slow
 def test_init_warehouse_creates_every_table_and_is_safe_to_rerun(tmp_path: Path) -> None:
     """What compose's warehouse-init runs (on PostgreSQL, with the API's grants:
     tests/deploy/test_warehouse_api_login.py); here the embedded SQLite warehouse."""

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 HEAVY = ("mlflow", "pandas", "sklearn", "scipy", "matplotlib", "sqlalchemy", "alembic", "rich")
 
 

@@ -89,6 +89,7 @@ def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
     assert leftovers(tmp_path) == "", "demo left processes running"
 
 
+@pytest.mark.slow
 def test_demo_with_a_missing_data_source_fails_fast_naming_it(tmp_path: Path) -> None:
     done = run_demo(tmp_path, 120, DATA_SOURCE=str(tmp_path / "nonexistent.zip"))
     assert done.returncode == 2

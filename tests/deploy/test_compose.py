@@ -41,12 +41,14 @@ def long_running(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in model["services"].items() if name not in ONE_SHOT}
 
 
+@pytest.mark.slow
 def test_compose_config_is_valid_with_the_env_compose_up_generates(env_file: Path) -> None:
     for profile_args in ((), ("--profile", "serving")):
         result = run_compose(*profile_args, "config", "-q", env_file=env_file)
         assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_compose_config_fails_without_a_required_secret(env_file: Path, tmp_path: Path) -> None:
     incomplete = tmp_path / ".env"
     incomplete.write_text(
@@ -61,6 +63,7 @@ def test_compose_config_fails_without_a_required_secret(env_file: Path, tmp_path
     assert "POSTGRES_PASSWORD" in result.stderr
 
 
+@pytest.mark.slow
 def test_compose_config_fails_on_an_invalid_service_key(env_file: Path, tmp_path: Path) -> None:
     broken = tmp_path / "docker-compose.yaml"
     broken.write_text(
@@ -81,6 +84,7 @@ def test_every_secret_of_the_compose_file_is_generated_by_compose_up(compose_raw
     assert example.get("MINIO_ROOT_USER"), ".env.example must give MINIO_ROOT_USER a value"
 
 
+@pytest.mark.slow
 def test_the_project_name_and_network_name_are_fixed(compose_model: dict) -> None:
     assert compose_model["name"] == "readmission"
     assert compose_model["networks"]["default"]["name"] == "readmission"
@@ -234,6 +238,7 @@ def test_airflow_components_run_the_airflow_cli(compose_model: dict) -> None:
     assert "airflow db migrate" in init
 
 
+@pytest.mark.slow
 def test_airflow_init_writes_the_admin_password_file_from_env(
     compose_model: dict, tmp_path: Path
 ) -> None:
@@ -290,6 +295,7 @@ def test_airflow_components_share_keys_and_reach_the_execution_api(compose_model
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
+@pytest.mark.slow
 def test_optional_settings_pass_through_from_env_or_keep_their_defaults(
     compose_raw: dict, env_file: Path, tmp_path: Path
 ) -> None:
@@ -376,6 +382,7 @@ def test_mlflow_uses_its_own_minio_key_never_the_root_keys(compose_model: dict) 
             assert not root & values, f"{name} holds MinIO's root keys"
 
 
+@pytest.mark.slow
 def test_minio_init_limits_mlflows_key_to_the_bucket(compose_model: dict) -> None:
     init = compose_model["services"]["minio-init"]
     script = Path(next(m["source"] for m in init["volumes"] if m["target"] in init["entrypoint"]))
@@ -410,6 +417,7 @@ def test_mlflow_asks_for_a_login_and_each_client_has_its_own(compose_model: dict
     )
 
 
+@pytest.mark.slow
 def test_make_up_needs_no_project_environment() -> None:
     """Only Docker with Compose and python3: `make up` neither syncs nor needs the venv."""
     # A fresh environment: under `make test`, an inherited MAKELEVEL makes make print
@@ -433,6 +441,7 @@ def test_make_up_needs_no_project_environment() -> None:
     assert set(imports) <= set(sys.stdlib_module_names), "deploy.dotenv must be standard library"
 
 
+@pytest.mark.slow
 def test_alertmanager_renders_its_receivers_from_env_before_starting(
     env_file: Path, tmp_path: Path
 ) -> None:

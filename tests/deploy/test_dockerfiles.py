@@ -134,6 +134,7 @@ def test_image_runs_the_entrypoint_the_tests_run_natively(image: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_compose_and_kubernetes_keep_the_image_entrypoints(
     compose_model: dict, manifests: list[dict]
 ) -> None:

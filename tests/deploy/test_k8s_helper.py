@@ -82,6 +82,7 @@ class FakeCluster:
         return [p for p in self.pod_list if p["metadata"]["labels"] == selector]
 
 
+@pytest.mark.slow
 def test_stock_kubectl_kustomize_builds_the_overlay_after_prepare(
     render_tree: Path, manifests: list[dict], tmp_path: Path
 ) -> None:
@@ -556,6 +557,7 @@ def test_parse_images_wants_name_equals_reference() -> None:
         k8s.parse_images(["readmission-api"])
 
 
+@pytest.mark.slow
 def test_render_command_prints_the_manifests_with_images_set(
     render_tree: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -715,6 +717,7 @@ def test_an_autoscaled_deployment_is_created_with_its_replicas_and_then_never_re
     assert len(scaled.calls) == 2
 
 
+@pytest.mark.slow
 def test_the_helper_runs_in_the_deploy_group_alone(render_tree: Path, tmp_path: Path) -> None:
     """Issue 22: `make k8s-up` built the whole development venv (Airflow, Playwright: 1.7 GB) for
     a helper that needs four packages. The same uv command as the Makefile's, from uv.lock."""

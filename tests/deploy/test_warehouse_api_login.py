@@ -39,6 +39,8 @@ from tests.services import BIN, service_env
 
 from .conftest import run_init
 
+pytestmark = pytest.mark.slow
+
 # The private server's logins and their passwords. readmission_api's holds characters a URL must
 # quote, and quotes for the script: the URL of the API's Secret (built by deploy.k8s) must reach
 # the server intact.
