@@ -23,7 +23,7 @@ from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL, TARGET
 from readmission.validation import validate
 from readmission.warehouse import engine_for, prediction_log
-from tests.api.serving import Api, AppApi, running_api
+from tests.api.serving import Api, running_api
 from tests.conftest import copy_lineage
 from tests.services import free_port, stop
 
@@ -35,7 +35,7 @@ def encounters(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return validate(frame).clean.drop(columns=[TARGET]).to_dict("records")
 
 
-def metric(api: Api | AppApi, name: str) -> float:
+def metric(api: Api, name: str) -> float:
     """The value of an unlabelled metric of the API's /metrics (NaN when absent)."""
     for line in api.get("/metrics").text.splitlines():
         if line.startswith(f"{name} "):
