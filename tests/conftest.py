@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from readmission import registry, training, warehouse
 from readmission.config import Settings, get_settings
 from readmission.dataset import synthetic_sample
+from tests import slow_guard
 from tests.services import BIN, ROOT, free_port, running, service_env
 
 # Bootstrap resamples of the intervals tests compute but do not study (the production default is
@@ -36,55 +36,10 @@ def platform_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in aliases}
 
 
-# The `slow` marker, checked: `make test-fast` (pytest -m "not slow") must not start a process.
-# An audit hook counts every process this pytest process starts (subprocess, os.system,
-# posix_spawn, exec, fork), whoever starts it; a test not marked slow fails if one started while
-# its fixtures were set up or while it ran, or if it uses a fixture that started one earlier.
-_PROCESS_EVENTS = frozenset(
-    {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.fork", "os.forkpty"}
-)
-_process_starts = 0
-_starting_fixtures: set[str] = set()  # fixtures seen starting a process
-_starts_before = pytest.StashKey[int]()
-
-
-def _count_process_starts(event: str, _args: tuple[object, ...]) -> None:
-    global _process_starts
-    if event in _PROCESS_EVENTS:
-        _process_starts += 1
-
-
-sys.addaudithook(_count_process_starts)  # cannot be removed; counting is all it does
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> Iterator[object]:
-    before = _process_starts  # its dependencies are already set up: this counts its own
-    try:
-        return (yield)
-    finally:
-        if _process_starts > before:
-            _starting_fixtures.add(fixturedef.argname)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.stash[_starts_before] = _process_starts
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    result = yield
-    if item.get_closest_marker("slow") is None:
-        started = _process_starts - item.stash[_starts_before]
-        fixtures = sorted(_starting_fixtures & set(getattr(item, "fixturenames", ())))
-        if started or fixtures:
-            pytest.fail(
-                f"{item.nodeid} starts processes ({started} while it ran, through fixtures "
-                f"{fixtures}) but is not marked slow: add @pytest.mark.slow (or pytestmark)",
-                pytrace=False,
-            )
-    return result
+def pytest_configure(config: pytest.Config) -> None:
+    # A plugin, not hooks of this conftest: pytest calls a conftest's hooks only for the nodes
+    # under its folder, and session fixtures belong to the session, which sits above it.
+    config.pluginmanager.register(slow_guard, "slow-guard")
 
 
 # Every engine this process opened (the warehouse caches one per database URL, for the process's

@@ -92,6 +92,7 @@ def test_the_project_name_and_network_name_are_fixed(compose_model: dict) -> Non
     assert k3d["network"] == compose_model["networks"]["default"]["name"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", ["mlflow", "postgres"])
 def test_fixed_addresses_are_where_the_k3d_overlay_points(
     compose_model: dict, service: str
@@ -109,6 +110,7 @@ def test_fixed_addresses_are_where_the_k3d_overlay_points(
     assert ipaddress.ip_address(address) not in ipaddress.ip_network(subnet["ip_range"])
 
 
+@pytest.mark.slow
 def test_images_are_pinned(compose_model: dict) -> None:
     for name, service in compose_model["services"].items():
         image = service["image"]
@@ -120,6 +122,7 @@ def test_images_are_pinned(compose_model: dict) -> None:
         assert re.search(r"\d", tag), f"{name}: {image} has no version in its tag"
 
 
+@pytest.mark.slow
 def test_every_long_running_service_has_a_healthcheck(compose_model: dict) -> None:
     for name, service in long_running(compose_model).items():
         test = service.get("healthcheck", {}).get("test")
@@ -127,6 +130,7 @@ def test_every_long_running_service_has_a_healthcheck(compose_model: dict) -> No
         assert "curl" not in " ".join(test), f"{name}: images here do not all ship curl"
 
 
+@pytest.mark.slow
 def test_dependencies_wait_for_health_or_completion(compose_model: dict) -> None:
     for name, service in compose_model["services"].items():
         for dependency, spec in service.get("depends_on", {}).items():
@@ -136,6 +140,7 @@ def test_dependencies_wait_for_health_or_completion(compose_model: dict) -> None
             assert spec["condition"] == expected, f"{name} -> {dependency}"
 
 
+@pytest.mark.slow
 def test_one_shot_services_are_awaited_by_a_long_running_service(compose_model: dict) -> None:
     """`docker compose up --wait` fails on an exited container unless a running service waits
     for its successful completion."""
@@ -152,6 +157,7 @@ def test_one_shot_services_are_awaited_by_a_long_running_service(compose_model: 
         assert waiters, f"nothing in the profile {profiles or 'default'} waits for {one_shot}"
 
 
+@pytest.mark.slow
 def test_stateful_services_keep_their_data_in_named_volumes(compose_model: dict) -> None:
     for name, path in STATEFUL.items():
         mounts = {m["target"]: m for m in compose_model["services"][name]["volumes"]}
@@ -159,12 +165,14 @@ def test_stateful_services_keep_their_data_in_named_volumes(compose_model: dict)
         assert mounts[path]["source"] in compose_model["volumes"]
 
 
+@pytest.mark.slow
 def test_published_ports_are_bound_to_loopback(compose_model: dict) -> None:
     for name, service in compose_model["services"].items():
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes on {port['host_ip']}"
 
 
+@pytest.mark.slow
 def test_postgres_init_creates_one_database_per_service_with_passwords_from_env(
     compose_model: dict,
 ) -> None:
@@ -192,6 +200,7 @@ def test_postgres_init_creates_one_database_per_service_with_passwords_from_env(
     assert urls["mlflow"].startswith("postgresql+psycopg2://"), "MLflow needs psycopg2"
 
 
+@pytest.mark.slow
 def test_the_api_uses_the_warehouse_as_its_own_login_never_the_owners(
     compose_model: dict, env_file: Path
 ) -> None:
@@ -220,6 +229,7 @@ def test_the_api_uses_the_warehouse_as_its_own_login_never_the_owners(
         assert condition == "service_completed_successfully", waiter
 
 
+@pytest.mark.slow
 def test_mlflow_server_stores_artifacts_in_minio(compose_model: dict) -> None:
     env = compose_model["services"]["mlflow"]["environment"]
     assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
@@ -231,6 +241,7 @@ def test_mlflow_server_stores_artifacts_in_minio(compose_model: dict) -> None:
     assert compose_model["services"]["minio-init"]["environment"]["MLFLOW_BUCKET"] == bucket
 
 
+@pytest.mark.slow
 def test_airflow_components_run_the_airflow_cli(compose_model: dict) -> None:
     for name, component in AIRFLOW_COMPONENTS.items():
         assert compose_model["services"][name]["command"] == ["airflow", component]
@@ -273,6 +284,7 @@ def test_airflow_init_writes_the_admin_password_file_from_env(
     assert init_mount["type"] == "volume" and init_mount["source"] == server_mount["source"]
 
 
+@pytest.mark.slow
 def test_airflow_components_share_keys_and_reach_the_execution_api(compose_model: dict) -> None:
     environments = [
         compose_model["services"][name]["environment"]
@@ -316,6 +328,7 @@ def test_optional_settings_pass_through_from_env_or_keep_their_defaults(
     assert env["MODEL_NAME"] == env_values(env_file.read_text())["MODEL_NAME"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", ["airflow-scheduler", "airflow-apiserver", "api", "ui"])
 def test_container_environment_gives_valid_settings(
     compose_model: dict, service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -338,6 +351,7 @@ def test_container_environment_gives_valid_settings(
         assert settings.api_url == "http://api:8000"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", ["api", "ui", "mlflow"])
 def test_built_services_use_the_dockerfile_of_their_name(compose_model: dict, service: str) -> None:
     build = compose_model["services"][service]["build"]
@@ -345,6 +359,7 @@ def test_built_services_use_the_dockerfile_of_their_name(compose_model: dict, se
     assert build["dockerfile"] == f"docker/{service}.Dockerfile"
 
 
+@pytest.mark.slow
 def test_healthchecks_allow_slow_probes_at_official_airflow_intervals(
     compose_model: dict,
 ) -> None:
@@ -369,6 +384,7 @@ def seconds(duration: str) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
+@pytest.mark.slow
 def test_mlflow_uses_its_own_minio_key_never_the_root_keys(compose_model: dict) -> None:
     services = compose_model["services"]
     mlflow, init = services["mlflow"]["environment"], services["minio-init"]["environment"]
@@ -394,6 +410,7 @@ def test_minio_init_limits_mlflows_key_to_the_bucket(compose_model: dict) -> Non
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_mlflow_asks_for_a_login_and_each_client_has_its_own(compose_model: dict) -> None:
     services = compose_model["services"]
     server = services["mlflow"]["environment"]
@@ -490,6 +507,7 @@ def test_alertmanager_renders_its_receivers_from_env_before_starting(
         ),
     ],
 )
+@pytest.mark.slow
 def test_serving_and_mlflow_containers_get_only_the_secrets_they_use(
     compose_model: dict, env_file: Path, service: str, secrets: set[str]
 ) -> None:

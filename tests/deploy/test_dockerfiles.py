@@ -161,6 +161,7 @@ def test_images_run_as_a_non_root_user(image: str) -> None:
     assert user and user.split(":")[0] not in ("root", "0"), f"{image} runs as {user}"
 
 
+@pytest.mark.slow
 def test_serving_images_use_the_numeric_user_kubernetes_runs_them_as(manifests: list[dict]) -> None:
     for image in ("api", "ui"):
         uid = int(dockerfile(image)[-1].last("USER").split(":")[0])

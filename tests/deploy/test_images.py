@@ -20,6 +20,7 @@ def fake_digest(ref: str) -> str:
     return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
 
 
+@pytest.mark.slow
 def test_every_image_compose_and_kubernetes_run_is_a_reference_it_knows(
     compose_model: dict[str, Any], manifests: list[dict]
 ) -> None:

@@ -138,6 +138,7 @@ def test_image_name_drops_tag_and_digest(reference: str, name: str) -> None:
     assert k8s.image_name(reference) == name
 
 
+@pytest.mark.slow
 def test_set_images_replaces_only_the_named_images_and_copies(manifests: list[dict]) -> None:
     original = copy.deepcopy(manifests)
     result = k8s.set_images(manifests, {"readmission-api": "readmission-api:0123456789ab"})
@@ -153,11 +154,13 @@ def test_set_images_replaces_only_the_named_images_and_copies(manifests: list[di
     )
 
 
+@pytest.mark.slow
 def test_set_images_rejects_an_image_no_container_runs(manifests: list[dict]) -> None:
     with pytest.raises(k8s.DeployError, match="readmission-apii"):
         k8s.set_images(manifests, {"readmission-apii": "x:1"})
 
 
+@pytest.mark.slow
 def test_apply_order_puts_dependencies_first_and_keeps_the_rest_stable(
     manifests: list[dict],
 ) -> None:
@@ -350,6 +353,7 @@ def test_pod_problems_read_the_clients_to_dict_form_with_none_for_absent_fields(
     ]
 
 
+@pytest.mark.slow
 def test_deploy_applies_in_order_then_waits_for_every_deployment(manifests: list[dict]) -> None:
     names = by_kind(manifests, "Deployment")
     cluster = FakeCluster(
@@ -372,6 +376,7 @@ def started_pod(name: str, labels: dict[str, str], started: bool) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_without_a_production_model_deploy_waits_for_the_api_pods_to_run_not_to_be_ready(
     manifests: list[dict],
 ) -> None:
@@ -417,6 +422,7 @@ def test_started_status_accepts_a_rollout_held_by_unready_old_pods() -> None:
     assert k8s.started_status(creating, pods[:1]) == (False, "1 of 2 new replicas created")
 
 
+@pytest.mark.slow
 def test_a_long_wait_for_a_model_is_not_a_failed_deploy(manifests: list[dict]) -> None:
     names = by_kind(manifests, "Deployment")
     states = {
@@ -435,6 +441,7 @@ def test_a_long_wait_for_a_model_is_not_a_failed_deploy(manifests: list[dict]) -
     )
 
 
+@pytest.mark.slow
 def test_with_a_production_model_an_unready_api_still_fails_the_deploy(
     manifests: list[dict],
 ) -> None:
@@ -449,6 +456,7 @@ def test_with_a_production_model_an_unready_api_still_fails_the_deploy(
         k8s.deploy(manifests, FakeCluster(states, pods), timeout=0, echo=lambda line: None)
 
 
+@pytest.mark.slow
 def test_deploy_failure_explains_unready_api_pods(manifests: list[dict]) -> None:
     names = by_kind(manifests, "Deployment")
     done = {name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names}
@@ -484,6 +492,7 @@ class FakeDynamic:
         self.calls.append((resource, body["metadata"]["name"], kwargs))
 
 
+@pytest.mark.slow
 def test_cluster_apply_is_a_forced_server_side_apply_by_one_field_manager(
     manifests: list[dict],
 ) -> None:
@@ -522,6 +531,7 @@ class RejectingDynamic(FakeDynamic):
         raise error
 
 
+@pytest.mark.slow
 def test_cluster_apply_reports_the_api_servers_message(manifests: list[dict]) -> None:
     cluster = k8s.Cluster(RejectingDynamic())
     with pytest.raises(
@@ -683,6 +693,7 @@ class StatefulDynamic(FakeDynamic):
         )
 
 
+@pytest.mark.slow
 def test_deploy_applies_the_autoscaled_api_through_the_replica_handover(
     manifests: list[dict],
 ) -> None:
@@ -697,6 +708,7 @@ def test_deploy_applies_the_autoscaled_api_through_the_replica_handover(
     assert k8s.autoscaled(manifests) == {"deployment/api"}
 
 
+@pytest.mark.slow
 def test_an_autoscaled_deployment_is_created_with_its_replicas_and_then_never_resized(
     manifests: list[dict],
 ) -> None:
