@@ -23,6 +23,8 @@ from tests.services import BIN, ROOT, service_env
 
 from ..conftest import platform_env
 
+pytestmark = pytest.mark.slow
+
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -35,7 +37,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-@pytest.mark.slow
 def test_ingest_train_promote_rollback_promotions_and_status(
     platform: Settings, sample_csv: Path
 ) -> None:
@@ -92,7 +93,6 @@ def test_ingest_train_promote_rollback_promotions_and_status(
     assert "holdout: 503 encounters" in text and "patients also in training: 0" in text
 
 
-@pytest.mark.slow
 def test_a_missing_source_is_a_clear_error_not_a_traceback(
     platform: Settings, tmp_path: Path
 ) -> None:
@@ -101,7 +101,6 @@ def test_a_missing_source_is_a_clear_error_not_a_traceback(
     assert "DATA_SOURCE" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.slow
 def test_mlflow_run_trains_through_the_mlproject_entry_point(
     platform: Settings, sample_csv: Path
 ) -> None:
@@ -118,7 +117,6 @@ def test_mlflow_run_trains_through_the_mlproject_entry_point(
     assert "version 2 (parent 1)" in done.stdout
 
 
-@pytest.mark.slow
 def test_python_m_readmission_is_the_same_command_line() -> None:
     version = subprocess.run(
         [sys.executable, "-m", "readmission", "--version"],
@@ -151,7 +149,6 @@ def test_python_m_readmission_is_the_same_command_line() -> None:
     assert "--help  " in flags.stdout and "<bool>" not in flags.stdout
 
 
-@pytest.mark.slow
 def test_init_warehouse_creates_every_table_and_is_safe_to_rerun(tmp_path: Path) -> None:
     """What compose's warehouse-init runs (on PostgreSQL, with the API's grants:
     tests/deploy/test_warehouse_api_login.py); here the embedded SQLite warehouse."""
@@ -175,7 +172,6 @@ def test_init_warehouse_creates_every_table_and_is_safe_to_rerun(tmp_path: Path)
     } <= tables
 
 
-@pytest.mark.slow
 def test_webhook_ensure_registers_once_and_needs_the_secret(platform: Settings) -> None:
     name = f"cli-test-{platform.model_name}"
     url = "http://127.0.0.1:9/webhooks/mlflow"  # nothing listens: no --check
@@ -196,7 +192,6 @@ def test_webhook_ensure_registers_once_and_needs_the_secret(platform: Settings) 
     assert len(found) == 1 and found[0].url == url
 
 
-@pytest.mark.slow
 def test_performance_reports_each_served_version_as_text_and_json(
     platform: Settings, sample: pd.DataFrame, sample_csv: Path
 ) -> None:
