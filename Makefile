@@ -32,6 +32,10 @@ test: setup  ## All tests, against real PostgreSQL, MLflow, Airflow, uvicorn, pr
 	$(MAKE) --no-print-directory lint
 	.venv/bin/pytest
 
+test-fast: setup  ## The tests that start no process (not marked slow): real PostgreSQL, under 90 s
+	scripts/ensure-postgres
+	.venv/bin/pytest -m "not slow"
+
 bench: setup  ## Benchmarks on the real data set (DATA_SOURCE, default ../shared/data/dataset_diabetes.zip)
 	scripts/ensure-postgres
 	$(PY) bench/model_quality.py --source $${DATA_SOURCE:-../shared/data/dataset_diabetes.zip}
@@ -59,4 +63,4 @@ down:  ## Stop the compose stack and the k3d cluster
 k8s-up: .deploy/venv/.synced  ## k3d cluster: build and import images, apply manifests, wait for rollouts
 	scripts/k8s-up
 
-.PHONY: help setup lint test bench demo up down k8s-up
+.PHONY: help setup lint test test-fast bench demo up down k8s-up

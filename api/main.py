@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from prometheus_client import REGISTRY, CollectorRegistry
 
 import readmission
 from api import errors
@@ -37,9 +38,12 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, registry: CollectorRegistry = REGISTRY) -> FastAPI:
+    """The app on `settings`, its metrics on `registry`: the process's default one, beside the
+    process metrics, as bin/api runs one app per process; a registry of its own for an app
+    built in a process that builds several (the tests)."""
     settings = settings or get_settings()
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(registry)
     preloaded = PreloadedModels(settings)
     store = ModelStore(settings, metrics, loader=preloaded.load)
     changes = RegistryChanges(store, preloaded)

@@ -5,110 +5,43 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from readmission import registry, training, warehouse
 from readmission.config import Settings, get_settings
 from readmission.dataset import synthetic_sample
+from tests import slow_guard
+from tests.services import BIN, ROOT, free_port, running, service_env
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # The change control plan every test runs under unless it names another (see the file).
 SUITE_PLAN = ROOT / "tests" / "plans" / "suite.yaml"
+# Bootstrap resamples of the intervals tests compute but do not study (the production default is
+# 1,000): each trained version bootstraps its holdout AUC and every subgroup's.
+TEST_RESAMPLES = 200
 ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Poll `url` until it answers 200; fail early with the log if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not come up in {timeout}s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a process started with `start_new_session=True`, and its children."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, 9)
-
-
-# What a subprocess inherits from the pytest process: what any program needs to run on this
-# machine, nothing that says where a service or database is. Fixtures export AIRFLOW_*, MLFLOW_*,
-# DATABASE_URL and the like into this process (the DAG tests must: Airflow reads them when
-# imported); a child that inherited them would run on another test's databases.
-INHERITED = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "SHELL",
-        "TERM",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TMPDIR",
-        "CI",
-        "OPENBLAS_CORETYPE",
-        "OPENBLAS_L2_SIZE",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "REQUESTS_CA_BUNDLE",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-    }
-)
-
-
-def service_env(**extra: str) -> dict[str, str]:
-    """The environment of a subprocess: the allow-listed basics, the venv's bin first on PATH,
-    and `extra`, which must name every setting the child needs."""
-    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    env.update(extra)
-    return env
 
 
 def platform_env() -> dict[str, str]:
     """The platform settings this test set (see `configure`), to hand to a subprocess."""
     aliases = {str(field.alias) for field in Settings.model_fields.values()}
     return {k: v for k, v in os.environ.items() if k in aliases}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A plugin, not hooks of this conftest: pytest calls a conftest's hooks only for the nodes
+    # under its folder, and session fixtures belong to the session, which sits above it.
+    config.pluginmanager.register(slow_guard, "slow-guard")
 
 
 # Every engine this process opened (the warehouse caches one per database URL, for the process's
@@ -169,22 +102,14 @@ def mlflow_backend_uri(url: str) -> str:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A moto S3 server standing in for MinIO, with the artifact bucket created."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
-    process = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{endpoint}/moto-api/", process, timeout=60)
-        env = {
-            "MLFLOW_S3_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
+    with running(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        tmp_path_factory.mktemp("moto") / "moto.log",
+        service_env(),
+        f"{endpoint}/moto-api/",
+        timeout=60,
+    ):
         import boto3
 
         boto3.client(
@@ -194,10 +119,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
             aws_secret_access_key="test",
             region_name="us-east-1",
         ).create_bucket(Bucket="mlflow")
-        yield env
-    finally:
-        stop(process)
-        log.close()
+        yield {
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
 
 @contextmanager
@@ -206,25 +133,14 @@ def running_mlflow_server(log_dir: Path, s3: dict[str, str], **env: str) -> Iter
     proxied to the moto S3 server; its URL once healthy, stopped on exit. A start-up failure
     prints the end of its log."""
     port = free_port()
-    log_path = log_dir / "mlflow.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / "bin" / "mlflow-server")],
-            env=service_env(**s3, MLFLOW_PORT=str(port), **env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for(f"{url}/health", process)
-        except Exception:
-            print(log_path.read_text()[-5000:])
-            raise
+    with running(
+        [str(ROOT / "bin" / "mlflow-server")],
+        log_dir / "mlflow.log",
+        service_env(**s3, MLFLOW_PORT=str(port), **env),
+        f"{url}/health",
+    ):
         yield url
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -281,6 +197,7 @@ def platform(
         MODEL_NAME=f"readmission-test-{uuid.uuid4().hex[:8]}",
         BATCH_SIZE="500",
         MIN_BATCH_ROWS="100",
+        BOOTSTRAP_RESAMPLES=str(TEST_RESAMPLES),
     )
 
 
@@ -304,3 +221,55 @@ def artifacts_dir() -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir()
     return path
+
+
+TRAINED_VERSIONS = 3
+
+
+def platform_settings(database_url: str, tracking_uri: str, home: Path, **extra: str) -> Settings:
+    """Settings of one test platform, independent of the process environment."""
+    return Settings(
+        DATABASE_URL=database_url,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        MODEL_NAME=f"lineage-{uuid.uuid4().hex[:8]}",
+        BATCH_SIZE=500,
+        MIN_BATCH_ROWS=100,
+        BOOTSTRAP_RESAMPLES=TEST_RESAMPLES,
+        READMISSION_HOME=str(home),
+        **extra,
+    )  # type: ignore[call-arg]
+
+
+def train_versions(settings: Settings, sample: pd.DataFrame, batches: int) -> None:
+    warehouse.ingest(
+        settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, batches
+    )
+    training.train_pending(settings)
+
+
+@pytest.fixture(scope="session")
+def trained_lineage(
+    create_database: Callable[[], str],
+    mlflow_server: str,
+    sample: pd.DataFrame,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
+    """Three warm-started versions of the sample's first three 500-row batches (500-row
+    holdout) on the shared MLflow server, trained once per session: training, with its
+    pyfuncs, figures, cards and bootstraps, is the suite's slowest step. Read it as it is;
+    a test that promotes, tags or records trainings works on `copy_lineage` of it."""
+    settings = platform_settings(
+        create_database(), mlflow_server, tmp_path_factory.mktemp("lineage")
+    )
+    train_versions(settings, sample, TRAINED_VERSIONS)
+    return settings
+
+
+def copy_lineage(base: Settings, versions: int = TRAINED_VERSIONS) -> Settings:
+    """Versions 1..`versions` of `base` registered again under a new model name, none promoted
+    (MLflow's copy_model_version: the same run and artifacts, no training)."""
+    client = registry.connect(base)
+    name = f"copy-{uuid.uuid4().hex[:8]}"
+    for version in range(1, versions + 1):
+        client.copy_model_version(registry.model_uri(base, version), name)
+    return base.model_copy(update={"model_name": name})

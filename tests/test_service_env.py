@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import BIN, service_env
+from tests.services import BIN, service_env
 
 
 def test_fixture_exports_do_not_reach_a_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:

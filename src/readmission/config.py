@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         "of patients at highest risk.",
     )
     threshold_top_percent: float = Field(10.0, alias="THRESHOLD_TOP_PERCENT", gt=0, le=100)
-    bootstrap_resamples: int = Field(1000, alias="BOOTSTRAP_RESAMPLES", ge=500)
+    bootstrap_resamples: int = Field(1000, alias="BOOTSTRAP_RESAMPLES", ge=200)
     subgroup_min_events: int = Field(
         30,
         alias="SUBGROUP_MIN_EVENTS",

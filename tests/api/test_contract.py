@@ -8,11 +8,13 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import httpx
+import pytest
 
 from readmission.schema import example_encounter
-from tests.api.serving import RELOAD_TOKEN, Api
-from tests.conftest import BIN
+from tests.api.serving import RELOAD_TOKEN, Api, AppApi
+from tests.services import BIN
+
+pytestmark = pytest.mark.slow
 
 # 413 is how the API refuses a batch over MAX_BATCH_ROWS (the schema's maxItems) or a body over
 # its size limit, documented on both routes: a rejection like 422 for schemathesis' negative cases.
@@ -73,8 +75,8 @@ def test_generated_requests_find_no_server_error_and_match_the_schema(
     assert not any(len(case) for case in cases.values()), "a failure or error was reported"
 
 
-def test_every_operation_has_a_stable_id_and_a_description(served_api: Api) -> None:
-    document = httpx.get(f"{served_api.url}/openapi.json", timeout=10).json()
+def test_every_operation_has_a_stable_id_and_a_description(in_process_api: AppApi) -> None:
+    document = in_process_api.get("/openapi.json").json()
     operations = {
         f"{method.upper()} {path}": operation
         for path, methods in document["paths"].items()
@@ -96,17 +98,19 @@ def test_every_operation_has_a_stable_id_and_a_description(served_api: Api) -> N
     assert undocumented == []
 
 
-def test_an_integral_number_is_an_integer_but_true_and_a_fraction_are_not(served_api: Api) -> None:
+def test_an_integral_number_is_an_integer_but_true_and_a_fraction_are_not(
+    in_process_api: AppApi,
+) -> None:
     encounter = {**example_encounter(), "encounter_id": 7, "num_procedures": 3}
-    as_written = served_api.post("/predict", json=encounter)
+    as_written = in_process_api.post("/predict", json=encounter)
     # What pandas' to_json writes for an integer column with gaps; JSON Schema's `integer` too.
-    integral = served_api.post(
+    integral = in_process_api.post(
         "/predict", json={**encounter, "encounter_id": 7.0, "num_procedures": 3.0}
     )
     assert as_written.status_code == integral.status_code == 200, integral.text
     assert integral.json() == as_written.json()  # the id echoed as 7, the same probability
     for value in (True, 3.5, "3"):
-        refused = served_api.post("/predict", json={**encounter, "num_procedures": value})
+        refused = in_process_api.post("/predict", json={**encounter, "num_procedures": value})
         assert refused.status_code == 422, value
         (problem,) = refused.json()["detail"]
         assert (problem["field"], problem["allowed"]) == (
@@ -115,7 +119,7 @@ def test_an_integral_number_is_an_integer_but_true_and_a_fraction_are_not(served
         )
 
 
-def test_413_is_documented_on_both_routes(served_api: Api) -> None:
-    document = httpx.get(f"{served_api.url}/openapi.json", timeout=10).json()
+def test_413_is_documented_on_both_routes(in_process_api: AppApi) -> None:
+    document = in_process_api.get("/openapi.json").json()
     for path in ("/predict", "/predict/batch"):
         assert "413" in document["paths"][path]["post"]["responses"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from readmission import registry
@@ -18,9 +19,13 @@ from tests.api.serving import (
     MAX_BATCH_ROWS,
     RELOAD_TOKEN,
     Api,
-    copy_lineage,
+    AppApi,
+    app_api,
     running_api,
 )
+from tests.conftest import copy_lineage
+
+pytestmark = pytest.mark.slow
 
 CONTRACT_SAMPLES = {
     "http_requests_total": {"handler", "method", "status"},
@@ -45,7 +50,7 @@ CONTRACT_SAMPLES = {
 }
 
 
-def scrape(api: Api) -> dict[str, list[tuple[dict[str, str], float]]]:
+def scrape(api: Api | AppApi) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Sample name -> [(labels, value)] from GET /metrics."""
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(api.get("/metrics").text):
@@ -181,7 +186,7 @@ def test_feature_psi_is_low_for_training_like_traffic_and_high_for_shifted_input
     assert shifted["race"] < 0.1
 
 
-def drift_window(api: Api) -> tuple[float, dict[str, float]]:
+def drift_window(api: Api | AppApi) -> tuple[float, dict[str, float]]:
     samples = scrape(api)
     ((_, size),) = samples["readmission_drift_window_requests"]
     psi = {labels["feature"]: value for labels, value in samples.get("readmission_feature_psi", [])}
@@ -195,7 +200,7 @@ def test_psi_is_exported_once_the_window_holds_the_minimum_and_old_requests_age_
     registry.promote(settings, 1)
     encounters = traffic(80, seed=11)[:50]
     env = {"DRIFT_MIN_REQUESTS": "50", "DRIFT_MAX_AGE_SECONDS": "3"}
-    with running_api(settings, tmp_path, **env) as api:
+    with app_api(settings, tmp_path, **env) as api:  # the drift window is the app's
         api.wait_until(lambda: api.served_version() == "1", "version 1 to be served")
         api.post("/predict/batch", json={"encounters": encounters[:49]})
         short = drift_window(api)

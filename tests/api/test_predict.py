@@ -1,4 +1,5 @@
-"""POST /predict and /predict/batch against bin/api serving a registered version."""
+"""POST /predict and /predict/batch serving a registered version: through bin/api where the
+server is the point (scoring over HTTP, body limits while reading), in process for the rest."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import Any
 import pytest
 
 from readmission import registry
-from readmission.config import MAX_BATCH_ROWS_CEILING
+from readmission.config import MAX_BATCH_ROWS_CEILING, Settings
 from readmission.dataset import synthetic_sample
 from readmission.schema import FEATURES, TARGET, Encounter, allowed, example_encounter
 from readmission.scoring import CompiledScorer
 from readmission.validation import validate
 from tests.api.conftest import SERVED_VERSION
-from tests.api.serving import MAX_BATCH_ROWS, Api
+from tests.api.serving import MAX_BATCH_ROWS, Api, AppApi
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +29,10 @@ def encounters() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def scorer(served_api: Api) -> CompiledScorer:
-    """The served version compiled here, from the registry, independently of the API."""
-    return CompiledScorer(registry.load_readmission_model(served_api.settings, SERVED_VERSION))
+def scorer(trained_lineage: Settings) -> CompiledScorer:
+    """The served version compiled here, from the registry, independently of the API (both
+    serve a copy of it)."""
+    return CompiledScorer(registry.load_readmission_model(trained_lineage, SERVED_VERSION))
 
 
 def record(encounter: dict[str, Any]) -> dict[str, Any]:
@@ -61,10 +65,10 @@ def test_predict_scores_like_the_registered_version_with_band_relative_to_its_th
 
 
 def test_explain_names_encounter_fields_whose_shares_add_up_to_the_log_odds(
-    served_api: Api, scorer: CompiledScorer
+    in_process_api: AppApi, scorer: CompiledScorer
 ) -> None:
     encounter = {**example_encounter(), "number_inpatient": 5, "discharge_disposition_id": 3}
-    body = served_api.post("/predict", params={"explain": "true"}, json=encounter).json()
+    body = in_process_api.post("/predict", params={"explain": "true"}, json=encounter).json()
     shares = body["contributions"]
 
     assert {c["field"] for c in shares} <= set(FEATURES)
@@ -79,10 +83,10 @@ def test_explain_names_encounter_fields_whose_shares_add_up_to_the_log_odds(
 
 
 def test_the_per_feature_detail_is_available_on_request(
-    served_api: Api, scorer: CompiledScorer
+    in_process_api: AppApi, scorer: CompiledScorer
 ) -> None:
     encounter = {**example_encounter(), "number_inpatient": 5}
-    body = served_api.post(
+    body = in_process_api.post(
         "/predict", params={"explain": "true", "by_feature": "true"}, json=encounter
     ).json()
     expected = scorer.feature_contributions(record(encounter))
@@ -95,9 +99,9 @@ def test_the_per_feature_detail_is_available_on_request(
 
 
 def test_batch_scores_every_encounter_like_single_requests(
-    served_api: Api, encounters: list[dict[str, Any]], scorer: CompiledScorer
+    in_process_api: AppApi, encounters: list[dict[str, Any]], scorer: CompiledScorer
 ) -> None:
-    body = served_api.post("/predict/batch", json={"encounters": encounters}).json()
+    body = in_process_api.post("/predict/batch", json={"encounters": encounters}).json()
 
     assert body["count"] == len(encounters) == len(body["predictions"])
     assert body["model_version"] == SERVED_VERSION
@@ -108,9 +112,9 @@ def test_batch_scores_every_encounter_like_single_requests(
         assert abs(prediction["probability"] - scorer.probability(record(encounter))) < 1e-9
 
 
-def test_hyphenated_columns_are_accepted_by_their_data_set_names(served_api: Api) -> None:
+def test_hyphenated_columns_are_accepted_by_their_data_set_names(in_process_api: AppApi) -> None:
     encounter = {**example_encounter(), "glyburide-metformin": "Up", "insulin": "Down"}
-    response = served_api.post("/predict", json=encounter)
+    response = in_process_api.post("/predict", json=encounter)
     assert response.status_code == 200
 
 
@@ -125,9 +129,9 @@ def test_hyphenated_columns_are_accepted_by_their_data_set_names(served_api: Api
     ],
 )
 def test_an_invalid_field_gets_422_naming_it_and_what_it_accepts(
-    served_api: Api, change: dict[str, Any], field: str, column: str
+    in_process_api: AppApi, change: dict[str, Any], field: str, column: str
 ) -> None:
-    response = served_api.post("/predict", json={**example_encounter(), **change})
+    response = in_process_api.post("/predict", json={**example_encounter(), **change})
 
     assert response.status_code == 422
     (problem,) = response.json()["detail"]
@@ -136,10 +140,10 @@ def test_an_invalid_field_gets_422_naming_it_and_what_it_accepts(
     assert problem["problem"]
 
 
-def test_missing_and_unknown_fields_are_named(served_api: Api) -> None:
+def test_missing_and_unknown_fields_are_named(in_process_api: AppApi) -> None:
     encounter = {**example_encounter(), "blood_type": "A+"}
     del encounter["gender"]
-    problems = served_api.post("/predict", json=encounter).json()["detail"]
+    problems = in_process_api.post("/predict", json=encounter).json()["detail"]
 
     assert {p["field"]: p["problem"] for p in problems} == {
         "gender": "Field required",
@@ -147,36 +151,40 @@ def test_missing_and_unknown_fields_are_named(served_api: Api) -> None:
     }
 
 
-def test_a_bad_encounter_in_a_batch_is_named_by_its_position(served_api: Api) -> None:
+def test_a_bad_encounter_in_a_batch_is_named_by_its_position(in_process_api: AppApi) -> None:
     batch = [example_encounter(), {**example_encounter(), "gender": "Unknown"}]
-    response = served_api.post("/predict/batch", json={"encounters": batch})
+    response = in_process_api.post("/predict/batch", json={"encounters": batch})
 
     assert response.status_code == 422
     assert [p["field"] for p in response.json()["detail"]] == ["encounters[1].gender"]
 
 
-def test_malformed_json_gets_422_not_500(served_api: Api) -> None:
-    response = served_api.post(
+def test_malformed_json_gets_422_not_500(in_process_api: AppApi) -> None:
+    response = in_process_api.post(
         "/predict", content=b'{"age": ', headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "body"
 
 
-def test_a_batch_over_the_limit_gets_413_stating_the_limit(served_api: Api) -> None:
+def test_a_batch_over_the_limit_gets_413_stating_the_limit(in_process_api: AppApi) -> None:
     batch = [example_encounter()] * (MAX_BATCH_ROWS + 1)
-    response = served_api.post("/predict/batch", json={"encounters": batch})
+    response = in_process_api.post("/predict/batch", json={"encounters": batch})
 
     assert response.status_code == 413
     assert f"limit of {MAX_BATCH_ROWS}" in response.json()["detail"]
     assert "MAX_BATCH_ROWS" in response.json()["detail"]
-    full = served_api.post("/predict/batch", json={"encounters": batch[:MAX_BATCH_ROWS]})
+    full = in_process_api.post("/predict/batch", json={"encounters": batch[:MAX_BATCH_ROWS]})
     assert full.status_code == 200 and full.json()["count"] == MAX_BATCH_ROWS
 
 
 @pytest.mark.parametrize("value", [True, "3", 3.5])
-def test_integers_are_strict_and_the_422_names_the_field(served_api: Api, value: object) -> None:
-    response = served_api.post("/predict", json={**example_encounter(), "time_in_hospital": value})
+def test_integers_are_strict_and_the_422_names_the_field(
+    in_process_api: AppApi, value: object
+) -> None:
+    response = in_process_api.post(
+        "/predict", json={**example_encounter(), "time_in_hospital": value}
+    )
 
     assert response.status_code == 422
     (problem,) = response.json()["detail"]
@@ -218,7 +226,7 @@ def test_a_chunked_body_over_the_limit_gets_413_and_one_under_it_is_scored(
     assert under.status_code == 200 and under.json()["count"] == 3
 
 
-def test_the_batch_list_is_bounded_in_the_schema(served_api: Api) -> None:
-    schema = served_api.get("/openapi.json").json()["components"]["schemas"]["BatchRequest"]
+def test_the_batch_list_is_bounded_in_the_schema(in_process_api: AppApi) -> None:
+    schema = in_process_api.get("/openapi.json").json()["components"]["schemas"]["BatchRequest"]
     # The served limit (MAX_BATCH_ROWS), not the ceiling any setting may reach: beyond it, 413.
     assert schema["properties"]["encounters"]["maxItems"] == MAX_BATCH_ROWS < MAX_BATCH_ROWS_CEILING

@@ -23,8 +23,9 @@ from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL, TARGET
 from readmission.validation import validate
 from readmission.warehouse import engine_for, prediction_log
-from tests.api.serving import Api, copy_lineage, running_api
-from tests.conftest import free_port, stop
+from tests.api.serving import Api, running_api
+from tests.conftest import copy_lineage
+from tests.services import free_port, stop
 
 PROXY = Path(__file__).with_name("tcp_proxy.py")
 
@@ -57,6 +58,7 @@ def serving_settings(trained_lineage: Settings, database_url: str) -> Settings:
     return settings
 
 
+@pytest.mark.slow
 def test_every_answer_is_logged_across_a_restart_and_realized_auc_is_scikit_learns(
     trained_lineage: Settings,
     create_database: Callable[[], str],

@@ -21,7 +21,7 @@ from readmission.schema import ID_MAX
 from readmission.warehouse import engine_for, prediction_log
 from tests.api.serving import running_api
 from tests.api.test_prediction_log import encounters, logged, metric, serving_settings
-from tests.conftest import free_port
+from tests.services import free_port
 
 
 def prediction(encounter_id: int) -> LoggedPrediction:
@@ -92,6 +92,7 @@ def test_predictions_not_written_at_shutdown_are_spilled_and_written_after_resta
     assert (again.replayed, again.lost, len(stored_ids(url))) == (0, 0, 50)
 
 
+@pytest.mark.slow
 def test_an_id_beyond_bigint_gets_422_then_1000_requests_are_all_logged(
     trained_lineage: Settings,
     create_database: Callable[[], str],
@@ -125,6 +126,7 @@ def test_an_id_beyond_bigint_gets_422_then_1000_requests_are_all_logged(
     assert list(rows["encounter_id"]) == [ID_MAX] + [e["encounter_id"] for e in requests]
 
 
+@pytest.mark.slow
 def test_predictions_a_crash_took_with_it_are_counted_at_the_next_start(
     trained_lineage: Settings,
     create_database: Callable[[], str],
@@ -159,6 +161,7 @@ def _state(log_dir: Path) -> str:
     return state.read_text() if state.exists() else ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_a_burst_faster_than_the_writer_is_slowed_down_not_dropped(
     kind: str,

@@ -10,7 +10,10 @@ import pytest
 from readmission import registry
 from readmission.config import Settings
 from readmission.schema import Encounter, example_encounter
-from tests.api.serving import RELOAD_TOKEN, Api, copy_lineage, running_api
+from tests.api.serving import RELOAD_TOKEN, Api, running_api
+from tests.conftest import copy_lineage
+
+pytestmark = pytest.mark.slow
 
 HIGH_RISK = {**example_encounter(), "number_inpatient": 4, "age": "[80-90)", "encounter_id": 77}
 

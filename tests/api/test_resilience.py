@@ -12,11 +12,13 @@ import pytest
 from readmission import registry
 from readmission.config import Settings
 from readmission.schema import example_encounter
-from tests.api.serving import RELOAD_TOKEN, Api, copy_lineage, running_api
+from tests.api.serving import RELOAD_TOKEN, Api, running_api
 from tests.api.unplug import Unpluggable
-from tests.conftest import free_port
+from tests.conftest import copy_lineage
+from tests.services import free_port
 
 
+@pytest.mark.slow
 def test_with_the_registry_down_at_start_the_api_is_live_but_not_ready(
     trained_lineage: Settings, tmp_path: Path
 ) -> None:
@@ -48,6 +50,7 @@ def test_with_the_registry_down_at_start_the_api_is_live_but_not_ready(
     assert "readmission_model_loaded 0.0" in metrics
 
 
+@pytest.mark.slow
 def test_a_version_that_fails_to_load_is_counted_and_the_current_one_keeps_serving(
     trained_lineage: Settings, tmp_path: Path
 ) -> None:
@@ -88,6 +91,7 @@ def withdraw(settings: Settings) -> None:
         client.transition_model_version_stage(settings.model_name, version.version, "Archived")
 
 
+@pytest.mark.slow
 def test_a_withdrawn_model_stops_serving_and_a_promotion_brings_serving_back(
     trained_lineage: Settings, tmp_path: Path
 ) -> None:
@@ -116,6 +120,7 @@ def test_a_withdrawn_model_stops_serving_and_a_promotion_brings_serving_back(
     assert resumed.status_code == 200 and resumed.json()["model_version"] == "1"
 
 
+@pytest.mark.slow
 def test_with_the_registry_unreachable_the_current_model_keeps_serving_and_says_so(
     trained_lineage: Settings, tmp_path: Path
 ) -> None:
@@ -161,6 +166,7 @@ def promote_broken_version(settings: Settings) -> str:
     return str(broken.version)
 
 
+@pytest.mark.slow
 def test_a_version_that_fails_to_load_is_retried_with_capped_exponential_back_off(
     trained_lineage: Settings, tmp_path: Path
 ) -> None:

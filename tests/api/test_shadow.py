@@ -19,9 +19,12 @@ from readmission import ledger, promotion, registry, registry_reader, steps
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL
 from readmission.validation import validate
-from tests.api.serving import copy_lineage, running_api
+from tests.api.serving import running_api
 from tests.api.test_prediction_log import encounters, logged, metric
-from tests.conftest import service_env
+from tests.conftest import copy_lineage
+from tests.services import service_env
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION, SHADOW = "2", "3"

@@ -20,7 +20,10 @@ from pydantic import SecretStr
 from readmission import registry, webhooks
 from readmission.config import Settings
 from readmission.schema import example_encounter
-from tests.api.serving import Api, copy_lineage, running_api
+from tests.api.serving import Api, running_api
+from tests.conftest import copy_lineage
+
+pytestmark = pytest.mark.slow
 
 SECRET = secrets.token_urlsafe(24)
 SLOW_POLL = "60"  # a version served sooner than this came by the webhook

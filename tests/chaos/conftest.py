@@ -16,8 +16,9 @@ import pytest
 from readmission import registry_reader, warehouse
 from readmission.config import Settings
 from readmission.dataset import synthetic_sample
+from tests.services import BIN, ROOT, service_env
 
-from ..conftest import BIN, ROOT, platform_env, service_env
+from ..conftest import TEST_RESAMPLES, platform_env
 
 BATCH_SIZE = 300
 
@@ -34,6 +35,7 @@ def chaos(
         MIN_BATCH_ROWS="1",  # the scenarios cut small extracts: every remainder a batch
         TRAINING_LEASE_WAIT="120",
         MAX_LOG_LOSS="0.7",  # the synthetic sample's base rate is 21%
+        BOOTSTRAP_RESAMPLES=str(TEST_RESAMPLES),
     )
     yield settings
     # The checks' pooled connections: the PostgreSQL server is shared, its slots are few.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 import readmission
@@ -20,8 +21,11 @@ from readmission import migrations, prediction_log, registry, webhooks
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction
 from readmission.validation import validate
+from tests.services import BIN, ROOT, service_env
 
-from ..conftest import BIN, ROOT, SUITE_PLAN, platform_env, service_env
+from ..conftest import SUITE_PLAN, platform_env
+
+pytestmark = pytest.mark.slow
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

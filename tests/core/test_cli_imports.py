@@ -14,8 +14,11 @@ import pytest
 
 from readmission import registry
 from readmission.config import Settings
+from tests.services import BIN, service_env
 
-from ..conftest import BIN, platform_env, service_env
+from ..conftest import platform_env
+
+pytestmark = pytest.mark.slow
 
 HEAVY = ("mlflow", "pandas", "sklearn", "scipy", "matplotlib", "sqlalchemy", "alembic", "rich")
 

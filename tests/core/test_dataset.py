@@ -11,8 +11,7 @@ import pytest
 
 from readmission.dataset import DatasetError, load, synthetic_sample
 from readmission.schema import COLUMNS
-
-from ..conftest import free_port
+from tests.services import free_port
 
 
 def zipped(csv: Path, target: Path, member: str) -> Path:

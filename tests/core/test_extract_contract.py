@@ -131,6 +131,7 @@ def broken(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.slow
 def test_an_extract_with_too_many_bad_rows_is_refused_whole_and_its_fix_goes_through(
     configure: Callable[..., Settings], create_database: Callable[[], str], tmp_path: Path
 ) -> None:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-
-import pandas as pd
 import pytest
 
 from readmission import (
@@ -14,34 +10,24 @@ from readmission import (
     model_card,
     promotion,
     registry,
-    registry_reader,
-    training,
     warehouse,
 )
 from readmission.config import Settings
 from readmission.model import labels
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
-def card_of_version_2(
-    create_database: Callable[[], str], mlflow_server: str, sample: pd.DataFrame
-) -> tuple[Settings, dict, str]:
-    """Two versions trained once for the module's tests (training is the slow part)."""
-    platform = Settings(
-        _env_file=None,
-        DATABASE_URL=create_database(),
-        MLFLOW_TRACKING_URI=mlflow_server,
-        MODEL_NAME=f"readmission-card-{uuid.uuid4().hex[:8]}",
-        BATCH_SIZE=500,
-        MIN_BATCH_ROWS=100,
-    )
-    warehouse.ingest(platform.warehouse_url, sample, 500, 0.2, 2)
-    training.train_pending(platform)
-    version = registry_reader.version_summaries(platform)[-1]
-    client = registry.connect(platform)
+def card_of_version_2(trained_lineage: Settings) -> tuple[Settings, dict, str]:
+    """Version 2 of the session's lineage (batches 1 and 2, warm-started from version 1): its
+    card and markdown, read, not changed."""
+    version = registry.model_version(trained_lineage, "2")
+    assert version is not None
+    client = registry.connect(trained_lineage)
     markdown = client.download_artifacts(version.run_id, model_card.MARKDOWN_PATH)
     with open(markdown, encoding="utf-8") as file:
-        return platform, model_card.load(version.run_id), file.read()
+        return trained_lineage, model_card.load(version.run_id), file.read()
 
 
 def test_the_card_describes_the_version_its_data_and_its_holdout(card_of_version_2) -> None:
@@ -54,7 +40,7 @@ def test_the_card_describes_the_version_its_data_and_its_holdout(card_of_version
     assert card["holdout"]["n"] == len(holdout)
     low, high = card["holdout"]["roc_auc_ci"]
     assert low < card["holdout"]["roc_auc"] < high
-    assert card["holdout"]["bootstrap"]["resamples"] >= 500
+    assert card["holdout"]["bootstrap"]["resamples"] == settings.bootstrap_resamples
     assert {"intercept", "slope", "ece", "brier", "curve"} <= set(card["calibration"])
     assert card["published_range"]["roc_auc"] == [0.64, 0.674]
     assert card["intended_use"]["users"] and card["limitations"]

@@ -55,6 +55,7 @@ def expected_auc(rows: pd.DataFrame, probability: np.ndarray) -> float:
     return metrics.roc_auc_score(rows[TARGET] == POSITIVE_LABEL, probability)
 
 
+@pytest.mark.slow
 def test_outcomes_arriving_in_two_extracts_update_the_realized_figures_and_check_the_estimate(
     platform: Settings, sample: pd.DataFrame, tmp_path: Path
 ) -> None:

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from readmission import (
@@ -20,37 +19,29 @@ from readmission import (
     registry,
     registry_reader,
     status,
-    training,
     warehouse,
 )
 from readmission.config import Settings
 from readmission.holdout import fingerprint
-from tests.conftest import SUITE_PLAN
-
-VERSIONS = 3
+from tests.conftest import SUITE_PLAN, TRAINED_VERSIONS
 
 
 @pytest.fixture(scope="module")
-def lineage(
-    create_database: Callable[[], str], mlflow_server: str, sample: pd.DataFrame
-) -> Settings:
-    """Three warm-start versions, trained once for the module; tests work on copies of them."""
-    settings = Settings(
-        _env_file=None,
-        DATABASE_URL=create_database(),
-        MLFLOW_TRACKING_URI=mlflow_server,
-        MODEL_NAME=f"promotion-lineage-{uuid.uuid4().hex[:8]}",
-        MAX_LOG_LOSS=0.7,  # the synthetic sample's base rate is 21%
-        # 1,500 synthetic rows over a thousand features make an over-confident model (slope ~0.6)
-        GATE_CALIBRATION_SLOPE_MIN=0.3,
-        # Three 500-row batches barely move the AUC on a 500-row holdout (intervals ~ +-0.02):
-        # the gate tests below choose the policy that decides what they are about.
-        PROMOTION_POLICY="non_inferior",
-        NON_INFERIORITY_MARGIN=0.5,
+def lineage(trained_lineage: Settings) -> Settings:
+    """The session's three warm-start versions, judged under this module's gate settings (the
+    gate reads them when it runs, not from training); tests work on copies of them."""
+    return trained_lineage.model_copy(
+        update={
+            "max_log_loss": 0.7,  # the synthetic sample's base rate is 21%
+            # 1,500 synthetic rows over a thousand features make an over-confident model
+            # (slope ~0.6)
+            "gate_calibration_slope_min": 0.3,
+            # Three 500-row batches barely move the AUC on a 500-row holdout (intervals
+            # ~ +-0.02): the gate tests below choose the policy that decides what they are about.
+            "promotion_policy": "non_inferior",
+            "non_inferiority_margin": 0.5,
+        }
     )
-    warehouse.ingest(settings.warehouse_url, sample, 500, 0.2, VERSIONS)
-    training.train_pending(settings)
-    return settings
 
 
 @pytest.fixture
@@ -61,7 +52,7 @@ def fresh(lineage: Settings) -> Settings:
     client = registry.connect(lineage)
     url = lineage.warehouse_url
     with warehouse.training_lease(url, "test: copying the lineage", 60) as lease:
-        for version in range(1, VERSIONS + 1):
+        for version in range(1, TRAINED_VERSIONS + 1):
             copy = client.copy_model_version(registry.model_uri(lineage, version), name)
             batch = int(copy.tags["batch_id"])
             warehouse.mark_trained(url, name, batch, copy.version, copy.run_id, lease)
@@ -84,6 +75,7 @@ def production(settings: Settings) -> str | None:
     return str(found.version) if found else None
 
 
+@pytest.mark.slow
 def test_a_winning_challenger_is_promoted_with_every_check_recorded(fresh: Settings) -> None:
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
 
@@ -99,6 +91,7 @@ def test_a_winning_challenger_is_promoted_with_every_check_recorded(fresh: Setti
     assert entry.action == ledger.AUTO and entry.evidence is None  # nothing to compare with
 
 
+@pytest.mark.slow
 def test_without_auto_promotion_the_verdict_is_recorded_and_nothing_changes(
     fresh: Settings,
 ) -> None:
@@ -110,6 +103,7 @@ def test_without_auto_promotion_the_verdict_is_recorded_and_nothing_changes(
     assert moves(fresh) == []
 
 
+@pytest.mark.slow
 def test_re_running_after_a_promotion_keeps_the_verdict_and_changes_nothing(
     fresh: Settings,
 ) -> None:
@@ -125,6 +119,7 @@ def test_re_running_after_a_promotion_keeps_the_verdict_and_changes_nothing(
     assert moves(fresh) == [(None, "3")]
 
 
+@pytest.mark.slow
 def test_a_retry_after_a_crash_between_verdict_and_promotion_promotes(
     fresh: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,6 +138,7 @@ def test_a_retry_after_a_crash_between_verdict_and_promotion_promotes(
     assert moves(fresh) == [(None, "3")]
 
 
+@pytest.mark.slow
 def test_a_challenger_below_the_quality_floor_is_rejected_with_the_reason(fresh: Settings) -> None:
     verdict = promotion.evaluate_and_promote(
         fresh.model_copy(update={"min_auc": 0.99}), auto_promote=True
@@ -156,6 +152,7 @@ def test_a_challenger_below_the_quality_floor_is_rejected_with_the_reason(fresh:
     assert registry.production_version(fresh) is None
 
 
+@pytest.mark.slow
 def test_a_subgroup_far_below_the_overall_auc_fails_the_gate(fresh: Settings) -> None:
     strict = fresh.model_copy(update={"gate_subgroup_auc_margin": 0.0})
     verdict = promotion.evaluate_and_promote(strict, auto_promote=True)
@@ -166,6 +163,7 @@ def test_a_subgroup_far_below_the_overall_auc_fails_the_gate(fresh: Settings) ->
     assert tags(fresh, "3")["check_subgroup_auc"] == f"failed: {check.detail}"
 
 
+@pytest.mark.slow
 def test_a_calibration_slope_outside_the_bounds_fails_the_gate(fresh: Settings) -> None:
     strict = fresh.model_copy(
         update={"gate_calibration_slope_min": 5.0, "gate_calibration_slope_max": 6.0}
@@ -176,6 +174,7 @@ def test_a_calibration_slope_outside_the_bounds_fails_the_gate(fresh: Settings) 
     assert tags(fresh, "3")["check_calibration_slope"].startswith("failed: calibration slope")
 
 
+@pytest.mark.slow
 def test_every_production_change_is_in_the_ledger_and_rollback_returns_to_the_previous(
     fresh: Settings,
 ) -> None:
@@ -200,6 +199,7 @@ def test_every_production_change_is_in_the_ledger_and_rollback_returns_to_the_pr
     assert "back to v2" in tags(fresh, "3")[registry_reader.ROLLED_BACK_TAG]
 
 
+@pytest.mark.slow
 def test_a_second_rollback_never_returns_to_a_rolled_back_version(fresh: Settings) -> None:
     for version in ("1", "2", "3"):
         promotion.change_production(fresh, version, "cli (tester)", "by hand")
@@ -213,6 +213,7 @@ def test_a_second_rollback_never_returns_to_a_rolled_back_version(fresh: Setting
     assert production(fresh) == "1"
 
 
+@pytest.mark.slow
 def test_after_a_rollback_the_gate_never_promotes_the_rolled_back_head_again(
     fresh: Settings,
 ) -> None:
@@ -237,6 +238,7 @@ def test_after_a_rollback_the_gate_never_promotes_the_rolled_back_head_again(
     assert by_hand is not None and by_hand.action == ledger.MANUAL
 
 
+@pytest.mark.slow
 def test_the_challenger_is_the_lineage_head_never_a_version_registered_otherwise(
     fresh: Settings,
 ) -> None:
@@ -256,6 +258,7 @@ def test_the_challenger_is_the_lineage_head_never_a_version_registered_otherwise
     assert manual.evidence is None
 
 
+@pytest.mark.slow
 def test_the_gate_compares_on_the_same_holdout_with_a_paired_interval_and_keeps_the_evidence(
     fresh: Settings,
 ) -> None:
@@ -295,6 +298,7 @@ def test_the_gate_compares_on_the_same_holdout_with_a_paired_interval_and_keeps_
     assert as_json["delta_roc_auc_ci"] == pytest.approx([low, high])
 
 
+@pytest.mark.slow
 def test_every_version_shows_its_auc_on_the_current_holdout_beside_the_training_day_one(
     fresh: Settings,
 ) -> None:
@@ -321,6 +325,7 @@ def test_every_version_shows_its_auc_on_the_current_holdout_beside_the_training_
     assert card["holdout"]["roc_auc"] == pytest.approx(verdict.challenger["roc_auc"])
 
 
+@pytest.mark.slow
 def test_a_head_without_its_model_card_is_not_judged(fresh: Settings) -> None:
     client = registry.connect(fresh)
     run = client.create_run(registry.experiment_id(fresh))
@@ -341,6 +346,7 @@ def test_a_head_without_its_model_card_is_not_judged(fresh: Settings) -> None:
     assert production(fresh) is None and moves(fresh) == []
 
 
+@pytest.mark.slow
 def test_an_alias_moved_without_its_ledger_row_is_recorded_as_the_change_it_was(
     fresh: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -365,6 +371,7 @@ def test_an_alias_moved_without_its_ledger_row_is_recorded_as_the_change_it_was(
     assert entries[-1].by == "test-dag" and entries[-1].evidence is not None
 
 
+@pytest.mark.slow
 def test_a_change_made_in_the_mlflow_registry_is_noticed_and_rolled_back_from(
     fresh: Settings,
 ) -> None:
@@ -382,6 +389,7 @@ def test_a_change_made_in_the_mlflow_registry_is_noticed_and_rolled_back_from(
     assert moves(fresh) == [(None, "1"), ("1", "3"), ("3", "1")]
 
 
+@pytest.mark.slow
 def test_rollback_without_an_earlier_production_version_says_why(fresh: Settings) -> None:
     with pytest.raises(promotion.PromotionError, match="nothing to roll back"):
         promotion.rollback(fresh, "cli (tester)")
@@ -391,6 +399,7 @@ def test_rollback_without_an_earlier_production_version_says_why(fresh: Settings
     assert registry.production_version(fresh).version == "2"
 
 
+@pytest.mark.slow
 def test_promoting_a_version_that_does_not_exist_names_it(fresh: Settings) -> None:
     with pytest.raises(promotion.PromotionError, match="has no version 42"):
         promotion.change_production(fresh, "42", "cli (tester)", "typo")

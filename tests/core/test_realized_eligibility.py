@@ -18,6 +18,8 @@ from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.schema import POSITIVE_LABEL, TARGET
 
+pytestmark = pytest.mark.slow
+
 
 def log_now(settings: Settings, rows: pd.DataFrame, version: str) -> np.ndarray:
     """A prediction of `version` for each row, scored now, informative about its outcome."""

@@ -8,8 +8,9 @@ import pytest
 
 from readmission import registry, training, warehouse
 from readmission.config import Settings
+from tests.services import ROOT
 
-from ..conftest import ROOT
+pytestmark = pytest.mark.slow
 
 
 def test_models_logged_from_the_repository_carry_no_uv_project_files(

@@ -12,6 +12,7 @@ from readmission.features import CATEGORICAL, FeatureSpace, normalise
 from readmission.holdout import fingerprint
 from readmission.model import ReadmissionModel
 from readmission.scoring import CompiledScorer
+from tests.conftest import copy_lineage
 
 
 def ingest(settings: Settings, sample: pd.DataFrame, batches: int | None = None) -> None:
@@ -20,6 +21,7 @@ def ingest(settings: Settings, sample: pd.DataFrame, batches: int | None = None)
     )
 
 
+@pytest.mark.slow
 def test_warm_start_registers_one_version_per_batch_each_tagged_with_its_parent(
     platform: Settings, sample: pd.DataFrame
 ) -> None:
@@ -46,19 +48,19 @@ def test_warm_start_registers_one_version_per_batch_each_tagged_with_its_parent(
     }
 
 
+@pytest.mark.slow
 def test_each_step_continues_the_previous_model_instead_of_starting_over(
-    platform: Settings, sample: pd.DataFrame
+    trained_lineage: Settings,
 ) -> None:
-    ingest(platform, sample, batches=2)
-    training.train_pending(platform)
-    first = registry.load_readmission_model(platform, 1)
-    second = registry.load_readmission_model(platform, 2)
+    first = registry.load_readmission_model(trained_lineage, 1)
+    second = registry.load_readmission_model(trained_lineage, 2)
 
     assert (first.batches_seen, second.batches_seen) == (1, 2)
     assert second.scaler.n_samples_seen_ == first.scaler.n_samples_seen_ + 500
     assert (second.classifier.coef_ != first.classifier.coef_).any()
 
 
+@pytest.mark.slow
 def test_a_trained_batch_is_never_trained_twice(platform: Settings, sample: pd.DataFrame) -> None:
     ingest(platform, sample, batches=1)
     assert len(training.train_pending(platform)) == 1
@@ -66,6 +68,7 @@ def test_a_trained_batch_is_never_trained_twice(platform: Settings, sample: pd.D
     assert len(registry_reader.version_summaries(platform)) == 1
 
 
+@pytest.mark.slow
 def test_a_failure_after_partial_fit_leaves_no_version_and_the_batch_untrained(
     platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,6 +88,7 @@ def test_a_failure_after_partial_fit_leaves_no_version_and_the_batch_untrained(
     assert training.train_pending(platform)[0].parent_version == "1"
 
 
+@pytest.mark.slow
 def test_a_version_registered_before_a_crash_is_recorded_not_retrained(
     platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,6 +103,7 @@ def test_a_version_registered_before_a_crash_is_recorded_not_retrained(
     assert warehouse.untrained_batches(platform.warehouse_url, platform.model_name) == []
 
 
+@pytest.mark.slow
 def test_a_version_registered_by_other_means_is_never_a_parent(
     platform: Settings, sample: pd.DataFrame
 ) -> None:
@@ -115,6 +120,7 @@ def test_a_version_registered_by_other_means_is_never_a_parent(
     assert not second.recovered
 
 
+@pytest.mark.slow
 def test_a_registry_that_lost_the_lineage_head_is_a_clear_error(
     platform: Settings, sample: pd.DataFrame
 ) -> None:
@@ -138,11 +144,9 @@ def test_a_parent_of_another_feature_space_cannot_be_warm_started() -> None:
     training.check_feature_space(ReadmissionModel(), "7", "readmission")  # same space: fine
 
 
-def test_promote_then_resolve_by_alias_and_by_legacy_stage(
-    platform: Settings, sample: pd.DataFrame
-) -> None:
-    ingest(platform, sample, batches=2)
-    training.train_pending(platform)
+@pytest.mark.slow
+def test_promote_then_resolve_by_alias_and_by_legacy_stage(trained_lineage: Settings) -> None:
+    platform = copy_lineage(trained_lineage, versions=2)  # promoted here: a copy of its own
     assert registry.production_version(platform) is None
 
     registry.promote(platform, 1)
@@ -158,11 +162,11 @@ def test_promote_then_resolve_by_alias_and_by_legacy_stage(
     assert [v.aliases for v in registry_reader.version_summaries(platform)] == [[], ["production"]]
 
 
+@pytest.mark.slow
 def test_registered_model_loads_as_pyfunc_and_compiles_to_the_same_probabilities(
-    platform: Settings, sample: pd.DataFrame
+    trained_lineage: Settings,
 ) -> None:
-    ingest(platform, sample, batches=1)
-    training.train_pending(platform)
+    platform = trained_lineage  # read, not changed
     holdout = warehouse.clean_rows(platform.warehouse_url, warehouse.HOLDOUT_BATCH)
 
     predicted = registry.load_pyfunc(platform, 1).predict(holdout)
@@ -174,6 +178,7 @@ def test_registered_model_loads_as_pyfunc_and_compiles_to_the_same_probabilities
     assert abs(compiled - predicted[registry.PROBABILITY_COLUMN].to_numpy()).max() < 1e-9
 
 
+@pytest.mark.slow
 def test_a_version_registered_without_its_card_is_unfinished_so_trained_again_and_removed(
     platform: Settings, sample: pd.DataFrame
 ) -> None:

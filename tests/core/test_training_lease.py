@@ -17,7 +17,10 @@ import sqlalchemy as sa
 from readmission import model_card, registry_reader, training, warehouse
 from readmission.config import Settings
 from readmission.model import ReadmissionModel
-from tests.conftest import BIN, platform_env, service_env
+from tests.conftest import platform_env
+from tests.services import BIN, service_env
+
+pytestmark = pytest.mark.slow
 
 
 def lose_the_lease_to_another_run(settings: Settings) -> None:

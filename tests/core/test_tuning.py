@@ -34,6 +34,7 @@ def test_the_validation_slice_is_the_latest_training_rows() -> None:
     assert (len(stream), len(validation)) == (80, 20)
 
 
+@pytest.mark.slow
 def test_tune_logs_every_candidate_as_a_nested_run(
     platform: Settings, sample: pd.DataFrame, caplog: pytest.LogCaptureFixture
 ) -> None:

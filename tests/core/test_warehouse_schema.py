@@ -37,6 +37,7 @@ def open_at_once(url: str) -> list[int | None]:
     return [child.exitcode for child in children]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_processes_opening_a_fresh_warehouse_at_once_all_succeed(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest

@@ -24,7 +24,8 @@ from readmission import prediction_log
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction
 from readmission.schema import POSITIVE_LABEL, TARGET
-from tests.conftest import BIN, ROOT, mlflow_backend_uri
+from tests.conftest import mlflow_backend_uri
+from tests.services import BIN, ROOT
 
 DAGS = ROOT / "dags"
 _HOME = tempfile.mkdtemp(prefix="readmission-airflow-")

@@ -20,8 +20,9 @@ from playwright.sync_api import expect, sync_playwright
 
 from readmission import airflow_runs, holdout, ledger, performance, registry, registry_reader
 from readmission.config import Settings
-from tests.conftest import ROOT, SUITE_PLAN, free_port, service_env, stop, wait_for
+from tests.conftest import SUITE_PLAN
 from tests.dags.conftest import airflow_url, log_predictions
+from tests.services import ROOT, free_port, service_env, stop, wait_for
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow

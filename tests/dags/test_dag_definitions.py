@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, service_env
 from tests.dags.conftest import AIRFLOWIGNORE_WARNING, DAGS
+from tests.services import BIN, service_env
 
 pytestmark = pytest.mark.filterwarnings(AIRFLOWIGNORE_WARNING)
 PIPELINE = [
@@ -51,6 +51,7 @@ print(json.dumps({"dags": sorted(bag.dags), "errors": bag.import_errors, "connec
 """
 
 
+@pytest.mark.slow
 def test_the_dag_folder_holds_the_four_pipeline_dags_listed_in_pipeline_order(
     dags: dict[str, Any],
 ) -> None:
@@ -195,6 +196,7 @@ def test_every_param_has_a_title_and_a_description(dags: dict[str, Any]) -> None
             assert param.schema.get("title") and param.description, f"{dag.dag_id}.{name}"
 
 
+@pytest.mark.slow
 def test_parsing_touches_no_database_or_network_and_reads_defaults_from_the_settings() -> None:
     unreachable = "10.255.255.1"
     env = service_env(

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, SUITE_PLAN, free_port, service_env
+from tests.conftest import SUITE_PLAN
+from tests.services import ROOT, free_port, service_env
 
 
 def run_demo(tmp_path: Path, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
@@ -93,6 +94,7 @@ def test_demo_trains_through_airflow_promotes_and_serves_a_prediction(
     assert leftovers(tmp_path) == "", "demo left processes running"
 
 
+@pytest.mark.slow
 def test_demo_with_a_missing_data_source_fails_fast_naming_it(tmp_path: Path) -> None:
     done = run_demo(tmp_path, 120, DATA_SOURCE=str(tmp_path / "nonexistent.zip"))
     assert done.returncode == 2

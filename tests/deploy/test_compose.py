@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from deploy import dotenv
 from readmission import warehouse
 from readmission.config import Settings
-from tests.conftest import service_env
+from tests.services import service_env
 
 from .conftest import COMPOSE_FILE, ROOT, env_values, load_yaml, run_compose, strings
 
@@ -41,12 +41,14 @@ def long_running(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in model["services"].items() if name not in ONE_SHOT}
 
 
+@pytest.mark.slow
 def test_compose_config_is_valid_with_the_env_compose_up_generates(env_file: Path) -> None:
     for profile_args in ((), ("--profile", "serving")):
         result = run_compose(*profile_args, "config", "-q", env_file=env_file)
         assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_compose_config_fails_without_a_required_secret(env_file: Path, tmp_path: Path) -> None:
     incomplete = tmp_path / ".env"
     incomplete.write_text(
@@ -61,6 +63,7 @@ def test_compose_config_fails_without_a_required_secret(env_file: Path, tmp_path
     assert "POSTGRES_PASSWORD" in result.stderr
 
 
+@pytest.mark.slow
 def test_compose_config_fails_on_an_invalid_service_key(env_file: Path, tmp_path: Path) -> None:
     broken = tmp_path / "docker-compose.yaml"
     broken.write_text(
@@ -81,6 +84,7 @@ def test_every_secret_of_the_compose_file_is_generated_by_compose_up(compose_raw
     assert example.get("MINIO_ROOT_USER"), ".env.example must give MINIO_ROOT_USER a value"
 
 
+@pytest.mark.slow
 def test_the_project_name_and_network_name_are_fixed(compose_model: dict) -> None:
     assert compose_model["name"] == "readmission"
     assert compose_model["networks"]["default"]["name"] == "readmission"
@@ -88,6 +92,7 @@ def test_the_project_name_and_network_name_are_fixed(compose_model: dict) -> Non
     assert k3d["network"] == compose_model["networks"]["default"]["name"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", ["mlflow", "postgres"])
 def test_fixed_addresses_are_where_the_k3d_overlay_points(
     compose_model: dict, service: str
@@ -105,6 +110,7 @@ def test_fixed_addresses_are_where_the_k3d_overlay_points(
     assert ipaddress.ip_address(address) not in ipaddress.ip_network(subnet["ip_range"])
 
 
+@pytest.mark.slow
 def test_images_are_pinned(compose_model: dict) -> None:
     for name, service in compose_model["services"].items():
         image = service["image"]
@@ -116,6 +122,7 @@ def test_images_are_pinned(compose_model: dict) -> None:
         assert re.search(r"\d", tag), f"{name}: {image} has no version in its tag"
 
 
+@pytest.mark.slow
 def test_every_long_running_service_has_a_healthcheck(compose_model: dict) -> None:
     for name, service in long_running(compose_model).items():
         test = service.get("healthcheck", {}).get("test")
@@ -123,6 +130,7 @@ def test_every_long_running_service_has_a_healthcheck(compose_model: dict) -> No
         assert "curl" not in " ".join(test), f"{name}: images here do not all ship curl"
 
 
+@pytest.mark.slow
 def test_dependencies_wait_for_health_or_completion(compose_model: dict) -> None:
     for name, service in compose_model["services"].items():
         for dependency, spec in service.get("depends_on", {}).items():
@@ -132,6 +140,7 @@ def test_dependencies_wait_for_health_or_completion(compose_model: dict) -> None
             assert spec["condition"] == expected, f"{name} -> {dependency}"
 
 
+@pytest.mark.slow
 def test_one_shot_services_are_awaited_by_a_long_running_service(compose_model: dict) -> None:
     """`docker compose up --wait` fails on an exited container unless a running service waits
     for its successful completion."""
@@ -148,6 +157,7 @@ def test_one_shot_services_are_awaited_by_a_long_running_service(compose_model: 
         assert waiters, f"nothing in the profile {profiles or 'default'} waits for {one_shot}"
 
 
+@pytest.mark.slow
 def test_stateful_services_keep_their_data_in_named_volumes(compose_model: dict) -> None:
     for name, path in STATEFUL.items():
         mounts = {m["target"]: m for m in compose_model["services"][name]["volumes"]}
@@ -155,12 +165,14 @@ def test_stateful_services_keep_their_data_in_named_volumes(compose_model: dict)
         assert mounts[path]["source"] in compose_model["volumes"]
 
 
+@pytest.mark.slow
 def test_published_ports_are_bound_to_loopback(compose_model: dict) -> None:
     for name, service in compose_model["services"].items():
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes on {port['host_ip']}"
 
 
+@pytest.mark.slow
 def test_postgres_init_creates_one_database_per_service_with_passwords_from_env(
     compose_model: dict,
 ) -> None:
@@ -188,6 +200,7 @@ def test_postgres_init_creates_one_database_per_service_with_passwords_from_env(
     assert urls["mlflow"].startswith("postgresql+psycopg2://"), "MLflow needs psycopg2"
 
 
+@pytest.mark.slow
 def test_the_api_uses_the_warehouse_as_its_own_login_never_the_owners(
     compose_model: dict, env_file: Path
 ) -> None:
@@ -216,6 +229,7 @@ def test_the_api_uses_the_warehouse_as_its_own_login_never_the_owners(
         assert condition == "service_completed_successfully", waiter
 
 
+@pytest.mark.slow
 def test_mlflow_server_stores_artifacts_in_minio(compose_model: dict) -> None:
     env = compose_model["services"]["mlflow"]["environment"]
     assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
@@ -227,6 +241,7 @@ def test_mlflow_server_stores_artifacts_in_minio(compose_model: dict) -> None:
     assert compose_model["services"]["minio-init"]["environment"]["MLFLOW_BUCKET"] == bucket
 
 
+@pytest.mark.slow
 def test_airflow_components_run_the_airflow_cli(compose_model: dict) -> None:
     for name, component in AIRFLOW_COMPONENTS.items():
         assert compose_model["services"][name]["command"] == ["airflow", component]
@@ -234,6 +249,7 @@ def test_airflow_components_run_the_airflow_cli(compose_model: dict) -> None:
     assert "airflow db migrate" in init
 
 
+@pytest.mark.slow
 def test_airflow_init_writes_the_admin_password_file_from_env(
     compose_model: dict, tmp_path: Path
 ) -> None:
@@ -268,6 +284,7 @@ def test_airflow_init_writes_the_admin_password_file_from_env(
     assert init_mount["type"] == "volume" and init_mount["source"] == server_mount["source"]
 
 
+@pytest.mark.slow
 def test_airflow_components_share_keys_and_reach_the_execution_api(compose_model: dict) -> None:
     environments = [
         compose_model["services"][name]["environment"]
@@ -290,6 +307,7 @@ def test_airflow_components_share_keys_and_reach_the_execution_api(compose_model
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
+@pytest.mark.slow
 def test_optional_settings_pass_through_from_env_or_keep_their_defaults(
     compose_raw: dict, env_file: Path, tmp_path: Path
 ) -> None:
@@ -310,6 +328,7 @@ def test_optional_settings_pass_through_from_env_or_keep_their_defaults(
     assert env["MODEL_NAME"] == env_values(env_file.read_text())["MODEL_NAME"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", ["airflow-scheduler", "airflow-apiserver", "api", "ui"])
 def test_container_environment_gives_valid_settings(
     compose_model: dict, service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -332,6 +351,7 @@ def test_container_environment_gives_valid_settings(
         assert settings.api_url == "http://api:8000"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", ["api", "ui", "mlflow"])
 def test_built_services_use_the_dockerfile_of_their_name(compose_model: dict, service: str) -> None:
     build = compose_model["services"][service]["build"]
@@ -339,6 +359,7 @@ def test_built_services_use_the_dockerfile_of_their_name(compose_model: dict, se
     assert build["dockerfile"] == f"docker/{service}.Dockerfile"
 
 
+@pytest.mark.slow
 def test_healthchecks_allow_slow_probes_at_official_airflow_intervals(
     compose_model: dict,
 ) -> None:
@@ -363,6 +384,7 @@ def seconds(duration: str) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
+@pytest.mark.slow
 def test_mlflow_uses_its_own_minio_key_never_the_root_keys(compose_model: dict) -> None:
     services = compose_model["services"]
     mlflow, init = services["mlflow"]["environment"], services["minio-init"]["environment"]
@@ -376,6 +398,7 @@ def test_mlflow_uses_its_own_minio_key_never_the_root_keys(compose_model: dict) 
             assert not root & values, f"{name} holds MinIO's root keys"
 
 
+@pytest.mark.slow
 def test_minio_init_limits_mlflows_key_to_the_bucket(compose_model: dict) -> None:
     init = compose_model["services"]["minio-init"]
     script = Path(next(m["source"] for m in init["volumes"] if m["target"] in init["entrypoint"]))
@@ -387,6 +410,7 @@ def test_minio_init_limits_mlflows_key_to_the_bucket(compose_model: dict) -> Non
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_mlflow_asks_for_a_login_and_each_client_has_its_own(compose_model: dict) -> None:
     services = compose_model["services"]
     server = services["mlflow"]["environment"]
@@ -410,6 +434,7 @@ def test_mlflow_asks_for_a_login_and_each_client_has_its_own(compose_model: dict
     )
 
 
+@pytest.mark.slow
 def test_make_up_needs_no_project_environment() -> None:
     """Only Docker with Compose and python3: `make up` neither syncs nor needs the venv."""
     # A fresh environment: under `make test`, an inherited MAKELEVEL makes make print
@@ -433,6 +458,7 @@ def test_make_up_needs_no_project_environment() -> None:
     assert set(imports) <= set(sys.stdlib_module_names), "deploy.dotenv must be standard library"
 
 
+@pytest.mark.slow
 def test_alertmanager_renders_its_receivers_from_env_before_starting(
     env_file: Path, tmp_path: Path
 ) -> None:
@@ -481,6 +507,7 @@ def test_alertmanager_renders_its_receivers_from_env_before_starting(
         ),
     ],
 )
+@pytest.mark.slow
 def test_serving_and_mlflow_containers_get_only_the_secrets_they_use(
     compose_model: dict, env_file: Path, service: str, secrets: set[str]
 ) -> None:

@@ -134,6 +134,7 @@ def test_image_runs_the_entrypoint_the_tests_run_natively(image: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_compose_and_kubernetes_keep_the_image_entrypoints(
     compose_model: dict, manifests: list[dict]
 ) -> None:
@@ -160,6 +161,7 @@ def test_images_run_as_a_non_root_user(image: str) -> None:
     assert user and user.split(":")[0] not in ("root", "0"), f"{image} runs as {user}"
 
 
+@pytest.mark.slow
 def test_serving_images_use_the_numeric_user_kubernetes_runs_them_as(manifests: list[dict]) -> None:
     for image in ("api", "ui"):
         uid = int(dockerfile(image)[-1].last("USER").split(":")[0])

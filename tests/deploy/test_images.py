@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from deploy import images, k8s
@@ -19,6 +20,7 @@ def fake_digest(ref: str) -> str:
     return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
 
 
+@pytest.mark.slow
 def test_every_image_compose_and_kubernetes_run_is_a_reference_it_knows(
     compose_model: dict[str, Any], manifests: list[dict]
 ) -> None:
@@ -40,6 +42,7 @@ def test_every_image_compose_and_kubernetes_run_is_a_reference_it_knows(
     assert "python:3.11-slim-bookworm" in known  # the Dockerfiles' base images too
 
 
+@pytest.mark.slow
 def test_pin_appends_the_resolved_digest_and_the_files_still_work(
     tmp_path: Path, env_file: Path
 ) -> None:

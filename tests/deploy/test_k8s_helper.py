@@ -82,6 +82,7 @@ class FakeCluster:
         return [p for p in self.pod_list if p["metadata"]["labels"] == selector]
 
 
+@pytest.mark.slow
 def test_stock_kubectl_kustomize_builds_the_overlay_after_prepare(
     render_tree: Path, manifests: list[dict], tmp_path: Path
 ) -> None:
@@ -137,6 +138,7 @@ def test_image_name_drops_tag_and_digest(reference: str, name: str) -> None:
     assert k8s.image_name(reference) == name
 
 
+@pytest.mark.slow
 def test_set_images_replaces_only_the_named_images_and_copies(manifests: list[dict]) -> None:
     original = copy.deepcopy(manifests)
     result = k8s.set_images(manifests, {"readmission-api": "readmission-api:0123456789ab"})
@@ -152,11 +154,13 @@ def test_set_images_replaces_only_the_named_images_and_copies(manifests: list[di
     )
 
 
+@pytest.mark.slow
 def test_set_images_rejects_an_image_no_container_runs(manifests: list[dict]) -> None:
     with pytest.raises(k8s.DeployError, match="readmission-apii"):
         k8s.set_images(manifests, {"readmission-apii": "x:1"})
 
 
+@pytest.mark.slow
 def test_apply_order_puts_dependencies_first_and_keeps_the_rest_stable(
     manifests: list[dict],
 ) -> None:
@@ -349,6 +353,7 @@ def test_pod_problems_read_the_clients_to_dict_form_with_none_for_absent_fields(
     ]
 
 
+@pytest.mark.slow
 def test_deploy_applies_in_order_then_waits_for_every_deployment(manifests: list[dict]) -> None:
     names = by_kind(manifests, "Deployment")
     cluster = FakeCluster(
@@ -371,6 +376,7 @@ def started_pod(name: str, labels: dict[str, str], started: bool) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_without_a_production_model_deploy_waits_for_the_api_pods_to_run_not_to_be_ready(
     manifests: list[dict],
 ) -> None:
@@ -416,6 +422,7 @@ def test_started_status_accepts_a_rollout_held_by_unready_old_pods() -> None:
     assert k8s.started_status(creating, pods[:1]) == (False, "1 of 2 new replicas created")
 
 
+@pytest.mark.slow
 def test_a_long_wait_for_a_model_is_not_a_failed_deploy(manifests: list[dict]) -> None:
     names = by_kind(manifests, "Deployment")
     states = {
@@ -434,6 +441,7 @@ def test_a_long_wait_for_a_model_is_not_a_failed_deploy(manifests: list[dict]) -
     )
 
 
+@pytest.mark.slow
 def test_with_a_production_model_an_unready_api_still_fails_the_deploy(
     manifests: list[dict],
 ) -> None:
@@ -448,6 +456,7 @@ def test_with_a_production_model_an_unready_api_still_fails_the_deploy(
         k8s.deploy(manifests, FakeCluster(states, pods), timeout=0, echo=lambda line: None)
 
 
+@pytest.mark.slow
 def test_deploy_failure_explains_unready_api_pods(manifests: list[dict]) -> None:
     names = by_kind(manifests, "Deployment")
     done = {name: [deployment(name, replicas=1, total=1, updated=1, available=1)] for name in names}
@@ -483,6 +492,7 @@ class FakeDynamic:
         self.calls.append((resource, body["metadata"]["name"], kwargs))
 
 
+@pytest.mark.slow
 def test_cluster_apply_is_a_forced_server_side_apply_by_one_field_manager(
     manifests: list[dict],
 ) -> None:
@@ -521,6 +531,7 @@ class RejectingDynamic(FakeDynamic):
         raise error
 
 
+@pytest.mark.slow
 def test_cluster_apply_reports_the_api_servers_message(manifests: list[dict]) -> None:
     cluster = k8s.Cluster(RejectingDynamic())
     with pytest.raises(
@@ -556,6 +567,7 @@ def test_parse_images_wants_name_equals_reference() -> None:
         k8s.parse_images(["readmission-api"])
 
 
+@pytest.mark.slow
 def test_render_command_prints_the_manifests_with_images_set(
     render_tree: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -681,6 +693,7 @@ class StatefulDynamic(FakeDynamic):
         )
 
 
+@pytest.mark.slow
 def test_deploy_applies_the_autoscaled_api_through_the_replica_handover(
     manifests: list[dict],
 ) -> None:
@@ -695,6 +708,7 @@ def test_deploy_applies_the_autoscaled_api_through_the_replica_handover(
     assert k8s.autoscaled(manifests) == {"deployment/api"}
 
 
+@pytest.mark.slow
 def test_an_autoscaled_deployment_is_created_with_its_replicas_and_then_never_resized(
     manifests: list[dict],
 ) -> None:
@@ -715,6 +729,7 @@ def test_an_autoscaled_deployment_is_created_with_its_replicas_and_then_never_re
     assert len(scaled.calls) == 2
 
 
+@pytest.mark.slow
 def test_the_helper_runs_in_the_deploy_group_alone(render_tree: Path, tmp_path: Path) -> None:
     """Issue 22: `make k8s-up` built the whole development venv (Airflow, Playwright: 1.7 GB) for
     a helper that needs four packages. The same uv command as the Makefile's, from uv.lock."""

@@ -45,6 +45,7 @@ def app(name: str) -> dict[str, Any]:
     return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}
 
 
+@pytest.mark.slow
 def test_every_rendered_object_validates_strictly_against_kubernetes_1_31(
     manifests: list[dict],
 ) -> None:
@@ -58,6 +59,7 @@ def test_every_rendered_object_validates_strictly_against_kubernetes_1_31(
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_strict_validation_rejects_an_unknown_field(manifests: list[dict]) -> None:
     deployment = dict(by_kind(manifests, "Deployment")["api"])
     deployment["spec"] = {**deployment["spec"], "replica": 2}
@@ -65,6 +67,7 @@ def test_strict_validation_rejects_an_unknown_field(manifests: list[dict]) -> No
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.slow
 def test_namespaced_objects_live_in_the_readmission_namespace(manifests: list[dict]) -> None:
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
     for manifest in manifests:
@@ -77,6 +80,7 @@ def test_namespaced_objects_live_in_the_readmission_namespace(manifests: list[di
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
+@pytest.mark.slow
 def test_every_container_is_probed_limited_and_unprivileged(manifests: list[dict]) -> None:
     deployments = by_kind(manifests, "Deployment")
     assert set(deployments) == set(SERVING_PORTS)
@@ -102,6 +106,7 @@ def test_every_container_is_probed_limited_and_unprivileged(manifests: list[dict
             assert ":" in container["image"] and not container["image"].endswith(":latest")
 
 
+@pytest.mark.slow
 def test_writable_paths_are_volumes_since_root_filesystems_are_read_only(
     manifests: list[dict],
 ) -> None:
@@ -119,6 +124,7 @@ def test_writable_paths_are_volumes_since_root_filesystems_are_read_only(
         assert "emptyDir" in volumes[mounts[path]], f"{name}: {path}"
 
 
+@pytest.mark.slow
 def test_the_api_rolls_out_without_losing_capacity(manifests: list[dict]) -> None:
     api = by_kind(manifests, "Deployment")["api"]
     assert api["spec"]["replicas"] >= 2
@@ -143,6 +149,7 @@ def test_the_api_rolls_out_without_losing_capacity(manifests: list[dict]) -> Non
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
 
 
+@pytest.mark.slow
 def test_the_api_pods_are_scraped_by_prometheus(manifests: list[dict]) -> None:
     annotations = by_kind(manifests, "Deployment")["api"]["spec"]["template"]["metadata"][
         "annotations"
@@ -167,6 +174,7 @@ def test_the_api_pods_are_scraped_by_prometheus(manifests: list[dict]) -> None:
     )
 
 
+@pytest.mark.slow
 def test_services_and_ingresses_route_to_the_right_pods(manifests: list[dict]) -> None:
     deployments = by_kind(manifests, "Deployment")
     services = by_kind(manifests, "Service")
@@ -190,6 +198,7 @@ def test_services_and_ingresses_route_to_the_right_pods(manifests: list[dict]) -
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("service", "port"), [("mlflow", 5000), ("postgres", 5432)])
 def test_compose_servers_are_reached_through_selectorless_services(
     manifests: list[dict], service: str, port: int
@@ -202,6 +211,7 @@ def test_compose_servers_are_reached_through_selectorless_services(
     assert endpoints["ports"][0]["port"] == spec["ports"][0]["port"] == port
 
 
+@pytest.mark.slow
 def test_mlflow_is_the_api_registry(manifests: list[dict]) -> None:
     config = next(
         c for n, c in by_kind(manifests, "ConfigMap").items() if n.startswith("api-config-")
@@ -210,6 +220,7 @@ def test_mlflow_is_the_api_registry(manifests: list[dict]) -> None:
     assert {"MODEL_NAME", "MODEL_ALIAS", "MODEL_POLL_SECONDS"} <= config["data"].keys()
 
 
+@pytest.mark.slow
 def test_network_policies_deny_by_default_and_allow_only_the_expected_paths(
     manifests: list[dict],
 ) -> None:
@@ -233,6 +244,7 @@ def test_network_policies_deny_by_default_and_allow_only_the_expected_paths(
         assert ports == [SERVING_PORTS[name]], name
 
 
+@pytest.mark.slow
 def test_the_api_reaches_only_dns_mlflow_and_the_warehouse(manifests: list[dict]) -> None:
     """Egress of the API pods: what the policies selecting them allow together (they add up)."""
     api = app("api")["podSelector"]
@@ -287,6 +299,7 @@ def secret_references(deployment: dict[str, Any]) -> dict[str, set[str] | None]:
     return used
 
 
+@pytest.mark.slow
 def test_each_workload_reads_a_secret_of_its_own_holding_only_its_keys(
     manifests: list[dict], env_file: Path
 ) -> None:
@@ -311,6 +324,7 @@ def test_each_workload_reads_a_secret_of_its_own_holding_only_its_keys(
         assert data == expected, workload
 
 
+@pytest.mark.slow
 def test_no_back_office_credential_enters_the_cluster(
     manifests: list[dict], env_file: Path
 ) -> None:
@@ -339,6 +353,7 @@ def test_no_back_office_credential_enters_the_cluster(
     assert not [key for key, value in generated.items() if value in rendered]
 
 
+@pytest.mark.slow
 def test_the_api_reads_mlflow_as_its_read_only_user(manifests: list[dict], env_file: Path) -> None:
     values = env_values(env_file.read_text())
     api = next(s for n, s in by_kind(manifests, "Secret").items() if n.startswith("api-"))
@@ -351,6 +366,7 @@ def test_the_api_reads_mlflow_as_its_read_only_user(manifests: list[dict], env_f
         assert key in dotenv.SECRETS, "compose-up must generate every secret the pods read"
 
 
+@pytest.mark.slow
 def test_the_api_writes_to_the_warehouse_as_its_own_login(
     manifests: list[dict], env_file: Path
 ) -> None:
@@ -377,6 +393,7 @@ def test_the_api_writes_to_the_warehouse_as_its_own_login(
         assert name == api["metadata"]["name"] or "DATABASE_URL" not in secret["data"]
 
 
+@pytest.mark.slow
 def test_monitoring_configs_come_from_the_monitoring_folder(manifests: list[dict]) -> None:
     configs = {name.rsplit("-", 1)[0]: c for name, c in by_kind(manifests, "ConfigMap").items()}
     prometheus = configs["prometheus-config"]["data"]["prometheus.yml"]
@@ -396,6 +413,7 @@ def test_monitoring_configs_come_from_the_monitoring_folder(manifests: list[dict
     }
 
 
+@pytest.mark.slow
 def test_prometheus_finds_every_rule_file_where_its_config_looks(manifests: list[dict]) -> None:
     config = load_yaml(MONITORING / "prometheus" / "prometheus-k8s.yml")
     assert config["rule_files"] == ["rules/*.yml"]
@@ -414,6 +432,7 @@ def test_prometheus_finds_every_rule_file_where_its_config_looks(manifests: list
     assert {f"rules/{p.name}": ("prometheus-rules", p.name) for p in rules} == projected
 
 
+@pytest.mark.slow
 def test_grafana_mounts_dashboards_where_the_provider_reads_them(manifests: list[dict]) -> None:
     providers = [
         p
@@ -479,6 +498,7 @@ def test_k3d_listens_on_loopback_only() -> None:
     assert all(port["port"].startswith("127.0.0.1:") for port in cluster["ports"])
 
 
+@pytest.mark.slow
 def test_alertmanager_pod_renders_its_receivers_then_starts(manifests: list[dict]) -> None:
     pod = pod_spec(by_kind(manifests, "Deployment")["alertmanager"])
     container = pod["containers"][0]
@@ -493,6 +513,7 @@ def test_alertmanager_pod_renders_its_receivers_then_starts(manifests: list[dict
     ]
 
 
+@pytest.mark.slow
 def test_api_pods_become_ready_within_one_poll_of_a_promotion(manifests: list[dict]) -> None:
     api = pod_spec(by_kind(manifests, "Deployment")["api"])["containers"][0]
     config = next(c for n, c in by_kind(manifests, "ConfigMap").items() if n.startswith("api-"))

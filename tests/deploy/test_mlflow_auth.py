@@ -27,7 +27,8 @@ from readmission import registry, training, warehouse
 from readmission.config import Settings
 from readmission.schema import example_encounter
 from tests.api.serving import running_api
-from tests.conftest import mlflow_backend_uri, running_mlflow_server, service_env
+from tests.conftest import mlflow_backend_uri, running_mlflow_server
+from tests.services import service_env
 
 from .conftest import ROOT
 
@@ -124,6 +125,7 @@ def trained(
         yield settings
 
 
+@pytest.mark.slow
 def test_every_request_but_health_needs_a_login(auth_server: str) -> None:
     assert httpx.get(f"{auth_server}/health", timeout=10).status_code == 200
     search = f"{auth_server}/api/2.0/mlflow/experiments/search?max_results=1"
@@ -132,11 +134,13 @@ def test_every_request_but_health_needs_a_login(auth_server: str) -> None:
     assert httpx.get(search, auth=ADMIN, timeout=10).status_code == 200
 
 
+@pytest.mark.slow
 def test_the_embedded_default_server_needs_no_login(mlflow_server: str) -> None:
     search = f"{mlflow_server}/api/2.0/mlflow/experiments/search?max_results=1"
     assert httpx.get(search, timeout=10).status_code == 200
 
 
+@pytest.mark.slow
 def test_mlflow_users_is_idempotent_and_needs_the_admin(
     auth_server: str, reader: tuple[str, str]
 ) -> None:
@@ -235,6 +239,7 @@ def as_reader(server: str, method: str, path: str, **kwargs: Any) -> int:
     ).status_code
 
 
+@pytest.mark.slow
 def test_the_reader_can_create_nothing_and_reads_only_its_model_and_experiment(
     auth_server: str, reader: tuple[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -326,6 +331,7 @@ def k8s_up(
     return code, captured.out + captured.err, deployed
 
 
+@pytest.mark.slow
 def test_k8s_up_finds_nothing_in_production_until_an_alias_or_the_production_stage(
     auth_server: str,
     reader: tuple[str, str],
@@ -388,6 +394,7 @@ def test_k8s_up_finds_nothing_in_production_until_an_alias_or_the_production_sta
     assert "production version: 1" in out and "No version" not in out
 
 
+@pytest.mark.slow
 def test_k8s_up_names_the_grant_when_the_reader_may_not_read_the_model(
     auth_server: str, reader: tuple[str, str], tmp_path: Path
 ) -> None:

@@ -99,6 +99,7 @@ def repository_files() -> list[Path]:
     return [p for p in paths if p.is_file() and p.suffix not in SKIPPED_SUFFIXES]
 
 
+@pytest.mark.slow
 def test_the_repository_holds_no_secret_literal() -> None:
     files = repository_files()
     assert any(p.name == "docker-compose.yaml" for p in files)

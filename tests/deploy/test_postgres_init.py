@@ -8,6 +8,8 @@ import pytest
 
 from .conftest import run_init
 
+pytestmark = pytest.mark.slow
+
 # Quotes, a backslash, a dollar, a space and a semicolon: the script must pass them verbatim.
 PASSWORDS = {"airflow": 'it\'s "airflow"', "mlflow": "back\\slash $HOME; x", "warehouse": "w"}
 API_PASSWORD = "a'pi\" $x\\;"

@@ -16,6 +16,8 @@ from deploy import dotenv
 
 from .conftest import ROOT, env_values
 
+pytestmark = pytest.mark.slow
+
 FAKE_TOOL = r"""#!/usr/bin/env bash
 # Stand-in for {tool}: logs its arguments, answers the few questions the scripts ask.
 echo "{tool} $*" >> "$FAKE_LOG"

@@ -34,11 +34,13 @@ from readmission import (
 )
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
-from tests.conftest import BIN, service_env
 from tests.core.test_warehouse_schema import PROCESSES, open_at_once
 from tests.migrations import previous_release
+from tests.services import BIN, service_env
 
 from .conftest import run_init
+
+pytestmark = pytest.mark.slow
 
 # The private server's logins and their passwords. readmission_api's holds characters a URL must
 # quote, and quotes for the script: the URL of the API's Secret (built by deploy.k8s) must reach

@@ -50,12 +50,14 @@ def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
     return [step for job in workflow["jobs"].values() for step in job["steps"]]
 
 
+@pytest.mark.slow
 def test_actionlint_passes_on_every_workflow() -> None:
     assert DEPLOY in WORKFLOWS
     result = run_tool("actionlint", "-shellcheck", str(BIN / "shellcheck"), *map(str, WORKFLOWS))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_actionlint_catches_a_broken_workflow_and_a_shell_mistake(tmp_path: Path) -> None:
     broken = tmp_path / ".github" / "workflows" / "broken.yml"
     broken.parent.mkdir(parents=True)
@@ -70,6 +72,7 @@ def test_actionlint_catches_a_broken_workflow_and_a_shell_mistake(tmp_path: Path
     assert "shellcheck" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SHELL_SCRIPTS)
 def test_deployment_shell_scripts_pass_shellcheck(script: str) -> None:
     result = run_tool("shellcheck", script)
@@ -128,6 +131,7 @@ def test_linters_come_from_the_project_dependencies() -> None:
     assert shutil.which("actionlint", path=str(BIN)) and shutil.which("shellcheck", path=str(BIN))
 
 
+@pytest.mark.slow
 def test_the_prediction_step_builds_a_request_and_reads_the_response_the_api_has(
     tmp_path: Path,
 ) -> None:
@@ -164,6 +168,7 @@ def test_actions_are_pinned_by_commit() -> None:
                 )
 
 
+@pytest.mark.slow
 def test_k3d_is_installed_only_when_its_sha256_matches_the_release(tmp_path: Path) -> None:
     """The install step's check, run for real on a stand-in download and checksums file."""
     step = next(s for s in steps(load_yaml(DEPLOY)) if s.get("name", "").startswith("Install k3d"))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.serving import trained_lineage as trained_lineage  # a session fixture
-from tests.conftest import ROOT, free_port, mlflow_backend_uri, service_env, stop, wait_for
+from tests.conftest import mlflow_backend_uri
+from tests.services import ROOT, free_port, running, service_env, stop
 
 
 @dataclass(frozen=True)
@@ -36,21 +36,8 @@ def private_mlflow_server(
         MLFLOW_BACKEND_STORE_URI=mlflow_backend_uri(create_database()),
         MLFLOW_ARTIFACTS_DESTINATION=f"s3://mlflow/private-{uuid.uuid4().hex[:8]}",
     )
-    log = tmp_path / "mlflow.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(ROOT / "bin" / "mlflow-server")],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = MlflowServer(f"http://127.0.0.1:{port}", process)
-    try:
-        wait_for(f"{server.url}/health", process)
-        yield server
-    except BaseException:
-        print(log.read_text()[-4000:])
-        raise
-    finally:
-        server.stop()
+    url = f"http://127.0.0.1:{port}"
+    with running(
+        [str(ROOT / "bin" / "mlflow-server")], tmp_path / "mlflow.log", env, f"{url}/health"
+    ) as process:
+        yield MlflowServer(url, process)

@@ -18,9 +18,12 @@ import sqlalchemy as sa
 from readmission import registry
 from readmission.config import Settings
 from readmission.warehouse import engine_for, prediction_log
-from tests.api.serving import Api, copy_lineage, platform_settings, running_api, train_versions
-from tests.conftest import BIN, ROOT, service_env
+from tests.api.serving import Api, running_api
+from tests.conftest import copy_lineage, platform_settings, train_versions
 from tests.load.conftest import MlflowServer
+from tests.services import BIN, ROOT, service_env
+
+pytestmark = pytest.mark.slow
 
 USERS = 20
 LOAD_SECONDS = 16

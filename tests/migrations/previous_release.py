@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, service_env
+from tests.services import ROOT, service_env
 
 PREVIOUS_RELEASE = "555a3c1"  # main before issue 21: its schema made by create_all
 

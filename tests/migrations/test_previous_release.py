@@ -17,7 +17,8 @@ from alembic.runtime.migration import MigrationContext
 from readmission import migrations, model_card, registry, training, warehouse
 from readmission.config import Settings
 from readmission.schema import example_encounter
-from tests.api.serving import platform_settings, running_api
+from tests.api.serving import running_api
+from tests.conftest import platform_settings
 from tests.migrations import previous_release
 
 pytestmark = pytest.mark.slow

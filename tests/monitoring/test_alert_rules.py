@@ -39,12 +39,14 @@ def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_promtool_accepts_every_rule_file() -> None:
     result = promtool("check", "rules", *RULE_FILES)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(RULE_FILES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit_tests", RULE_TESTS, ids=lambda p: p.name)
 def test_promtool_unit_tests_pass(unit_tests: Path) -> None:
     result = promtool("test", "rules", unit_tests)
@@ -136,6 +138,7 @@ def test_as_series_turns_comparisons_into_bool_but_leaves_matchers_alone(
     assert as_series(condition) == series
 
 
+@pytest.mark.slow
 def test_as_series_of_every_alert_rule_still_passes_promtool(tmp_path: Path) -> None:
     rules = [
         {"record": f"test:{rule.name}", "expr": as_series(rule.expr)} for rule in alert_rules()

@@ -39,18 +39,21 @@ def receivers(path: Path) -> dict[str, dict]:
     return {r["name"]: r for r in yaml.safe_load(path.read_text())["receivers"]}
 
 
+@pytest.mark.slow
 def test_amtool_accepts_the_config() -> None:
     result = amtool("check-config", str(ALERTMANAGER_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r.name)
 def test_each_alert_reaches_the_receiver_of_its_severity(rule) -> None:
     severity = rule.labels["severity"]
     assert receiver_for(f"alertname={rule.name}", f"severity={severity}", "job=api") == severity
 
 
+@pytest.mark.slow
 def test_an_alert_without_severity_goes_to_the_null_receiver() -> None:
     assert receiver_for("alertname=Unknown") == "null"
 
@@ -63,6 +66,7 @@ def test_the_file_holds_no_address_and_no_credential() -> None:
     assert list(config)[-1] == "receivers", "render-config replaces the last section"
 
 
+@pytest.mark.slow
 def test_with_nothing_configured_the_rendered_config_sends_nothing(tmp_path: Path) -> None:
     result = render(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -71,6 +75,7 @@ def test_with_nothing_configured_the_rendered_config_sends_nothing(tmp_path: Pat
     assert (tmp_path / "alertmanager.yml").read_text().startswith(head)
 
 
+@pytest.mark.slow
 def test_every_destination_configured_reaches_both_severities(tmp_path: Path) -> None:
     tricky = 'p\\a"s#s: {x}'
     result = render(
@@ -104,6 +109,7 @@ def test_every_destination_configured_reaches_both_severities(tmp_path: Path) ->
         )
 
 
+@pytest.mark.slow
 def test_email_without_a_server_is_refused_by_name(tmp_path: Path) -> None:
     result = render(tmp_path, ALERT_EMAIL_TO="oncall@example.org")
     assert result.returncode != 0

@@ -19,8 +19,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ from readmission import performance, registry, training, warehouse
 from readmission.config import Settings
 from readmission.schema import TARGET, example_encounter
 from readmission.validation import validate
-from tests.conftest import ROOT, free_port, service_env, stop, wait_for
 from tests.monitoring.monitoring_files import (
     PROMETHEUS_CONFIG,
     PROMETHEUS_DIR,
@@ -45,6 +43,7 @@ from tests.monitoring.monitoring_files import (
     tool,
     with_grafana_variables,
 )
+from tests.services import ROOT, free_port, running, service_env
 
 RATE_WINDOW = "15s"
 DRIFT_WINDOW = 200
@@ -67,28 +66,6 @@ def prometheus_config(directory: Path, api_address: str) -> Path:
     path = directory / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-@contextmanager
-def service(
-    command: list[str],
-    log: Path,
-    env: dict[str, str],
-    ready_url: str,
-) -> Iterator[subprocess.Popen]:
-    """A bin/ script as a subprocess, waited for and stopped; its log printed if it fails."""
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        wait_for(ready_url, process, timeout=90)
-        yield process
-    except BaseException:
-        print(f"--- {log.name}\n{log.read_text()[-4000:]}")
-        raise
-    finally:
-        stop(process)
 
 
 class Prometheus:
@@ -183,8 +160,8 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
     )
 
     with (
-        service([str(ROOT / "bin" / "api")], tmp_path / "api.log", api_env, f"{api_url}/ready"),
-        service(
+        running([str(ROOT / "bin" / "api")], tmp_path / "api.log", api_env, f"{api_url}/ready"),
+        running(
             [str(ROOT / "bin" / "prometheus")],
             tmp_path / "prometheus.log",
             prometheus_env,

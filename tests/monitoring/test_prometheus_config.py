@@ -27,12 +27,14 @@ def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_promtool_accepts_the_config_with_its_rules_and_target_files() -> None:
     result = promtool("check", "config", PROMETHEUS_CONFIG)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout
 
 
+@pytest.mark.slow
 def test_promtool_accepts_the_config_with_the_compose_target_files(tmp_path: Path) -> None:
     copy = shutil.copytree(PROMETHEUS_DIR, tmp_path / "prometheus")
     shutil.rmtree(copy / "targets")
@@ -98,6 +100,7 @@ def k8s_config_on_sample_pods(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_promtool_accepts_the_kubernetes_config_apart_from_its_service_discovery(
     k8s_config_on_sample_pods: Path,
 ) -> None:
@@ -106,6 +109,7 @@ def test_promtool_accepts_the_kubernetes_config_apart_from_its_service_discovery
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout
 
 
+@pytest.mark.slow
 def test_kubernetes_relabelling_keeps_annotated_running_pods_with_their_port_path_and_job(
     k8s_config_on_sample_pods: Path,
 ) -> None:

@@ -18,7 +18,8 @@ from readmission import performance, registry, training, warehouse
 from readmission.config import Settings, get_settings
 from readmission.schema import TARGET
 from readmission.validation import validate
-from tests.conftest import ROOT, free_port, service_env, stop, wait_for
+from tests.conftest import TEST_RESAMPLES
+from tests.services import ROOT, free_port, running, service_env, wait_for
 
 MAX_BATCH_ROWS = 8  # small, so a batch upload of a few rows already needs several requests
 PRODUCTION_VERSION = "1"  # of two trained versions: the newest is not the production one
@@ -33,6 +34,7 @@ def platform_env(
         "MODEL_NAME": f"readmission-ui-{uuid.uuid4().hex[:8]}",
         "BATCH_SIZE": "500",
         "MIN_BATCH_ROWS": "100",
+        "BOOTSTRAP_RESAMPLES": str(TEST_RESAMPLES),
         "READMISSION_HOME": str(home),
     }
 
@@ -41,27 +43,11 @@ def platform_env(
 def running_api(env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """bin/api on a free port until the context ends, with its log printed if the body fails."""
     port = free_port()
-    log_path = log_dir / f"api-{port}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / "bin" / "api")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=service_env(
-                **env,
-                API_PORT=str(port),
-                MAX_BATCH_ROWS=str(MAX_BATCH_ROWS),
-                MODEL_POLL_SECONDS="1",
-            ),
-            start_new_session=True,
-        )
-    try:
+    env = service_env(
+        **env, API_PORT=str(port), MAX_BATCH_ROWS=str(MAX_BATCH_ROWS), MODEL_POLL_SECONDS="1"
+    )
+    with running([str(ROOT / "bin" / "api")], log_dir / f"api-{port}.log", env) as process:
         yield f"http://127.0.0.1:{port}", process
-    except Exception:
-        print(log_path.read_text()[-5000:])
-        raise
-    finally:
-        stop(process)
 
 
 def train_and_promote(env: dict[str, str], sample: pd.DataFrame) -> None:

@@ -28,6 +28,7 @@ def test_an_address_where_nothing_listens_is_reported_as_unavailable(down_api_ur
         ApiClient(down_api_url).ready()
 
 
+@pytest.mark.slow
 def test_a_prediction_carries_the_served_version_and_its_explanation(served_api: str) -> None:
     answer = ApiClient(served_api).predict(example_encounter(), explain=True)
 
@@ -39,6 +40,7 @@ def test_a_prediction_carries_the_served_version_and_its_explanation(served_api:
     assert abs(total - answer["log_odds"]) < 1e-9
 
 
+@pytest.mark.slow
 def test_a_rejected_encounter_names_the_field_and_what_it_accepts(served_api: str) -> None:
     with pytest.raises(InvalidEncounter) as raised:
         ApiClient(served_api).predict({**example_encounter(), "time_in_hospital": 40})
@@ -47,6 +49,7 @@ def test_a_rejected_encounter_names_the_field_and_what_it_accepts(served_api: st
     assert "(allowed: an integer from 1 to 14)" in str(raised.value)
 
 
+@pytest.mark.slow
 def test_many_encounters_are_sent_in_chunks_under_the_apis_limit(served_api: str) -> None:
     client = ApiClient(served_api)
     encounters = [
@@ -63,6 +66,7 @@ def test_many_encounters_are_sent_in_chunks_under_the_apis_limit(served_api: str
     assert predictions[-1]["probability"] == pytest.approx(single["probability"])
 
 
+@pytest.mark.slow
 def test_an_api_without_a_promoted_model_says_so_on_every_model_call(idle_api: str) -> None:
     client = ApiClient(idle_api)
 

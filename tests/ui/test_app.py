@@ -15,7 +15,7 @@ from readmission.schema import FEATURES, SPECS, Integer, example_encounter
 from streamlit_ui import encounter_payload
 from streamlit_ui.encounter_form import widget_key
 from streamlit_ui.explanations import factor
-from tests.conftest import ROOT
+from tests.services import ROOT
 from tests.ui.conftest import PRODUCTION_VERSION
 
 APP = ROOT / "streamlit_ui" / "app.py"
@@ -101,6 +101,7 @@ def test_an_invalid_diagnosis_code_is_refused_naming_the_field_before_anything_i
     assert "diag_2 must be a value matching" in message and "'25O.1'" in message
 
 
+@pytest.mark.slow
 def test_the_submitted_form_shows_the_apis_probability_band_version_and_contributions(
     served_api: str, ui_against: Callable[[str], Settings]
 ) -> None:
@@ -129,6 +130,7 @@ def test_the_submitted_form_shows_the_apis_probability_band_version_and_contribu
     assert not app.error and not app.warning
 
 
+@pytest.mark.slow
 def test_pages_without_a_promoted_model_say_how_to_promote_one(
     idle_api: str, ui_against: Callable[[str], Settings]
 ) -> None:
@@ -142,6 +144,7 @@ def test_pages_without_a_promoted_model_say_how_to_promote_one(
     assert any("No version is registered yet" in i.value for i in app.info)
 
 
+@pytest.mark.slow
 def test_a_batch_upload_lists_the_bad_row_and_scores_the_good_ones_in_chunks(
     served_api: str, ui_against: Callable[[str], Settings]
 ) -> None:
@@ -187,6 +190,7 @@ def test_an_upload_without_the_data_sets_columns_is_refused_naming_them(
     assert not app.button
 
 
+@pytest.mark.slow
 def test_the_model_page_shows_the_production_version_and_every_trained_version(
     served_api: str, ui_against: Callable[[str], Settings]
 ) -> None:
@@ -207,6 +211,7 @@ def test_the_model_page_shows_the_production_version_and_every_trained_version(
     assert "holdout_roc_auc" in auc and "holdout_log_loss" in log_loss
 
 
+@pytest.mark.slow
 def test_the_model_page_renders_the_served_versions_card(
     served_api: str, ui_against: Callable[[str], Settings]
 ) -> None:
@@ -225,6 +230,7 @@ def test_the_model_page_renders_the_served_versions_card(
     assert [int(t["n"].sum()) for t in subgroup_tables] == [card["holdout"]["n"]] * 3
 
 
+@pytest.mark.slow
 def test_the_model_page_shows_realized_beside_holdout_performance_and_the_pending_count(
     served_api: str, ui_against: Callable[[str], Settings]
 ) -> None:

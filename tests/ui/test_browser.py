@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +10,10 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from readmission.schema import example_encounter
-from tests.conftest import ROOT, free_port, service_env, stop, wait_for
+from tests.services import ROOT, free_port, running, service_env
 from tests.ui.conftest import PRODUCTION_VERSION
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -22,24 +23,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 def ui_url(served_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """bin/ui (streamlit run) on a free port, pointed at the served API."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("ui") / "ui.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / "bin" / "ui")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=service_env(API_URL=served_api, UI_PORT=str(port)),
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{url}/_stcore/health", process, timeout=120)
+    with running(
+        [str(ROOT / "bin" / "ui")],
+        tmp_path_factory.mktemp("ui") / "ui.log",
+        service_env(API_URL=served_api, UI_PORT=str(port)),
+        f"{url}/_stcore/health",
+    ):
         yield url
-    except Exception:
-        print(log_path.read_text()[-5000:])
-        raise
-    finally:
-        stop(process)
 
 
 @pytest.fixture
