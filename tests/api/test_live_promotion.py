@@ -26,9 +26,12 @@ from readmission import ledger, promotion, registry, steps, training, warehouse
 from readmission.config import Settings
 from readmission.dataset import synthetic_sample
 from readmission.schema import POSITIVE_LABEL, TARGET
-from tests.api.serving import MAX_BATCH_ROWS, copy_lineage, platform_settings, running_api
+from tests.api.serving import MAX_BATCH_ROWS, running_api
 from tests.api.test_prediction_log import encounters, logged, metric
 from tests.api.test_shadow import cli
+from tests.conftest import copy_lineage, platform_settings
+
+pytestmark = pytest.mark.slow
 
 OLD_PATTERN, NEW_PATTERN = "1", "3"  # version 1: trained before the drift; 3: on two batches after
 SERVED = 800  # encounters of the new pattern served while both versions score

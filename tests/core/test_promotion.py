@@ -443,6 +443,7 @@ def person_plan(fresh: Settings) -> Settings:
     return fresh.model_copy(update={"change_control_plan": str(PERSON_PLAN)})
 
 
+@pytest.mark.slow
 def test_an_automatic_promotion_names_the_plan_and_the_rule_that_allowed_it(
     fresh: Settings,
 ) -> None:
@@ -463,6 +464,7 @@ def test_an_automatic_promotion_names_the_plan_and_the_rule_that_allowed_it(
     assert recorded["change_control_plan"] == sha256_of(SUITE_PLAN)
 
 
+@pytest.mark.slow
 def test_a_promotion_the_plan_reserves_for_a_person_waits_with_the_reason(
     person_plan: Settings,
 ) -> None:
@@ -491,6 +493,7 @@ def test_a_promotion_the_plan_reserves_for_a_person_waits_with_the_reason(
     assert f"#/models/{person_plan.model_name}/versions/3" in body  # the MLflow UI's page
 
 
+@pytest.mark.slow
 def test_a_persons_approval_promotes_and_the_ledger_names_them_and_their_comment(
     person_plan: Settings,
 ) -> None:
@@ -511,6 +514,7 @@ def test_a_persons_approval_promotes_and_the_ledger_names_them_and_their_comment
     assert again is not None and "already in production" in again.reason
 
 
+@pytest.mark.slow
 def test_a_persons_rejection_keeps_the_version_out_even_where_the_plan_would_promote_it(
     person_plan: Settings, fresh: Settings
 ) -> None:
@@ -530,6 +534,7 @@ def test_a_persons_rejection_keeps_the_version_out_even_where_the_plan_would_pro
     assert before["person_decision"] == "rejected" and before["person_decision_by"] == "bob"
 
 
+@pytest.mark.slow
 def test_a_plan_that_does_not_validate_stops_the_gate_before_it_records_anything(
     fresh: Settings, tmp_path: Path
 ) -> None:

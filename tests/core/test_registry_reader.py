@@ -103,6 +103,7 @@ def test_a_model_not_registered_reads_as_empty(settings: Settings) -> None:
     assert registry.production_version(settings) is None
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_a_clear_error_at_once(configure: Callable[..., Settings]) -> None:
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     settings = configure(MLFLOW_TRACKING_URI=uri)
