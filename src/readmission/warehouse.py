@@ -543,7 +543,7 @@ def ingest(
         # stored: a refused extract's rows are rolled back to here, its refusal recorded.
         conn.exec_driver_sql("SAVEPOINT extract")
         fraction = float(_setting(conn, "holdout_fraction", repr(holdout_fraction)))
-        plan = _Plan(conn, fraction)
+        plan = _Plan(conn, fraction, batch_size, min_batch_rows, max_batches)
         for chunk in _chunks(source, chunk_rows):
             plan.add(chunk)
         if plan.share > max_quarantine_share:
@@ -551,7 +551,7 @@ def ingest(
             report = plan.refusal()
         else:
             conn.exec_driver_sql("RELEASE SAVEPOINT extract")
-            report = plan.finish(batch_size, min_batch_rows, max_batches)
+            report = plan.finish()
         _record_ingest(conn, source_name, report)
     if report.refused:  # raised after the commit: the refusal's record stays
         raise ExtractRefused(report, source_name, max_quarantine_share)
@@ -566,13 +566,17 @@ def _chunks(source: pd.DataFrame | Iterable[pd.DataFrame], rows: int) -> Iterato
         yield source.iloc[start : start + rows]
 
 
-def cut_batches(clean: np.ndarray, batch_size: int, min_clean: int) -> tuple[list[int], int]:
+def cut_batches(
+    clean: np.ndarray, batch_size: int, min_clean: int, final: bool = True
+) -> tuple[list[int], int]:
     """Where the training rows (in encounter_id order; `clean` flags the ones that validate)
     split into batches: (the end of each batch, where the waiting remainder starts).
 
     A batch closes at `batch_size` rows once it holds `min_clean` clean rows (a batch short of
     them runs on until it does); what is left at the end becomes a batch of its own when it
-    holds `min_clean` clean rows, else it waits.
+    holds `min_clean` clean rows, else it waits. Not `final`: the rows are a prefix of the
+    queue, more may follow, so the remainder is left uncut (the closed batches are the ones
+    the whole queue would give).
     """
     cumulative = np.concatenate([[0], np.cumsum(clean, dtype=np.int64)])
     total, ends, start = len(clean), [], 0
@@ -583,7 +587,7 @@ def cut_batches(clean: np.ndarray, batch_size: int, min_clean: int) -> tuple[lis
             break
         ends.append(end)
         start = end
-    if start < total and cumulative[total] - cumulative[start] >= min_clean:
+    if final and start < total and cumulative[total] - cumulative[start] >= min_clean:
         ends.append(total)
         start = total
     return ends, start
@@ -600,6 +604,17 @@ class _Chunk:
     fixes: pd.Series  # corrections turning quarantined encounters into clean rows
 
 
+@dataclass(frozen=True)
+class _Cut:
+    """A training batch closed while the extract is read: its key range and counts."""
+
+    batch_id: int
+    low: int
+    high: int
+    rows: int
+    accepted: int
+
+
 @dataclass
 class _Tally:
     """This extract's rows stored into one batch so far: the batch's record and report line."""
@@ -614,8 +629,20 @@ class _Tally:
 class _Plan:
     """One ingest, worked out chunk by chunk inside the ingest's transaction."""
 
-    def __init__(self, conn: Connection, fraction: float) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        fraction: float,
+        batch_size: int,
+        min_batch_rows: int,
+        max_batches: int | None,
+    ) -> None:
         self.conn, self.fraction = conn, fraction
+        self.batch_size, self.min_batch_rows, self.max_batches = (
+            batch_size,
+            min_batch_rows,
+            max_batches,
+        )
         self.rows_in = self.failing = self.present = 0
         self.normalized: Counter[str] = Counter()
         self.problems: Counter[str] = Counter()
@@ -633,6 +660,24 @@ class _Plan:
         self.seen = np.empty(0, dtype=np.int64)
         # This extract's rows stored as waiting: key, clean, a fix (its raw row is elsewhere).
         self.training: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # Batches closed early. An extract arriving in encounter_id order (as extracts are cut)
+        # lets a batch close as soon as its rows are read: its rows are written once, with
+        # their batch, instead of as waiting rows moved by an UPDATE at the end (which cost as
+        # much as writing them). The first row arriving below a closed batch (or a fix of an
+        # older encounter) reopens them all: from then on every training row waits until
+        # `finish`, which cuts the same batches either way.
+        self.first_batch = (
+            conn.execute(
+                sa.select(sa.func.max(batches.c.batch_id)).where(batches.c.batch_id > 0)
+            ).scalar()
+            or 0
+        ) + 1
+        self.early = True
+        self.cuts: list[_Cut] = []
+        self.cut_quarantined: Counter[int] = Counter()  # rows quarantined straight into a cut
+        # The queue not cut yet: the stored waiting rows, then this extract's training rows.
+        self.queue_keys, self.queue_clean = self._waiting(np.empty(0, dtype=np.int64))
+        self.highest = -1  # this extract's highest training key so far
 
     @property
     def share(self) -> float:
@@ -782,18 +827,81 @@ class _Plan:
                 self.fix_records[int(key)]["applied_to_batch"] = HOLDOUT_BATCH
         training = fresh[~to_holdout]
         if len(training):
-            self._store_rows(chunk, WAITING_BATCH, training)
-            self.training.append(
-                (
-                    chunk.keys[training].to_numpy(dtype="int64"),
-                    training.isin(chunk.checked.clean.index),
-                    chunk.fixes[training].to_numpy(),
-                )
+            keys = chunk.keys[training].to_numpy(dtype="int64")
+            clean = training.isin(chunk.checked.clean.index)
+            fixes = chunk.fixes[training].to_numpy()
+            batch_ids = self._cut_early(keys, clean, fixes)
+            self._store_rows(chunk, batch_ids, training)
+            self.cut_quarantined.update(batch_ids[~clean & (batch_ids != WAITING_BATCH)].tolist())
+            self.training.append((keys, clean, fixes))
+
+    def _cut_early(self, keys: np.ndarray, clean: np.ndarray, fixes: np.ndarray) -> np.ndarray:
+        """The batch of each of a chunk's training rows (`keys` ascending): the batches the
+        queue closes now that they are read, WAITING_BATCH for the rest."""
+        if self.early and (fixes.any() or (self.cuts and keys[0] <= self.cuts[-1].high)):
+            self._reopen()
+        batch_ids = np.full(len(keys), WAITING_BATCH, dtype=np.int64)
+        if not self.early:
+            return batch_ids
+        merged = np.concatenate([self.queue_keys, keys])
+        order = np.argsort(merged, kind="stable")
+        queue_keys, queue_clean = merged[order], np.concatenate([self.queue_clean, clean])[order]
+        self.highest = max(self.highest, int(keys[-1]))
+        # Rows up to this extract's highest key so far are all read (it arrives in order).
+        ready = int(np.searchsorted(queue_keys, self.highest, side="right"))
+        ends, _ = cut_batches(
+            queue_clean[:ready], self.batch_size, self.min_batch_rows, final=False
+        )
+        if self.max_batches is not None:
+            ends = ends[: max(self.max_batches - len(self.cuts), 0)]
+        start = 0
+        for end in ends:
+            cut = _Cut(
+                self.first_batch + len(self.cuts),
+                int(queue_keys[start]),
+                int(queue_keys[end - 1]),
+                end - start,
+                int(queue_clean[start:end].sum()),
+            )
+            self.cuts.append(cut)
+            inside = (keys >= cut.low) & (keys <= cut.high)
+            batch_ids[inside] = cut.batch_id
+            if int(inside.sum()) < cut.rows:  # rows stored waiting before join the batch
+                self._move_waiting(cut.batch_id, cut.low, cut.high)
+            start = end
+        self.queue_keys, self.queue_clean = queue_keys[start:], queue_clean[start:]
+        return batch_ids
+
+    def _move_waiting(self, batch_id: int, low: int, high: int) -> None:
+        """Stored waiting rows (raw and clean) with keys from `low` to `high` into a batch."""
+        for table in (raw_encounters, clean_encounters):
+            self.conn.execute(
+                table.update()
+                .where(table.c.batch_id == WAITING_BATCH, table.c.encounter_id.between(low, high))
+                .values(batch_id=batch_id)
             )
 
-    def _store_rows(self, chunk: _Chunk, batch_id: int, rows: pd.Index) -> tuple[int, int]:
-        """Store the chunk's `rows` (raw, clean, quarantined) under `batch_id`: the counts
-        (clean, quarantined)."""
+    def _reopen(self) -> None:
+        """Undo the early batches: their rows wait again, for `finish` to cut."""
+        if self.cuts:
+            for table in (raw_encounters, clean_encounters, quarantine):
+                self.conn.execute(
+                    table.update()
+                    .where(table.c.batch_id >= self.first_batch)
+                    .values(batch_id=WAITING_BATCH)
+                )
+        self.early = False
+        self.cuts.clear()
+        self.cut_quarantined.clear()
+        self.queue_keys = np.empty(0, dtype=np.int64)
+        self.queue_clean = np.empty(0, dtype=bool)
+
+    def _store_rows(
+        self, chunk: _Chunk, batch: int | np.ndarray, rows: pd.Index
+    ) -> tuple[int, int]:
+        """Store the chunk's `rows` (raw, clean, quarantined) under `batch` (one for all, or
+        one per row): the counts (clean, quarantined)."""
+        batch_of = pd.Series(batch, index=rows, dtype="int64")
         fixes = chunk.fixes[rows].to_numpy()
         new = rows[~fixes]
         clean = chunk.checked.clean.loc[rows.intersection(chunk.checked.clean.index)]
@@ -801,12 +909,14 @@ class _Plan:
         raw = chunk.raw.loc[new].assign(
             encounter_id=chunk.keys[new].astype("int64"),
             row_hash=chunk.hashes[new],
-            batch_id=batch_id,
+            batch_id=batch_of[new].to_numpy(),
         )
         _bulk_insert(self.conn, raw_encounters, raw)
-        _bulk_insert(self.conn, clean_encounters, clean.assign(batch_id=batch_id))
+        _bulk_insert(
+            self.conn, clean_encounters, clean.assign(batch_id=batch_of[clean.index].to_numpy())
+        )
         records = [
-            _quarantine_record(chunk, index, batch_id, INVALID_VALUES, reason)
+            _quarantine_record(chunk, index, int(batch_of[index]), INVALID_VALUES, reason)
             for index, reason in failed["reason"].items()
         ]
         if records:
@@ -827,9 +937,10 @@ class _Plan:
             refused=True,
         )
 
-    def finish(self, batch_size: int, min_batch_rows: int, max_batches: int | None) -> IngestReport:
+    def finish(self) -> IngestReport:
         """Cut the waiting rows (this extract's and earlier ones') into training batches, in
-        encounter_id order, so batches come out as if the extracts had arrived as one."""
+        encounter_id order, so batches come out as if the extracts had arrived as one (after
+        the batches closed early, which took the queue's first rows)."""
         conn = self.conn
         new_batches: list[Batch] = []
         if self.holdout.rows:
@@ -840,14 +951,10 @@ class _Plan:
             else (np.empty(0, dtype=np.int64), np.empty(0, dtype=bool), np.empty(0, dtype=bool))
         )
         queue_keys, queue_clean = self._waiting(keys[fixes])
-        ends, rest = cut_batches(queue_clean, batch_size, min_batch_rows)
-        kept = ends if max_batches is None else ends[:max_batches]
-        next_id = (
-            conn.execute(
-                sa.select(sa.func.max(batches.c.batch_id)).where(batches.c.batch_id > 0)
-            ).scalar()
-            or 0
-        ) + 1
+        ends, rest = cut_batches(queue_clean, self.batch_size, self.min_batch_rows)
+        room = None if self.max_batches is None else self.max_batches - len(self.cuts)
+        kept = ends if room is None else ends[:room]
+        next_id = self.first_batch + len(self.cuts)
         starts = [0, *kept][: len(kept)]
         cuts = [
             (next_id + n, start, end)
@@ -863,22 +970,23 @@ class _Plan:
         # waits unstored: its encounter's raw row is stored already, in its old batch).
         dropped = later if capped else later & fixes
         self._drop(keys[dropped], keys[dropped & ~fixes])
-        quarantined_in = self._move_quarantine(cuts, queue_keys, keys[dropped])
+        ranges = [(c.batch_id, c.low, c.high) for c in self.cuts] + [
+            (batch_id, int(queue_keys[start]), int(queue_keys[end - 1]))
+            for batch_id, start, end in cuts
+        ]
+        quarantined_in = self._move_quarantine(ranges, keys[dropped])
+        for cut in self.cuts:
+            quarantined = self.cut_quarantined[cut.batch_id] + quarantined_in.get(cut.batch_id, 0)
+            tally = _Tally(cut.low, cut.high, cut.rows, cut.accepted, quarantined)
+            new_batches.append(self._record_batch(cut.batch_id, "train", tally))
         for batch_id, start, end in cuts:
             low, high = int(queue_keys[start]), int(queue_keys[end - 1])
-            for table in (raw_encounters, clean_encounters):
-                conn.execute(
-                    table.update()
-                    .where(
-                        table.c.batch_id == WAITING_BATCH, table.c.encounter_id.between(low, high)
-                    )
-                    .values(batch_id=batch_id)
-                )
+            self._move_waiting(batch_id, low, high)
             accepted = int(queue_clean[start:end].sum())
             tally = _Tally(low, high, end - start, accepted, quarantined_in.get(batch_id, 0))
             new_batches.append(self._record_batch(batch_id, "train", tally))
         for key in keys[fixes & ~later]:
-            self.fix_records[int(key)]["applied_to_batch"] = _batch_of(int(key), cuts, queue_keys)
+            self.fix_records[int(key)]["applied_to_batch"] = _batch_of(int(key), ranges)
         stored = ~later
         self.quarantined[INVALID_VALUES] += int((~clean & (stored | ~capped)).sum())
         deferred = int(later.sum()) if capped else int((later & clean).sum())
@@ -943,10 +1051,10 @@ class _Plan:
                 )
 
     def _move_quarantine(
-        self, cuts: list[tuple[int, int, int]], queue_keys: np.ndarray, dropped: np.ndarray
+        self, ranges: list[tuple[int, int, int]], dropped: np.ndarray
     ) -> dict[int, int]:
-        """Waiting quarantined rows into the batch their key falls in (the rows of `dropped`
-        keys deleted): how many each batch received."""
+        """Waiting quarantined rows into the batch (batch, lowest key, highest key) their key
+        falls in (the rows of `dropped` keys deleted): how many each batch received."""
         conn = self.conn
         held = conn.execute(
             sa.select(quarantine.c.id, quarantine.c.encounter_id).where(
@@ -963,8 +1071,8 @@ class _Plan:
             part = [int(i) for i in ids[gone][start : start + 1000]]
             conn.execute(quarantine.delete().where(quarantine.c.id.in_(part)))
         moved: dict[int, int] = {}
-        for batch_id, start, end in cuts:
-            hit = ~gone & (keys >= queue_keys[start]) & (keys <= queue_keys[end - 1])
+        for batch_id, low, high in ranges:
+            hit = ~gone & (keys >= low) & (keys <= high)
             for at in range(0, int(hit.sum()), 1000):
                 part = [int(i) for i in ids[hit][at : at + 1000]]
                 conn.execute(
@@ -1011,10 +1119,10 @@ class _Plan:
         )
 
 
-def _batch_of(key: int, cuts: list[tuple[int, int, int]], queue_keys: np.ndarray) -> int | None:
-    """The batch among `cuts` (batch, start, end in the queue) whose key range holds `key`."""
-    for batch_id, start, end in cuts:
-        if queue_keys[start] <= key <= queue_keys[end - 1]:
+def _batch_of(key: int, ranges: list[tuple[int, int, int]]) -> int | None:
+    """The batch among `ranges` (batch, lowest key, highest key) whose range holds `key`."""
+    for batch_id, low, high in ranges:
+        if low <= key <= high:
             return batch_id
     return None
 
