@@ -19,7 +19,6 @@ On PostgreSQL rows go in with COPY.
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import hashlib
 import json
@@ -39,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from readmission import holdout, migrations
@@ -599,6 +597,7 @@ class _Chunk:
 
     raw: pd.DataFrame
     keys: pd.Series
+    patients: pd.Series  # patient_nbr as parse_ids reads it
     hashes: pd.Series
     checked: Validated
     fixes: pd.Series  # corrections turning quarantined encounters into clean rows
@@ -693,14 +692,15 @@ class _Plan:
         ids = keys.to_numpy(dtype="int64", na_value=0)
         at = np.searchsorted(self.seen, ids).clip(max=max(len(self.seen) - 1, 0))
         repeated = known & (self.seen[at] == ids) if len(self.seen) else np.zeros_like(known)
-        checked = validate(raw, repeated)
+        patients = parse_ids(raw["patient_nbr"])
+        checked = validate(raw, repeated, {"encounter_id": keys, "patient_nbr": patients})
         self.seen = np.sort(np.concatenate([self.seen, ids[known]]))
         self.rows_in += len(raw)
         self.failing += len(checked.quarantined)
         self.normalized.update(normalized)
         self.problems.update(checked.problems)
         chunk = _Chunk(
-            raw, keys, _row_hashes(raw, keys), checked, pd.Series(False, index=raw.index)
+            raw, keys, patients, _row_hashes(raw, keys), checked, pd.Series(False, index=raw.index)
         )
         self._route(chunk, repeated)
 
@@ -741,9 +741,16 @@ class _Plan:
         columns = sa.select(raw_encounters.c.encounter_id, raw_encounters.c.row_hash)
         if self.conn.dialect.name == "postgresql":
             # One array parameter for the whole chunk: a thousand-parameter IN is rewritten by
-            # the driver on every call, which took as long as storing the rows.
-            keys = sa.bindparam("keys", ids, type_=postgresql.ARRAY(sa.BigInteger))
-            query = columns.where(raw_encounters.c.encounter_id == sa.any_(keys))
+            # the driver on every call, which took as long as storing the rows. Sent as the
+            # array's text: the driver's dumping of a list of ints is Python per element.
+            # Untyped, so the server reads it as the array itself, a constant: typed as text,
+            # its cast runs per row and the array is scanned per row (minutes for a chunk).
+            keys = sa.bindparam(
+                "keys", "{" + ",".join(map(str, ids)) + "}", type_=sa.types.NullType()
+            )
+            query = columns.where(
+                sa.text("encounter_id = ANY(CAST(:keys AS bigint[]))").bindparams(keys)
+            )
             return {int(k): h for k, h in self.conn.execute(query)}
         found: dict[int, str] = {}
         for start in range(0, len(ids), 1000):
@@ -803,11 +810,12 @@ class _Plan:
         return found
 
     def _store_fresh(self, chunk: _Chunk, fresh: pd.Index) -> None:
-        """Holdout rows into the holdout; training rows as waiting, cut into batches once the
-        whole extract is read (`finish`)."""
-        # The router reads patients with the parser validation uses: a patient_nbr that is no id
-        # routes nowhere and its row is quarantined in whichever batch it lands.
-        patients = parse_ids(chunk.raw.loc[fresh, "patient_nbr"])
+        """Holdout rows into the holdout; training rows into the batches their arrival closes
+        (`_cut_early`), the rest as waiting, cut into batches once the whole extract is read
+        (`finish`)."""
+        # The router reads the patients validation read: a patient_nbr that is no id routes
+        # nowhere and its row is quarantined in whichever batch it lands.
+        patients = chunk.patients[fresh]
         known = patients.notna().to_numpy()
         to_holdout = np.zeros(len(fresh), dtype=bool)
         to_holdout[known] = holdout.in_holdout(patients[known], self.fraction).to_numpy()
@@ -1192,11 +1200,26 @@ def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None
             frame.itertuples(index=False, name=None),
         )
         return
-    # The chunk written as CSV by pandas, in C, and sent whole: psycopg's write_row is Python
-    # per row. Every text quoted, so an empty text stays '' (an unquoted empty field is NULL).
-    text = frame.to_csv(header=False, index=False, quoting=csv.QUOTE_NONNUMERIC)
-    with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)') as copy:
-        copy.write(text)
+    with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+        copy.write(_copy_text(frame))
+
+
+def _copy_text(frame: pd.DataFrame) -> str:
+    """`frame` (no missing values) in COPY's text format, sent whole: psycopg's write_row is
+    Python per row, and pandas' to_csv took three times as long as joining the columns' texts
+    (a column is escaped only when it holds a character the format reserves)."""
+    columns = []
+    for name in frame.columns:
+        column = frame[name]
+        values = column.tolist() if column.dtype == object else list(map(str, column.tolist()))
+        joined = "".join(values)
+        if any(c in joined for c in "\\\t\n\r"):
+            values = [v.translate(_COPY_ESCAPES) for v in values]
+        columns.append(values)
+    return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def batch_list(url: str, model_name: str | None = None) -> list[Batch]:
