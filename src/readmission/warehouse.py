@@ -29,14 +29,17 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -542,8 +545,12 @@ def ingest(
         conn.exec_driver_sql("SAVEPOINT extract")
         fraction = float(_setting(conn, "holdout_fraction", repr(holdout_fraction)))
         plan = _Plan(conn, fraction, batch_size, min_batch_rows, max_batches)
-        for chunk in _chunks(source, chunk_rows):
-            plan.add(chunk)
+        try:
+            for chunk in _chunks(source, chunk_rows):
+                plan.add(chunk)
+            plan.settle()
+        finally:
+            plan.close()  # after any COPY in flight: the transaction must not end under it
         if plan.share > max_quarantine_share:
             conn.exec_driver_sql("ROLLBACK TO SAVEPOINT extract")
             report = plan.refusal()
@@ -677,6 +684,42 @@ class _Plan:
         # The queue not cut yet: the stored waiting rows, then this extract's training rows.
         self.queue_keys, self.queue_clean = self._waiting(np.empty(0, dtype=np.int64))
         self.highest = -1  # this extract's highest training key so far
+        # PostgreSQL: a chunk's rows are sent (COPY) by a thread while the next chunk is read,
+        # validated and hashed, so the server's work overlaps the client's; anything else on
+        # the connection waits for it (`settle`). SQLite's connection stays in its thread.
+        self.copier = (
+            ThreadPoolExecutor(max_workers=1) if conn.dialect.name == "postgresql" else None
+        )
+        self.copies: list[tuple[sa.Table, str]] = []  # this chunk's, sent at its end
+        self.copying: Future[None] | None = None
+
+    def settle(self) -> None:
+        """Wait for the chunk being sent (its error raised here)."""
+        if self.copying is not None:
+            copying, self.copying = self.copying, None
+            copying.result()
+
+    def close(self) -> None:
+        if self.copier is not None:
+            self.copier.shutdown(wait=True)
+
+    def _insert(self, table: sa.Table, frame: pd.DataFrame) -> None:
+        """Store `frame`'s rows into `table`: SQLite at once, PostgreSQL with the chunk's COPY."""
+        if frame.empty:
+            return
+        frame = frame[[c.name for c in table.columns]]
+        if self.copier is None:
+            _sqlite_insert(self.conn, table, frame)
+        else:
+            self.copies.append((table, _copy_text(frame)))
+
+    def _send(self) -> None:
+        """Start sending this chunk's rows (PostgreSQL), in the background."""
+        if self.copier is None or not self.copies:
+            return
+        copies, self.copies = self.copies, []
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self.copying = self.copier.submit(_copy_all, cursor, copies)
 
     @property
     def share(self) -> float:
@@ -702,7 +745,9 @@ class _Plan:
         chunk = _Chunk(
             raw, keys, patients, _row_hashes(raw, keys), checked, pd.Series(False, index=raw.index)
         )
+        self.settle()  # the previous chunk's rows are in: the connection is free
         self._route(chunk, repeated)
+        self._send()
 
     def _route(self, chunk: _Chunk, repeated: np.ndarray) -> None:
         raw, keys, hashes = chunk.raw, chunk.keys, chunk.hashes
@@ -919,10 +964,8 @@ class _Plan:
             row_hash=chunk.hashes[new],
             batch_id=batch_of[new].to_numpy(),
         )
-        _bulk_insert(self.conn, raw_encounters, raw)
-        _bulk_insert(
-            self.conn, clean_encounters, clean.assign(batch_id=batch_of[clean.index].to_numpy())
-        )
+        self._insert(raw_encounters, raw)
+        self._insert(clean_encounters, clean.assign(batch_id=batch_of[clean.index].to_numpy()))
         records = [
             _quarantine_record(chunk, index, int(batch_of[index]), INVALID_VALUES, reason)
             for index, reason in failed["reason"].items()
@@ -1184,24 +1227,26 @@ def _report_dict(report: IngestReport) -> dict[str, object]:
     }
 
 
-def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
-    if frame.empty:
-        return
-    frame = frame[[c.name for c in table.columns]]
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
+def _sqlite_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    """`frame`'s rows (its columns those of `table`) into `table`, on SQLite."""
     # A checked-out connection always holds its DBAPI connection (None only once invalidated).
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    if conn.dialect.name != "postgresql":
-        # Tuples straight to sqlite3 (a Series yields Python ints and str): SQLAlchemy's
-        # executemany of dicts spent four fifths of an ingest building parameters.
-        marks = ", ".join("?" * len(frame.columns))
-        cursor.executemany(
-            f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})',
-            frame.itertuples(index=False, name=None),
-        )
-        return
-    with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
-        copy.write(_copy_text(frame))
+    # Tuples straight to sqlite3 (a Series yields Python ints and str): SQLAlchemy's
+    # executemany of dicts spent four fifths of an ingest building parameters.
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    marks = ", ".join("?" * len(frame.columns))
+    cursor.executemany(
+        f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})',
+        frame.itertuples(index=False, name=None),
+    )
+
+
+def _copy_all(cursor: psycopg.Cursor[Any], copies: list[tuple[sa.Table, str]]) -> None:
+    """COPY each text (`_copy_text` of all of its table's columns) into its table."""
+    for table, text in copies:
+        columns = ", ".join(f'"{c.name}"' for c in table.columns)
+        with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            copy.write(text)
 
 
 def _copy_text(frame: pd.DataFrame) -> str:
