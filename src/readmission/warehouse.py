@@ -13,8 +13,9 @@ fatal; an extract with more than MAX_QUARANTINE_SHARE of its rows failing is ref
 (nothing stored but the record of the refusal). An ingest is one transaction, serialised with any
 other (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so a killed ingest leaves nothing
 and two at once store every row once. It works through the extract in chunks (INGEST_CHUNK_ROWS),
-storing each as it goes and cutting batches at the end, so memory does not grow with the extract.
-On PostgreSQL rows go in with COPY.
+storing each as it goes, so memory does not grow with the extract: a batch is closed as soon as
+its rows are read when the extract arrives in encounter_id order, else the batches are cut at the
+end. On PostgreSQL rows go in with COPY, sent while the next chunk is worked on.
 """
 
 from __future__ import annotations
@@ -525,9 +526,10 @@ def ingest(
 
     `source` is a frame, or the frames of an extract read in chunks
     (readmission.dataset.read_chunks); a frame is worked through `chunk_rows` rows at a time, so
-    memory follows the chunk, not the extract. Every chunk's new training rows are stored as
-    waiting; the batches are cut at the end from the waiting rows' ids alone, so they come out
-    as if the extract had been read at once.
+    memory follows the chunk, not the extract. A chunk's new training rows go into the batches
+    that close with them (an extract in encounter_id order) or are stored as waiting; the rest
+    of the batches are cut at the end from the waiting rows' ids alone, so they come out as if
+    the extract had been read at once, in any order.
 
     `max_batches` caps the new training batches; the training rows beyond them are deferred
     (not stored) and come with the next ingest of the same extract. A training batch holds at
