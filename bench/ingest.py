@@ -7,6 +7,9 @@ a fresh warehouse with the platform's settings (`readmission.dataset.read_chunks
 `warehouse.ingest`, as `readmission.steps.ingest` does; MIN_BATCH_ROWS, MAX_QUARANTINE_SHARE and
 INGEST_CHUNK_ROWS at their defaults). Each line: rows/s and the process's
 peak RSS. Targets: peak RSS for 2,000,000 rows under 600 MB, >= 50,000 rows/s into PostgreSQL.
+Anchor, measured beside each size on the same (possibly busy) machine: PostgreSQL's own COPY of
+the same file, as it is, into a table of 50 text columns without keys or indexes, the ceiling
+for any ingest of it into this server now.
 
     .venv/bin/python bench/ingest.py --sizes 100000 500000 2000000
 
@@ -32,6 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 
 from readmission import warehouse
@@ -94,6 +98,39 @@ def measure_one(backend: str, path: Path) -> dict[str, object]:
     }
 
 
+def copy_anchor(path: Path) -> dict[str, object]:
+    """The anchor: the extract's file COPYed as it is into a fresh table without keys."""
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name, url = fresh_database(admin)
+    try:
+        with path.open() as stream:
+            header = stream.readline().strip().split(",")
+        columns = ", ".join(f'"{c}" text' for c in header)
+        with psycopg.connect(
+            sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        ) as conn:
+            conn.execute(f"CREATE TABLE extract ({columns})")
+            started = time.perf_counter()
+            copying = conn.cursor().copy("COPY extract FROM STDIN WITH (FORMAT csv, HEADER)")
+            with copying as copy, path.open("rb") as stream:
+                while block := stream.read(1 << 20):
+                    copy.write(block)
+            conn.commit()
+            seconds = time.perf_counter() - started
+            rows = conn.execute("SELECT count(*) FROM extract").fetchone()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    count = int(rows[0]) if rows else 0
+    return {
+        "backend": "anchor_copy",
+        "rows": count,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(count / seconds),
+    }
+
+
 def synthetic(sizes: list[int], backends: list[str]) -> list[dict[str, object]]:
     results = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -119,6 +156,14 @@ def synthetic(sizes: list[int], backends: list[str]) -> list[dict[str, object]]:
                     flush=True,
                 )
                 results.append(result)
+            if "postgresql" in backends:
+                anchor = copy_anchor(path)
+                print(
+                    f"{'anchor':10} {size:>9,} rows: {anchor['rows_per_s']:>7,} rows/s "
+                    f"({anchor['seconds']} s), PostgreSQL's COPY of the file into a bare table",
+                    flush=True,
+                )
+                results.append(anchor)
             path.unlink()
     return results
 
@@ -190,6 +235,7 @@ def main() -> None:
         print(json.dumps(real_data(args.source)))
         return
     results = synthetic(args.sizes, args.backends)
+    postgres = [r for r in results if r["backend"] == "postgresql"]
     largest = max(args.sizes)
     print(
         json.dumps(
@@ -199,13 +245,14 @@ def main() -> None:
                 "meets_rss_target": all(
                     int(str(r["peak_rss_mb"])) < RSS_TARGET_MB
                     for r in results
-                    if r["rows"] == largest
+                    if r["rows"] == largest and "peak_rss_mb" in r
                 ),
                 "postgres_rows_per_s_target": POSTGRES_ROWS_PER_S_TARGET,
-                "meets_postgres_speed_target": all(
-                    int(str(r["rows_per_s"])) >= POSTGRES_ROWS_PER_S_TARGET
-                    for r in results
-                    if r["backend"] == "postgresql"
+                # None when PostgreSQL was not measured (an empty all() is no evidence)
+                "meets_postgres_speed_target": (
+                    all(int(str(r["rows_per_s"])) >= POSTGRES_ROWS_PER_S_TARGET for r in postgres)
+                    if postgres
+                    else None
                 ),
             }
         )

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 _SALT = b"readmission-holdout-v1"  # changing it would reshuffle every patient: never do
@@ -21,18 +22,33 @@ _SALT = b"readmission-holdout-v1"  # changing it would reshuffle every patient: 
 
 def patient_share(patient_nbr: str | int) -> float:
     """A patient's fixed position in [0, 1): uniform over patients, stable across runs."""
-    digest = hashlib.blake2b(str(patient_nbr).encode(), digest_size=8, key=_SALT).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return float(_shares([patient_nbr])[0])
+
+
+def _shares(patient_nbrs: Sequence[str | int]) -> np.ndarray:
+    """`patient_share` of each patient. The keyed hash is set up once and copied per patient
+    (setting up a key costs as much as hashing an id); the digests are read as big-endian
+    integers in one step."""
+    import numpy as np  # here: `readmission status` imports this module without numpy
+
+    keyed = hashlib.blake2b(digest_size=8, key=_SALT)
+
+    def digest(patient_nbr: str | int) -> bytes:
+        hashed = keyed.copy()
+        hashed.update(str(patient_nbr).encode())
+        return hashed.digest()
+
+    digests = b"".join([digest(p) for p in patient_nbrs])
+    return np.frombuffer(digests, dtype=">u8") / 2**64
 
 
 def in_holdout(patient_nbrs: pd.Series, fraction: float) -> pd.Series:
     """True for the rows whose patient belongs to the holdout (`patient_nbrs` as integers)."""
     # Imported here: `readmission status` fingerprints the holdout without pandas and numpy.
-    import numpy as np
     import pandas as pd
 
     codes, uniques = pd.factorize(patient_nbrs.astype("int64"))
-    shares = np.array([patient_share(int(p)) for p in uniques], dtype=np.float64)
+    shares = _shares(uniques.tolist())
     return pd.Series(shares[codes] < fraction, index=patient_nbrs.index)
 
 

@@ -13,13 +13,13 @@ fatal; an extract with more than MAX_QUARANTINE_SHARE of its rows failing is ref
 (nothing stored but the record of the refusal). An ingest is one transaction, serialised with any
 other (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so a killed ingest leaves nothing
 and two at once store every row once. It works through the extract in chunks (INGEST_CHUNK_ROWS),
-storing each as it goes and cutting batches at the end, so memory does not grow with the extract.
-On PostgreSQL rows go in with COPY.
+storing each as it goes, so memory does not grow with the extract: a batch is closed as soon as
+its rows are read when the extract arrives in encounter_id order, else the batches are cut at the
+end. On PostgreSQL rows go in with COPY, sent while the next chunk is worked on.
 """
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import hashlib
 import json
@@ -30,14 +30,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from readmission import holdout
@@ -217,9 +219,10 @@ def ingest(
 
     `source` is a frame, or the frames of an extract read in chunks
     (readmission.dataset.read_chunks); a frame is worked through `chunk_rows` rows at a time, so
-    memory follows the chunk, not the extract. Every chunk's new training rows are stored as
-    waiting; the batches are cut at the end from the waiting rows' ids alone, so they come out
-    as if the extract had been read at once.
+    memory follows the chunk, not the extract. A chunk's new training rows go into the batches
+    that close with them (an extract in encounter_id order) or are stored as waiting; the rest
+    of the batches are cut at the end from the waiting rows' ids alone, so they come out as if
+    the extract had been read at once, in any order.
 
     `max_batches` caps the new training batches; the training rows beyond them are deferred
     (not stored) and come with the next ingest of the same extract. A training batch holds at
@@ -236,15 +239,19 @@ def ingest(
         # stored: a refused extract's rows are rolled back to here, its refusal recorded.
         conn.exec_driver_sql("SAVEPOINT extract")
         fraction = float(_setting(conn, "holdout_fraction", repr(holdout_fraction)))
-        plan = _Plan(conn, fraction)
-        for chunk in _chunks(source, chunk_rows):
-            plan.add(chunk)
+        plan = _Plan(conn, fraction, batch_size, min_batch_rows, max_batches)
+        try:
+            for chunk in _chunks(source, chunk_rows):
+                plan.add(chunk)
+            plan.settle()
+        finally:
+            plan.close()  # after any COPY in flight: the transaction must not end under it
         if plan.share > max_quarantine_share:
             conn.exec_driver_sql("ROLLBACK TO SAVEPOINT extract")
             report = plan.refusal()
         else:
             conn.exec_driver_sql("RELEASE SAVEPOINT extract")
-            report = plan.finish(batch_size, min_batch_rows, max_batches)
+            report = plan.finish()
         _record_ingest(conn, source_name, report)
     if report.refused:  # raised after the commit: the refusal's record stays
         raise ExtractRefused(report, source_name, max_quarantine_share)
@@ -259,13 +266,17 @@ def _chunks(source: pd.DataFrame | Iterable[pd.DataFrame], rows: int) -> Iterato
         yield source.iloc[start : start + rows]
 
 
-def cut_batches(clean: np.ndarray, batch_size: int, min_clean: int) -> tuple[list[int], int]:
+def cut_batches(
+    clean: np.ndarray, batch_size: int, min_clean: int, final: bool = True
+) -> tuple[list[int], int]:
     """Where the training rows (in encounter_id order; `clean` flags the ones that validate)
     split into batches: (the end of each batch, where the waiting remainder starts).
 
     A batch closes at `batch_size` rows once it holds `min_clean` clean rows (a batch short of
     them runs on until it does); what is left at the end becomes a batch of its own when it
-    holds `min_clean` clean rows, else it waits.
+    holds `min_clean` clean rows, else it waits. Not `final`: the rows are a prefix of the
+    queue, more may follow, so the remainder is left uncut (the closed batches are the ones
+    the whole queue would give).
     """
     cumulative = np.concatenate([[0], np.cumsum(clean, dtype=np.int64)])
     total, ends, start = len(clean), [], 0
@@ -276,7 +287,7 @@ def cut_batches(clean: np.ndarray, batch_size: int, min_clean: int) -> tuple[lis
             break
         ends.append(end)
         start = end
-    if start < total and cumulative[total] - cumulative[start] >= min_clean:
+    if final and start < total and cumulative[total] - cumulative[start] >= min_clean:
         ends.append(total)
         start = total
     return ends, start
@@ -288,9 +299,21 @@ class _Chunk:
 
     raw: pd.DataFrame
     keys: pd.Series
+    patients: pd.Series  # patient_nbr as parse_ids reads it
     hashes: pd.Series
     checked: Validated
     fixes: pd.Series  # corrections turning quarantined encounters into clean rows
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """A training batch closed while the extract is read: its key range and counts."""
+
+    batch_id: int
+    low: int
+    high: int
+    rows: int
+    accepted: int
 
 
 @dataclass
@@ -307,8 +330,20 @@ class _Tally:
 class _Plan:
     """One ingest, worked out chunk by chunk inside the ingest's transaction."""
 
-    def __init__(self, conn: Connection, fraction: float) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        fraction: float,
+        batch_size: int,
+        min_batch_rows: int,
+        max_batches: int | None,
+    ) -> None:
         self.conn, self.fraction = conn, fraction
+        self.batch_size, self.min_batch_rows, self.max_batches = (
+            batch_size,
+            min_batch_rows,
+            max_batches,
+        )
         self.rows_in = self.failing = self.present = 0
         self.normalized: Counter[str] = Counter()
         self.problems: Counter[str] = Counter()
@@ -326,6 +361,60 @@ class _Plan:
         self.seen = np.empty(0, dtype=np.int64)
         # This extract's rows stored as waiting: key, clean, a fix (its raw row is elsewhere).
         self.training: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # Batches closed early. An extract arriving in encounter_id order (as extracts are cut)
+        # lets a batch close as soon as its rows are read: its rows are written once, with
+        # their batch, instead of as waiting rows moved by an UPDATE at the end (which cost as
+        # much as writing them). The first row arriving below a closed batch (or a fix of an
+        # older encounter) reopens them all: from then on every training row waits until
+        # `finish`, which cuts the same batches either way.
+        self.first_batch = (
+            conn.execute(
+                sa.select(sa.func.max(batches.c.batch_id)).where(batches.c.batch_id > 0)
+            ).scalar()
+            or 0
+        ) + 1
+        self.early = True
+        self.cuts: list[_Cut] = []
+        self.cut_quarantined: Counter[int] = Counter()  # rows quarantined straight into a cut
+        # The queue not cut yet: the stored waiting rows, then this extract's training rows.
+        self.queue_keys, self.queue_clean = self._waiting(np.empty(0, dtype=np.int64))
+        self.highest = -1  # this extract's highest training key so far
+        # PostgreSQL: a chunk's rows are sent (COPY) by a thread while the next chunk is read,
+        # validated and hashed, so the server's work overlaps the client's; anything else on
+        # the connection waits for it (`settle`). SQLite's connection stays in its thread.
+        self.copier = (
+            ThreadPoolExecutor(max_workers=1) if conn.dialect.name == "postgresql" else None
+        )
+        self.copies: list[tuple[sa.Table, str]] = []  # this chunk's, sent at its end
+        self.copying: Future[None] | None = None
+
+    def settle(self) -> None:
+        """Wait for the chunk being sent (its error raised here)."""
+        if self.copying is not None:
+            copying, self.copying = self.copying, None
+            copying.result()
+
+    def close(self) -> None:
+        if self.copier is not None:
+            self.copier.shutdown(wait=True)
+
+    def _insert(self, table: sa.Table, frame: pd.DataFrame) -> None:
+        """Store `frame`'s rows into `table`: SQLite at once, PostgreSQL with the chunk's COPY."""
+        if frame.empty:
+            return
+        frame = frame[[c.name for c in table.columns]]
+        if self.copier is None:
+            _sqlite_insert(self.conn, table, frame)
+        else:
+            self.copies.append((table, _copy_text(frame)))
+
+    def _send(self) -> None:
+        """Start sending this chunk's rows (PostgreSQL), in the background."""
+        if self.copier is None or not self.copies:
+            return
+        copies, self.copies = self.copies, []
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self.copying = self.copier.submit(_copy_all, cursor, copies)
 
     @property
     def share(self) -> float:
@@ -341,16 +430,19 @@ class _Plan:
         ids = keys.to_numpy(dtype="int64", na_value=0)
         at = np.searchsorted(self.seen, ids).clip(max=max(len(self.seen) - 1, 0))
         repeated = known & (self.seen[at] == ids) if len(self.seen) else np.zeros_like(known)
-        checked = validate(raw, repeated)
+        patients = parse_ids(raw["patient_nbr"])
+        checked = validate(raw, repeated, {"encounter_id": keys, "patient_nbr": patients})
         self.seen = np.sort(np.concatenate([self.seen, ids[known]]))
         self.rows_in += len(raw)
         self.failing += len(checked.quarantined)
         self.normalized.update(normalized)
         self.problems.update(checked.problems)
         chunk = _Chunk(
-            raw, keys, _row_hashes(raw, keys), checked, pd.Series(False, index=raw.index)
+            raw, keys, patients, _row_hashes(raw, keys), checked, pd.Series(False, index=raw.index)
         )
+        self.settle()  # the previous chunk's rows are in: the connection is free
         self._route(chunk, repeated)
+        self._send()
 
     def _route(self, chunk: _Chunk, repeated: np.ndarray) -> None:
         raw, keys, hashes = chunk.raw, chunk.keys, chunk.hashes
@@ -389,9 +481,16 @@ class _Plan:
         columns = sa.select(raw_encounters.c.encounter_id, raw_encounters.c.row_hash)
         if self.conn.dialect.name == "postgresql":
             # One array parameter for the whole chunk: a thousand-parameter IN is rewritten by
-            # the driver on every call, which took as long as storing the rows.
-            keys = sa.bindparam("keys", ids, type_=postgresql.ARRAY(sa.BigInteger))
-            query = columns.where(raw_encounters.c.encounter_id == sa.any_(keys))
+            # the driver on every call, which took as long as storing the rows. Sent as the
+            # array's text: the driver's dumping of a list of ints is Python per element.
+            # Untyped, so the server reads it as the array itself, a constant: typed as text,
+            # its cast runs per row and the array is scanned per row (minutes for a chunk).
+            keys = sa.bindparam(
+                "keys", "{" + ",".join(map(str, ids)) + "}", type_=sa.types.NullType()
+            )
+            query = columns.where(
+                sa.text("encounter_id = ANY(CAST(:keys AS bigint[]))").bindparams(keys)
+            )
             return {int(k): h for k, h in self.conn.execute(query)}
         found: dict[int, str] = {}
         for start in range(0, len(ids), 1000):
@@ -451,11 +550,12 @@ class _Plan:
         return found
 
     def _store_fresh(self, chunk: _Chunk, fresh: pd.Index) -> None:
-        """Holdout rows into the holdout; training rows as waiting, cut into batches once the
-        whole extract is read (`finish`)."""
-        # The router reads patients with the parser validation uses: a patient_nbr that is no id
-        # routes nowhere and its row is quarantined in whichever batch it lands.
-        patients = parse_ids(chunk.raw.loc[fresh, "patient_nbr"])
+        """Holdout rows into the holdout; training rows into the batches their arrival closes
+        (`_cut_early`), the rest as waiting, cut into batches once the whole extract is read
+        (`finish`)."""
+        # The router reads the patients validation read: a patient_nbr that is no id routes
+        # nowhere and its row is quarantined in whichever batch it lands.
+        patients = chunk.patients[fresh]
         known = patients.notna().to_numpy()
         to_holdout = np.zeros(len(fresh), dtype=bool)
         to_holdout[known] = holdout.in_holdout(patients[known], self.fraction).to_numpy()
@@ -475,18 +575,81 @@ class _Plan:
                 self.fix_records[int(key)]["applied_to_batch"] = HOLDOUT_BATCH
         training = fresh[~to_holdout]
         if len(training):
-            self._store_rows(chunk, WAITING_BATCH, training)
-            self.training.append(
-                (
-                    chunk.keys[training].to_numpy(dtype="int64"),
-                    training.isin(chunk.checked.clean.index),
-                    chunk.fixes[training].to_numpy(),
-                )
+            keys = chunk.keys[training].to_numpy(dtype="int64")
+            clean = training.isin(chunk.checked.clean.index)
+            fixes = chunk.fixes[training].to_numpy()
+            batch_ids = self._cut_early(keys, clean, fixes)
+            self._store_rows(chunk, batch_ids, training)
+            self.cut_quarantined.update(batch_ids[~clean & (batch_ids != WAITING_BATCH)].tolist())
+            self.training.append((keys, clean, fixes))
+
+    def _cut_early(self, keys: np.ndarray, clean: np.ndarray, fixes: np.ndarray) -> np.ndarray:
+        """The batch of each of a chunk's training rows (`keys` ascending): the batches the
+        queue closes now that they are read, WAITING_BATCH for the rest."""
+        if self.early and (fixes.any() or (self.cuts and keys[0] <= self.cuts[-1].high)):
+            self._reopen()
+        batch_ids = np.full(len(keys), WAITING_BATCH, dtype=np.int64)
+        if not self.early:
+            return batch_ids
+        merged = np.concatenate([self.queue_keys, keys])
+        order = np.argsort(merged, kind="stable")
+        queue_keys, queue_clean = merged[order], np.concatenate([self.queue_clean, clean])[order]
+        self.highest = max(self.highest, int(keys[-1]))
+        # Rows up to this extract's highest key so far are all read (it arrives in order).
+        ready = int(np.searchsorted(queue_keys, self.highest, side="right"))
+        ends, _ = cut_batches(
+            queue_clean[:ready], self.batch_size, self.min_batch_rows, final=False
+        )
+        if self.max_batches is not None:
+            ends = ends[: max(self.max_batches - len(self.cuts), 0)]
+        start = 0
+        for end in ends:
+            cut = _Cut(
+                self.first_batch + len(self.cuts),
+                int(queue_keys[start]),
+                int(queue_keys[end - 1]),
+                end - start,
+                int(queue_clean[start:end].sum()),
+            )
+            self.cuts.append(cut)
+            inside = (keys >= cut.low) & (keys <= cut.high)
+            batch_ids[inside] = cut.batch_id
+            if int(inside.sum()) < cut.rows:  # rows stored waiting before join the batch
+                self._move_waiting(cut.batch_id, cut.low, cut.high)
+            start = end
+        self.queue_keys, self.queue_clean = queue_keys[start:], queue_clean[start:]
+        return batch_ids
+
+    def _move_waiting(self, batch_id: int, low: int, high: int) -> None:
+        """Stored waiting rows (raw and clean) with keys from `low` to `high` into a batch."""
+        for table in (raw_encounters, clean_encounters):
+            self.conn.execute(
+                table.update()
+                .where(table.c.batch_id == WAITING_BATCH, table.c.encounter_id.between(low, high))
+                .values(batch_id=batch_id)
             )
 
-    def _store_rows(self, chunk: _Chunk, batch_id: int, rows: pd.Index) -> tuple[int, int]:
-        """Store the chunk's `rows` (raw, clean, quarantined) under `batch_id`: the counts
-        (clean, quarantined)."""
+    def _reopen(self) -> None:
+        """Undo the early batches: their rows wait again, for `finish` to cut."""
+        if self.cuts:
+            for table in (raw_encounters, clean_encounters, quarantine):
+                self.conn.execute(
+                    table.update()
+                    .where(table.c.batch_id >= self.first_batch)
+                    .values(batch_id=WAITING_BATCH)
+                )
+        self.early = False
+        self.cuts.clear()
+        self.cut_quarantined.clear()
+        self.queue_keys = np.empty(0, dtype=np.int64)
+        self.queue_clean = np.empty(0, dtype=bool)
+
+    def _store_rows(
+        self, chunk: _Chunk, batch: int | np.ndarray, rows: pd.Index
+    ) -> tuple[int, int]:
+        """Store the chunk's `rows` (raw, clean, quarantined) under `batch` (one for all, or
+        one per row): the counts (clean, quarantined)."""
+        batch_of = pd.Series(batch, index=rows, dtype="int64")
         fixes = chunk.fixes[rows].to_numpy()
         new = rows[~fixes]
         clean = chunk.checked.clean.loc[rows.intersection(chunk.checked.clean.index)]
@@ -494,12 +657,12 @@ class _Plan:
         raw = chunk.raw.loc[new].assign(
             encounter_id=chunk.keys[new].astype("int64"),
             row_hash=chunk.hashes[new],
-            batch_id=batch_id,
+            batch_id=batch_of[new].to_numpy(),
         )
-        _bulk_insert(self.conn, raw_encounters, raw)
-        _bulk_insert(self.conn, clean_encounters, clean.assign(batch_id=batch_id))
+        self._insert(raw_encounters, raw)
+        self._insert(clean_encounters, clean.assign(batch_id=batch_of[clean.index].to_numpy()))
         records = [
-            _quarantine_record(chunk, index, batch_id, INVALID_VALUES, reason)
+            _quarantine_record(chunk, index, int(batch_of[index]), INVALID_VALUES, reason)
             for index, reason in failed["reason"].items()
         ]
         if records:
@@ -520,9 +683,10 @@ class _Plan:
             refused=True,
         )
 
-    def finish(self, batch_size: int, min_batch_rows: int, max_batches: int | None) -> IngestReport:
+    def finish(self) -> IngestReport:
         """Cut the waiting rows (this extract's and earlier ones') into training batches, in
-        encounter_id order, so batches come out as if the extracts had arrived as one."""
+        encounter_id order, so batches come out as if the extracts had arrived as one (after
+        the batches closed early, which took the queue's first rows)."""
         conn = self.conn
         new_batches: list[Batch] = []
         if self.holdout.rows:
@@ -533,14 +697,10 @@ class _Plan:
             else (np.empty(0, dtype=np.int64), np.empty(0, dtype=bool), np.empty(0, dtype=bool))
         )
         queue_keys, queue_clean = self._waiting(keys[fixes])
-        ends, rest = cut_batches(queue_clean, batch_size, min_batch_rows)
-        kept = ends if max_batches is None else ends[:max_batches]
-        next_id = (
-            conn.execute(
-                sa.select(sa.func.max(batches.c.batch_id)).where(batches.c.batch_id > 0)
-            ).scalar()
-            or 0
-        ) + 1
+        ends, rest = cut_batches(queue_clean, self.batch_size, self.min_batch_rows)
+        room = None if self.max_batches is None else self.max_batches - len(self.cuts)
+        kept = ends if room is None else ends[:room]
+        next_id = self.first_batch + len(self.cuts)
         starts = [0, *kept][: len(kept)]
         cuts = [
             (next_id + n, start, end)
@@ -556,22 +716,23 @@ class _Plan:
         # waits unstored: its encounter's raw row is stored already, in its old batch).
         dropped = later if capped else later & fixes
         self._drop(keys[dropped], keys[dropped & ~fixes])
-        quarantined_in = self._move_quarantine(cuts, queue_keys, keys[dropped])
+        ranges = [(c.batch_id, c.low, c.high) for c in self.cuts] + [
+            (batch_id, int(queue_keys[start]), int(queue_keys[end - 1]))
+            for batch_id, start, end in cuts
+        ]
+        quarantined_in = self._move_quarantine(ranges, keys[dropped])
+        for cut in self.cuts:
+            quarantined = self.cut_quarantined[cut.batch_id] + quarantined_in.get(cut.batch_id, 0)
+            tally = _Tally(cut.low, cut.high, cut.rows, cut.accepted, quarantined)
+            new_batches.append(self._record_batch(cut.batch_id, "train", tally))
         for batch_id, start, end in cuts:
             low, high = int(queue_keys[start]), int(queue_keys[end - 1])
-            for table in (raw_encounters, clean_encounters):
-                conn.execute(
-                    table.update()
-                    .where(
-                        table.c.batch_id == WAITING_BATCH, table.c.encounter_id.between(low, high)
-                    )
-                    .values(batch_id=batch_id)
-                )
+            self._move_waiting(batch_id, low, high)
             accepted = int(queue_clean[start:end].sum())
             tally = _Tally(low, high, end - start, accepted, quarantined_in.get(batch_id, 0))
             new_batches.append(self._record_batch(batch_id, "train", tally))
         for key in keys[fixes & ~later]:
-            self.fix_records[int(key)]["applied_to_batch"] = _batch_of(int(key), cuts, queue_keys)
+            self.fix_records[int(key)]["applied_to_batch"] = _batch_of(int(key), ranges)
         stored = ~later
         self.quarantined[INVALID_VALUES] += int((~clean & (stored | ~capped)).sum())
         deferred = int(later.sum()) if capped else int((later & clean).sum())
@@ -636,10 +797,10 @@ class _Plan:
                 )
 
     def _move_quarantine(
-        self, cuts: list[tuple[int, int, int]], queue_keys: np.ndarray, dropped: np.ndarray
+        self, ranges: list[tuple[int, int, int]], dropped: np.ndarray
     ) -> dict[int, int]:
-        """Waiting quarantined rows into the batch their key falls in (the rows of `dropped`
-        keys deleted): how many each batch received."""
+        """Waiting quarantined rows into the batch (batch, lowest key, highest key) their key
+        falls in (the rows of `dropped` keys deleted): how many each batch received."""
         conn = self.conn
         held = conn.execute(
             sa.select(quarantine.c.id, quarantine.c.encounter_id).where(
@@ -656,8 +817,8 @@ class _Plan:
             part = [int(i) for i in ids[gone][start : start + 1000]]
             conn.execute(quarantine.delete().where(quarantine.c.id.in_(part)))
         moved: dict[int, int] = {}
-        for batch_id, start, end in cuts:
-            hit = ~gone & (keys >= queue_keys[start]) & (keys <= queue_keys[end - 1])
+        for batch_id, low, high in ranges:
+            hit = ~gone & (keys >= low) & (keys <= high)
             for at in range(0, int(hit.sum()), 1000):
                 part = [int(i) for i in ids[hit][at : at + 1000]]
                 conn.execute(
@@ -704,10 +865,10 @@ class _Plan:
         )
 
 
-def _batch_of(key: int, cuts: list[tuple[int, int, int]], queue_keys: np.ndarray) -> int | None:
-    """The batch among `cuts` (batch, start, end in the queue) whose key range holds `key`."""
-    for batch_id, start, end in cuts:
-        if queue_keys[start] <= key <= queue_keys[end - 1]:
+def _batch_of(key: int, ranges: list[tuple[int, int, int]]) -> int | None:
+    """The batch among `ranges` (batch, lowest key, highest key) whose range holds `key`."""
+    for batch_id, low, high in ranges:
+        if low <= key <= high:
             return batch_id
     return None
 
@@ -761,27 +922,44 @@ def _report_dict(report: IngestReport) -> dict[str, object]:
     }
 
 
-def _bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
-    if frame.empty:
-        return
-    frame = frame[[c.name for c in table.columns]]
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
+def _sqlite_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    """`frame`'s rows (its columns those of `table`) into `table`, on SQLite."""
     # A checked-out connection always holds its DBAPI connection (None only once invalidated).
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    if conn.dialect.name != "postgresql":
-        # Tuples straight to sqlite3 (a Series yields Python ints and str): SQLAlchemy's
-        # executemany of dicts spent four fifths of an ingest building parameters.
-        marks = ", ".join("?" * len(frame.columns))
-        cursor.executemany(
-            f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})',
-            frame.itertuples(index=False, name=None),
-        )
-        return
-    # The chunk written as CSV by pandas, in C, and sent whole: psycopg's write_row is Python
-    # per row. Every text quoted, so an empty text stays '' (an unquoted empty field is NULL).
-    text = frame.to_csv(header=False, index=False, quoting=csv.QUOTE_NONNUMERIC)
-    with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)') as copy:
-        copy.write(text)
+    # Tuples straight to sqlite3 (a Series yields Python ints and str): SQLAlchemy's
+    # executemany of dicts spent four fifths of an ingest building parameters.
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    marks = ", ".join("?" * len(frame.columns))
+    cursor.executemany(
+        f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})',
+        frame.itertuples(index=False, name=None),
+    )
+
+
+def _copy_all(cursor: psycopg.Cursor[Any], copies: list[tuple[sa.Table, str]]) -> None:
+    """COPY each text (`_copy_text` of all of its table's columns) into its table."""
+    for table, text in copies:
+        columns = ", ".join(f'"{c.name}"' for c in table.columns)
+        with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            copy.write(text)
+
+
+def _copy_text(frame: pd.DataFrame) -> str:
+    """`frame` (no missing values) in COPY's text format, sent whole: psycopg's write_row is
+    Python per row, and pandas' to_csv took three times as long as joining the columns' texts
+    (a column is escaped only when it holds a character the format reserves)."""
+    columns = []
+    for name in frame.columns:
+        column = frame[name]
+        values = column.tolist() if column.dtype == object else list(map(str, column.tolist()))
+        joined = "".join(values)
+        if any(c in joined for c in "\\\t\n\r"):
+            values = [v.translate(_COPY_ESCAPES) for v in values]
+        columns.append(values)
+    return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def training_batches(url: str) -> list[int]:

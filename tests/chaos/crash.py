@@ -45,8 +45,8 @@ def _killing_after(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _arm(point: str) -> None:
-    if point == "ingest-mid-write":  # raw rows of the first batch written, the rest not
-        warehouse._bulk_insert = _killing(warehouse._bulk_insert, after_calls=1)
+    if point == "ingest-mid-write":  # the first chunk's rows written (COPY), the rest not
+        warehouse._copy_all = _killing_after(warehouse._copy_all)
     elif point == "ingest-before-commit":  # everything written, the commit not reached
         warehouse._report_dict = _killing(warehouse._report_dict)
     elif point == "train-mid-fit":  # the MLflow run open, the model half updated

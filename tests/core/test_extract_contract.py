@@ -52,6 +52,8 @@ def holdout_patient(fraction: float = 0.2) -> int:
         ("nan", None),
         ("abc", None),
         ("1234567890123456789", None),  # beyond BIGINT
+        ("12\u00b2", None),  # a superscript two: str.isdigit's, not a digit
+        ("\u0661\u0662", None),  # Arabic-Indic digits
     ],
 )
 def test_an_id_is_a_positive_integer_written_in_digits(text: str, expected: int | None) -> None:
@@ -329,3 +331,35 @@ def test_an_extract_refused_on_its_last_chunk_leaves_only_the_refusal(
     refusal = after[-1].pop()
     assert refusal["refused"] is True and refusal["rows_in"] == 1000
     assert after == before
+
+
+def test_an_extract_in_encounter_order_closes_batches_as_it_is_read_as_a_shuffled_one_does(
+    two_warehouses: tuple[str, str],
+) -> None:
+    """Batches closed while an ordered extract is read (their rows written once) are the
+    batches the end of a shuffled read cuts; a stored remainder joins either way."""
+    in_order_url, shuffled_url = two_warehouses
+    frame = generated(4000, seed=23)
+    later = frame.iloc[1000:]
+    extracts = {
+        in_order_url: later,
+        shuffled_url: later.sample(frac=1, random_state=3).reset_index(drop=True),
+    }
+    reports = []
+    for url, extract in extracts.items():
+        warehouse.ingest(url, frame.iloc[:1000], 500, 0.2, min_batch_rows=450, chunk_rows=97)
+        reports.append(warehouse.ingest(url, extract, 500, 0.2, min_batch_rows=450, chunk_rows=97))
+    assert reports[0] == reports[1]
+    assert len(reports[0].training_batch_ids) >= 4 and reports[0].quarantined_total > 0
+    assert warehouse_state(in_order_url) == warehouse_state(shuffled_url)
+    newer = generated(3000, seed=24)
+    newer["encounter_id"] = (newer["encounter_id"].astype(int) + 10_000_000).astype(str)
+    capped = [  # one batch, the rest deferred
+        warehouse.ingest(url, extract, 500, 0.2, 1, min_batch_rows=450, chunk_rows=97)
+        for url, extract in (
+            (in_order_url, newer),
+            (shuffled_url, newer.sample(frac=1, random_state=4).reset_index(drop=True)),
+        )
+    ]
+    assert capped[0] == capped[1] and capped[0].deferred > 0
+    assert warehouse_state(in_order_url) == warehouse_state(shuffled_url)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from readmission import holdout, warehouse
 
@@ -191,3 +192,31 @@ def test_a_run_whose_lease_was_taken_over_records_nothing(url: str, text: pd.Dat
         assert second.token == first.token + 2  # monotonic: never handed out twice
         warehouse.mark_trained(url, "a", 1, "1", "run-b", second)
     assert warehouse.recorded_version(url, "a", 1) == "1"
+
+
+def test_raw_text_with_the_copy_formats_reserved_characters_is_stored_as_received(
+    url: str, text: pd.DataFrame
+) -> None:
+    odd = "tab\there\\N back\\slash\nnew line\r, \"quoted\" ''"
+    extract = text.iloc[:200].copy()
+    extract.loc[10, "medical_specialty"] = odd  # quarantined, its raw row stored as it came
+    extract.loc[11, "payer_code"] = ""  # an empty text stays empty, never NULL
+    warehouse.ingest(url, extract, 500, 0.2)
+    replay = warehouse.ingest(url, extract, 500, 0.2)
+    assert replay.already_present == 200 and not replay.changed  # the same hashes read back
+    raw = warehouse.raw_encounters
+    with warehouse.engine_for(url).connect() as conn:
+        stored = dict(
+            conn.execute(
+                sa.select(raw.c.encounter_id, raw.c.medical_specialty).where(
+                    raw.c.encounter_id.in_([int(extract.loc[i, "encounter_id"]) for i in (10, 11)])
+                )
+            ).all()
+        )
+        payer = conn.execute(
+            sa.select(raw.c.payer_code).where(
+                raw.c.encounter_id == int(extract.loc[11, "encounter_id"])
+            )
+        ).scalar_one()
+    assert stored[int(extract.loc[10, "encounter_id"])] == odd
+    assert payer == ""
