@@ -211,14 +211,18 @@ def evaluate_and_promote() -> None:
         user = response["responded_by_user"]
         approved = response["chosen_options"] == [APPROVE]
         comment = str((response.get("params_input") or {}).get("comment") or "")
-        change = promotion.decide(
-            settings,
-            version,
-            approved,
-            by=f"{user['name']} (Airflow user; run {run_id})",
-            comment=comment,
-            at=str(response["responded_at"]),
-        )
+        try:
+            change = promotion.decide(
+                settings,
+                version,
+                approved,
+                by=f"{user['name']} (Airflow user; run {run_id})",
+                comment=comment,
+                at=str(response["responded_at"]),
+                shown_champion=verdict["champion_version"],
+            )
+        except promotion.PromotionError as error:  # production moved on: a retry cannot help
+            raise AirflowFailException(str(error)) from error
         log.info("v%s %s by %s: %s", version, "approved" if approved else "rejected", user, comment)
         return {"version": version, "approved": approved, "promoted": change is not None}
 

@@ -381,13 +381,28 @@ def decide(
     by: str,
     comment: str,
     at: str,
+    shown_champion: str | None,
 ) -> ledger.Promotion | None:
     """Record a person's decision on a version the plan reserved for them: approved, it goes to
     production (a ledger row by them, with their comment); rejected, the gate never promotes it.
     `at`: when they decided (ISO time), so a retry records the same decision, not a new one.
+    `shown_champion`: the production version the verdict they read compared against (None:
+    nothing was in production). An approval is refused, and nothing recorded, when production
+    has changed since: they approved a comparison that no longer holds.
     The production change if one was made; None if rejected or already in production."""
     decision = APPROVED if approved else REJECTED
     client = registry.connect(settings)
+    if approved:
+        found = registry.production_version(settings)
+        now = str(found.version) if found else None
+        # `now == version`: a retry after this approval already promoted it.
+        if now not in (shown_champion, version):
+            raise PromotionError(
+                f"v{version} was approved against production "
+                f"{'v' + shown_champion if shown_champion else '(none)'}, but production is "
+                f"{'v' + now if now else '(none)'} now: run 03_evaluate_and_promote again "
+                "(or `readmission evaluate`) to judge it against the version now in production"
+            )
     for key, value in {
         PERSON_DECISION_TAG: decision,
         f"{PERSON_DECISION_TAG}_by": by,

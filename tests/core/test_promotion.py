@@ -501,7 +501,13 @@ def test_a_persons_approval_promotes_and_the_ledger_names_them_and_their_comment
 
     for _ in range(2):  # the approval step and its retry: one change
         promotion.decide(
-            person_plan, "3", True, "alice", "read the card", at="2026-12-05T01:00:00+00:00"
+            person_plan,
+            "3",
+            True,
+            "alice",
+            "read the card",
+            at="2026-12-05T01:00:00+00:00",
+            shown_champion=None,
         )
     assert production(person_plan) == "3" and moves(person_plan) == [(None, "3")]
     (entry,) = ledger.entries(person_plan.warehouse_url, person_plan.model_name)
@@ -515,11 +521,32 @@ def test_a_persons_approval_promotes_and_the_ledger_names_them_and_their_comment
 
 
 @pytest.mark.slow
+def test_an_approval_of_a_comparison_production_has_since_left_behind_is_refused(
+    person_plan: Settings,
+) -> None:
+    """The person read v3 against an empty production; meanwhile v2 went to production by
+    hand. Their approval no longer answers the question they were asked: nothing changes and
+    nothing is recorded; 03 must judge v3 against v2 first."""
+    verdict = promotion.evaluate_and_promote(person_plan, auto_promote=True, by="test-dag")
+    assert verdict is not None and verdict.needs_person and verdict.champion_version is None
+    promotion.change_production(person_plan, "2", "tester", "by hand", ledger.MANUAL)
+
+    with pytest.raises(promotion.PromotionError, match=r"production is v2 now: run 03"):
+        promotion.decide(
+            person_plan, "3", True, "alice", "looks fine", "2026-12-05T01:00:00+00:00", None
+        )
+    assert production(person_plan) == "2" and moves(person_plan) == [(None, "2")]
+    assert "person_decision" not in tags(person_plan, "3")
+
+
+@pytest.mark.slow
 def test_a_persons_rejection_keeps_the_version_out_even_where_the_plan_would_promote_it(
     person_plan: Settings, fresh: Settings
 ) -> None:
     promotion.evaluate_and_promote(person_plan, auto_promote=True, by="test-dag")
-    promotion.decide(person_plan, "3", False, "bob", "too few events", "2026-12-05T01:00:00+00:00")
+    promotion.decide(
+        person_plan, "3", False, "bob", "too few events", "2026-12-05T01:00:00+00:00", None
+    )
     before = tags(person_plan, "3")
 
     # Re-runs of 03, under the plan that asked and under one that would promote it on its own.
