@@ -259,7 +259,13 @@ def test_evaluation_promotes_the_lineage_head_on_evidence_never_an_outsider_or_a
 def test_evaluation_without_any_version_skips_with_advice(pipeline_env: Settings) -> None:
     evaluation = run("03_evaluate_and_promote")
     assert evaluation.state == "success"
-    assert task_states(evaluation) == {"judge_challenger": "skipped"}
+    # Nothing judged, so nobody is asked and nothing is recorded: the whole run skips.
+    assert task_states(evaluation) == {
+        "judge_challenger": "skipped",
+        "person_needed": "skipped",
+        "ask_a_person": "skipped",
+        "record_decision": "skipped",
+    }
 
 
 def test_ingest_of_a_missing_file_fails_at_once_instead_of_retrying(
