@@ -3,6 +3,7 @@ quarantined identifiers, corrections, per-lineage bookkeeping and the training l
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from readmission import holdout, warehouse
+from readmission.schema import COLUMNS
+from readmission.validation import normalize
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -220,3 +223,30 @@ def test_raw_text_with_the_copy_formats_reserved_characters_is_stored_as_receive
         ).scalar_one()
     assert stored[int(extract.loc[10, "encounter_id"])] == odd
     assert payer == ""
+
+
+def test_raw_rows_are_stored_cell_for_cell_with_the_hash_of_their_cells_joined_by_0x1f(
+    url: str, text: pd.DataFrame
+) -> None:
+    """Chunks of plain text (on PostgreSQL, COPYed from the texts their hashes digest) and a
+    chunk with a tab (its cells escaped one by one) store the same raw rows; the hash is the
+    earlier releases' (replays of their warehouses compare against it)."""
+    extract = text.iloc[:300].copy()
+    extract.loc[150, "payer_code"] = "tab\there"
+    warehouse.ingest(url, extract, 100, 0.2, chunk_rows=100)
+    with warehouse.engine_for(url).connect() as conn:
+        stored = pd.read_sql(
+            sa.select(warehouse.raw_encounters).order_by(warehouse.raw_encounters.c.encounter_id),
+            conn,
+        )
+    expected, _ = normalize(extract[list(COLUMNS)])
+    expected = expected.sort_values("encounter_id", key=lambda ids: ids.astype(int))
+    assert len(stored) == 300
+    assert stored["encounter_id"].tolist() == expected["encounter_id"].astype(int).tolist()
+    for column in COLUMNS[1:]:
+        assert stored[column].tolist() == expected[column].tolist(), column
+    digests = [
+        hashlib.sha256("\x1f".join(row).encode()).hexdigest()
+        for row in expected.itertuples(index=False, name=None)
+    ]
+    assert stored["row_hash"].tolist() == digests
