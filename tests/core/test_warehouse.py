@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from readmission import holdout, warehouse
 from readmission.schema import COLUMNS
-from readmission.validation import normalize
+from readmission.validation import normalize, validate
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -225,28 +225,35 @@ def test_raw_text_with_the_copy_formats_reserved_characters_is_stored_as_receive
     assert payer == ""
 
 
-def test_raw_rows_are_stored_cell_for_cell_with_the_hash_of_their_cells_joined_by_0x1f(
+def test_rows_are_stored_cell_for_cell_raw_with_the_hash_of_its_cells_joined_by_0x1f(
     url: str, text: pd.DataFrame
 ) -> None:
-    """Chunks of plain text (on PostgreSQL, COPYed from the texts their hashes digest) and a
-    chunk with a tab (its cells escaped one by one) store the same raw rows; the hash is the
-    earlier releases' (replays of their warehouses compare against it)."""
-    extract = text.iloc[:300].copy()
+    """Chunks of plain text (on PostgreSQL, COPYed from the texts their hashes digest), a chunk
+    with a tab and one with a number written "2.0" (their cells written one by one) store the
+    same raw and clean rows; the hash is the earlier releases' (their warehouses' replays
+    compare against it)."""
+    extract = text.iloc[:400].copy()
     extract.loc[150, "payer_code"] = "tab\there"
+    extract.loc[250, "num_procedures"] = "2.0"
     warehouse.ingest(url, extract, 100, 0.2, chunk_rows=100)
     with warehouse.engine_for(url).connect() as conn:
-        stored = pd.read_sql(
-            sa.select(warehouse.raw_encounters).order_by(warehouse.raw_encounters.c.encounter_id),
-            conn,
+        raw, clean = (
+            pd.read_sql(sa.select(table).order_by(table.c.encounter_id), conn)
+            for table in (warehouse.raw_encounters, warehouse.clean_encounters)
         )
     expected, _ = normalize(extract[list(COLUMNS)])
     expected = expected.sort_values("encounter_id", key=lambda ids: ids.astype(int))
-    assert len(stored) == 300
-    assert stored["encounter_id"].tolist() == expected["encounter_id"].astype(int).tolist()
+    assert len(raw) == 400
+    assert raw["encounter_id"].tolist() == expected["encounter_id"].astype(int).tolist()
     for column in COLUMNS[1:]:
-        assert stored[column].tolist() == expected[column].tolist(), column
+        assert raw[column].tolist() == expected[column].tolist(), column
     digests = [
         hashlib.sha256("\x1f".join(row).encode()).hexdigest()
         for row in expected.itertuples(index=False, name=None)
     ]
-    assert stored["row_hash"].tolist() == digests
+    assert raw["row_hash"].tolist() == digests
+    typed = validate(expected).clean.sort_values("encounter_id")
+    assert len(clean) == len(typed) > 300
+    assert clean["num_procedures"].dtype == "int64"
+    for column in COLUMNS:
+        assert clean[column].tolist() == typed[column].tolist(), column
