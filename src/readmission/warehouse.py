@@ -449,8 +449,9 @@ class _Plan:
         self, table: sa.Table, chunk: _Chunk, rows: pd.Index, after: dict[str, np.ndarray]
     ) -> None:
         """COPY the chunk's `rows` into `table` from their `_row_texts` (COLUMNS) followed by
-        the columns `after` (str objects): the hashed texts are COPY lines once the separators
-        are tabs, so no second join of fifty cells per row (a third of the client's time)."""
+        the columns `after` (str objects). The hashed texts are COPY lines once the separators
+        are tabs: half the time of joining each row's fifty cells again (`_copy_text`), which
+        took the biggest share of the client's time."""
         lines = chunk.texts[rows].to_numpy()
         for values in after.values():
             lines = lines + _UNIT_SEPARATOR + values
@@ -475,6 +476,14 @@ class _Plan:
         )
         self._insert(raw_encounters, raw)
 
+    def _insert_clean(self, chunk: _Chunk, clean: pd.DataFrame, batch_of: pd.Series) -> None:
+        """Store the chunk's typed `clean` rows into clean_encounters, with their batches."""
+        if self.copier is not None and chunk.clean_plain and not clean.empty:
+            batch_ids = batch_of[clean.index].to_numpy().astype(str).astype(object)
+            self._copy_texts(clean_encounters, chunk, clean.index, {"batch_id": batch_ids})
+            return
+        self._insert(clean_encounters, clean.assign(batch_id=batch_of[clean.index].to_numpy()))
+
     def _send(self) -> None:
         """Start sending this chunk's rows (PostgreSQL), in the background."""
         if self.copier is None or not self.copies:
@@ -493,7 +502,7 @@ class _Plan:
         keys = parse_ids(raw["encounter_id"])
         order = keys.astype("float64").fillna(float("inf")).to_numpy().argsort(kind="stable")
         if (order == np.arange(len(order))).all():  # in order already, as extracts are cut:
-            raw, keys = raw.reset_index(drop=True), keys.reset_index(drop=True)  # no copy
+            raw, keys = raw.reset_index(drop=True), keys.reset_index(drop=True)  # no gather
         else:
             raw = raw.iloc[order].reset_index(drop=True)
             keys = keys.iloc[order].reset_index(drop=True)
@@ -736,11 +745,7 @@ class _Plan:
         clean = chunk.checked.clean.loc[rows.intersection(chunk.checked.clean.index)]
         failed = chunk.checked.quarantined.loc[rows.intersection(chunk.checked.quarantined.index)]
         self._insert_raw(chunk, new, batch_of)
-        if self.copier is not None and chunk.clean_plain and not clean.empty:
-            batch_ids = batch_of[clean.index].to_numpy().astype(str).astype(object)
-            self._copy_texts(clean_encounters, chunk, clean.index, {"batch_id": batch_ids})
-        else:
-            self._insert(clean_encounters, clean.assign(batch_id=batch_of[clean.index].to_numpy()))
+        self._insert_clean(chunk, clean, batch_of)
         records = [
             _quarantine_record(chunk, index, int(batch_of[index]), INVALID_VALUES, reason)
             for index, reason in failed["reason"].items()
@@ -1035,9 +1040,10 @@ def _copy_all(cursor: psycopg.Cursor[Any], copies: list[_Copy]) -> None:
 
 
 def _copy_text(frame: pd.DataFrame) -> str:
-    """`frame` (no missing values) in COPY's text format, sent whole: psycopg's write_row is
-    Python per row, and pandas' to_csv took three times as long as joining the columns' texts
-    (a column is escaped only when it holds a character the format reserves)."""
+    """`frame` (no missing values) in COPY's text format, sent whole, for rows whose texts are
+    no COPY lines (`_Plan._copy_texts`): psycopg's write_row is Python per row, and pandas'
+    to_csv took three times as long as joining the columns' texts (a column is escaped only
+    when it holds a character the format reserves)."""
     columns = []
     for name in frame.columns:
         column = frame[name]
