@@ -25,9 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# The benchmarks' one way to start a server and wait for it (tests/conftest.py has its own: a
-# benchmark does not import the tests).
-from serving import free_port, service
+from readmission.processes import free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -71,7 +69,7 @@ def own_platform(rows: int, versions: int) -> Iterator[dict[str, str]]:
         "MIN_BATCH_ROWS": "100",
     }
     mlflow = [str(ROOT / "bin" / "mlflow-server")]
-    with service(mlflow, env, f"{env['MLFLOW_TRACKING_URI']}/health", home / "mlflow.log"):
+    with running(mlflow, home / "mlflow.log", env, f"{env['MLFLOW_TRACKING_URI']}/health", 300):
         sample = home / "sample.csv"
         readmission = str(BIN / "readmission")
         run([readmission, "sample", str(sample), "--rows", str(rows)], env)

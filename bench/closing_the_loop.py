@@ -20,8 +20,9 @@ from typing import Any
 
 import httpx
 from local_platform import BIN, readmission, train_first_half, use_local_platform
-from serving import free_port, service
 from sklearn.metrics import roc_auc_score
+
+from readmission.processes import free_port, running
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,7 @@ def main() -> None:
     middle = len(requests) // 2
     answers = []
     for part, log in ((requests[:middle], "api-1.log"), (requests[middle:], "api-2.log")):
-        with service([str(ROOT / "bin" / "api")], env, f"{url}/ready", home / log):
+        with running([str(ROOT / "bin" / "api")], home / log, env, f"{url}/ready", 300):
             answers += send(url, part)
         print(
             f"{len(answers)} of {len(requests)} answered with 200 so far (API stopped)", flush=True

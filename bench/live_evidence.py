@@ -27,8 +27,10 @@ from typing import Any
 import httpx
 import pandas as pd
 from local_platform import BIN, readmission, train_first_half, use_local_platform
-from serving import free_port, metrics, service
+from serving import metrics
 from sklearn.metrics import roc_auc_score
+
+from readmission.processes import free_port, running
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-9
@@ -91,7 +93,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "API_PORT": url.rsplit(":", 1)[1], "PATH": f"{BIN}:{os.environ['PATH']}"}
     answers: list[dict[str, Any]] = []
-    with service([str(ROOT / "bin" / "api")], env, f"{url}/ready", home / "api.log"):
+    with running([str(ROOT / "bin" / "api")], home / "api.log", env, f"{url}/ready", 300):
         with httpx.Client(base_url=url, timeout=30) as client:
             while client.get("/model").json()["shadow_version"] != shadow:
                 time.sleep(0.2)

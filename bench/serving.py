@@ -38,13 +38,8 @@ import gc
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +48,8 @@ import httpx
 import numpy as np
 import uvloop
 from local_platform import use_local_platform
+
+from readmission.processes import free_port, running
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -176,42 +173,6 @@ async def post_all(url: str, path: str, bodies: list[bytes]) -> list[dict[str, A
         connection.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def service(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
-    """A server process for the duration of the block, stopped with its children."""
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{ready_url} not ready: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-
-
 def promoted_version(settings: Any, shadow: bool) -> str:
     """Batch 1 of the source, trained, registered and promoted; with `shadow`, batch 2 too,
     its version promoted and version 1 put in shadow."""
@@ -328,19 +289,21 @@ def main() -> None:
         mlflow_url.rsplit(":", 1)[1],
     ]
     with (
-        service([str(ROOT / "bin" / "api")], api_env, f"{api_url}/ready", home / "api.log"),
-        service(serve, mlflow_env, f"{mlflow_url}/ping", home / "mlflow-serve.log"),
-        service(
+        running([str(ROOT / "bin" / "api")], home / "api.log", api_env, f"{api_url}/ready", 300),
+        running(serve, home / "mlflow-serve.log", mlflow_env, f"{mlflow_url}/ping", 300),
+        running(
             [str(ROOT / "bin" / "api")],
+            home / "api-unlogged.log",
             unlogged_env,
             f"{unlogged_url}/ready",
-            home / "api-unlogged.log",
+            300,
         ),
-        service(
+        running(
             [str(ROOT / "bin" / "api")],
+            home / "api-unshadowed.log",
             unshadowed_env,
             f"{unshadowed_url}/ready",
-            home / "api-unshadowed.log",
+            300,
         )
         if args.shadow
         else contextlib.nullcontext(),

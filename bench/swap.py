@@ -36,7 +36,8 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
-from serving import free_port, service
+
+from readmission.processes import free_port, running
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -134,8 +135,9 @@ def main() -> int:
     try:
         with ExitStack() as stack:
             stack.enter_context(
-                service(
+                running(
                     [str(ROOT / "bin" / "mlflow-server")],
+                    home / "mlflow.log",
                     {
                         **base_env,
                         "MLFLOW_PORT": str(mlflow_port),
@@ -143,7 +145,7 @@ def main() -> int:
                         "MLFLOW_ARTIFACTS_DESTINATION": str(home / "artifacts"),
                     },
                     f"{mlflow_url}/health",
-                    home / "mlflow.log",
+                    300,
                 )
             )
             os.environ.update(
@@ -176,8 +178,9 @@ def main() -> int:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
                 stack.enter_context(
-                    service(
+                    running(
                         [str(ROOT / "bin" / "api")],
+                        home / f"api-{replica}.log",
                         {
                             **base_env,
                             "API_PORT": str(port),
@@ -189,7 +192,7 @@ def main() -> int:
                             "MLFLOW_WEBHOOK_SECRET": secret,
                         },
                         f"{url}/ready",
-                        home / f"api-{replica}.log",
+                        300,
                     )
                 )
                 urls.append(url)

@@ -1,4 +1,5 @@
-"""The processes tests start: a free port, the environment a child gets, start-then-wait and stop.
+"""The processes tests start: a free port, the environment a child gets, start-then-wait and stop
+(readmission.processes).
 
 A test that starts a process, here or with `subprocess` directly, is marked `slow`:
 tests/conftest.py fails one that is not (an audit hook counts process starts), and
@@ -8,24 +9,14 @@ tests/conftest.py fails one that is not (an audit hook counts process starts), a
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+# Start-then-wait and stop live in the package, shared with the benchmarks (bench/serving.py).
+from readmission.processes import free_port, running, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # What a subprocess inherits from the pytest process: what any program needs to run on this
@@ -69,52 +60,4 @@ def service_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Poll `url` until it answers 200; fail early if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not come up in {timeout}s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a process started with `start_new_session=True`, and its children."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, 9)
-
-
-@contextmanager
-def running(
-    command: Sequence[str],
-    log: Path,
-    env: dict[str, str],
-    ready_url: str | None = None,
-    timeout: float = 120,
-) -> Iterator[subprocess.Popen]:
-    """`command` in a session of its own, its output in `log`, until the context ends; once
-    `ready_url` answers 200 when one is given. The end of the log is printed if the start or the
-    body fails, and the process and its children are stopped either way."""
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        if ready_url is not None:
-            wait_for(ready_url, process, timeout)
-        yield process
-    except BaseException:
-        print(f"--- {log.name}\n{log.read_text()[-5000:]}")
-        raise
-    finally:
-        stop(process)
+__all__ = ["BIN", "INHERITED", "ROOT", "free_port", "running", "service_env", "stop", "wait_for"]

@@ -45,6 +45,9 @@ FINISHED = {"success", "failed"}
 AWAITING_ANSWER = {"awaiting_input", "deferred"}
 # How long a request must have been waiting before a script answers it (see wait_for_request).
 ANSWER_SETTLE_SECONDS = 15.0
+# Seconds between two reads of a run's state: a read is one small GET, and a script waiting on a
+# chain of runs (01 -> 02 -> 03) would otherwise lose half a poll at each link.
+POLL_SECONDS = 0.5
 
 
 class AirflowError(RuntimeError):
@@ -159,7 +162,7 @@ def _wait_for_dag(dag_id: str, timeout: float) -> dict[str, Any]:
         except AirflowError as error:
             if error.status != 404 or time.monotonic() > deadline:
                 raise
-        time.sleep(2)
+        time.sleep(POLL_SECONDS)
 
 
 def trigger(dag_id: str, conf: dict[str, Any] | None = None, *, timeout: float = 120) -> str:
@@ -176,7 +179,9 @@ def trigger(dag_id: str, conf: dict[str, Any] | None = None, *, timeout: float =
     return run["dag_run_id"]
 
 
-def wait(dag_id: str, run_id: str, timeout: float = 900, poll: float = 2) -> dict[str, Any]:
+def wait(
+    dag_id: str, run_id: str, timeout: float = 900, poll: float = POLL_SECONDS
+) -> dict[str, Any]:
     """The finished run; raises DagRunFailed naming the failed tasks, or TimeoutError."""
     deadline = time.monotonic() + timeout
     while True:
@@ -233,7 +238,7 @@ def wait_for_asset_run(
     dag_id: str,
     source: dict[str, Any],
     timeout: float = 300,
-    poll: float = 2,
+    poll: float = POLL_SECONDS,
     report: Callable[[str], None] | None = None,
 ) -> str:
     """The run id of `dag_id` that an Asset event of the finished run `source` started.
@@ -300,7 +305,7 @@ def wait_for_request(
     run_id: str,
     task_id: str,
     timeout: float = 600,
-    poll: float = 2,
+    poll: float = POLL_SECONDS,
     settle: float = ANSWER_SETTLE_SECONDS,
 ) -> dict[str, Any]:
     """The unanswered request of `task_id` in the run, once it can safely be answered.
@@ -309,7 +314,10 @@ def wait_for_request(
     worker that parked the task exits, and the scheduler only then hears from the executor
     that it ended. An answer given before that re-queues the task, and the late "ended"
     report then makes the scheduler fail it as killed externally (seen on Airflow 3.3.2, 3 s
-    after the park). A person in the UI is never that fast; a script must wait. Raises
+    after the park). A person in the UI is never that fast; a script must wait. The wait is a
+    time, not a state: when the scheduler handles that report (process_executor_events in
+    Airflow 3.3.2's jobs/scheduler_job_runner.py) it writes nothing for a task still
+    awaiting_input, so nothing the REST API shows tells that the report has arrived. Raises
     AirflowError if the run ends first (the step was skipped: nobody had to be asked),
     TimeoutError after `timeout`.
     """

@@ -51,20 +51,26 @@ def populate(settings: Settings) -> None:
     )
 
 
-@pytest.fixture(params=["rest", "store"])
-def settings(
-    request: pytest.FixtureRequest, configure: Callable[..., Settings], tmp_path: Path
-) -> Settings:
-    """MODEL_NAME of this test's own on the real MLflow server (read over REST), or in a
-    local SQLite store (read through MLflow's client)."""
-    if request.param == "rest":
-        uri = request.getfixturevalue("mlflow_server")
-    else:
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture
+def served(configure: Callable[..., Settings], mlflow_server: str) -> Settings:
+    """MODEL_NAME of this test's own on the real MLflow server, read over REST."""
+    return configure(MLFLOW_TRACKING_URI=mlflow_server, MODEL_NAME=f"reader-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def stored(configure: Callable[..., Settings], tmp_path: Path) -> Settings:
+    """MODEL_NAME of this test's own in a local SQLite store, read through MLflow's client (no
+    process: this variant runs in `make test-fast`)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return configure(MLFLOW_TRACKING_URI=uri, MODEL_NAME=f"reader-{uuid.uuid4().hex[:8]}")
 
 
-def test_versions_production_and_compared_holdout_as_registered(settings: Settings) -> None:
+# Each check runs over REST (slow: the server is a process) and in a local store, as two tests:
+# the slow guard judges a fixture by its name, so one fixture that starts the server for one
+# parameter would mark the other parameter as starting it too.
+
+
+def versions_production_and_compared_holdout_as_registered(settings: Settings) -> None:
     populate(settings)
     summaries = registry_reader.version_summaries(settings)
     assert [v.version for v in summaries] == ["1", "2", "3"]
@@ -96,11 +102,33 @@ def test_versions_production_and_compared_holdout_as_registered(settings: Settin
     assert registry_reader.production_version(settings) == "1"  # the newest in the stage
 
 
-def test_a_model_not_registered_reads_as_empty(settings: Settings) -> None:
+def a_model_not_registered_reads_as_empty(settings: Settings) -> None:
     assert registry_reader.version_summaries(settings) == []
     assert registry_reader.production_version(settings) is None
     assert registry_reader.compared_holdout(settings) is None
     assert registry.production_version(settings) is None
+
+
+@pytest.mark.slow
+def test_versions_production_and_compared_holdout_as_registered_over_rest(
+    served: Settings,
+) -> None:
+    versions_production_and_compared_holdout_as_registered(served)
+
+
+def test_versions_production_and_compared_holdout_as_registered_in_a_store(
+    stored: Settings,
+) -> None:
+    versions_production_and_compared_holdout_as_registered(stored)
+
+
+@pytest.mark.slow
+def test_a_model_not_registered_reads_as_empty_over_rest(served: Settings) -> None:
+    a_model_not_registered_reads_as_empty(served)
+
+
+def test_a_model_not_registered_reads_as_empty_in_a_store(stored: Settings) -> None:
+    a_model_not_registered_reads_as_empty(stored)
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from readmission import airflow_runs, holdout, ledger, performance, registry, re
 from readmission.config import Settings
 from tests.conftest import SUITE_PLAN
 from tests.dags.conftest import airflow_url, log_predictions
-from tests.services import ROOT, free_port, service_env, stop, wait_for
+from tests.services import ROOT, free_port, running, service_env
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
@@ -81,20 +80,12 @@ def airflow(
         AIRFLOW_PORT=str(port),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_url(create_database()),
     )
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(ROOT / "bin" / "airflow-standalone")],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
+    command = [str(ROOT / "bin" / "airflow-standalone")]
     try:
-        wait_for(f"{url}/api/v2/monitor/health", process, timeout=300)
-        yield Airflow(url, home, Settings(**platform), plan)
-    finally:
-        stop(process)
+        with running(command, log_path, env, f"{url}/api/v2/monitor/health", timeout=300):
+            yield Airflow(url, home, Settings(**platform), plan)
+    finally:  # once stopped, so the log is whole
         shutil.copy(log_path, artifacts_dir / "airflow-standalone.log")
 
 
