@@ -38,11 +38,11 @@ from typing import Any
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from api.drift import DriftReference
 from api.metrics import ServingMetrics
 from readmission import model_card, promotion, registry
 from readmission.config import Settings
 from readmission.dataset import synthetic_sample
+from readmission.drift import DriftReference
 from readmission.features import normalise
 from readmission.scoring import CompiledScorer, PairedScorer, paired
 from readmission.validation import validate

@@ -4,7 +4,7 @@ and PostgreSQL, and on the real data set against pandas `to_sql` as the anchor.
 Synthetic mode (default): for each size, `readmission sample` writes an extract (repeat patients
 are the sample's own), then one fresh process per backend reads it from disk and ingests it into
 a fresh warehouse with the platform's settings (`readmission.dataset.read_chunks` +
-`warehouse.ingest`, as `readmission.steps.ingest` does; MIN_BATCH_ROWS, MAX_QUARANTINE_SHARE and
+`warehouse.ingest`, as `readmission.extracts.ingest` does; MIN_BATCH_ROWS, MAX_QUARANTINE_SHARE and
 INGEST_CHUNK_ROWS at their defaults). Each line: rows/s and the process's
 peak RSS. Targets: peak RSS for 2,000,000 rows under 600 MB, >= 50,000 rows/s into PostgreSQL.
 Anchor, measured beside each size on the same (possibly busy) machine: PostgreSQL's own COPY of

@@ -36,12 +36,12 @@ def main() -> None:
         args.source, "bench-quality-", BATCH_SIZE=str(args.batch_size), HOLDOUT_FRACTION="0.2"
     )
 
-    from readmission import steps, training, warehouse
+    from readmission import extracts, training, warehouse
     from readmission.config import get_settings
     from readmission.model import ReadmissionModel, labels
 
     settings = get_settings()
-    steps.ingest(settings)
+    extracts.ingest(settings)
     url = settings.warehouse_url
     holdout = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
     print(f"holdout: {len(holdout)} rows; training batches: {warehouse.training_batches(url)}")

@@ -215,10 +215,10 @@ def service(command: list[str], env: dict[str, str], ready_url: str, log: Path) 
 def promoted_version(settings: Any, shadow: bool) -> str:
     """Batch 1 of the source, trained, registered and promoted; with `shadow`, batch 2 too,
     its version promoted and version 1 put in shadow."""
-    from readmission import registry, steps, training
+    from readmission import extracts, registry, training
 
     batches = 2 if shadow else 1
-    steps.ingest(settings, max_batches=batches)
+    extracts.ingest(settings, max_batches=batches)
     trained = training.train_pending(settings, max_batches=batches)
     version = trained[-1].version
     registry.promote(settings, version)

@@ -147,31 +147,12 @@ def evaluate_and_promote() -> None:
                 "not promoted (auto_promote is off): readmission promote %s",
                 verdict.challenger_version,
             )
-        decision = verdict.decision
         approval = None
         if verdict.needs_person and auto_promote:
             subject, body = promotion.approval_request(settings, verdict)
             approval = {"subject": subject, "body": body}
-        return {
-            "challenger_version": verdict.challenger_version,
-            "champion_version": verdict.champion_version,
-            # Empty on a re-run after the promotion: nothing was scored again.
-            "challenger_roc_auc": verdict.challenger.get("roc_auc"),
-            "champion_roc_auc": verdict.champion["roc_auc"] if verdict.champion else None,
-            "delta_roc_auc": verdict.delta_roc_auc,
-            "delta_roc_auc_ci": list(verdict.delta_roc_auc_ci)
-            if verdict.delta_roc_auc_ci
-            else None,
-            "holdout_fingerprint": verdict.holdout_fingerprint,
-            "judged": verdict.judged,
-            "passed": verdict.passed,
-            "promoted": verdict.promoted,
-            "reason": verdict.reason,
-            "checks": {c.name: c.passed for c in verdict.checks},
-            "change_control": decision.as_dict() if decision else None,
-            # Set when a person must decide: what ask_a_person shows them.
-            "approval": approval,
-        }
+        # `approval` is set when a person must decide: what ask_a_person shows them.
+        return {**verdict.as_dict(), "approval": approval}
 
     @task.branch
     def person_needed(verdict: Any) -> list[str]:  # Any: the branch decorator types no XComArg

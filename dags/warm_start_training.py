@@ -71,15 +71,7 @@ def warm_start_training() -> None:
                 result.parent_version or "none",
                 result.holdout.get("roc_auc", float("nan")),
             )
-        return [
-            {
-                "batch_id": r.batch_id,
-                "version": r.version,
-                "parent_version": r.parent_version,
-                "holdout_roc_auc": r.holdout.get("roc_auc", float("nan")),
-            }
-            for r in results
-        ]
+        return [result.as_dict() for result in results]
 
     @task(outlets=[MODEL_VERSIONS])
     def announce_new_versions(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import secrets
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.bodies import Message, ModelHistory, ModelInfo, PromotionRow, VersionRow
 from api.deps import ServingState, served_model
 from api.model_store import ModelStore
-from readmission import history, registry_reader
+from readmission import history
 from readmission.config import Settings
 
 router = APIRouter(prefix="/model", tags=["model"])
@@ -85,50 +84,12 @@ def _history(settings: Settings) -> ModelHistory:
         model_name=found.model_name,
         production_version=found.production_version,
         compared_holdout_fingerprint=found.compared_holdout,
-        versions=[_version_row(v, found.compared_holdout) for v in found.versions],
-        promotions=[
-            PromotionRow(
-                time=p.time,
-                from_version=p.from_version,
-                to_version=p.to_version,
-                by=p.by,
-                reason=p.reason,
-                action=p.action,
-                delta_roc_auc=p.evidence.delta_roc_auc if p.evidence else None,
-                delta_roc_auc_ci=list(p.evidence.delta_roc_auc_ci) if p.evidence else None,
-                holdout_fingerprint=p.evidence.holdout_fingerprint if p.evidence else None,
-                plan_sha256=p.authority.plan_sha256,
-                rule=p.authority.rule,
-                comment=p.authority.comment,
-            )
-            for p in found.promotions
+        versions=[
+            VersionRow(**history.VersionRow.of(v, found.compared_holdout).as_dict())
+            for v in found.versions
         ],
+        promotions=[PromotionRow.model_validate(p.as_dict()) for p in found.promotions],
     )
-
-
-def _version_row(v: registry_reader.VersionSummary, compared_holdout: str | None) -> VersionRow:
-    low = _finite(v.metrics.get("holdout_roc_auc_ci_low"))
-    high = _finite(v.metrics.get("holdout_roc_auc_ci_high"))
-    return VersionRow(
-        version=v.version,
-        parent_version=v.parent_version or None,
-        batch_id=v.batch_id,
-        compared_roc_auc=v.roc_auc_on(compared_holdout),
-        holdout_roc_auc=_finite(v.metrics.get("holdout_roc_auc")),
-        holdout_fingerprint=v.tags.get("holdout_fingerprint"),
-        holdout_roc_auc_ci=[low, high] if low is not None and high is not None else None,
-        holdout_log_loss=_finite(v.metrics.get("holdout_log_loss")),
-        calibration_slope=_finite(v.metrics.get("holdout_calibration_slope")),
-        samples_seen=int(v.metrics["samples_seen"]) if "samples_seen" in v.metrics else None,
-        aliases=sorted(v.aliases),
-        stage=v.stage,
-        validation_status=v.tags.get("validation_status"),
-        rolled_back=v.tags.get(registry_reader.ROLLED_BACK_TAG),
-    )
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 @router.get(

@@ -20,7 +20,6 @@ from api.bodies import (
     BatchRequest,
     ExplainedPrediction,
     Message,
-    RiskBand,
     ValidationProblems,
 )
 from api.deps import parse_body, query_flag, served_model
@@ -28,6 +27,7 @@ from api.direct_route import DirectRoute
 from api.model_store import ServedModel
 from api.prediction_logging import ShadowScore
 from readmission.schema import Encounter, example_encounter
+from readmission.thresholds import risk_band
 
 router = APIRouter(tags=["predictions"], route_class=DirectRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -53,12 +53,6 @@ EXAMPLES = {
         },
     },
 }
-
-
-def risk_band(probability: float, threshold: float) -> RiskBand:
-    if probability >= threshold:
-        return "high"
-    return "medium" if probability >= threshold / 2 else "low"
 
 
 def _fields(model: ServedModel, encounter_id: int | None, probability: float) -> dict[str, Any]:

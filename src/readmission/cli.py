@@ -58,21 +58,21 @@ def ingest(
     source: Annotated[str | None, typer.Option(help="Overrides DATA_SOURCE.")] = None,
 ) -> None:
     """Store what an extract adds to the warehouse (any later extract, overlap or replay)."""
-    from readmission import steps, warehouse
+    from readmission import extracts, warehouse
     from readmission.config import get_settings
     from readmission.dataset import DatasetError
 
     try:
-        report = steps.ingest(get_settings(), max_batches=batches, source=source)
+        ingested = extracts.ingest(get_settings(), max_batches=batches, source=source)
     except (DatasetError, warehouse.ExtractRefused) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
-    for b in report.new_batches:
+    for b in ingested.report.new_batches:
         typer.echo(
             f"batch {b.batch_id} ({b.kind}): {b.rows} rows, {b.accepted} accepted, "
             f"{b.quarantined} quarantined"
         )
-    typer.echo(steps.describe(report))
+    typer.echo(ingested.describe())
 
 
 @app.command()
@@ -364,27 +364,22 @@ def init_warehouse() -> None:
     the API's login (readmission_api) may not change the schema. Every other command upgrades it
     on first use too. Safe to re-run: it applies what is missing and grants what is lacking.
     """
-    import sqlalchemy as sa
-
-    from readmission import migrations, warehouse
+    from readmission import database
     from readmission.config import get_settings
+    from readmission.tables import API_ROLE
 
-    url = get_settings().warehouse_url
-    warehouse.engine_for(url)
-    with warehouse.engine_for(url).connect() as conn:
-        revision = migrations.current(conn)
-    typer.echo(f"warehouse ready: {sa.make_url(url).render_as_string(hide_password=True)}")
-    typer.echo(f"schema revision {revision}")
-    granted = warehouse.api_privileges(url)
-    if granted is None:
-        if url.startswith("postgresql"):
+    ready = database.init_warehouse(get_settings().warehouse_url)
+    typer.echo(f"warehouse ready: {ready.address}")
+    typer.echo(f"schema revision {ready.revision}")
+    if ready.api_privileges is None:
+        if ready.postgresql:
             typer.echo(
-                f"no login {warehouse.API_ROLE} on this server: the API cannot log in with its own "
+                f"no login {API_ROLE} on this server: the API cannot log in with its own "
                 "(postgres_init creates it; docs/deployment.md, an existing volume)"
             )
         return
-    for table, privileges in granted.items():
-        typer.echo(f"{warehouse.API_ROLE} may {', '.join(privileges)} on {table}")
+    for table, privileges in ready.api_privileges.items():
+        typer.echo(f"{API_ROLE} may {', '.join(privileges)} on {table}")
 
 
 @app.command()
@@ -431,12 +426,11 @@ def status(
         labels = [*v["aliases"], *([v["stage"]] if v["stage"] not in (None, "None") else [])]
         if v["rolled_back"]:
             labels.append("rolled-back")
-        now = v["current_holdout_roc_auc"]
         typer.echo(
             f"  v{v['version']:<4} parent {v['parent_version'] or '-':<4} "
-            f"AUC now {'  -   ' if now is None else f'{now:.4f}'} "
-            f"at training {v['holdout_roc_auc']:.4f} ({v['holdout_fingerprint'] or '-'}) "
-            f"log-loss {v['holdout_log_loss']:.4f} {' '.join(labels)}".rstrip()
+            f"AUC now {_figure(v['current_holdout_roc_auc'])} "
+            f"at training {_figure(v['holdout_roc_auc'])} ({v['holdout_fingerprint'] or '-'}) "
+            f"log-loss {_figure(v['holdout_log_loss'])} {' '.join(labels)}".rstrip()
         )
     if report["promotions"]:
         last = report["promotions"][-1]
@@ -517,20 +511,16 @@ def tune(
     ] = 0.2,
 ) -> None:
     """Choose SGD hyperparameters on a validation slice of the training rows (MLflow-logged)."""
-    from readmission import holdout, steps, tuning, warehouse
+    from readmission import tuning
     from readmission.config import get_settings
     from readmission.dataset import DatasetError
-    from readmission.validation import validate
 
     settings = get_settings()
     try:
-        frame = validate(steps.acquire(settings, source))
+        train_rows = tuning.training_rows(settings, source)
     except DatasetError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
-    # The warehouse's holdout patients, pinned by its first ingest, or HOLDOUT_FRACTION's.
-    fraction = warehouse.holdout_fraction(settings.warehouse_url) or settings.holdout_fraction
-    train_rows, _ = holdout.split(frame.clean, fraction)
     typer.echo(f"tuning on {len(train_rows)} training rows (holdout excluded) ...")
     with _progress_bar("tuning") as progress:
         winner = tuning.tune(settings, train_rows, validation_fraction, progress=progress)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -153,6 +154,32 @@ def api_privileges(url: str) -> dict[str, list[str]] | None:
         for table, privilege in rows:
             found.setdefault(table, []).append(privilege)
         return found
+
+
+@dataclass(frozen=True)
+class WarehouseReady:
+    """A warehouse after `init_warehouse`: where (password hidden), at which schema revision,
+    and what the serving API's login may do there."""
+
+    address: str
+    postgresql: bool
+    revision: str | None
+    api_privileges: dict[str, list[str]] | None  # None: SQLite, or no API login on the server
+
+
+def init_warehouse(url: str) -> WarehouseReady:
+    """Create or upgrade the warehouse's schema (readmission.migrations) and read back its
+    revision and the API login's privileges: `readmission init-warehouse`, run as the owner
+    before the API starts (the API's login may not change the schema). Safe to re-run."""
+    engine = engine_for(url)  # upgrades on first use
+    with engine.connect() as conn:
+        revision = migrations.current(conn)
+    return WarehouseReady(
+        address=engine.url.render_as_string(hide_password=True),
+        postgresql=engine.dialect.name == "postgresql",
+        revision=revision,
+        api_privileges=api_privileges(url),
+    )
 
 
 def ensure_sqlite_directory(url: str) -> None:

@@ -88,7 +88,10 @@ class Authority:
 
 
 @dataclass(frozen=True)
-class Promotion:
+class ProductionChange:
+    """One row of the ledger: a change of the production version, whatever made it (a promotion,
+    a rollback, a withdrawal, a change noticed in the registry; `action` says which)."""
+
     id: int
     time: datetime
     model_name: str
@@ -147,7 +150,7 @@ def record(
     action: str,
     evidence: Evidence | None = None,
     authority: Authority = Authority(None),
-) -> Promotion:
+) -> ProductionChange:
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
     changed_at = datetime.now(UTC)
@@ -171,7 +174,7 @@ def record(
     )
     key = inserted.inserted_primary_key
     assert key is not None  # an INSERT of one row always has one
-    return Promotion(
+    return ProductionChange(
         int(key[0]),
         changed_at,
         model_name,
@@ -185,7 +188,7 @@ def record(
     )
 
 
-def latest(conn: Connection, model_name: str) -> Promotion | None:
+def latest(conn: Connection, model_name: str) -> ProductionChange | None:
     row = (
         conn.execute(_query(model_name).order_by(promotions.c.id.desc()).limit(1))
         .mappings()
@@ -194,7 +197,7 @@ def latest(conn: Connection, model_name: str) -> Promotion | None:
     return _entry(row) if row else None
 
 
-def rolled_back(conn: Connection, model_name: str, version: str) -> Promotion | None:
+def rolled_back(conn: Connection, model_name: str, version: str) -> ProductionChange | None:
     """The rollback that took `version` out of production, if one did: the gate's bar."""
     row = (
         conn.execute(
@@ -209,13 +212,13 @@ def rolled_back(conn: Connection, model_name: str, version: str) -> Promotion | 
     return _entry(row) if row else None
 
 
-def entries(url: str, model_name: str) -> list[Promotion]:
+def entries(url: str, model_name: str) -> list[ProductionChange]:
     """Every recorded change of `model_name`'s production version, oldest first."""
     with _engine(url).connect() as conn:
         return entries_of(conn, model_name)
 
 
-def entries_of(conn: Connection, model_name: str) -> list[Promotion]:
+def entries_of(conn: Connection, model_name: str) -> list[ProductionChange]:
     rows = conn.execute(_query(model_name).order_by(promotions.c.id)).mappings()
     return [_entry(row) for row in rows]
 
@@ -224,7 +227,7 @@ def _query(model_name: str) -> sa.Select:
     return sa.select(promotions).where(promotions.c.model_name == model_name)
 
 
-def _entry(row: Any) -> Promotion:
+def _entry(row: Any) -> ProductionChange:
     changed_at = row["changed_at"]
     if changed_at.tzinfo is None:  # SQLite keeps no time zone; every row is written in UTC
         changed_at = changed_at.replace(tzinfo=UTC)
@@ -235,7 +238,7 @@ def _entry(row: Any) -> Promotion:
             (row["delta_roc_auc_ci_low"], row["delta_roc_auc_ci_high"]),
             row["holdout_fingerprint"],
         )
-    return Promotion(
+    return ProductionChange(
         row["id"],
         changed_at,
         row["model_name"],

@@ -6,7 +6,6 @@ whom, and where it falls short. Written by the training step into the version's 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +15,7 @@ import mlflow
 from readmission import change_control, tripod_ai
 from readmission.config import Settings
 from readmission.evaluation import BOOTSTRAP_SEED, HoldoutEvaluation
+from readmission.json_numbers import finite
 from readmission.warehouse import Batch
 
 JSON_PATH = "model_card.json"
@@ -142,7 +142,7 @@ def build(
     card["limitations"] = limitations(settings, card)
     card["change_control"] = change_control.card_section(plan, decisions)
     card["reporting"] = tripod_ai.section()
-    return _finite(card)
+    return finite(card)
 
 
 def limitations(settings: Settings, card: dict[str, Any]) -> list[str]:
@@ -165,17 +165,6 @@ def limitations(settings: Settings, card: dict[str, Any]) -> list[str]:
                 f"{', '.join(small)}: the model is unchecked there."
             )
     return found
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities become null: JSON has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def markdown(card: dict[str, Any]) -> str:

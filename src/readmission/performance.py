@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +34,7 @@ from readmission import prediction_log, registry, registry_reader
 from readmission.calibration import calibration_intercept, calibration_slope
 from readmission.config import Settings
 from readmission.database import engine_for, transaction
+from readmission.json_numbers import finite
 from readmission.schema import POSITIVE_LABEL
 from readmission.tables import (
     batches,
@@ -95,7 +95,7 @@ def realized_metrics(
         "ppv": true_positive / float(np.sum(w * flagged)) if flagged.any() else None,
         "sensitivity": true_positive / float(np.sum(w * y)) if np.sum(w * y) else None,
     }
-    return {k: _finite(v) for k, v in found.items()}
+    return {k: finite(v) for k, v in found.items()}
 
 
 def calibration(y: np.ndarray, probability: np.ndarray) -> tuple[float, float]:
@@ -453,17 +453,13 @@ def _run_for(client: MlflowClient, settings: Settings, experiment: str, version:
 
 def _holdout_aucs(settings: Settings) -> dict[str, float | None]:
     return {
-        str(v.version): _finite(v.metrics.get("holdout_roc_auc"))
+        str(v.version): finite(v.metrics.get("holdout_roc_auc"))
         for v in registry_reader.version_summaries(settings)
     }
 
 
 def _order(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (10**9, version)
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _difference(a: float | None, b: float | None) -> float | None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 import sqlalchemy as sa
@@ -30,6 +30,9 @@ from sqlalchemy.engine import Dialect
 from readmission.database import engine_for, transaction
 from readmission.schema import TARGET
 from readmission.tables import clean_encounters, prediction_log
+
+if TYPE_CHECKING:  # thresholds imports scikit-learn, which the log's writer never needs
+    from readmission.thresholds import RiskBand
 
 log = logging.getLogger(__name__)
 BATCH_ROWS = 2000  # rows per write: few transactions at full load, still cheap to retry
@@ -50,7 +53,7 @@ class LoggedPrediction(NamedTuple):
     probability: float
     threshold: float
     predicted_label: bool
-    risk_band: str
+    risk_band: RiskBand
     scored_at: datetime
     # The shadow scored on the same request (None: none); a spill line of the previous release
     # has none of these fields.

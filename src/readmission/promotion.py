@@ -167,6 +167,25 @@ class Verdict:
         """The plan reserves this promotion for a person's decision."""
         return self.decision is not None and self.decision.outcome is Outcome.PERSON
 
+    def as_dict(self) -> dict[str, Any]:
+        """The verdict as DAG 03 returns it (its XCom): numbers and names, JSON-ready."""
+        return {
+            "challenger_version": self.challenger_version,
+            "champion_version": self.champion_version,
+            # Empty on a re-run after the promotion: nothing was scored again.
+            "challenger_roc_auc": self.challenger.get("roc_auc"),
+            "champion_roc_auc": self.champion["roc_auc"] if self.champion else None,
+            "delta_roc_auc": self.delta_roc_auc,
+            "delta_roc_auc_ci": list(self.delta_roc_auc_ci) if self.delta_roc_auc_ci else None,
+            "holdout_fingerprint": self.holdout_fingerprint,
+            "judged": self.judged,
+            "passed": self.passed,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "checks": {c.name: c.passed for c in self.checks},
+            "change_control": self.decision.as_dict() if self.decision else None,
+        }
+
 
 def evaluate_and_promote(
     settings: Settings,
@@ -382,7 +401,7 @@ def decide(
     comment: str,
     at: str,
     shown_champion: str | None,
-) -> ledger.Promotion | None:
+) -> ledger.ProductionChange | None:
     """Record a person's decision on a version the plan reserved for them: approved, it goes to
     production (a ledger row by them, with their comment); rejected, the gate never promotes it.
     `at`: when they decided (ISO time), so a retry records the same decision, not a new one.
@@ -657,7 +676,7 @@ def change_production(
     action: str = ledger.MANUAL,
     evidence: ledger.Evidence | None = None,
     authority: ledger.Authority | None = None,
-) -> ledger.Promotion | None:
+) -> ledger.ProductionChange | None:
     """Make `version` production and record the change; None if it already is. `authority`:
     the plan and rule (or comment) the change was made under; default, the plan in force."""
     version = str(version)
@@ -672,7 +691,7 @@ def change_production(
 
 def rollback(
     settings: Settings, by: str, reason: str | None = None, to: str | None = None
-) -> ledger.Promotion:
+) -> ledger.ProductionChange:
     """Take the production version out (marked: the gate never promotes it again) and return
     to `to`, or to the last version production had before it that was not rolled back itself."""
     with ledger.locked(settings.warehouse_url) as conn:
@@ -736,7 +755,7 @@ def _move(
     action: str,
     evidence: ledger.Evidence | None = None,
     authority: ledger.Authority | None = None,
-) -> ledger.Promotion:
+) -> ledger.ProductionChange:
     """Move production from `current` to `target` and add the ledger row (caller holds the
     lock). The intent goes onto `target` first, so a kill between the alias and the row is
     recorded as this change by the next holder of the lock (see `_notice`)."""
@@ -769,7 +788,7 @@ def _move(
     return entry
 
 
-def _mark_rolled_back(settings: Settings, version: str, entry: ledger.Promotion) -> None:
+def _mark_rolled_back(settings: Settings, version: str, entry: ledger.ProductionChange) -> None:
     """The mark people see in the registry; the gate's bar is the ledger row itself."""
     registry.connect(settings).set_model_version_tag(
         settings.model_name,
@@ -780,7 +799,7 @@ def _mark_rolled_back(settings: Settings, version: str, entry: ledger.Promotion)
     )
 
 
-def notice_outside_changes(settings: Settings, noticed_by: str) -> ledger.Promotion | None:
+def notice_outside_changes(settings: Settings, noticed_by: str) -> ledger.ProductionChange | None:
     """Record a production change made outside the platform (or one whose recording a kill cut
     short); None when there is none."""
     with ledger.locked(settings.warehouse_url) as conn:
@@ -790,7 +809,7 @@ def notice_outside_changes(settings: Settings, noticed_by: str) -> ledger.Promot
 
 def _notice(
     conn: Connection, settings: Settings, noticed_by: str
-) -> tuple[str | None, ledger.Promotion | None]:
+) -> tuple[str | None, ledger.ProductionChange | None]:
     """The production version now, and the entry recording it if the ledger did not know it."""
     production = registry.production_version(settings)
     # str: the SQLite store returns versions as int, the REST API as str

@@ -13,6 +13,9 @@ import numpy as np
 from sklearn import metrics
 
 Policy = Literal["f1", "top_k"]
+RiskBand = Literal["low", "medium", "high"]
+# How the bands follow from a version's threshold, in words: the API's schema and the UI show it.
+RISK_BAND_RULE = "high: p >= threshold; medium: p >= threshold / 2; low: below."
 
 
 @dataclass(frozen=True)
@@ -59,3 +62,11 @@ def choose(
     if policy == "f1":
         return Threshold(best_f1_threshold(y, probability), policy, None, chosen_on, len(y))
     raise ValueError(f"THRESHOLD_POLICY must be 'f1' or 'top_k', got {policy!r}")
+
+
+def risk_band(probability: float, threshold: float) -> RiskBand:
+    """The band a care team reads beside the decision: high at the threshold (the patients
+    flagged), medium from half of it (worth a second look), low below."""
+    if probability >= threshold:
+        return "high"
+    return "medium" if probability >= threshold / 2 else "low"

@@ -34,6 +34,15 @@ class TrainResult:
     holdout: dict[str, float]
     recovered: bool = False  # registered by an earlier step that died before its bookkeeping
 
+    def as_dict(self) -> dict[str, Any]:
+        """The result as DAG 02 returns it (its XCom): ids and the holdout AUC, never rows."""
+        return {
+            "batch_id": self.batch_id,
+            "version": self.version,
+            "parent_version": self.parent_version,
+            "holdout_roc_auc": self.holdout.get("roc_auc", float("nan")),
+        }
+
 
 class LineageError(RuntimeError):
     """The warehouse and the registry disagree about the lineage; the message says what to do."""

@@ -21,9 +21,10 @@ import mlflow
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
-from readmission import registry
+from readmission import extracts, holdout, inventory, registry
 from readmission.config import Settings
 from readmission.model import ModelParams, ReadmissionModel, labels
+from readmission.validation import validate
 
 log = logging.getLogger(__name__)
 GRID: dict[str, tuple] = {
@@ -42,6 +43,16 @@ class Candidate:
     @property
     def stable(self) -> bool:
         return all(b >= a - 0.005 for a, b in itertools.pairwise(self.aucs))
+
+
+def training_rows(settings: Settings, source: str | None = None) -> pd.DataFrame:
+    """The clean rows of DATA_SOURCE (or `source`) outside the holdout: the warehouse's holdout
+    patients, pinned by its first ingest, or HOLDOUT_FRACTION's before any. Raises
+    dataset.DatasetError naming the source when it cannot be read."""
+    frame = validate(extracts.acquire(settings, source))
+    fraction = inventory.holdout_fraction(settings.warehouse_url) or settings.holdout_fraction
+    rows, _ = holdout.split(frame.clean, fraction)
+    return rows
 
 
 def split(

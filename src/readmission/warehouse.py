@@ -122,9 +122,6 @@ class IngestReport:
     deferred: int
     corrections: int  # rows whose content differs from the stored encounter's, recorded
     new_batches: list[Batch] = field(default_factory=list)  # holdout additions: batch 0
-    # Logged predictions that received their outcome after this ingest. The prediction log's
-    # join runs after the ingest's transaction (readmission.steps.ingest): 0 from `ingest` here.
-    outcomes_joined: int = 0
     normalized: dict[str, int] = field(default_factory=dict)  # blank lab cells read as "None"
     quarantine_share: float = 0.0  # of rows_in, failing validation (stored before or not)
     problems: dict[str, int] = field(default_factory=dict)  # rows breaking each rule
@@ -142,11 +139,9 @@ class IngestReport:
     @property
     def changed(self) -> bool:
         """Whether the ingest changed what the warehouse holds: rows stored (in the holdout, a
-        training batch or the quarantine), corrections recorded or outcomes joined to the
-        prediction log. False for a replay: what follows an ingest need not run again."""
-        return bool(
-            self.new_batches or self.quarantined or self.corrections or self.outcomes_joined
-        )
+        training batch or the quarantine) or corrections recorded. False for a replay; the
+        outcomes it joins to the prediction log are counted by readmission.extracts.ingest."""
+        return bool(self.new_batches or self.quarantined or self.corrections)
 
     @property
     def quarantined_total(self) -> int:
@@ -232,7 +227,7 @@ def ingest(
     of rows failing validation exceeds `max_quarantine_share` is refused (ExtractRefused): only
     the record of its refusal is stored, so its corrected file arrives as new. The defaults (no
     minimum, no refusal) are for direct callers; the platform passes its settings
-    (readmission.steps.ingest).
+    (readmission.extracts.ingest).
     """
     with transaction(url) as conn:
         # The share of failing rows is known once the last chunk is read, after the others were

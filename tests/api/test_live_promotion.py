@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import ledger, promotion, registry, steps, training, warehouse
+from readmission import extracts, ledger, promotion, registry, training, warehouse
 from readmission.config import Settings
 from readmission.dataset import synthetic_sample
 from readmission.schema import POSITIVE_LABEL, TARGET
@@ -120,7 +120,7 @@ def serve_with_shadow(
         )
     outcomes = tmp / "outcomes.csv"
     arriving.to_csv(outcomes, index=False)
-    steps.ingest(settings, source=str(outcomes))  # the outcomes arrive after the scoring
+    extracts.ingest(settings, source=str(outcomes))  # the outcomes arrive after the scoring
     return Served(settings, answers)
 
 

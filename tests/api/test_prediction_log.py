@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
-from readmission import performance, registry, registry_reader, steps
+from readmission import extracts, performance, registry, registry_reader
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL, TARGET
 from readmission.validation import validate
@@ -83,7 +83,7 @@ def test_every_answer_is_logged_across_a_restart_and_realized_auc_is_scikit_lear
             lambda: metric(api, "readmission_prediction_log_written_total") == len(requests) - 100,
             "the batches to be written",
         )
-        steps.ingest(settings, source=str(sample_csv))  # the outcomes arrive
+        extracts.ingest(settings, source=str(sample_csv))  # the outcomes arrive
         report = performance.compute(settings)
         exported = api.wait_until(
             lambda: (

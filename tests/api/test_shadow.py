@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import ledger, promotion, registry, registry_reader, steps
+from readmission import extracts, ledger, promotion, registry, registry_reader
 from readmission.config import Settings
 from readmission.schema import POSITIVE_LABEL
 from readmission.validation import validate
@@ -96,7 +96,7 @@ def shadowed(
             lambda: metric(api, "readmission_prediction_log_written_total") == 300 + 1,
             "every score to be written",
         )
-    steps.ingest(settings, source=str(sample_csv))  # the outcomes arrive
+    extracts.ingest(settings, source=str(sample_csv))  # the outcomes arrive
     served = validate(chosen).clean
     served = served[served["encounter_id"].isin([a["encounter_id"] for a in answers])]
     return Shadowed(settings, served, answers, after_clear)

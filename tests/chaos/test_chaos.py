@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 
 from readmission import (
+    extracts,
     ledger,
     model_card,
     promotion,
     registry,
     registry_reader,
-    steps,
     training,
     warehouse,
 )
@@ -181,7 +181,7 @@ def test_evaluate_and_promote_killed_at_any_step_converges_on_the_rerun(
     leaves registry and ledger agreeing, each promotion recorded once, as the gate's, with its
     evidence. (Set-up steps run in this process; the killed runs and re-runs are processes.)"""
     settings = _lenient_gate(configure)
-    steps.ingest(settings, source=str(extract(0, 1200)))  # four training batches
+    extracts.ingest(settings, source=str(extract(0, 1200)))  # four training batches
     training.train_pending(settings, 1)
     promotion.evaluate_and_promote(settings, auto_promote=True, by="chaos set-up")
     for point in ("promote-after-verdict", "promote-after-alias", "promote-before-ledger"):
@@ -210,7 +210,7 @@ def test_a_rollback_killed_at_any_step_is_finished_by_its_rerun_and_never_undone
     extract: Callable[..., Path],
 ) -> None:
     settings = _lenient_gate(configure)
-    steps.ingest(settings, source=str(extract(0, 1200)))
+    extracts.ingest(settings, source=str(extract(0, 1200)))
     training.train_pending(settings)  # versions 1-4, the head 4
     for version in ("1", "2", "3", "4"):
         promotion.change_production(settings, version, "chaos set-up", "by hand")

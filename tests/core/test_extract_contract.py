@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import holdout, steps, warehouse
+from readmission import extracts, holdout, warehouse
 from readmission.config import Settings
 from readmission.dataset import load, synthetic_sample
 from readmission.validation import parse_ids, validate
@@ -109,7 +109,10 @@ def test_a_pandas_rewritten_extract_reads_blank_lab_results_as_none_and_counts_t
     bad = int((tail["gender"] == "Unknown/Invalid").sum())
     assert report.quarantined == {warehouse.INVALID_VALUES: bad}
     assert report.accepted == 500 - bad and report.corrections == 0
-    assert "blank lab results read as 'None': " in steps.describe(report)
+    assert (
+        "blank lab results read as 'None': "
+        in extracts.Ingested(report, outcomes_joined=0).describe()
+    )
     with warehouse.engine_for(url).connect() as conn:
         stored = conn.execute(
             sa.select(warehouse.ingests.c.normalized, warehouse.ingests.c.report).order_by(
@@ -226,8 +229,14 @@ def test_a_small_remainder_waits_stored_and_joins_the_next_extract_into_the_same
     in_batches = sum(b.rows for b in first.new_batches)
     assert warehouse.row_counts(first_url)["raw_encounters"] == in_batches + first.waiting
     assert first.rows_in == first.accepted + first.quarantined_total + first.deferred
-    assert f"{first.deferred} deferred to a later ingest" in steps.describe(first)
-    assert f"{first.waiting} stored rows wait for the next extract" in steps.describe(first)
+    assert (
+        f"{first.deferred} deferred to a later ingest"
+        in extracts.Ingested(first, outcomes_joined=0).describe()
+    )
+    assert (
+        f"{first.waiting} stored rows wait for the next extract"
+        in extracts.Ingested(first, outcomes_joined=0).describe()
+    )
     assert warehouse.untrained_batches(first_url, "any") == [1, 2]
     # The waiting rows are stored: a replay of the first extract finds them present.
     replay = warehouse.ingest(first_url, frame.iloc[:1300], 500, 0.2, min_batch_rows=300)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from readmission import performance, registry, steps
+from readmission import performance, registry
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.schema import POSITIVE_LABEL, TARGET
@@ -68,14 +68,14 @@ def test_outcomes_arriving_in_two_extracts_update_the_realized_figures_and_check
     for number, extract in enumerate(extracts):
         paths.append(tmp_path / f"extract-{number}.csv")
         extract.to_csv(paths[-1], index=False)
-    steps.ingest(platform, source=str(paths[0]))
+    extracts.ingest(platform, source=str(paths[0]))
     scored = ordered.iloc[1000:1800]
     probability = log_predictions(platform, scored, "1", seed=1)
 
     waiting = performance.compute(platform)
-    steps.ingest(platform, source=str(paths[1]))
+    extracts.ingest(platform, source=str(paths[1]))
     half = performance.compute(platform)
-    steps.ingest(platform, source=str(paths[2]))
+    extracts.ingest(platform, source=str(paths[2]))
     full = performance.compute(platform)
 
     (pending,) = waiting["versions"]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from readmission import performance, steps, training, warehouse
+from readmission import extracts, performance, training, warehouse
 from readmission.config import Settings
 from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.schema import POSITIVE_LABEL, TARGET
@@ -47,7 +47,7 @@ def test_outcomes_known_at_scoring_or_trained_on_are_left_out_and_counted(
     path = tmp_path / "extract.csv"
     extract.to_csv(path, index=False)
     unseen = log_now(platform, extract, "1")  # scored before the extract arrives
-    steps.ingest(platform, source=str(path))
+    extracts.ingest(platform, source=str(path))
     (trained,) = training.train_pending(platform, max_batches=1)  # the lineage learns batch 1
     trained_ids = set(warehouse.clean_rows(platform.warehouse_url, 1)["encounter_id"].astype(int))
     rescored = extract.iloc[:300]
