@@ -232,9 +232,10 @@ def logged_predictions(settings: Any) -> dict[str, int]:
     APIs stopped)."""
     import sqlalchemy as sa
 
-    from readmission.warehouse import engine_for, prediction_log
+    from readmission.database import engine_for
+    from readmission.tables import prediction_log_table
 
-    query = sa.select(sa.func.count(), sa.func.count(prediction_log.c.shadow_version))
+    query = sa.select(sa.func.count(), sa.func.count(prediction_log_table.c.shadow_version))
     with engine_for(settings.warehouse_url).connect() as conn:
         rows, shadowed = conn.execute(query).one()
     return {"production": rows, "shadow": shadowed}

@@ -42,7 +42,7 @@ STAGES = {
     "scoring (logit, production and shadow)": "readmission/scoring.py:logit",
     "metrics of the prediction": "api/metrics.py:record",
     "drift window": "api/drift.py:observe",
-    "prediction log (enqueue)": "api/prediction_logging.py:record",
+    "prediction log (enqueue)": "api/prediction_recorder.py:record",
     "answer as JSON": "to_json",
 }
 
@@ -113,7 +113,7 @@ def main() -> None:
 
     settings = get_settings()
     version = promoted_version(settings, shadow=True)
-    serving = app.state.serving
+    state = app.state.app_state
     holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
     encounters = [
         {k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}
@@ -126,7 +126,7 @@ def main() -> None:
 
     async def measure() -> dict[str, float]:
         async with app.router.lifespan_context(app):
-            while serving.store.current is None or serving.store.shadow is None:
+            while state.store.current is None or state.store.shadow is None:
                 await asyncio.sleep(0.1)  # the watcher loads production and shadow
             await per_request_us(app, predict, 2000)  # warm-up
             timings = {

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.bodies import Message, ModelHistory, ModelInfo, PromotionRow, VersionRow
-from api.deps import ServingState, served_model
+from api.deps import AppStateDep, require_model
 from api.model_store import ModelStore
 from readmission import history
 from readmission.config import Settings
@@ -29,7 +29,7 @@ NO_MODEL: dict[int | str, dict[str, Any]] = {
     responses=NO_MODEL,
     summary="The served model version, its metrics and the registry watcher's state",
 )
-async def model_info(state: ServingState) -> ModelInfo | JSONResponse:
+async def model_info(state: AppStateDep) -> ModelInfo | JSONResponse:
     """The served version (alias, stage, run, its metrics, load time) and the registry
     watcher's state (reachable, failed loads, last error); 503 with the same body and what to
     do while no version is served."""
@@ -67,7 +67,7 @@ def _model_info(store: ModelStore) -> ModelInfo:
         503: {"model": Message, "description": "The registry or the warehouse is unreachable."}
     },
 )
-async def model_history(state: ServingState) -> ModelHistory:
+async def model_history(state: AppStateDep) -> ModelHistory:
     """Versions oldest first (holdout metrics, aliases, stage, verdict) and the promotion
     ledger: who put which version into production, when and why."""
     try:
@@ -103,7 +103,7 @@ def _history(settings: Settings) -> ModelHistory:
 async def model_card(request: Request) -> dict[str, Any]:
     """The `model_card.json` of the served version's training run: intended use, data,
     holdout metrics with 95% intervals, calibration, subgroup tables, threshold, limitations."""
-    _, model = served_model(request)
+    _, model = require_model(request)
     if model.card is None:
         raise HTTPException(
             404,
@@ -123,7 +123,7 @@ async def model_card(request: Request) -> dict[str, Any]:
     },
 )
 async def reload_model(
-    state: ServingState,
+    state: AppStateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ModelInfo:
     """Check the registry now instead of at the next poll, and load the production version if

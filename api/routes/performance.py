@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, HTTPException
 
 from api.bodies import Message, PerformanceReport
-from api.deps import ServingState
+from api.deps import AppStateDep
 from readmission import performance
 
 router = APIRouter(tags=["model"])
@@ -22,7 +22,7 @@ router = APIRouter(tags=["model"])
         503: {"model": Message, "description": "The warehouse is unreachable."},
     },
 )
-async def realized_performance(state: ServingState) -> PerformanceReport:
+async def realized_performance(state: AppStateDep) -> PerformanceReport:
     """Realized metrics per served version and calendar week on the scored encounters whose
     outcome has arrived, and an estimate for those still pending. Computed after each ingest
     (and by `readmission performance`), not on request."""

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
 from api.bodies import Message
-from api.deps import ServingState
+from api.deps import AppStateDep
 from api.promotion_listener import RegistryChanges
 from readmission import webhooks
 
@@ -47,7 +47,7 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     responses=REFUSALS,
     summary="MLflow registry webhook: alias changes reach every replica at once",
 )
-async def mlflow_webhook(request: Request, state: ServingState) -> WebhookReceipt:
+async def mlflow_webhook(request: Request, state: AppStateDep) -> WebhookReceipt:
     """Receives the events `model_version_alias.created` / `.deleted` that `readmission
     webhook ensure` subscribes to. A delivery must carry MLflow's signature headers; each is
     acted on once."""

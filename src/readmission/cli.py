@@ -262,7 +262,7 @@ def evaluate(
         decision = verdict.decision
         typer.echo(
             f"change control plan {decision.plan_sha256[: change_control.SHORT_HASH]}, rule "
-            f"{decision.rule_id or '(none)'}: {decision.outcome.value}: {decision.reason}"
+            f"{decision.rule_id or '(none)'}: {decision.ruling.value}: {decision.reason}"
         )
     if verdict.needs_person and (settings.auto_promote if auto_promote is None else auto_promote):
         typer.secho(
@@ -468,7 +468,7 @@ def realized_performance(
         typer.echo(json.dumps(report, indent=2))
         return
     for action in actions:
-        done = "made" if action.made else f"NOT made ({action.decision.outcome.value})"
+        done = "made" if action.made else f"NOT made ({action.decision.ruling.value})"
         typer.echo(
             f"{action.kind.value} v{action.from_version} -> v{action.to_version or '?'}: {done}; "
             f"{action.evidence}; plan: {action.decision.reason}"

@@ -27,7 +27,7 @@ from typing import Any
 from mlflow.entities.model_registry import ModelVersion
 
 from readmission import change_control, ledger, promotion, registry, registry_reader
-from readmission.change_control import ChangeFacts, ChangeKind, Decision, Outcome
+from readmission.change_control import ChangeFacts, ChangeKind, Decision, Ruling
 from readmission.config import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class LiveAction:
             "from_version": self.from_version,
             "to_version": self.to_version,
             "evidence": self.evidence,
-            "outcome": self.decision.outcome.value,
+            "outcome": self.decision.ruling.value,
             "rule": self.decision.rule_id,
             "decision_reason": self.decision.reason,
             "made": self.made,
@@ -134,7 +134,7 @@ def _rollback(settings: Settings, current: str, worse: str, by: str) -> LiveActi
             checks={LIVE_EVIDENCE: True},
         ),
     )
-    if decision.outcome is not Outcome.AUTOMATIC:
+    if decision.ruling is not Ruling.AUTOMATIC:
         log.warning("live evidence against v%s: %s; %s", current, worse, decision.reason)
         return LiveAction(ChangeKind.LIVE_ROLLBACK, current, None, worse, decision, False)
     try:
@@ -188,7 +188,7 @@ def _promote(
             },
         ),
     )
-    if decision.outcome is not Outcome.AUTOMATIC:
+    if decision.ruling is not Ruling.AUTOMATIC:
         log.warning("live evidence for v%s: %s; %s", candidate, evidence, decision.reason)
         return LiveAction(ChangeKind.LIVE_PROMOTION, current, candidate, evidence, decision, False)
     promotion.change_production(

@@ -42,7 +42,7 @@ from readmission.tables import (
     performance_reports,
     trainings,
 )
-from readmission.tables import prediction_log as log_table
+from readmission.tables import prediction_log_table as log_table
 from readmission.uncertainty import cluster_bootstrap_auc, paired_bootstrap_auc_difference
 
 log = logging.getLogger(__name__)

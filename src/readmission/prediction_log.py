@@ -29,7 +29,7 @@ from sqlalchemy.engine import Dialect
 
 from readmission.database import engine_for, transaction
 from readmission.schema import TARGET
-from readmission.tables import clean_encounters, prediction_log
+from readmission.tables import clean_encounters, prediction_log_table
 
 if TYPE_CHECKING:  # thresholds imports scikit-learn, which the log's writer never needs
     from readmission.thresholds import RiskBand
@@ -79,20 +79,20 @@ def write(url: str, records: list[LoggedPrediction]) -> None:
             driver = conn.connection.driver_connection  # psycopg's, in this transaction
             assert driver is not None  # an open transaction holds a live connection
             cursor = driver.cursor()
-            with cursor.copy(f"COPY {prediction_log.name} ({columns}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY {prediction_log_table.name} ({columns}) FROM STDIN") as copy:
                 for record in records:
                     copy.write_row(record)
             return
         marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(COLUMNS))
         stamp = _timestamp_converter(engine.dialect)
         conn.exec_driver_sql(
-            f"INSERT INTO {prediction_log.name} ({columns}) VALUES ({marks})",
+            f"INSERT INTO {prediction_log_table.name} ({columns}) VALUES ({marks})",
             [r._replace(scored_at=stamp(r.scored_at)) for r in records],
         )
 
 
 def _timestamp_converter(dialect: Dialect) -> Callable[[datetime], Any]:
-    convert = prediction_log.c.scored_at.type.bind_processor(dialect)
+    convert = prediction_log_table.c.scored_at.type.bind_processor(dialect)
     return convert if convert is not None else (lambda value: value)
 
 
@@ -387,14 +387,16 @@ def join_outcomes(url: str) -> int:
     clean row for; return how many predictions got one. Idempotent."""
     outcome = (
         sa.select(clean_encounters.c[TARGET])
-        .where(clean_encounters.c.encounter_id == prediction_log.c.encounter_id)
+        .where(clean_encounters.c.encounter_id == prediction_log_table.c.encounter_id)
         .scalar_subquery()
     )
-    known = sa.exists().where(clean_encounters.c.encounter_id == prediction_log.c.encounter_id)
+    known = sa.exists().where(
+        clean_encounters.c.encounter_id == prediction_log_table.c.encounter_id
+    )
     with transaction(url) as conn:
         done = conn.execute(
-            prediction_log.update()
-            .where(prediction_log.c.outcome.is_(None), known)
+            prediction_log_table.update()
+            .where(prediction_log_table.c.outcome.is_(None), known)
             .values(outcome=outcome, labelled_at=datetime.now(UTC))
         )
     return done.rowcount

@@ -44,7 +44,7 @@ from readmission import (
     registry_reader,
     warehouse,
 )
-from readmission.change_control import ChangeFacts, ChangeKind, Decision, Outcome
+from readmission.change_control import ChangeFacts, ChangeKind, Decision, Ruling
 from readmission.config import Settings
 from readmission.holdout import fingerprint
 from readmission.model import ModelParams, labels
@@ -55,7 +55,7 @@ OUTSIDE = "outside the platform (MLflow UI or API)"
 INTENT_TAG = "production_change"  # on the version going in, written before the alias moves
 PolicyName = Literal["superior", "non_inferior"]
 HYPERPARAMETERS = tuple(ModelParams.__dataclass_fields__)
-# The plan's decision on the version's promotion (Outcome), its rule, reason and plan hash.
+# The plan's decision on the version's promotion (Ruling), its rule, reason and plan hash.
 CHANGE_CONTROL_TAG = "change_control"
 # A person's decision on a version the plan reserved for them: approved or rejected, by whom,
 # when, with which comment. A rejected version is never promoted by the gate again.
@@ -165,7 +165,7 @@ class Verdict:
     @property
     def needs_person(self) -> bool:
         """The plan reserves this promotion for a person's decision."""
-        return self.decision is not None and self.decision.outcome is Outcome.PERSON
+        return self.decision is not None and self.decision.ruling is Ruling.PERSON
 
     def as_dict(self) -> dict[str, Any]:
         """The verdict as DAG 03 returns it (its XCom): numbers and names, JSON-ready."""
@@ -290,7 +290,7 @@ def evaluate_and_promote(
         plan, _promotion_facts(settings, challenger, champion, checks, ours)
     )
     # Both must allow it: the gate's checks (the settings' policy) and the plan.
-    promoted = passed and auto_promote and decision.outcome is Outcome.AUTOMATIC
+    promoted = passed and auto_promote and decision.ruling is Ruling.AUTOMATIC
     evidence = (
         ledger.Evidence(
             comparison.difference.delta,
@@ -333,7 +333,7 @@ def evaluate_and_promote(
     elif passed:  # kept out of production by the policy: served in shadow, to gather live evidence
         registry.set_shadow(settings, version)
     log.info("challenger v%s: %s (%s)", version, "passed" if passed else "rejected", reason)
-    log.info("change control plan %s: %s: %s", plan.short_hash, decision.outcome, decision.reason)
+    log.info("change control plan %s: %s: %s", plan.short_hash, decision.ruling, decision.reason)
     return Verdict(
         version,
         champion_version,
@@ -616,7 +616,7 @@ def _record_verdict(
         "validation_holdout_rows": str(holdout_rows),
         "validation_holdout_fingerprint": holdout_print,
         "promoted_by": "auto" if promoted else "manual",
-        CHANGE_CONTROL_TAG: decision.outcome.value,
+        CHANGE_CONTROL_TAG: decision.ruling.value,
         f"{CHANGE_CONTROL_TAG}_rule": decision.rule_id or "none",
         f"{CHANGE_CONTROL_TAG}_reason": decision.reason,
         f"{CHANGE_CONTROL_TAG}_plan": decision.plan_sha256,

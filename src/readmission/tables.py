@@ -132,7 +132,7 @@ settings_table = sa.Table(
 
 # Every prediction the API served (readmission.prediction_log); `outcome` is the encounter's
 # `readmitted` value, copied in once an ingested extract carries it.
-prediction_log = sa.Table(
+prediction_log_table = sa.Table(
     "prediction_log",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),

@@ -96,7 +96,7 @@ def _train_batch(
     batch = next((b for b in warehouse.batch_list(url) if b.batch_id == batch_id), None)
     if batch is None or batch.kind != "train":
         raise ValueError(f"batch {batch_id} is not an ingested training batch")
-    warehouse_id = warehouse.identity(url)
+    warehouse_id = warehouse.warehouse_id(url)
     head = warehouse.lineage_head(url, settings.model_name)
     parent = _parent_version(settings, head, warehouse_id)
     parent_tag = parent.version if parent else ""

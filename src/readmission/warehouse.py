@@ -90,7 +90,7 @@ from readmission.tables import (
     trainings,
 )
 from readmission.tables import (
-    prediction_log as prediction_log,
+    prediction_log_table as prediction_log_table,
 )
 from readmission.validation import ID_RULE, Validated, normalize, parse_ids, validate
 
@@ -152,7 +152,7 @@ class IngestReport:
         return [b.batch_id for b in self.new_batches if b.kind == "train"]
 
 
-def identity(url: str) -> str:
+def warehouse_id(url: str) -> str:
     """This warehouse's id, created once: model versions carry it, so a version registered
     from another warehouse (or by hand) is never taken for one of this lineage's."""
     with transaction(url) as conn:

@@ -20,9 +20,10 @@ from sklearn.metrics import roc_auc_score
 
 from readmission import extracts, performance, registry, registry_reader
 from readmission.config import Settings
+from readmission.database import engine_for
 from readmission.schema import POSITIVE_LABEL, TARGET
+from readmission.tables import prediction_log_table
 from readmission.validation import validate
-from readmission.warehouse import engine_for, prediction_log
 from tests.api.serving import Api, running_api
 from tests.conftest import copy_lineage
 from tests.services import free_port, stop
@@ -44,9 +45,11 @@ def metric(api: Api, name: str) -> float:
 
 
 def logged(settings: Settings) -> pd.DataFrame:
-    query = sa.select(prediction_log).where(prediction_log.c.model_name == settings.model_name)
+    query = sa.select(prediction_log_table).where(
+        prediction_log_table.c.model_name == settings.model_name
+    )
     with engine_for(settings.warehouse_url).connect() as conn:
-        return pd.read_sql(query.order_by(prediction_log.c.id), conn)
+        return pd.read_sql(query.order_by(prediction_log_table.c.id), conn)
 
 
 def serving_settings(trained_lineage: Settings, database_url: str) -> Settings:

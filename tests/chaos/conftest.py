@@ -118,7 +118,7 @@ def assert_consistent(settings: Settings, sources: list[pd.DataFrame]) -> None:
     versions = [
         v
         for v in registry_reader.version_summaries(settings)
-        if v.tags.get("warehouse_id") == warehouse.identity(url)
+        if v.tags.get("warehouse_id") == warehouse.warehouse_id(url)
     ]
     assert len(versions) == len(trained), "registered versions = trained batches"
     assert sorted(v.batch_id for v in versions) == sorted(str(b.batch_id) for b in trained)

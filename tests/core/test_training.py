@@ -192,7 +192,7 @@ def test_a_version_registered_without_its_card_is_unfinished_so_trained_again_an
     tags = {
         "batch_id": "1",
         "parent_version": "",
-        "warehouse_id": warehouse.identity(platform.warehouse_url),
+        "warehouse_id": warehouse.warehouse_id(platform.warehouse_url),
     }
     mlflow.register_model(info.model_uri, platform.model_name, tags=tags)
 

@@ -142,7 +142,7 @@ def prediction(model_name: str, version: str = "1") -> LoggedPrediction:
 def logged(url: str, model_name: str) -> int:
     with warehouse.engine_for(url).connect() as conn:
         query = sa.select(sa.func.count()).where(
-            warehouse.prediction_log.c.model_name == model_name
+            tables.prediction_log_table.c.model_name == model_name
         )
         return int(conn.execute(query).scalar_one())
 

@@ -35,7 +35,7 @@ NO_SHADOW = (None, None, None)
 Served = tuple[Mapping[str, Any], int | None, ShadowScore | None]
 
 
-class PredictionLogging:
+class PredictionRecorder:
     """The writer of the prediction log (None when PREDICTION_LOG is off) and the last stored
     realized-performance report of the served model's name."""
 
@@ -174,7 +174,7 @@ VERSION_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
 class PredictionLogCollector(Collector):
     """Prometheus metrics of the prediction log and of the last realized-performance report."""
 
-    def __init__(self, source: PredictionLogging) -> None:
+    def __init__(self, source: PredictionRecorder) -> None:
         self.source = source
 
     def describe(self) -> list[Metric]:
