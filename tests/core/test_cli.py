@@ -93,7 +93,7 @@ def test_ingest_train_promote_rollback_promotions_and_status(
     status = json.loads(cli("status", "--json").stdout)
     assert status["production_version"] == "2"
     assert [b["trained"] for b in status["batches"]] == [False, True, True, False, False]
-    assert [v["parent_version"] for v in status["versions"]] == ["", "1"]
+    assert [v["parent_version"] for v in status["versions"]] == [None, "1"]
     assert status["holdout"]["rows"] == 503 and status["holdout"]["patients_also_in_training"] == 0
     assert [i["accepted"] for i in status["ingests"]] == [1503, 997]
     text = cli("status").stdout
