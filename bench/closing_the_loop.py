@@ -14,29 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from local_platform import use_local_platform
+from local_platform import BIN, readmission, train_first_half, use_local_platform
 from serving import free_port, service
 from sklearn.metrics import roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def readmission(*args: str) -> str:
-    """The CLI as a user runs it; its output (exits on failure with the output shown)."""
-    done = subprocess.run(
-        [str(BIN / "readmission"), *args], capture_output=True, text=True, env=os.environ.copy()
-    )
-    if done.returncode:
-        sys.exit(f"readmission {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 def send(url: str, encounters: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -57,33 +44,27 @@ def main() -> None:
     args = parser.parse_args()
     home = use_local_platform(args.source, "bench-loop-", MODEL_POLL_SECONDS="2")
 
-    from readmission.dataset import load
     from readmission.schema import POSITIVE_LABEL, TARGET
     from readmission.validation import validate
 
-    data = load(os.environ["DATA_SOURCE"])  # raw text, in encounter_id order (resolved path)
-    first, second = data.iloc[: len(data) // 2], data.iloc[len(data) // 2 : int(len(data) * 0.65)]
-    first.to_csv(home / "first.csv", index=False)
-    second.to_csv(home / "second.csv", index=False)
     started = time.perf_counter()
-    readmission("ingest", "--source", str(home / "first.csv"))
-    readmission("train")
-    versions = json.loads(readmission("status", "--json"))["versions"]
-    served = str(versions[-1]["version"])
+    half = train_first_half(home)
+    served = half.versions[-1]
     readmission("promote", served)
     print(
-        f"first 50% ({len(first)} rows) trained into {len(versions)} versions; v{served} "
+        f"first 50% ({len(half.trained)} rows) trained into {len(half.versions)} versions; "
+        f"v{served} "
         f"promoted ({time.perf_counter() - started:.0f} s)",
         flush=True,
     )
 
-    clean = validate(second).clean.head(args.encounters)
+    clean = validate(half.next_period).clean.head(args.encounters)
     requests = clean.drop(columns=[TARGET]).to_dict("records")
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "API_PORT": url.rsplit(":", 1)[1], "PATH": f"{BIN}:{os.environ['PATH']}"}
-    half = len(requests) // 2
+    middle = len(requests) // 2
     answers = []
-    for part, log in ((requests[:half], "api-1.log"), (requests[half:], "api-2.log")):
+    for part, log in ((requests[:middle], "api-1.log"), (requests[middle:], "api-2.log")):
         with service([str(ROOT / "bin" / "api")], env, f"{url}/ready", home / log):
             answers += send(url, part)
         print(
@@ -92,7 +73,7 @@ def main() -> None:
 
     waiting = json.loads(readmission("performance", "--json"))  # all pending: an estimate
     estimated = next(v for v in waiting["versions"] if v["version"] == served)["estimate"]
-    readmission("ingest", "--source", str(home / "second.csv"))
+    readmission("ingest", "--source", str(half.next_csv))
     report = json.loads(readmission("performance", "--json"))
     version = next(v for v in report["versions"] if v["version"] == served)
     outcome = dict(zip(clean["encounter_id"], clean[TARGET] == POSITIVE_LABEL, strict=True))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,26 +26,12 @@ from typing import Any
 
 import httpx
 import pandas as pd
-from local_platform import use_local_platform
+from local_platform import BIN, readmission, train_first_half, use_local_platform
 from serving import free_port, metrics, service
 from sklearn.metrics import roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 TOLERANCE = 1e-9
-
-
-def readmission(*args: str, **env: str) -> str:
-    """The CLI as a user runs it; its output (exits on failure with the output shown)."""
-    done = subprocess.run(
-        [str(BIN / "readmission"), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-    )
-    if done.returncode:
-        sys.exit(f"readmission {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 def step(message: str) -> None:
@@ -79,19 +64,13 @@ def main() -> None:
     os.environ["DATABASE_URL"] = args.database_url
 
     from readmission.config import get_settings
-    from readmission.dataset import load
     from readmission.schema import POSITIVE_LABEL, TARGET
     from readmission.validation import validate
 
     settings = get_settings()
-    data = load(os.environ["DATA_SOURCE"])  # raw text, in encounter_id order
-    first, second = data.iloc[: len(data) // 2], data.iloc[len(data) // 2 : int(len(data) * 0.65)]
-    first.to_csv(home / "first.csv", index=False)
-    second.to_csv(home / "second.csv", index=False)
     started = time.perf_counter()
-    readmission("ingest", "--source", str(home / "first.csv"))
-    readmission("train")
-    versions = [str(v["version"]) for v in json.loads(readmission("status", "--json"))["versions"]]
+    half = train_first_half(home)
+    versions = half.versions
     if len(versions) < 2:
         sys.exit(f"the first 50% gave {len(versions)} version(s): a shadow needs 2 (BATCH_SIZE)")
     # Version 1 served first, so that a rollback has somewhere to return to; then the newest,
@@ -101,13 +80,14 @@ def main() -> None:
     readmission("promote", production, "--reason", "bench/live_evidence.py: the newest version")
     readmission("shadow", shadow)
     step(
-        f"1. first 50% ({len(first)} rows, encounter_id <= {first['encounter_id'].iloc[-1]}) "
+        f"1. first 50% ({len(half.trained)} rows, encounter_id <= "
+        f"{half.trained['encounter_id'].iloc[-1]}) "
         f"trained into versions {versions} in {time.perf_counter() - started:.0f} s; "
         f"production v{earlier}, then v{production}, shadow v{shadow}; "
         f"warehouse {settings.warehouse_url}"
     )
 
-    clean = validate(second).clean.head(args.encounters)
+    clean = validate(half.next_period).clean.head(args.encounters)
     requests = clean.drop(columns=[TARGET]).to_dict("records")
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "API_PORT": url.rsplit(":", 1)[1], "PATH": f"{BIN}:{os.environ['PATH']}"}
@@ -146,7 +126,7 @@ def main() -> None:
         f"the 422: {json.dumps(log_counts)}"
     )
 
-    readmission("ingest", "--source", str(home / "second.csv"))
+    readmission("ingest", "--source", str(half.next_csv))
     report = json.loads(readmission("performance", "--json"))
     outcome = dict(zip(clean["encounter_id"], clean[TARGET] == POSITIVE_LABEL, strict=True))
     rows["y"] = rows["encounter_id"].map(outcome).astype(int)
