@@ -8,9 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from readmission.config import MAX_BATCH_ROWS_CEILING
+from readmission.evaluation.thresholds import RISK_BAND_RULE, RiskBand
 from readmission.schema import Encounter, example_encounter
 from readmission.scoring import FeatureContribution, FieldContribution
-from readmission.thresholds import RISK_BAND_RULE, RiskBand
 
 
 class Prediction(BaseModel):

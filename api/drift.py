@@ -1,5 +1,5 @@
 """Input drift as the API sees it: a window of recent encounters, and its PSI against the served
-model's training data (readmission.drift) exported to Prometheus.
+model's training data (readmission.monitoring.drift) exported to Prometheus.
 
 Requests only append their records, time-stamped, to a bounded window (O(1)); the PSI of each
 feature is computed when Prometheus scrapes, over the window's entries younger than
@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from readmission.drift import DriftReference
+from readmission.monitoring.drift import DriftReference
 
 
 class DriftMonitor:

@@ -1,8 +1,8 @@
 """The API's side of closing the loop: served predictions go to the prediction log, and the
 realized performance stored by `readmission performance` comes back as Prometheus metrics.
 
-Requests only enqueue (readmission.prediction_log.PredictionLogWriter); the writing and the
-reading of reports happen in background tasks of the app's lifespan, off the event loop.
+Requests only enqueue (readmission.monitoring.prediction_log.PredictionLogWriter); the writing and
+the reading of reports happen in background tasks of the app's lifespan, off the event loop.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from readmission import performance
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.monitoring import realized, realized_metrics
+from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
 
 log = logging.getLogger(__name__)
 SHUTDOWN_FLUSH_SECONDS = 5.0
@@ -50,7 +50,7 @@ class PredictionRecorder:
             if settings.prediction_log
             else None
         )
-        self.report: performance.Report | None = None
+        self.report: realized_metrics.Report | None = None
 
     @property
     def full(self) -> bool:
@@ -116,7 +116,9 @@ class PredictionRecorder:
         while True:
             try:
                 self.report = await asyncio.to_thread(
-                    performance.latest, self.settings.warehouse_url, self.settings.model_name
+                    realized.latest,
+                    self.settings.warehouse_url,
+                    self.settings.model_name,
                 )
                 failing = False
             except Exception as error:  # the warehouse may be down: keep the last report

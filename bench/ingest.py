@@ -3,7 +3,7 @@ and PostgreSQL, and on the real data set against pandas `to_sql` as the anchor.
 
 Synthetic mode (default): for each size, `readmission sample` writes an extract (repeat patients
 are the sample's own), then one fresh process per backend reads it from disk and ingests it into
-a fresh warehouse with the platform's settings (`readmission.dataset.read_chunks` +
+a fresh warehouse with the platform's settings (`readmission.data.dataset.read_chunks` +
 `warehouse.ingest`, as `readmission.extracts.ingest` does; MIN_BATCH_ROWS, MAX_QUARANTINE_SHARE and
 INGEST_CHUNK_ROWS at their defaults). Each line: rows/s and the process's
 peak RSS. Targets: peak RSS for 2,000,000 rows under 600 MB, >= 50,000 rows/s into PostgreSQL.
@@ -40,7 +40,7 @@ import sqlalchemy as sa
 
 from readmission import warehouse
 from readmission.config import Settings
-from readmission.dataset import load, read_chunks
+from readmission.data.dataset import load, read_chunks
 
 ANCHOR_ROWS = 10_000  # to_sql is too slow to wait for on the whole data set
 ADMIN_URL = os.environ.get(

@@ -42,8 +42,8 @@ def logged_rows(url: str, model_name: str) -> pd.DataFrame:
     """The prediction log of `model_name`, as the warehouse holds it."""
     import sqlalchemy as sa
 
-    from readmission.database import engine_for
-    from readmission.tables import prediction_log_table
+    from readmission.data.database import engine_for
+    from readmission.data.tables import prediction_log_table
 
     query = sa.select(prediction_log_table).where(prediction_log_table.c.model_name == model_name)
     with engine_for(url).connect() as conn:
@@ -64,8 +64,8 @@ def main() -> None:
     os.environ["DATABASE_URL"] = args.database_url
 
     from readmission.config import get_settings
+    from readmission.data.validation import validate
     from readmission.schema import POSITIVE_LABEL, TARGET
-    from readmission.validation import validate
 
     settings = get_settings()
     started = time.perf_counter()

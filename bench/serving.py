@@ -232,8 +232,8 @@ def logged_predictions(settings: Any) -> dict[str, int]:
     APIs stopped)."""
     import sqlalchemy as sa
 
-    from readmission.database import engine_for
-    from readmission.tables import prediction_log_table
+    from readmission.data.database import engine_for
+    from readmission.data.tables import prediction_log_table
 
     query = sa.select(sa.func.count(), sa.func.count(prediction_log_table.c.shadow_version))
     with engine_for(settings.warehouse_url).connect() as conn:

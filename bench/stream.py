@@ -31,7 +31,7 @@ def main() -> None:
 
     from readmission import extracts, training, warehouse
     from readmission.config import get_settings
-    from readmission.dataset import load
+    from readmission.data.dataset import load
 
     settings = get_settings()
     frame = load(settings.data_source)

@@ -107,7 +107,8 @@ def evaluate_and_promote() -> None:
         params: dict[str, Any] | None = None, run_id: str | None = None
     ) -> dict[str, Any]:
         """Record the verdict on the challenger version and promote it if asked and it won."""
-        from readmission import change_control, promotion
+        from readmission import change_control
+        from readmission.release import promotion
 
         params = params or {}
         settings = get_settings()
@@ -185,7 +186,7 @@ def evaluate_and_promote() -> None:
         """Carry out the person's answer: approve promotes the version (the ledger names them and
         their comment), reject keeps it out of production for good. A retry records the same
         answer again and changes nothing more."""
-        from readmission import promotion
+        from readmission.release import production_changes, promotion
 
         settings = get_settings()
         version = verdict["challenger_version"]
@@ -202,7 +203,9 @@ def evaluate_and_promote() -> None:
                 at=str(response["responded_at"]),
                 shown_champion=verdict["champion_version"],
             )
-        except promotion.PromotionError as error:  # production moved on: a retry cannot help
+        except (
+            production_changes.PromotionError
+        ) as error:  # production moved on: a retry cannot help
             raise AirflowFailException(str(error)) from error
         log.info("v%s %s by %s: %s", version, "approved" if approved else "rejected", user, comment)
         return {"version": version, "approved": approved, "promoted": change is not None}

@@ -94,7 +94,7 @@ def ingest_data() -> None:
 
         from readmission import extracts, warehouse
         from readmission.config import get_settings
-        from readmission.dataset import DatasetError
+        from readmission.data.dataset import DatasetError
 
         params = params or {}
         max_batches = params.get("batches") or None

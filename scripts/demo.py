@@ -39,10 +39,11 @@ from typing import Any
 
 import httpx
 
-from readmission import airflow_runs, extracts, registry, registry_reader, webhooks
+from readmission import airflow_runs, extracts, registry, registry_reader
 from readmission.config import DEMO_ENV_FILE, get_settings
-from readmission.dataset import DatasetError
+from readmission.data.dataset import DatasetError
 from readmission.logging_setup import configure_logging
+from readmission.release import webhooks
 from readmission.schema import example_encounter
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from readmission import registry, training, warehouse
 from readmission.config import Settings, get_settings
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
 from tests import slow_guard
 from tests.services import BIN, ROOT, free_port, running, service_env
 

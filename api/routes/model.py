@@ -13,8 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.bodies import Message, ModelHistory, ModelInfo, PromotionRow, VersionRow
 from api.deps import AppStateDep, require_model
 from api.model_store import ModelStore
-from readmission import history
 from readmission.config import Settings
+from readmission.release import history
 
 router = APIRouter(prefix="/model", tags=["model"])
 bearer = HTTPBearer(auto_error=False, description="The API_RELOAD_TOKEN of the server.")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException
 
 from api.bodies import Message, PerformanceReport
 from api.deps import AppStateDep
-from readmission import performance
+from readmission.monitoring import realized
 
 router = APIRouter(tags=["model"])
 
@@ -29,7 +29,7 @@ async def realized_performance(state: AppStateDep) -> PerformanceReport:
     settings = state.settings
     try:
         report = await asyncio.to_thread(
-            performance.latest, settings.warehouse_url, settings.model_name
+            realized.latest, settings.warehouse_url, settings.model_name
         )
     except Exception as error:
         raise HTTPException(503, detail=f"warehouse unreachable: {error}") from error

@@ -26,8 +26,8 @@ from api.deps import parse_body, query_flag, require_model
 from api.direct_route import DirectRoute
 from api.model_store import ServedModel
 from api.prediction_recorder import ShadowScore
+from readmission.evaluation.thresholds import risk_band
 from readmission.schema import Encounter, example_encounter
-from readmission.thresholds import risk_band
 
 router = APIRouter(tags=["predictions"], route_class=DirectRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -2,7 +2,7 @@
 
 Verified (HMAC signature with MLFLOW_WEBHOOK_SECRET, timestamp within the window), recorded in
 the warehouse once (a delivery id seen before is a replay), then fanned out to every replica
-(readmission.webhooks: NOTIFY on PostgreSQL) and this one woken directly.
+(readmission.release.webhooks: NOTIFY on PostgreSQL) and this one woken directly.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from api.bodies import Message
 from api.deps import AppStateDep
 from api.promotion_listener import RegistryChanges
-from readmission import webhooks
+from readmission.release import webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 

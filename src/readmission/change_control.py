@@ -23,8 +23,8 @@ from readmission.config import Settings
 
 DEFAULT_PLAN = Path(__file__).with_name("change_control.yaml")
 SHORT_HASH = 12
-# The checks of the promotion gate (readmission.promotion.judge), by the names it records them
-# under: a promotion rule may only name these, so a misspelt check stops the load instead of
+# The checks of the promotion gate (readmission.release.gate.judge), by the names it records
+# them under: a promotion rule may only name these, so a misspelt check stops the load instead of
 # never passing.
 GATE_CHECKS = ("min_auc", "max_log_loss", "subgroup_auc", "calibration_slope", "champion")
 

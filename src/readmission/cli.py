@@ -60,7 +60,7 @@ def ingest(
     """Store what an extract adds to the warehouse (any later extract, overlap or replay)."""
     from readmission import extracts, warehouse
     from readmission.config import get_settings
-    from readmission.dataset import DatasetError
+    from readmission.data.dataset import DatasetError
 
     try:
         ingested = extracts.ingest(get_settings(), max_batches=batches, source=source)
@@ -140,12 +140,13 @@ def promote(
     """Make VERSION the production model (alias MODEL_ALIAS and legacy stage Production): a
     person's decision, recorded as theirs with the reason as their comment, whatever the
     change control plan reserves for a person."""
-    from readmission import change_control, ledger, promotion
+    from readmission import change_control
     from readmission.config import get_settings
+    from readmission.release import ledger, production_changes
 
     settings = get_settings()
     try:
-        change = promotion.change_production(
+        change = production_changes.change_production(
             settings,
             version,
             by or getpass.getuser(),
@@ -153,7 +154,7 @@ def promote(
             ledger.MANUAL,
             authority=ledger.Authority(change_control.file_sha256(settings), None, reason or None),
         )
-    except promotion.PromotionError as error:
+    except production_changes.PromotionError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
     if change is None:
@@ -202,13 +203,13 @@ def rollback(
 ) -> None:
     """Take the production version out (the gate never promotes it again) and return to an
     earlier one."""
-    from readmission import promotion
     from readmission.config import get_settings
+    from readmission.release import production_changes
 
     settings = get_settings()
     try:
-        change = promotion.rollback(settings, _operator(), reason or None, to)
-    except promotion.PromotionError as error:
+        change = production_changes.rollback(settings, _operator(), reason or None, to)
+    except production_changes.PromotionError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
     typer.echo(
@@ -231,13 +232,14 @@ def evaluate(
     (PROMOTION_POLICY, NON_INFERIORITY_MARGIN and the quality floors), record the verdict and
     the change control plan's decision. Exit 3: promotion was asked for, but the plan reserves
     this change for a person (`readmission promote VERSION --reason ...` is theirs to run)."""
-    from readmission import change_control, promotion
+    from readmission import change_control
     from readmission.config import get_settings
+    from readmission.release import production_changes, promotion
 
     settings = get_settings()
     try:
         verdict = promotion.evaluate_and_promote(settings, auto_promote, by=_operator())
-    except (promotion.PromotionError, change_control.PlanError) as error:
+    except (production_changes.PromotionError, change_control.PlanError) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
     if verdict is None:
@@ -281,11 +283,11 @@ def promotions(
     ] = False,
 ) -> None:
     """Every change of the production version, oldest first: when, from, to, by whom, why."""
-    from readmission import ledger, promotion
     from readmission.config import get_settings
+    from readmission.release import ledger, production_changes
 
     settings = get_settings()
-    promotion.notice_outside_changes(settings, noticed_by=_operator())
+    production_changes.notice_outside_changes(settings, noticed_by=_operator())
     entries = ledger.entries(settings.warehouse_url, settings.model_name)
     if as_json:
         typer.echo(json.dumps([e.as_dict() for e in entries], indent=2))
@@ -357,16 +359,16 @@ def change_control_plan(
 
 @app.command("init-warehouse")
 def init_warehouse() -> None:
-    """Create or upgrade the warehouse's schema (readmission.migrations) and grant the serving
+    """Create or upgrade the warehouse's schema (readmission.data.migrations) and grant the serving
     API's login what it may do there.
 
     Run as the warehouse's owner before the API starts (compose: the one-shot warehouse-init):
     the API's login (readmission_api) may not change the schema. Every other command upgrades it
     on first use too. Safe to re-run: it applies what is missing and grants what is lacking.
     """
-    from readmission import database
     from readmission.config import get_settings
-    from readmission.tables import API_ROLE
+    from readmission.data import database
+    from readmission.data.tables import API_ROLE
 
     ready = database.init_warehouse(get_settings().warehouse_url)
     typer.echo(f"warehouse ready: {ready.address}")
@@ -454,13 +456,14 @@ def realized_performance(
 ) -> None:
     """How each served version really did: realized metrics on the scored encounters whose
     outcome has arrived, per version and per week, and an estimate for those still pending."""
-    from readmission import live, performance
     from readmission.config import get_settings
+    from readmission.monitoring import realized
+    from readmission.release import live
 
     settings = get_settings()
     # MLflow prints a run's URL on stdout when it ends one: to stderr, so --json stays JSON.
     with redirect_stdout(sys.stderr):
-        report = performance.compute(settings)
+        report = realized.compute(settings)
         actions = live.act(settings, report, f"{_operator()} (performance --act)") if act else []
     if as_json:
         if act:
@@ -482,7 +485,7 @@ def realized_performance(
         f"{report['model_name']}: {report['outcomes_joined']} outcomes joined "
         f"(report {report['report_id']})"
     )
-    for row in performance.as_rows(report):
+    for row in realized.as_rows(report):
         typer.echo(
             f"  v{row['version']:<4} {row['role']:<10} scored {row['scored']:>7} "
             f"labelled {row['labelled']:>7} "
@@ -513,7 +516,7 @@ def tune(
     """Choose SGD hyperparameters on a validation slice of the training rows (MLflow-logged)."""
     from readmission import tuning
     from readmission.config import get_settings
-    from readmission.dataset import DatasetError
+    from readmission.data.dataset import DatasetError
 
     settings = get_settings()
     try:
@@ -556,7 +559,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same rows.")] = 0,
 ) -> None:
     """Write a synthetic sample with the data set's columns to PATH (.csv)."""
-    from readmission.dataset import synthetic_sample
+    from readmission.data.dataset import synthetic_sample
 
     synthetic_sample(rows, seed).to_csv(path, index=False)
     typer.echo(f"wrote {rows} synthetic encounters to {path}")
@@ -592,8 +595,8 @@ def webhook_ensure(
 ) -> None:
     """Create or update the registry webhook NAME (alias created/deleted, signed with
     MLFLOW_WEBHOOK_SECRET) to send to URL. Safe to re-run."""
-    from readmission import webhooks
     from readmission.config import get_settings
+    from readmission.release import webhooks
 
     settings = get_settings()
     try:

@@ -12,11 +12,12 @@ from typing import Any
 
 import pandas as pd
 
-from readmission import prediction_log, warehouse
+from readmission import warehouse
 from readmission.config import Settings
-from readmission.dataset import load, read_chunks
+from readmission.data.dataset import load, read_chunks
+from readmission.data.validation import validate
+from readmission.monitoring import prediction_log
 from readmission.schema import TARGET
-from readmission.validation import validate
 
 
 @dataclass(frozen=True)

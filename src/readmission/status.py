@@ -1,7 +1,7 @@
 """What `readmission status` shows: the warehouse's batches, ingests, corrections and holdout,
 the registry's versions, the production version and the ledger of its changes.
 
-Read with SQLAlchemy Core (readmission.inventory) and MLflow's REST API
+Read with SQLAlchemy Core (readmission.data.inventory) and MLflow's REST API
 (readmission.registry_reader): no pandas, scikit-learn or MLflow to import, which took most of
 its time (bench/cli_latency.py times it; tests/core/test_cli_imports.py keeps them out).
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from readmission import inventory
 from readmission.config import Settings
-from readmission.history import VersionRow, version_history
+from readmission.data import inventory
+from readmission.release.history import VersionRow, version_history
 
 
 def report(settings: Settings) -> dict[str, Any]:

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from readmission import evaluation, model_card, registry, warehouse
+from readmission import registry, warehouse
 from readmission.config import Settings
+from readmission.data.holdout import fingerprint
+from readmission.evaluation import holdout_evaluation, model_card
 from readmission.features import FeatureSpace
-from readmission.holdout import fingerprint
 from readmission.model import ModelParams, ReadmissionModel, labels
 from readmission.schema import FEATURES
 
@@ -162,13 +163,13 @@ def _train_batch(
         )
         if model.is_fitted:
             before = model.predict_proba(frame)
-            prequential = evaluation.scores(y, before, model.threshold)
+            prequential = holdout_evaluation.scores(y, before, model.threshold)
             mlflow.log_metrics({f"prequential_{k}": v for k, v in prequential.items()})
 
         model.partial_fit(frame, y)
-        holdout_evaluation = _evaluate_and_log(settings, model, holdout, y_holdout)
-        model.threshold = holdout_evaluation.threshold.value
-        metrics = holdout_evaluation.scores
+        evaluated = _evaluate_and_log(settings, model, holdout, y_holdout)
+        model.threshold = evaluated.threshold.value
+        metrics = evaluated.scores
         mlflow.log_metrics(
             {
                 "samples_seen": model.samples_seen,
@@ -191,7 +192,7 @@ def _train_batch(
         # number is known only once registered (_complete_card).
         card = model_card.build(
             settings,
-            holdout_evaluation,
+            evaluated,
             version=None,
             run_id=run.info.run_id,
             parent_version=parent.version if parent else None,
@@ -327,20 +328,22 @@ def initial_params(settings: Settings) -> ModelParams:
 
 def _evaluate_and_log(
     settings: Settings, model: ReadmissionModel, holdout: pd.DataFrame, y_holdout: np.ndarray
-) -> evaluation.HoldoutEvaluation:
+) -> holdout_evaluation.HoldoutEvaluation:
     """Score the holdout, choose the threshold there (never on the batch just trained on), log
     the metrics and plots."""
     probability = model.predict_proba(holdout)
-    result = evaluation.evaluate_holdout(settings, holdout, y_holdout, probability)
+    result = holdout_evaluation.evaluate_holdout(settings, holdout, y_holdout, probability)
     mlflow.log_metrics({f"holdout_{k}": v for k, v in result.metrics().items()})
     mlflow.log_params(
         {"threshold_policy": result.threshold.policy, "threshold_chosen_on": "holdout"}
     )
     for path, figure in (
-        (model_card.ROC_PLOT, evaluation.roc_figure(y_holdout, probability, "Holdout ROC")),
+        (model_card.ROC_PLOT, holdout_evaluation.roc_figure(y_holdout, probability, "Holdout ROC")),
         (
             model_card.CALIBRATION_PLOT,
-            evaluation.calibration_figure(y_holdout, probability, "Calibration on the holdout"),
+            holdout_evaluation.calibration_figure(
+                y_holdout, probability, "Calibration on the holdout"
+            ),
         ),
     ):
         mlflow.log_figure(figure, path)

@@ -1,6 +1,6 @@
 """Hyperparameter tuning on a validation slice of the training data, logged to MLflow.
 
-The procedure: drop the holdout patients (`readmission.holdout`, as the warehouse does)
+The procedure: drop the holdout patients (`readmission.data.holdout`, as the warehouse does)
 entirely; of the remaining training rows, the last `validation_fraction` become the validation
 slice and the rest stream through warm-start updates in BATCH_SIZE batches, exactly as in
 production. Each grid point is scored on the validation slice after every batch. The winner has
@@ -21,10 +21,11 @@ import mlflow
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
-from readmission import extracts, holdout, inventory, registry
+from readmission import extracts, registry
 from readmission.config import Settings
+from readmission.data import holdout, inventory
+from readmission.data.validation import validate
 from readmission.model import ModelParams, ReadmissionModel, labels
-from readmission.validation import validate
 
 log = logging.getLogger(__name__)
 GRID: dict[str, tuple] = {

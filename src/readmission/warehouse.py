@@ -4,8 +4,8 @@ the record of every ingest, which version each batch was trained into, and the t
 The same SQLAlchemy code runs on PostgreSQL and SQLite. An encounter is identified by its
 `encounter_id` (as an integer: `N` and `N.0` are the same encounter). Every extract, in any
 order, overlapping or replayed, is reduced to what is new: a new encounter goes to the holdout
-(batch 0) when its patient is a holdout patient (`readmission.holdout`), else into a new training
-batch, in `encounter_id` order; an encounter stored before is skipped, or, when its content
+(batch 0) when its patient is a holdout patient (`readmission.data.holdout`), else into a new
+training batch, in `encounter_id` order; an encounter stored before is skipped, or, when its content
 differs, recorded as a correction. A stored batch is never rewritten. A training batch holds
 at least MIN_BATCH_ROWS clean rows: a smaller remainder is stored as waiting, in no batch, and
 joins the next extract's rows. Rows with a bad identifier are quarantined with the reason, never
@@ -42,41 +42,18 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from readmission import holdout
-from readmission.database import (
-    WarehouseNotReady as WarehouseNotReady,
-)
-from readmission.database import (
-    api_privileges as api_privileges,
-)
-from readmission.database import (
-    engine_for,
-    transaction,
-)
-from readmission.inventory import (
-    Batch,
-    trained_versions,
-)
-from readmission.inventory import (
-    batch_list as batch_list,
-)
-from readmission.inventory import (
-    holdout_fraction as holdout_fraction,
-)
-from readmission.inventory import (
-    holdout_overlap as holdout_overlap,
-)
-from readmission.inventory import (
-    ingest_history as ingest_history,
-)
-from readmission.inventory import (
-    row_counts as row_counts,
-)
-from readmission.schema import COLUMNS
-from readmission.tables import (
-    API_ROLE as API_ROLE,
-)
-from readmission.tables import (
+from readmission.data import holdout
+from readmission.data.database import WarehouseNotReady as WarehouseNotReady
+from readmission.data.database import api_privileges as api_privileges
+from readmission.data.database import engine_for, transaction
+from readmission.data.inventory import Batch, trained_versions
+from readmission.data.inventory import batch_list as batch_list
+from readmission.data.inventory import holdout_fraction as holdout_fraction
+from readmission.data.inventory import holdout_overlap as holdout_overlap
+from readmission.data.inventory import ingest_history as ingest_history
+from readmission.data.inventory import row_counts as row_counts
+from readmission.data.tables import API_ROLE as API_ROLE
+from readmission.data.tables import (
     HOLDOUT_BATCH,
     WAITING_BATCH,
     batches,
@@ -89,12 +66,11 @@ from readmission.tables import (
     settings_table,
     trainings,
 )
-from readmission.tables import (
-    prediction_log_table as prediction_log_table,
-)
-from readmission.validation import ID_RULE, Validated, normalize, parse_ids, validate
+from readmission.data.tables import prediction_log_table as prediction_log_table
+from readmission.data.validation import ID_RULE, Validated, normalize, parse_ids, validate
+from readmission.schema import COLUMNS
 
-# The tables, the engine and what status reads live in readmission.tables, .database and
+# The tables, the engine and what status reads live in readmission.data.tables, .database and
 # .inventory, which import no pandas: `readmission status` answers in a second without it. The
 # names callers know as warehouse.X stay importable from here until the package is grouped by
 # stage (issue 24).
@@ -213,8 +189,8 @@ def ingest(
     """Store what `source` (raw text rows, any order) adds to the warehouse; see the module doc.
 
     `source` is a frame, or the frames of an extract read in chunks
-    (readmission.dataset.read_chunks); a frame is worked through `chunk_rows` rows at a time, so
-    memory follows the chunk, not the extract. A chunk's new training rows go into the batches
+    (readmission.data.dataset.read_chunks); a frame is worked through `chunk_rows` rows at a time,
+    so memory follows the chunk, not the extract. A chunk's new training rows go into the batches
     that close with them (an extract in encounter_id order) or are stored as waiting; the rest
     of the batches are cut at the end from the waiting rows' ids alone, so they come out as if
     the extract had been read at once, in any order.

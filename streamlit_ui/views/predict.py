@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from readmission.thresholds import RISK_BAND_RULE
+from readmission.evaluation.thresholds import RISK_BAND_RULE
 from streamlit_ui import encounter_form, encounter_payload, notices
 from streamlit_ui.api_client import ApiClient, ApiError
 from streamlit_ui.explanations import factor

@@ -22,9 +22,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import extracts, ledger, promotion, registry, training, warehouse
+from readmission import extracts, registry, training, warehouse
 from readmission.config import Settings
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
+from readmission.release import ledger, production_changes
 from readmission.schema import POSITIVE_LABEL, TARGET
 from tests.api.serving import MAX_BATCH_ROWS, running_api
 from tests.api.test_prediction_log import encounters, logged, metric
@@ -94,7 +95,7 @@ def serve_with_shadow(
     """A copy of the lineage with `production` served and `shadow` scored beside it on SERVED new
     encounters of the drifted pattern (batches through bin/api), then their outcomes ingested."""
     settings = copy_lineage(lineage).model_copy(update={"database_url": database_url})
-    promotion.change_production(settings, production, "test", "by hand", ledger.MANUAL)
+    production_changes.change_production(settings, production, "test", "by hand", ledger.MANUAL)
     done = cli(settings, "shadow", shadow)
     assert done.returncode == 0, done.stderr
     arriving = drifted_sample(SERVED, seed=17, id_offset=2_000_000)

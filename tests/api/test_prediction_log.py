@@ -18,12 +18,13 @@ import pytest
 import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
-from readmission import extracts, performance, registry, registry_reader
+from readmission import extracts, registry, registry_reader
 from readmission.config import Settings
-from readmission.database import engine_for
+from readmission.data.database import engine_for
+from readmission.data.tables import prediction_log_table
+from readmission.data.validation import validate
+from readmission.monitoring import realized
 from readmission.schema import POSITIVE_LABEL, TARGET
-from readmission.tables import prediction_log_table
-from readmission.validation import validate
 from tests.api.serving import Api, running_api
 from tests.conftest import copy_lineage
 from tests.services import free_port, stop
@@ -87,7 +88,7 @@ def test_every_answer_is_logged_across_a_restart_and_realized_auc_is_scikit_lear
             "the batches to be written",
         )
         extracts.ingest(settings, source=str(sample_csv))  # the outcomes arrive
-        report = performance.compute(settings)
+        report = realized.compute(settings)
         exported = api.wait_until(
             lambda: (
                 'readmission_realized_roc_auc{version="2"}' in (m := api.get("/metrics").text) and m

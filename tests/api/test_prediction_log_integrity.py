@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from readmission.config import Settings
-from readmission.database import engine_for
-from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.data.database import engine_for
+from readmission.data.tables import prediction_log_table
+from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.schema import ID_MAX
-from readmission.tables import prediction_log_table
 from tests.api.serving import running_api
 from tests.api.test_prediction_log import encounters, logged, metric, serving_settings
 from tests.services import free_port

@@ -15,7 +15,7 @@ import pytest
 
 from readmission import registry_reader, warehouse
 from readmission.config import Settings
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
 from tests.services import BIN, ROOT, service_env
 
 from ..conftest import TEST_RESAMPLES, platform_env

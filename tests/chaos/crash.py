@@ -17,8 +17,9 @@ from typing import Any
 
 import mlflow
 
-from readmission import cli, ledger, promotion, registry, training, warehouse
+from readmission import cli, registry, training, warehouse
 from readmission.model import ReadmissionModel
+from readmission.release import ledger, production_changes
 
 
 def _killing(original: Callable[..., Any], after_calls: int = 0) -> Callable[..., Any]:
@@ -58,7 +59,7 @@ def _arm(point: str) -> None:
     elif point == "train-after-register":  # version registered, the warehouse not told
         warehouse.mark_trained = _killing(warehouse.mark_trained)
     elif point == "promote-after-verdict":  # verdict tags recorded, production untouched
-        promotion.change_production = _killing(promotion.change_production)
+        production_changes.change_production = _killing(production_changes.change_production)
     elif point == "promote-after-alias":  # the alias moved to the challenger, no ledger row
         registry.promote = _killing_after(registry.promote)
     elif point == "promote-before-ledger":  # about to add the ledger row (uncommitted: lost)

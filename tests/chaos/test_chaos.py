@@ -16,17 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import (
-    extracts,
-    ledger,
-    model_card,
-    promotion,
-    registry,
-    registry_reader,
-    training,
-    warehouse,
-)
+from readmission import extracts, registry, registry_reader, training, warehouse
 from readmission.config import Settings
+from readmission.evaluation import model_card
+from readmission.release import ledger, production_changes, promotion
 
 from .conftest import assert_consistent, ok, run, start, wait_until
 
@@ -213,7 +206,7 @@ def test_a_rollback_killed_at_any_step_is_finished_by_its_rerun_and_never_undone
     extracts.ingest(settings, source=str(extract(0, 1200)))
     training.train_pending(settings)  # versions 1-4, the head 4
     for version in ("1", "2", "3", "4"):
-        promotion.change_production(settings, version, "chaos set-up", "by hand")
+        production_changes.change_production(settings, version, "chaos set-up", "by hand")
 
     for point, back_to in (("rollback-after-alias", "3"), ("rollback-before-ledger", "2")):
         killed = run("rollback", crash_at=point)

@@ -17,10 +17,13 @@ import pytest
 import sqlalchemy as sa
 
 import readmission
-from readmission import migrations, prediction_log, registry, webhooks
+from readmission import registry
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction
-from readmission.validation import validate
+from readmission.data import migrations
+from readmission.data.validation import validate
+from readmission.monitoring import prediction_log
+from readmission.monitoring.prediction_log import LoggedPrediction
+from readmission.release import webhooks
 from tests.services import BIN, ROOT, service_env
 
 from ..conftest import SUITE_PLAN, platform_env

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import extracts, holdout, warehouse
+from readmission import extracts, warehouse
 from readmission.config import Settings
-from readmission.dataset import load, synthetic_sample
-from readmission.validation import parse_ids, validate
+from readmission.data import holdout
+from readmission.data.dataset import load, synthetic_sample
+from readmission.data.validation import parse_ids, validate
 
 from .test_cli import cli
 

@@ -12,7 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from readmission import migrations, warehouse
+from readmission import warehouse
+from readmission.data import migrations, tables
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -31,7 +32,7 @@ def test_the_newest_revision_is_exactly_the_codes_tables(url: str) -> None:
             context = MigrationContext.configure(
                 conn, opts={"compare_type": True, "compare_server_default": True}
             )
-            assert compare_metadata(context, migrations.metadatas()) == []
+            assert compare_metadata(context, tables.metadata) == []
     finally:
         engine.dispose()
 

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from readmission import (
-    change_control,
-    evaluation,
-    model_card,
-    promotion,
-    registry,
-    warehouse,
-)
+from readmission import change_control, registry, warehouse
 from readmission.config import Settings
+from readmission.evaluation import holdout_evaluation, model_card
 from readmission.model import labels
+from readmission.release import gate
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +132,7 @@ def test_the_card_takes_the_decisions_of_the_plan_and_stops_on_an_invalid_plan(
     holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
     y = labels(holdout)
     model = registry.load_readmission_model(settings, 2)
-    ours = evaluation.evaluate_holdout(settings, holdout, y, model.predict_proba(holdout))
+    ours = holdout_evaluation.evaluate_holdout(settings, holdout, y, model.predict_proba(holdout))
     plan = change_control.current(settings)
     first = change_control.classify(
         plan,
@@ -150,9 +145,7 @@ def test_the_card_takes_the_decisions_of_the_plan_and_stops_on_an_invalid_plan(
             same_hyperparameters=True,
             checks={
                 c.name: c.passed
-                for c in promotion.judge(
-                    promotion.Policy.of(settings), promotion.Measured.of(ours), None
-                )
+                for c in gate.judge(gate.Policy.of(settings), gate.Measured.of(ours), None)
             },
             metrics={**ours.scores, "calibration_slope": ours.calibration.slope},
         ),

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from readmission import extracts, performance, training, warehouse
+from readmission import extracts, training, warehouse
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.monitoring import realized, realized_metrics
+from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.schema import POSITIVE_LABEL, TARGET
 
 pytestmark = pytest.mark.slow
@@ -53,7 +54,7 @@ def test_outcomes_known_at_scoring_or_trained_on_are_left_out_and_counted(
     rescored = extract.iloc[:300]
     log_now(platform, rescored, "2")  # scored again once the outcomes are in the warehouse
 
-    report = performance.compute(platform)
+    report = realized.compute(platform)
 
     first, second = report["versions"]
     clean = warehouse.clean_encounters
@@ -80,7 +81,7 @@ def test_outcomes_known_at_scoring_or_trained_on_are_left_out_and_counted(
     assert sum(w["excluded"]["trained_on"] for w in second["weeks"]) == len(ids & trained_ids)
     # The alert's window: the latest 1,000 counted outcomes (all scored at once: the last
     # logged), with a patient-level interval.
-    assert counted.all() and performance.RECENT_OUTCOMES == 1000
+    assert counted.all() and realized_metrics.RECENT_OUTCOMES == 1000
     assert first["recent"]["n"] == 1000
     latest = first["recent"]["roc_auc"]
     assert latest == pytest.approx(metrics.roc_auc_score(y[200:], unseen[200:]), abs=1e-12)

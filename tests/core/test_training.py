@@ -8,8 +8,8 @@ import pytest
 
 from readmission import registry, registry_reader, training, warehouse
 from readmission.config import Settings
+from readmission.data.holdout import fingerprint
 from readmission.features import CATEGORICAL, FeatureSpace, normalise
-from readmission.holdout import fingerprint
 from readmission.model import ReadmissionModel
 from readmission.scoring import CompiledScorer
 from tests.conftest import copy_lineage

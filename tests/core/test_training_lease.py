@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import model_card, registry_reader, training, warehouse
+from readmission import registry_reader, training, warehouse
 from readmission.config import Settings
+from readmission.evaluation import model_card
 from readmission.model import ReadmissionModel
 from tests.conftest import platform_env
 from tests.services import BIN, service_env

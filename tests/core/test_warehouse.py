@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import holdout, warehouse
+from readmission import warehouse
+from readmission.data import holdout
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import holdout, ledger, promotion, registry, registry_reader, warehouse
+from readmission import registry, registry_reader, warehouse
 from readmission.config import Settings
+from readmission.data import holdout
 from readmission.model import ReadmissionModel, labels
+from readmission.release import ledger, production_changes
 from readmission.schema import POSITIVE_LABEL, TARGET
 from tests.dags.conftest import AIRFLOWIGNORE_WARNING, log_predictions, parse_dags
 from tests.dags.metadata import (
@@ -246,7 +248,7 @@ def test_evaluation_promotes_the_lineage_head_on_evidence_never_an_outsider_or_a
     tags = registry.connect(pipeline_env).get_model_version(pipeline_env.model_name, outsider).tags
     assert "validation_status" not in tags
 
-    promotion.rollback(pipeline_env, "test (operator)", reason="v4 misbehaves")
+    production_changes.rollback(pipeline_env, "test (operator)", reason="v4 misbehaves")
     assert production(pipeline_env) == "1"
     for _ in range(2):  # a run of 03 and a re-run: the rolled-back head stays out
         after = verdict(auto_promote=True, **lenient)

@@ -22,18 +22,12 @@ import sqlalchemy as sa
 from psycopg import errors
 
 from deploy import k8s
-from readmission import (
-    ledger,
-    migrations,
-    performance,
-    prediction_log,
-    promotion,
-    registry,
-    tables,
-    warehouse,
-)
+from readmission import registry, warehouse
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.data import migrations, tables
+from readmission.monitoring import prediction_log, realized
+from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.release import ledger, production_changes
 from tests.core.test_warehouse_schema import PROCESSES, open_at_once
 from tests.migrations import previous_release
 from tests.services import BIN, service_env
@@ -198,7 +192,7 @@ def test_the_api_logs_predictions_as_its_own_login(urls: dict[str, str]) -> None
 
 def test_the_api_reads_realized_performance_as_its_own_login(urls: dict[str, str]) -> None:
     model_name = f"model-{uuid.uuid4().hex[:8]}"
-    assert performance.latest(urls["api"], model_name) is None
+    assert realized.latest(urls["api"], model_name) is None
     report = {"model_name": model_name, "versions": [{"version": "1", "roc_auc": 0.7}]}
     with warehouse.engine_for(urls["owner"]).begin() as conn:  # the platform computes reports
         conn.execute(
@@ -209,7 +203,7 @@ def test_the_api_reads_realized_performance_as_its_own_login(urls: dict[str, str
                 report=json.dumps(report),
             )
         )
-    found = performance.latest(urls["api"], model_name)
+    found = realized.latest(urls["api"], model_name)
     assert found is not None and found["versions"] == report["versions"]
 
 
@@ -224,9 +218,9 @@ def test_the_api_records_and_reads_the_promotion_ledger_as_its_own_login(
     monkeypatch.setattr(
         registry, "production_version", lambda _: SimpleNamespace(version="3", tags={})
     )
-    entry = promotion.notice_outside_changes(settings, noticed_by="the serving API")
+    entry = production_changes.notice_outside_changes(settings, noticed_by="the serving API")
     assert entry is not None and (entry.from_version, entry.to_version) == (None, "3")
-    assert promotion.notice_outside_changes(settings, noticed_by="the serving API") is None
+    assert production_changes.notice_outside_changes(settings, noticed_by="the serving API") is None
     (read,) = ledger.entries(urls["api"], settings.model_name)
     assert read.to_version == "3" and "noticed by the serving API" in read.reason
     assert ledger.entries(urls["owner"], settings.model_name) == [read]

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from readmission import registry
 from readmission.config import Settings
-from readmission.database import engine_for
-from readmission.tables import prediction_log_table
+from readmission.data.database import engine_for
+from readmission.data.tables import prediction_log_table
 from tests.api.serving import Api, running_api
 from tests.conftest import copy_lineage, platform_settings, train_versions
 from tests.load.conftest import MlflowServer

@@ -14,8 +14,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from readmission import migrations, model_card, registry, training, warehouse
+from readmission import registry, training, warehouse
 from readmission.config import Settings
+from readmission.data import migrations, tables
+from readmission.evaluation import model_card
 from readmission.schema import example_encounter
 from tests.api.serving import running_api
 from tests.conftest import platform_settings
@@ -85,7 +87,7 @@ def test_a_warehouse_and_lineage_of_the_previous_release_keep_serving_and_traini
     with engine.connect() as conn:
         assert migrations.current(conn) == migrations.head()
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert compare_metadata(context, migrations.metadatas()) == []
+        assert compare_metadata(context, tables.metadata) == []
     after = table_counts(url)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing lost
     assert warehouse.lineage_head(url, settings.model_name) == (1, "1")

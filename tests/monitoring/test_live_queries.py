@@ -29,10 +29,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from readmission import performance, registry, training, warehouse
+from readmission import registry, training, warehouse
 from readmission.config import Settings
+from readmission.data.validation import validate
+from readmission.monitoring import realized
 from readmission.schema import TARGET, example_encounter
-from readmission.validation import validate
 from tests.monitoring.monitoring_files import (
     PROMETHEUS_CONFIG,
     PROMETHEUS_DIR,
@@ -218,7 +219,7 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
         warehouse.ingest(  # the next batch of the extract: outcomes of scored encounters
             settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, 1
         )
-        performance.compute(settings)
+        realized.compute(settings)
         wait_until(
             lambda: prometheus.has_data('readmission_realized_roc_auc{version="2"}'),
             "Prometheus to scrape the realized performance",

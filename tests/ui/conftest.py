@@ -14,10 +14,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from readmission import performance, registry, training, warehouse
+from readmission import registry, training, warehouse
 from readmission.config import Settings, get_settings
+from readmission.data.validation import validate
+from readmission.monitoring import realized
 from readmission.schema import TARGET
-from readmission.validation import validate
 from tests.conftest import TEST_RESAMPLES
 from tests.services import ROOT, free_port, running, service_env, wait_for
 
@@ -93,7 +94,7 @@ def score_and_measure(
         warehouse.ingest(
             settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction
         )
-        performance.compute(settings)
+        realized.compute(settings)
     get_settings.cache_clear()
 
 

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from readmission.config import Settings
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
 from readmission.schema import FEATURES, SPECS, Integer, example_encounter
 from streamlit_ui import encounter_payload
 from streamlit_ui.encounter_form import widget_key

@@ -1,5 +1,5 @@
-"""The warehouse's tables (the promotion ledger keeps its own, readmission.ledger), what a batch
-id means, and what the API's login may do on each table. SQLAlchemy only: `readmission status`
+"""Every table of the warehouse (the promotion ledger's too), what a batch id means, and what the
+API's login may do on each table. SQLAlchemy only: `readmission status`
 and the API read them without the ingest's pandas and numpy."""
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ ingests = sa.Table(
     sa.Column("deferred", sa.Integer, nullable=False),
     sa.Column("corrections", sa.Integer, nullable=False),
     sa.Column("report", sa.Text, nullable=False),  # the whole IngestReport as JSON
-    # Blank "not measured" lab cells read as "None" (readmission.validation.normalize).
+    # Blank "not measured" lab cells read as "None" (readmission.data.validation.normalize).
     sa.Column("normalized", sa.Integer, nullable=False, server_default="0"),
     # Refused whole (MAX_QUARANTINE_SHARE): nothing else of the extract was stored.
     sa.Column("refused", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -130,8 +130,8 @@ settings_table = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
-# Every prediction the API served (readmission.prediction_log); `outcome` is the encounter's
-# `readmitted` value, copied in once an ingested extract carries it.
+# Every prediction the API served (readmission.monitoring.prediction_log); `outcome` is the
+# encounter's `readmitted` value, copied in once an ingested extract carries it.
 prediction_log_table = sa.Table(
     "prediction_log",
     metadata,
@@ -157,7 +157,7 @@ prediction_log_table = sa.Table(
     # The API only appends; the platform reads the log and copies outcomes in (join_outcomes).
     info={API_PRIVILEGES: ("INSERT",)},
 )
-# Each computation of the realized performance (readmission.performance), as JSON.
+# Each computation of the realized performance (readmission.monitoring.realized), as JSON.
 performance_reports = sa.Table(
     "performance_reports",
     metadata,
@@ -171,7 +171,7 @@ performance_reports = sa.Table(
 )
 
 
-# MLflow registry webhook deliveries the API accepted (readmission.webhooks).
+# MLflow registry webhook deliveries the API accepted (readmission.release.webhooks).
 webhook_deliveries = sa.Table(
     "webhook_deliveries",
     metadata,
@@ -186,4 +186,36 @@ webhook_deliveries = sa.Table(
     # The API records each delivery it accepts, the evidence of the registry check it started;
     # it needs no other right: a replay is an INSERT that adds nothing.
     info={API_PRIVILEGES: ("INSERT",)},
+)
+
+
+# The promotion ledger (readmission.release.ledger): every change of the production version.
+promotions = sa.Table(
+    "promotions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.Text, nullable=False, index=True),
+    sa.Column("from_version", sa.String(32)),  # null: nothing was in production
+    sa.Column("to_version", sa.String(32)),  # null: production was removed
+    sa.Column("changed_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    # What kind of change: a person's decision must be told from the gate's, and a rollback is
+    # final for the gate (null on rows written before the column existed).
+    sa.Column("action", sa.String(16)),
+    # The gate's evidence for an automatic promotion: challenger minus champion AUC on the same
+    # holdout, its paired bootstrap interval, and which holdout (null for any other change).
+    sa.Column("delta_roc_auc", sa.Float),
+    sa.Column("delta_roc_auc_ci_low", sa.Float),
+    sa.Column("delta_roc_auc_ci_high", sa.Float),
+    sa.Column("holdout_fingerprint", sa.String(32)),
+    # Who decided under which plan: the change control plan's sha256 in force, the id of its rule
+    # that let the platform make the change (null: a person's decision or a change outside), and
+    # the comment a person wrote with their decision (null on rows written before these columns).
+    sa.Column("plan_sha256", sa.String(64)),
+    sa.Column("rule", sa.Text),
+    sa.Column("comment", sa.Text),
+    # The API shows the ledger (GET /model/history) and adds the production changes it notices
+    # (made in the MLflow UI); it never changes a row (nothing does: rows are only added).
+    info={API_PRIVILEGES: ("SELECT", "INSERT")},
 )

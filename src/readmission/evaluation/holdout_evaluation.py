@@ -17,9 +17,9 @@ from sklearn import metrics
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import RocCurveDisplay
 
-from readmission import calibration, subgroups, thresholds
 from readmission.config import Settings
-from readmission.uncertainty import AucInterval, cluster_bootstrap_auc
+from readmission.evaluation import calibration, subgroups, thresholds
+from readmission.evaluation.uncertainty import AucInterval, cluster_bootstrap_auc
 
 BOOTSTRAP_SEED = 20_240  # fixed, so a version's card and its promotion gate see the same interval
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from readmission import ledger, registry_reader
+from readmission import registry_reader
 from readmission.config import Settings
 from readmission.json_numbers import finite
+from readmission.release import ledger
 
 
 @dataclass(frozen=True)

@@ -17,42 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from readmission.database import engine_for
-from readmission.tables import API_PRIVILEGES
+from readmission.data.database import engine_for
+from readmission.data.tables import promotions
 
 _LOCK_ID = 7_296_015  # PostgreSQL advisory lock serialising production changes
-
-metadata = sa.MetaData()
-promotions = sa.Table(
-    "promotions",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("model_name", sa.Text, nullable=False, index=True),
-    sa.Column("from_version", sa.String(32)),  # null: nothing was in production
-    sa.Column("to_version", sa.String(32)),  # null: production was removed
-    sa.Column("changed_by", sa.Text, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    # What kind of change: a person's decision must be told from the gate's, and a rollback is
-    # final for the gate (null on rows written before the column existed).
-    sa.Column("action", sa.String(16)),
-    # The gate's evidence for an automatic promotion: challenger minus champion AUC on the same
-    # holdout, its paired bootstrap interval, and which holdout (null for any other change).
-    sa.Column("delta_roc_auc", sa.Float),
-    sa.Column("delta_roc_auc_ci_low", sa.Float),
-    sa.Column("delta_roc_auc_ci_high", sa.Float),
-    sa.Column("holdout_fingerprint", sa.String(32)),
-    # Who decided under which plan: the change control plan's sha256 in force, the id of its rule
-    # that let the platform make the change (null: a person's decision or a change outside), and
-    # the comment a person wrote with their decision (null on rows written before these columns).
-    sa.Column("plan_sha256", sa.String(64)),
-    sa.Column("rule", sa.Text),
-    sa.Column("comment", sa.Text),
-    # The API shows the ledger (GET /model/history) and adds the production changes it notices
-    # (made in the MLflow UI); it never changes a row (nothing does: rows are only added).
-    info={API_PRIVILEGES: ("SELECT", "INSERT")},
-)
-
 
 AUTO = "auto"  # the gate promoted its challenger
 MANUAL = "manual"  # a person promoted a version (`readmission promote`)
@@ -123,7 +91,8 @@ class ProductionChange:
 
 
 def _engine(url: str) -> Engine:
-    """The warehouse's engine: its migrations create the ledger's table (readmission.migrations)."""
+    """The warehouse's engine: its migrations create the ledger's table
+    (readmission.data.migrations)."""
     return engine_for(url)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from readmission import migrations
-from readmission.tables import API_PRIVILEGES, API_ROLE, TABLE_PRIVILEGES
+from readmission.data import migrations
+from readmission.data.tables import API_PRIVILEGES, API_ROLE, TABLE_PRIVILEGES
 
 _LOCK_ID = 7_296_001  # PostgreSQL advisory lock serialising ingests
 _SCHEMA_LOCK_ID = 7_296_002  # ... and schema migrations
@@ -40,7 +40,7 @@ def engine_for(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Bring the warehouse to the newest revision of readmission.migrations, safe when several
+    """Bring the warehouse to the newest revision of readmission.data.migrations, safe when several
     processes open it at once; a warehouse of the release before migrations is upgraded in place.
 
     Migrations check, then change: two processes could both see a revision missing. PostgreSQL
@@ -168,7 +168,7 @@ class WarehouseReady:
 
 
 def init_warehouse(url: str) -> WarehouseReady:
-    """Create or upgrade the warehouse's schema (readmission.migrations) and read back its
+    """Create or upgrade the warehouse's schema (readmission.data.migrations) and read back its
     revision and the API login's privileges: `readmission init-warehouse`, run as the owner
     before the API starts (the API's login may not change the schema). Safe to re-run."""
     engine = engine_for(url)  # upgrades on first use

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from readmission.calibration import calibration_intercept
+from readmission.evaluation.calibration import calibration_intercept
+from readmission.evaluation.uncertainty import cluster_bootstrap_auc
 from readmission.schema import MISSING
-from readmission.uncertainty import cluster_bootstrap_auc
 
 UNKNOWN = "Unknown"
 AGE_BANDS = ((0, 40), (40, 60), (60, 80), (80, 100))

@@ -1,11 +1,11 @@
 """Acting on live evidence: what the served predictions, once their outcomes arrived, say about
-production and its shadow (a realized-performance report, readmission.performance).
+production and its shadow (a realized-performance report, readmission.monitoring.realized).
 
 - Roll back: the served version's recent realized AUC interval (patient bootstrap) lies wholly
   below REALIZED_AUC_FLOOR, or its realized calibration slope leaves
   [REALIZED_CALIBRATION_SLOPE_MIN, REALIZED_CALIBRATION_SLOPE_MAX], over at least
   LIVE_MIN_OUTCOMES counted outcomes: back to the newest earlier version not rolled back
-  (promotion.rollback).
+  (production_changes.rollback).
 - Promote the shadow: the lower end of the paired interval of its AUC minus production's on the
   same encounters lies above 0, over at least LIVE_MIN_OUTCOMES of them.
 
@@ -26,9 +26,10 @@ from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 
-from readmission import change_control, ledger, promotion, registry, registry_reader
+from readmission import change_control, registry, registry_reader
 from readmission.change_control import ChangeFacts, ChangeKind, Decision, Ruling
 from readmission.config import Settings
+from readmission.release import ledger, production_changes, promotion
 
 log = logging.getLogger(__name__)
 LIVE_EVIDENCE = "live_evidence"  # the plan's check of live changes
@@ -138,10 +139,12 @@ def _rollback(settings: Settings, current: str, worse: str, by: str) -> LiveActi
         log.warning("live evidence against v%s: %s; %s", current, worse, decision.reason)
         return LiveAction(ChangeKind.LIVE_ROLLBACK, current, None, worse, decision, False)
     try:
-        entry = promotion.rollback(
+        entry = production_changes.rollback(
             settings, by, f"live evidence (rule {decision.rule_id}): {worse}", None
         )
-    except promotion.PromotionError as error:  # no earlier version to return to: a person's call
+    except (
+        production_changes.PromotionError
+    ) as error:  # no earlier version to return to: a person's call
         log.error("live evidence against v%s: %s; not rolled back: %s", current, worse, error)
         return LiveAction(
             ChangeKind.LIVE_ROLLBACK,
@@ -191,7 +194,7 @@ def _promote(
     if decision.ruling is not Ruling.AUTOMATIC:
         log.warning("live evidence for v%s: %s; %s", candidate, evidence, decision.reason)
         return LiveAction(ChangeKind.LIVE_PROMOTION, current, candidate, evidence, decision, False)
-    promotion.change_production(
+    production_changes.change_production(
         settings,
         candidate,
         by,

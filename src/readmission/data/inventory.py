@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from readmission.database import engine_for
-from readmission.holdout import fingerprint
-from readmission.tables import (
+from readmission.data.database import engine_for
+from readmission.data.holdout import fingerprint
+from readmission.data.tables import (
     HOLDOUT_BATCH,
     batches,
     clean_encounters,
@@ -112,7 +112,7 @@ def correction_count(url: str) -> int:
 class HoldoutSummary:
     rows: int
     patients: int
-    fingerprint: str  # of its encounters (readmission.holdout.fingerprint)
+    fingerprint: str  # of its encounters (readmission.data.holdout.fingerprint)
 
 
 def holdout_summary(url: str) -> HoldoutSummary:

@@ -12,9 +12,13 @@ from typing import Any
 
 import mlflow
 
-from readmission import change_control, tripod_ai
+from readmission import change_control
 from readmission.config import Settings
-from readmission.evaluation import BOOTSTRAP_SEED, HoldoutEvaluation
+from readmission.evaluation import tripod_ai
+from readmission.evaluation.holdout_evaluation import (
+    BOOTSTRAP_SEED,
+    HoldoutEvaluation,
+)
 from readmission.json_numbers import finite
 from readmission.warehouse import Batch
 

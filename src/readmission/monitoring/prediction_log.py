@@ -27,12 +27,12 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from readmission.database import engine_for, transaction
+from readmission.data.database import engine_for, transaction
+from readmission.data.tables import clean_encounters, prediction_log_table
 from readmission.schema import TARGET
-from readmission.tables import clean_encounters, prediction_log_table
 
 if TYPE_CHECKING:  # thresholds imports scikit-learn, which the log's writer never needs
-    from readmission.thresholds import RiskBand
+    from readmission.evaluation.thresholds import RiskBand
 
 log = logging.getLogger(__name__)
 BATCH_ROWS = 2000  # rows per write: few transactions at full load, still cheap to retry

@@ -51,7 +51,7 @@ ITEMS: tuple[Item, ...] = (
     Item("6b", "Participants", "not covered", (),
          "the data set's inclusion criteria (diabetic inpatient encounters of 1-14 days) are "
          "the source's, not restated; the row checks that quarantine bad rows are in "
-         "readmission.validation"),
+         "readmission.data.validation"),
     Item("6c", "Participants", "not covered", (),
          "medications and their changes are predictors; no treatment is handled otherwise"),
     Item("7", "Data preparation", "not covered", (),

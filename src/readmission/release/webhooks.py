@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict
 
 from readmission import registry
 from readmission.config import Settings
-from readmission.database import engine_for
-from readmission.tables import webhook_deliveries as deliveries
+from readmission.data.database import engine_for
+from readmission.data.tables import webhook_deliveries as deliveries
 
 VERSION_CREATED: WebhookEventStr = "model_version.created"
 WEBHOOK_NAME = "readmission-serving"
