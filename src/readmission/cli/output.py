@@ -1,0 +1,15 @@
+"""What several commands print the same way: who runs them (for the promotion ledger) and a
+figure that may be missing."""
+
+from __future__ import annotations
+
+import getpass
+
+
+def operator() -> str:
+    """Who runs the command, for the promotion ledger."""
+    return f"cli ({getpass.getuser()})"
+
+
+def figure(value: float | None) -> str:
+    return "  -   " if value is None else f"{value:.4f}"
