@@ -23,6 +23,7 @@ def extract(target: Path, release: str = PREVIOUS_RELEASE) -> Path:
         check=True,
         timeout=60,
     )
+    target.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target / "src"
 
