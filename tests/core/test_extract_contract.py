@@ -351,12 +351,12 @@ def test_an_extract_in_encounter_order_closes_batches_as_it_is_read_as_a_shuffle
     in_order_url, shuffled_url = two_warehouses
     frame = generated(4000, seed=23)
     later = frame.iloc[1000:]
-    extracts = {
+    later_by_url = {
         in_order_url: later,
         shuffled_url: later.sample(frac=1, random_state=3).reset_index(drop=True),
     }
     reports = []
-    for url, extract in extracts.items():
+    for url, extract in later_by_url.items():
         warehouse.ingest(url, frame.iloc[:1000], 500, 0.2, min_batch_rows=450, chunk_rows=97)
         reports.append(warehouse.ingest(url, extract, 500, 0.2, min_batch_rows=450, chunk_rows=97))
     assert reports[0] == reports[1]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from readmission import registry
+from readmission import extracts, registry
 from readmission.config import Settings
 from readmission.monitoring import realized, realized_metrics
 from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
@@ -63,10 +63,10 @@ def test_outcomes_arriving_in_two_extracts_update_the_realized_figures_and_check
     ordered = sample.sort_values("encounter_id", key=lambda ids: ids.astype(int))
     # The first extract holds the oldest and the newest encounters (so the holdout starts above
     # the rest); the encounters in between are scored, and their outcomes come in two extracts.
-    extracts = [pd.concat([ordered.iloc[:1000], ordered.iloc[1800:]]), ordered.iloc[1000:1400]]
-    extracts.append(ordered.iloc[1400:1800])
+    parts = [pd.concat([ordered.iloc[:1000], ordered.iloc[1800:]]), ordered.iloc[1000:1400]]
+    parts.append(ordered.iloc[1400:1800])
     paths = []
-    for number, extract in enumerate(extracts):
+    for number, extract in enumerate(parts):
         paths.append(tmp_path / f"extract-{number}.csv")
         extract.to_csv(paths[-1], index=False)
     extracts.ingest(platform, source=str(paths[0]))
@@ -89,7 +89,7 @@ def test_outcomes_arriving_in_two_extracts_update_the_realized_figures_and_check
     )
     assert pending["estimate"]["observed_rate"] == pytest.approx(probability.mean())
 
-    first = scored["encounter_id"].isin(extracts[1]["encounter_id"]).to_numpy()
+    first = scored["encounter_id"].isin(parts[1]["encounter_id"]).to_numpy()
     (partial,) = half["versions"]
     assert (partial["n"], partial["pending"]) == (400, 400)
     assert partial["roc_auc"] == pytest.approx(
