@@ -3,6 +3,7 @@ quarantined identifiers, corrections, per-lineage bookkeeping and the training l
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,8 @@ import sqlalchemy as sa
 
 from readmission import warehouse
 from readmission.data import holdout
+from readmission.data.validation import normalize, validate
+from readmission.schema import COLUMNS
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -221,3 +224,37 @@ def test_raw_text_with_the_copy_formats_reserved_characters_is_stored_as_receive
         ).scalar_one()
     assert stored[int(extract.loc[10, "encounter_id"])] == odd
     assert payer == ""
+
+
+def test_rows_are_stored_cell_for_cell_raw_with_the_hash_of_its_cells_joined_by_0x1f(
+    url: str, text: pd.DataFrame
+) -> None:
+    """Chunks of plain text (on PostgreSQL, COPYed from the texts their hashes digest), a chunk
+    with a tab and one with a number written "2.0" (their cells written one by one) store the
+    same raw and clean rows; the hash is the earlier releases' (their warehouses' replays
+    compare against it)."""
+    extract = text.iloc[:400].copy()
+    extract.loc[150, "payer_code"] = "tab\there"
+    extract.loc[250, "num_procedures"] = "2.0"
+    warehouse.ingest(url, extract, 100, 0.2, chunk_rows=100)
+    with warehouse.engine_for(url).connect() as conn:
+        raw, clean = (
+            pd.read_sql(sa.select(table).order_by(table.c.encounter_id), conn)
+            for table in (warehouse.raw_encounters, warehouse.clean_encounters)
+        )
+    expected, _ = normalize(extract[list(COLUMNS)])
+    expected = expected.sort_values("encounter_id", key=lambda ids: ids.astype(int))
+    assert len(raw) == 400
+    assert raw["encounter_id"].tolist() == expected["encounter_id"].astype(int).tolist()
+    for column in COLUMNS[1:]:
+        assert raw[column].tolist() == expected[column].tolist(), column
+    digests = [
+        hashlib.sha256("\x1f".join(row).encode()).hexdigest()
+        for row in expected.itertuples(index=False, name=None)
+    ]
+    assert raw["row_hash"].tolist() == digests
+    typed = validate(expected).clean.sort_values("encounter_id")
+    assert len(clean) == len(typed) > 300
+    assert clean["num_procedures"].dtype == "int64"
+    for column in COLUMNS:
+        assert clean[column].tolist() == typed[column].tolist(), column

@@ -46,6 +46,20 @@ class Validated:
         return len(self.clean) + len(self.quarantined)
 
 
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame`'s COLUMNS with every cell a str, as `astype(str)` writes it. A column already all
+    text (the extract's reader gives only those) is kept as it is: `astype(str)` walks every cell
+    even when there is nothing to convert, a tenth of an ingest's time when done twice."""
+    columns = frame[list(COLUMNS)]
+    to_convert = {
+        c: str
+        for c in COLUMNS
+        if columns[c].dtype != object
+        or pd.api.types.infer_dtype(columns[c], skipna=False) != "string"
+    }
+    return columns.astype(to_convert) if to_convert else columns
+
+
 def parse_ids(values: pd.Series) -> pd.Series:
     """The integer identity (Int64) of each encounter_id / patient_nbr text; NA when the text is
     not a positive integer written in digits.
@@ -57,13 +71,16 @@ def parse_ids(values: pd.Series) -> pd.Series:
     encounter into training.
     """
     text = values.astype(str)
-    # Nearly every id is plain digits: those skip the regular expression, the slow path (a
-    # string method per value takes half the time pandas' `str.fullmatch` takes).
-    plain = np.fromiter(
-        (t.isascii() and t.isdigit() and len(t) <= 18 for t in text.tolist()),
-        dtype=bool,
-        count=len(text),
+    # Nearly every id is plain digits: those skip the regular expression, the slow path. The
+    # string methods are mapped over the values (a C loop each, a fifth of a generator's time);
+    # non-ASCII digits are ruled out for all values at once when the joined text is ASCII.
+    texts = text.tolist()
+    count = len(texts)
+    plain = np.fromiter(map(str.isdigit, texts), dtype=bool, count=count) & (
+        np.fromiter(map(len, texts), dtype=np.int64, count=count) <= 18
     )
+    if not "".join(texts).isascii():
+        plain &= np.fromiter(map(str.isascii, texts), dtype=bool, count=count)
     keys = pd.Series(pd.NA, index=values.index, dtype="Int64")
     if plain.any():
         keys[plain] = text[plain].astype("int64").to_numpy()
@@ -96,7 +113,7 @@ def validate(
     are duplicates too (an extract read in chunks). `ids`: the ID_COLUMNS as `parse_ids` reads
     them, when the caller has them already (the warehouse keys and routes rows by them).
     """
-    raw = raw[list(COLUMNS)].astype(str)
+    raw = as_text(raw)
     # Each rule's message and the rows breaking it, as boolean masks: reason texts are written
     # only for the failing rows, the few.
     broken: list[tuple[str, pd.Series, np.ndarray]] = []  # (message, text, mask)
