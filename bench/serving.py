@@ -277,8 +277,9 @@ def main() -> None:
 
     import pandas as pd
 
-    from readmission import registry, warehouse
+    from readmission import registry
     from readmission.config import get_settings
+    from readmission.data import tables, warehouse
     from readmission.features import normalise
     from readmission.schema import FEATURES
     from readmission.scoring import CompiledScorer
@@ -286,7 +287,7 @@ def main() -> None:
     settings = get_settings()
     version = promoted_version(settings, args.shadow)
     print(f"serving {settings.model_name} version {version} from {home}", flush=True)
-    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(settings.warehouse_url, tables.HOLDOUT_BATCH)
     features = holdout[list(FEATURES)]
     encounters = [
         {k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}

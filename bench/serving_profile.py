@@ -107,14 +107,14 @@ def main() -> None:
     from serving import promoted_version
 
     from api.main import app  # built at import from the settings set above
-    from readmission import warehouse
     from readmission.config import get_settings
+    from readmission.data import tables, warehouse
     from readmission.schema import FEATURES
 
     settings = get_settings()
     version = promoted_version(settings, shadow=True)
     state = app.state.app_state
-    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(settings.warehouse_url, tables.HOLDOUT_BATCH)
     encounters = [
         {k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}
         for r in holdout[list(FEATURES)].head(4000).to_dict("records")

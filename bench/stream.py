@@ -29,8 +29,9 @@ def main() -> None:
     args = parser.parse_args()
     home = use_local_platform(args.source, "bench-stream-")
 
-    from readmission import extracts, training, warehouse
+    from readmission import extracts, training
     from readmission.config import get_settings
+    from readmission.data import inventory, warehouse
     from readmission.data.dataset import load
 
     settings = get_settings()
@@ -78,7 +79,7 @@ def main() -> None:
                 "ingest_seconds": round(sum(e["ingest_seconds"] for e in measured), 2),
                 "train_seconds": round(sum(e["train_seconds"] for e in measured), 2),
                 "final_holdout_roc_auc": measured[-1]["holdout_roc_auc"],
-                "holdout_patient_overlap": warehouse.holdout_overlap(settings.warehouse_url),
+                "holdout_patient_overlap": inventory.holdout_overlap(settings.warehouse_url),
             }
         )
     )

@@ -157,8 +157,9 @@ def main() -> int:
                 }
             )
             os.chdir(home)
-            from readmission import registry, training, warehouse
+            from readmission import registry, training
             from readmission.config import get_settings
+            from readmission.data import ingestion
             from readmission.data.dataset import load, synthetic_sample
             from readmission.release import webhooks
             from readmission.schema import example_encounter
@@ -166,7 +167,7 @@ def main() -> int:
             settings = get_settings()
             started = time.monotonic()
             frame = load(args.source) if args.source else synthetic_sample(12_000, seed=5)
-            warehouse.ingest(
+            ingestion.ingest(
                 warehouse_url, frame, settings.batch_size, settings.holdout_fraction, VERSIONS
             )
             versions = [t.version for t in training.train_pending(settings, max_batches=1)]

@@ -39,8 +39,9 @@ def main() -> None:
     args = parser.parse_args()
     use_local_platform(args.source, "bench-step-")
 
-    from readmission import extracts, registry, training, warehouse
+    from readmission import extracts, registry, training
     from readmission.config import get_settings
+    from readmission.data import warehouse
     from readmission.model import labels
 
     settings = get_settings()

@@ -92,8 +92,9 @@ def ingest_data() -> None:
         """Store the source's next batches; return their ids and counts (never rows)."""
         import httpx
 
-        from readmission import extracts, warehouse
+        from readmission import extracts
         from readmission.config import get_settings
+        from readmission.data import ingest_report
         from readmission.data.dataset import DatasetError
 
         params = params or {}
@@ -105,7 +106,7 @@ def ingest_data() -> None:
             if isinstance(error.__cause__, httpx.HTTPError):
                 raise  # the download failed: worth another try
             raise AirflowFailException(str(error)) from error  # wrong file: retrying won't help
-        except warehouse.ExtractRefused as error:  # the same file is refused again: no retry
+        except ingest_report.ExtractRefused as error:  # the same file is refused again: no retry
             raise AirflowFailException(str(error)) from error
         for batch in ingested.report.new_batches:
             log.info(

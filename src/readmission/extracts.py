@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from readmission import warehouse
 from readmission.config import Settings
+from readmission.data import ingest_report, ingestion, warehouse
 from readmission.data.dataset import load, read_chunks
 from readmission.data.validation import validate
 from readmission.monitoring import prediction_log
@@ -25,7 +25,7 @@ class Ingested:
     """One ingest: what the extract did to the warehouse, and the logged predictions that
     received their outcome with it."""
 
-    report: warehouse.IngestReport
+    report: ingest_report.IngestReport
     # The prediction log's join runs after the ingest's transaction: counted here, where known.
     outcomes_joined: int
 
@@ -91,7 +91,7 @@ def ingest(
     """Acquire an extract and store what it adds (every new batch when `max_batches` is None),
     then join the outcomes it brought to the prediction log.
 
-    Raises warehouse.ExtractRefused, naming the share and the main reasons, when too many of
+    Raises ingest_report.ExtractRefused, naming the share and the main reasons, when too many of
     its rows fail validation (MAX_QUARANTINE_SHARE): then nothing of it is stored.
     """
     if source:  # an explicit source, whose checksum DATA_SHA256 does not describe
@@ -103,7 +103,7 @@ def ingest(
             settings.download_dir,
             settings.ingest_chunk_rows,
         )
-    report = warehouse.ingest(
+    report = ingestion.ingest(
         settings.warehouse_url,
         chunks,
         settings.batch_size,

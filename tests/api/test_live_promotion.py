@@ -22,8 +22,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import extracts, registry, training, warehouse
+from readmission import extracts, registry, training
 from readmission.config import Settings
+from readmission.data import ingestion
 from readmission.data.dataset import synthetic_sample
 from readmission.release import ledger, production_changes
 from readmission.schema import POSITIVE_LABEL, TARGET
@@ -70,10 +71,10 @@ def drift_lineage(
         create_database(), mlflow_server, tmp_path_factory.mktemp("drift-lineage")
     )
     url = settings.warehouse_url
-    warehouse.ingest(url, sample, settings.batch_size, settings.holdout_fraction, 1)
+    ingestion.ingest(url, sample, settings.batch_size, settings.holdout_fraction, 1)
     training.train_pending(settings)
     later = drifted_sample(1500, seed=13, id_offset=1_000_000)
-    warehouse.ingest(url, later, settings.batch_size, settings.holdout_fraction, 2)
+    ingestion.ingest(url, later, settings.batch_size, settings.holdout_fraction, 2)
     training.train_pending(settings)
     assert str(registry.newest_version(settings).version) == NEW_PATTERN
     return settings

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import extracts, registry, registry_reader, training, warehouse
+from readmission import extracts, registry, registry_reader, training
 from readmission.config import Settings
+from readmission.data import database, inventory, lineage, tables, warehouse
 from readmission.evaluation import model_card
 from readmission.release import ledger, production_changes, promotion
 
@@ -33,8 +34,8 @@ def test_an_ingest_killed_at_any_step_leaves_nothing_and_its_rerun_stores_everyt
     for point in ("ingest-mid-write", "ingest-before-commit"):
         killed = run("ingest", "--source", str(source), crash_at=point)
         assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
-        assert warehouse.row_counts(chaos.warehouse_url)["raw_encounters"] == 0
-        assert warehouse.ingest_history(chaos.warehouse_url) == []
+        assert inventory.row_counts(chaos.warehouse_url)["raw_encounters"] == 0
+        assert inventory.ingest_history(chaos.warehouse_url) == []
 
     ok("ingest", "--source", str(source))
     ok("train")
@@ -55,7 +56,7 @@ def test_a_training_run_killed_at_any_step_is_finished_by_the_next_run_without_f
         assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
         rerun = ok("train", "--batches", "1")
         assert ("registered before its bookkeeping, adopted" in rerun) is adopted, rerun
-    assert warehouse.untrained_batches(chaos.warehouse_url, chaos.model_name) == []
+    assert lineage.untrained_batches(chaos.warehouse_url, chaos.model_name) == []
     assert_consistent(chaos, [rows])
 
 
@@ -104,7 +105,7 @@ def test_two_training_runs_at_once_train_each_batch_once_and_both_exit_0(
     outputs = [p.communicate(timeout=300)[0] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], "\n".join(o[-6000:] for o in outputs)
     trained = sum(out.count("training batch") for out in outputs)
-    assert trained == len(warehouse.training_batches(chaos.warehouse_url))
+    assert trained == len(lineage.training_batches(chaos.warehouse_url))
     assert_consistent(chaos, [rows.iloc[:1000]])
 
 
@@ -117,7 +118,7 @@ def test_two_overlapping_ingests_at_once_store_every_row_once(
     ]
     outputs = [p.communicate(timeout=300)[0] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], outputs
-    history = warehouse.ingest_history(chaos.warehouse_url)
+    history = inventory.ingest_history(chaos.warehouse_url)
     assert sum(int(str(r["already_present"])) for r in history) == 300  # the overlap, once
     ok("train")
     assert_consistent(chaos, [rows.iloc[:1000]])
@@ -147,8 +148,8 @@ def test_replays_corrections_and_extracts_out_of_order_keep_the_lineage_straight
 def _lease_holder(settings: Settings) -> str:
     import sqlalchemy as sa
 
-    with warehouse.engine_for(settings.warehouse_url).connect() as conn:
-        return str(conn.execute(sa.select(warehouse.leases.c.holder)).scalar() or "")
+    with database.engine_for(settings.warehouse_url).connect() as conn:
+        return str(conn.execute(sa.select(tables.leases.c.holder)).scalar() or "")
 
 
 def _lenient_gate(configure: Callable[..., Settings]) -> Settings:

@@ -12,8 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from readmission import warehouse
-from readmission.data import migrations, tables
+from readmission.data import database, migrations, tables
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -25,7 +24,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_the_newest_revision_is_exactly_the_codes_tables(url: str) -> None:
-    engine = warehouse.engine_for(url)
+    engine = database.engine_for(url)
     try:
         with engine.connect() as conn:
             assert migrations.current(conn) == migrations.head()
@@ -56,7 +55,7 @@ def test_an_unversioned_warehouse_keeps_its_tables_and_gets_those_it_lacks(tmp_p
             conn.execute(sa.text("INSERT INTO raw_encounters VALUES (42)"))
     finally:
         plain.dispose()
-    engine = warehouse.engine_for(url)
+    engine = database.engine_for(url)
     try:
         with engine.connect() as conn:
             assert migrations.current(conn) == migrations.head()

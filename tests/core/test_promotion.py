@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from readmission import change_control, registry, registry_reader, status, warehouse
+from readmission import change_control, registry, registry_reader, status
 from readmission.config import Settings
+from readmission.data import tables, warehouse
 from readmission.data.holdout import fingerprint
+from readmission.data.lineage import mark_trained, training_lease
 from readmission.evaluation import model_card
 from readmission.release import ledger, production_changes, promotion
 from tests.conftest import SUITE_PLAN, TRAINED_VERSIONS
@@ -44,11 +46,11 @@ def fresh(lineage: Settings) -> Settings:
     name = f"promotion-test-{uuid.uuid4().hex[:8]}"
     client = registry.connect(lineage)
     url = lineage.warehouse_url
-    with warehouse.training_lease(url, "test: copying the lineage", 60) as lease:
+    with training_lease(url, "test: copying the lineage", 60) as lease:
         for version in range(1, TRAINED_VERSIONS + 1):
             copy = client.copy_model_version(registry.model_uri(lineage, version), name)
             batch = int(copy.tags["batch_id"])
-            warehouse.mark_trained(url, name, batch, copy.version, copy.run_id, lease)
+            mark_trained(url, name, batch, copy.version, copy.run_id, lease)
     return lineage.model_copy(update={"model_name": name})
 
 
@@ -107,7 +109,7 @@ def test_re_running_after_a_promotion_keeps_the_verdict_and_changes_nothing(
     assert again.challenger["roc_auc"] == pytest.approx(first.challenger["roc_auc"], abs=1e-6)
     recorded = tags(fresh, "3")
     assert recorded["validation_status"] == "passed"
-    holdout = warehouse.clean_rows(fresh.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(fresh.warehouse_url, tables.HOLDOUT_BATCH)
     assert recorded["validation_holdout_rows"] == str(len(holdout))
     assert moves(fresh) == [(None, "3")]
 
@@ -266,7 +268,7 @@ def test_the_gate_compares_on_the_same_holdout_with_a_paired_interval_and_keeps_
 
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
     assert verdict is not None and verdict.promoted and production(fresh) == "3"
-    holdout = warehouse.clean_rows(fresh.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(fresh.warehouse_url, tables.HOLDOUT_BATCH)
     holdout_print = fingerprint(holdout["encounter_id"])
     assert verdict.holdout_fingerprint == holdout_print
     delta = verdict.challenger["roc_auc"] - verdict.champion["roc_auc"]
@@ -327,8 +329,8 @@ def test_a_head_without_its_model_card_is_not_judged(fresh: Settings) -> None:
     source = f"{run.info.artifact_uri}/model"
     bare = client.create_model_version(fresh.model_name, source, run_id=run.info.run_id)
     url = fresh.warehouse_url
-    with warehouse.training_lease(url, "test: a version without its card", 60) as lease:
-        warehouse.mark_trained(url, fresh.model_name, 99, bare.version, run.info.run_id, lease)
+    with training_lease(url, "test: a version without its card", 60) as lease:
+        mark_trained(url, fresh.model_name, 99, bare.version, run.info.run_id, lease)
 
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
 

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from readmission import extracts, training, warehouse
+from readmission import extracts, training
 from readmission.config import Settings
+from readmission.data import database, tables, warehouse
 from readmission.monitoring import realized, realized_metrics
 from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.schema import POSITIVE_LABEL, TARGET
@@ -57,8 +58,8 @@ def test_outcomes_known_at_scoring_or_trained_on_are_left_out_and_counted(
     report = realized.compute(platform)
 
     first, second = report["versions"]
-    clean = warehouse.clean_encounters
-    with warehouse.engine_for(platform.warehouse_url).connect() as conn:
+    clean = tables.clean_encounters
+    with database.engine_for(platform.warehouse_url).connect() as conn:
         stored = set(pd.read_sql(clean.select(), conn)["encounter_id"].astype(int))
     # Version 1 scored them before their outcomes arrived, and before batch 1 was trained on:
     # a version trained since does not taint a prediction made before it.

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import registry, registry_reader, warehouse
+from readmission import registry, registry_reader
 from readmission.config import Settings
-from readmission.data import holdout
+from readmission.data import holdout, inventory, warehouse
 from readmission.model import ReadmissionModel, labels
 from readmission.release import ledger, production_changes
 from readmission.schema import POSITIVE_LABEL, TARGET
@@ -133,7 +133,7 @@ def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds
     }
     assert asset_events(replay, CLEAN_ENCOUNTERS) == []
     assert asset_events(replay, WAREHOUSE_CHANGES) == []
-    assert warehouse.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 2500
+    assert inventory.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 2500
 
     idle = run("02_warm_start_training")
     assert returned(idle, "train_untrained_batches") == []
@@ -277,7 +277,7 @@ def test_ingest_of_a_missing_file_fails_at_once_instead_of_retrying(
     assert failed.state == "failed"
     assert task_states(failed)["ingest"] == "failed"
     assert tries(failed, "ingest") == 1
-    assert warehouse.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 0
+    assert inventory.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 0
 
 
 def test_an_extract_with_too_many_bad_rows_fails_ingest_and_adds_no_batch_and_no_version(
@@ -295,8 +295,8 @@ def test_an_extract_with_too_many_bad_rows_fails_ingest_and_adds_no_batch_and_no
     assert tries(failed, "ingest") == 1  # the same file is refused again: no retry
     assert asset_events(failed, CLEAN_ENCOUNTERS) == []
     url = pipeline_env.warehouse_url
-    assert warehouse.batch_list(url) == [] and warehouse.row_counts(url)["raw_encounters"] == 0
-    (refusal,) = warehouse.ingest_history(url)
+    assert inventory.batch_list(url) == [] and inventory.row_counts(url)["raw_encounters"] == 0
+    (refusal,) = inventory.ingest_history(url)
     assert refusal["refused"] is True and refusal["quarantine_share"] == pytest.approx(0.3)
     assert run("02_warm_start_training").state == "success"
     assert registry_reader.version_summaries(pipeline_env) == []

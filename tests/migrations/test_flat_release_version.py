@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from readmission import registry, warehouse
+from readmission import registry
+from readmission.data import warehouse
 from readmission.data.tables import HOLDOUT_BATCH
 from readmission.schema import example_encounter
 from readmission.scoring import CompiledScorer

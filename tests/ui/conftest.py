@@ -14,8 +14,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from readmission import registry, training, warehouse
+from readmission import registry, training
 from readmission.config import Settings, get_settings
+from readmission.data import ingestion, warehouse
 from readmission.data.validation import validate
 from readmission.monitoring import realized
 from readmission.schema import TARGET
@@ -58,7 +59,7 @@ def train_and_promote(env: dict[str, str], sample: pd.DataFrame) -> None:
             patch.setenv(key, value)
         get_settings.cache_clear()
         settings = get_settings()
-        warehouse.ingest(
+        ingestion.ingest(
             settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, 2
         )
         training.train_pending(settings)
@@ -91,7 +92,7 @@ def score_and_measure(
         ):
             assert time.monotonic() < deadline, "the API never wrote its prediction log"
             time.sleep(0.2)
-        warehouse.ingest(
+        ingestion.ingest(
             settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction
         )
         realized.compute(settings)

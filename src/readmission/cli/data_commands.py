@@ -15,13 +15,14 @@ def ingest(
     source: Annotated[str | None, typer.Option(help="Overrides DATA_SOURCE.")] = None,
 ) -> None:
     """Store what an extract adds to the warehouse (any later extract, overlap or replay)."""
-    from readmission import extracts, warehouse
+    from readmission import extracts
     from readmission.config import get_settings
+    from readmission.data import ingest_report
     from readmission.data.dataset import DatasetError
 
     try:
         ingested = extracts.ingest(get_settings(), max_batches=batches, source=source)
-    except (DatasetError, warehouse.ExtractRefused) as error:
+    except (DatasetError, ingest_report.ExtractRefused) as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from error
     for b in ingested.report.new_batches:

@@ -18,8 +18,9 @@ def train(
     """Warm-start the model on every ingested, untrained batch, one registered version each."""
     import mlflow
 
-    from readmission import training, warehouse
+    from readmission import training
     from readmission.config import get_settings
+    from readmission.data import lineage
 
     settings = get_settings()
 
@@ -30,7 +31,7 @@ def train(
     with mlflow.start_run() if os.environ.get("MLFLOW_RUN_ID") else nullcontext():
         try:
             results = training.train_pending(settings, batches, on_step=announce)
-        except warehouse.LeaseBusy as busy:
+        except lineage.LeaseBusy as busy:
             typer.echo(
                 f"not training: {busy} (waited TRAINING_LEASE_WAIT={settings.training_lease_wait:g}"
                 " s); it trains every pending batch"

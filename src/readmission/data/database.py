@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from readmission.data import migrations
-from readmission.data.tables import API_PRIVILEGES, API_ROLE, TABLE_PRIVILEGES
+from readmission.data.tables import API_PRIVILEGES, API_ROLE, TABLE_PRIVILEGES, settings_table
 
 _LOCK_ID = 7_296_001  # PostgreSQL advisory lock serialising ingests
 _SCHEMA_LOCK_ID = 7_296_002  # ... and schema migrations
@@ -198,3 +198,15 @@ def transaction(url: str) -> Iterator[Connection]:
         else:  # take SQLite's write lock now, before reading what the writes depend on
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         yield conn
+
+
+def stored_setting(conn: Connection, key: str, default: object) -> str:
+    """The stored value of `key`; the first call stores `default` (a callable is called)."""
+    stored = conn.execute(
+        sa.select(settings_table.c.value).where(settings_table.c.key == key)
+    ).scalar()
+    if stored is not None:
+        return str(stored)
+    value = str(default() if callable(default) else default)
+    conn.execute(settings_table.insert().values(key=key, value=value))
+    return value

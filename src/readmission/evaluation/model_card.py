@@ -14,13 +14,13 @@ import mlflow
 
 from readmission import change_control
 from readmission.config import Settings
+from readmission.data.inventory import Batch
 from readmission.evaluation import tripod_ai
 from readmission.evaluation.holdout_evaluation import (
     BOOTSTRAP_SEED,
     HoldoutEvaluation,
 )
 from readmission.json_numbers import finite
-from readmission.warehouse import Batch
 
 JSON_PATH = "model_card.json"
 MARKDOWN_PATH = "model_card.md"

@@ -23,9 +23,10 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from sklearn import metrics
 
-from readmission import change_control, registry, registry_reader, warehouse
+from readmission import change_control, registry, registry_reader
 from readmission.change_control import ChangeFacts, ChangeKind, Decision, Ruling
 from readmission.config import Settings
+from readmission.data import inventory, lineage, tables, warehouse
 from readmission.data.holdout import fingerprint
 from readmission.evaluation import holdout_evaluation, model_card
 from readmission.evaluation.uncertainty import (
@@ -75,7 +76,7 @@ def evaluate_and_promote(
     auto_promote = settings.auto_promote if auto_promote is None else auto_promote
     policy = Policy.of(settings, promotion_policy, non_inferiority_margin)
     notice_outside_changes(settings, noticed_by=by)
-    head = warehouse.lineage_head(settings.warehouse_url, settings.model_name)
+    head = lineage.lineage_head(settings.warehouse_url, settings.model_name)
     if head is None:
         return None
     batch_id, version = head
@@ -129,7 +130,7 @@ def evaluate_and_promote(
             f"{challenger.run_id}): its training has not finished, so it is not judged",
         )
 
-    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(settings.warehouse_url, tables.HOLDOUT_BATCH)
     holdout_print = fingerprint(holdout["encounter_id"])
     y = labels(holdout)
     probability = registry.load_readmission_model(settings, version).predict_proba(holdout)
@@ -419,12 +420,12 @@ def keep_holdout_aucs(
     history compares versions on."""
     client = registry.connect(settings)
     tag = registry_reader.holdout_auc_tag(holdout_print)
-    lineage = [
+    lineage_versions = [
         b.model_version
-        for b in warehouse.batch_list(settings.warehouse_url, settings.model_name)
+        for b in inventory.batch_list(settings.warehouse_url, settings.model_name)
         if b.model_version is not None
     ]
-    for version in dict.fromkeys([*known, *lineage]):
+    for version in dict.fromkeys([*known, *lineage_versions]):
         if version in known:
             auc: float | None = known[version]
         elif tag in client.get_model_version(settings.model_name, version).tags:
