@@ -1,12 +1,12 @@
-"""The data warehouse: raw, clean and quarantined encounters, corrections, batch bookkeeping,
-the record of every ingest, which version each batch was trained into, and the training lease.
+"""Ingesting an extract into the warehouse: raw, clean and quarantined encounters, corrections,
+batches, and the record of every ingest.
 
 The same SQLAlchemy code runs on PostgreSQL and SQLite. An encounter is identified by its
 `encounter_id` (as an integer: `N` and `N.0` are the same encounter). Every extract, in any
 order, overlapping or replayed, is reduced to what is new: a new encounter goes to the holdout
 (batch 0) when its patient is a holdout patient (`readmission.data.holdout`), else into a new
-training batch, in `encounter_id` order; an encounter stored before is skipped, or, when its content
-differs, recorded as a correction. A stored batch is never rewritten. A training batch holds
+training batch, in `encounter_id` order; an encounter stored before is skipped, or, when its
+content differs, recorded as a correction. A stored batch is never rewritten. A training batch holds
 at least MIN_BATCH_ROWS clean rows: a smaller remainder is stored as waiting, in no batch, and
 joins the next extract's rows. Rows with a bad identifier are quarantined with the reason, never
 fatal; an extract with more than MAX_QUARANTINE_SHARE of its rows failing is refused whole
@@ -28,13 +28,8 @@ from sqlalchemy.engine import Connection
 
 from readmission.data.database import stored_setting, transaction
 from readmission.data.ingest_plan import Plan
-from readmission.data.ingest_report import (
-    ExtractRefused,
-    IngestReport,
-)
-from readmission.data.tables import (
-    ingests,
-)
+from readmission.data.ingest_report import ExtractRefused, IngestReport
+from readmission.data.tables import ingests
 
 # Rows of an extract worked on at once: memory follows this, not the extract's size.
 DEFAULT_CHUNK_ROWS = 50_000

@@ -1,4 +1,4 @@
-"""The platform steps as the CLI and the DAGs call them (promotion: test_promotion.py)."""
+"""What a trained version logs to MLflow: its model files, never the repository's project files."""
 
 from __future__ import annotations
 
