@@ -27,9 +27,9 @@ MAX_BATCH_ROWS = 8  # small, so a batch upload of a few rows already needs sever
 PRODUCTION_VERSION = "1"  # of two trained versions: the newest is not the production one
 
 
-def platform_env(
-    create_database: Callable[[], str], mlflow_server: str, home: Path
-) -> dict[str, str]:
+def ui_env(create_database: Callable[[], str], mlflow_server: str, home: Path) -> dict[str, str]:
+    """The settings of one of this folder's platforms (its own database and model name), as the
+    environment of its bin/api."""
     return {
         "DATABASE_URL": create_database(),
         "MLFLOW_TRACKING_URI": mlflow_server,
@@ -42,7 +42,7 @@ def platform_env(
 
 
 @contextmanager
-def running_api(env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+def api_process(env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """bin/api on a free port until the context ends, with its log printed if the body fails."""
     port = free_port()
     env = service_env(
@@ -100,7 +100,7 @@ def score_and_measure(
 
 
 @pytest.fixture(scope="package")
-def served_api(
+def served_url(
     create_database: Callable[[], str],
     mlflow_server: str,
     sample: pd.DataFrame,
@@ -110,8 +110,8 @@ def served_api(
     encounters it scored. The API starts while the model trains and picks the promotion up from
     the registry, as it does in production."""
     home = tmp_path_factory.mktemp("served")
-    env = platform_env(create_database, mlflow_server, home / "home")
-    with running_api(env, home) as (url, process):
+    env = ui_env(create_database, mlflow_server, home / "home")
+    with api_process(env, home) as (url, process):
         train_and_promote(env, sample)
         wait_for(f"{url}/ready", process, timeout=120)
         score_and_measure(env, url, sample)
@@ -119,13 +119,13 @@ def served_api(
 
 
 @pytest.fixture(scope="package")
-def idle_api(
+def idle_url(
     create_database: Callable[[], str], mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """URL of bin/api for a model name with no version, once it has asked the registry."""
     home = tmp_path_factory.mktemp("idle")
-    env = platform_env(create_database, mlflow_server, home / "home")
-    with running_api(env, home) as (url, process):
+    env = ui_env(create_database, mlflow_server, home / "home")
+    with api_process(env, home) as (url, process):
         wait_for(f"{url}/health", process, timeout=120)
         deadline = time.monotonic() + 60
         while not httpx.get(f"{url}/model").json()["registry_reachable"]:
