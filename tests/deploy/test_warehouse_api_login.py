@@ -24,7 +24,8 @@ from psycopg import errors
 from deploy import k8s
 from readmission import registry
 from readmission.config import Settings
-from readmission.data import database, migrations, tables
+from readmission.data import migrations, tables
+from readmission.data.database import WarehouseNotReady, api_privileges, engine_for
 from readmission.monitoring import prediction_log, realized
 from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.release import ledger, production_changes
@@ -116,7 +117,7 @@ def urls(server: dict[str, str]) -> Iterator[dict[str, str]]:
     }
     yield found
     for url in (found["owner"], found["api"]):  # engine_for keeps one engine per URL
-        database.engine_for(url).dispose()
+        engine_for(url).dispose()
 
 
 def prediction(model_name: str, version: str = "1") -> LoggedPrediction:
@@ -134,7 +135,7 @@ def prediction(model_name: str, version: str = "1") -> LoggedPrediction:
 
 
 def logged(url: str, model_name: str) -> int:
-    with database.engine_for(url).connect() as conn:
+    with engine_for(url).connect() as conn:
         query = sa.select(sa.func.count()).where(
             tables.prediction_log_table.c.model_name == model_name
         )
@@ -149,7 +150,7 @@ def test_init_warehouse_grants_the_api_exactly_what_it_does(
     assert "readmission_api may SELECT, INSERT on promotions" in urls["init"]
     assert OWNER_PASSWORD not in urls["init"]
     # Every table of the schema: nothing on the encounters, the batches, the lease ...
-    assert database.api_privileges(urls["owner"]) == API_PRIVILEGES
+    assert api_privileges(urls["owner"]) == API_PRIVILEGES
     with superuser(server) as conn:
         sequences = dict(
             conn.execute(
@@ -172,7 +173,7 @@ def test_init_warehouse_grants_the_api_exactly_what_it_does(
 def test_init_warehouse_is_safe_to_rerun(urls: dict[str, str]) -> None:
     again = init_warehouse(urls["owner"])
     assert again.returncode == 0, again.stderr
-    assert database.api_privileges(urls["owner"]) == API_PRIVILEGES
+    assert api_privileges(urls["owner"]) == API_PRIVILEGES
 
 
 def test_the_api_logs_predictions_as_its_own_login(urls: dict[str, str]) -> None:
@@ -194,7 +195,7 @@ def test_the_api_reads_realized_performance_as_its_own_login(urls: dict[str, str
     model_name = f"model-{uuid.uuid4().hex[:8]}"
     assert realized.latest(urls["api"], model_name) is None
     report = {"model_name": model_name, "versions": [{"version": "1", "roc_auc": 0.7}]}
-    with database.engine_for(urls["owner"]).begin() as conn:  # the platform computes reports
+    with engine_for(urls["owner"]).begin() as conn:  # the platform computes reports
         conn.execute(
             tables.performance_reports.insert().values(
                 model_name=model_name,
@@ -286,7 +287,7 @@ def test_before_the_owner_creates_the_tables_the_api_says_who_must(
     api, owner = api_url(server, database), owner_url(server, database)
     model_name = f"model-{uuid.uuid4().hex[:8]}"
     try:
-        with pytest.raises(database.WarehouseNotReady, match="readmission_api may not create"):
+        with pytest.raises(WarehouseNotReady, match="readmission_api may not create"):
             prediction_log.write(api, [prediction(model_name)])
         created = init_warehouse(owner)
         assert created.returncode == 0, created.stderr
@@ -294,7 +295,7 @@ def test_before_the_owner_creates_the_tables_the_api_says_who_must(
         assert logged(owner, model_name) == 1
     finally:
         for url in (api, owner):
-            database.engine_for(url).dispose()
+            engine_for(url).dispose()
         with superuser(server, "postgres") as conn:
             conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
 
@@ -310,10 +311,10 @@ def test_owners_opening_a_fresh_warehouse_at_once_create_and_grant_once(
             conn.execute(f"CREATE DATABASE {database} OWNER warehouse")
         try:
             assert open_at_once(owner_url(server, database)) == [0] * PROCESSES
-            granted = database.api_privileges(owner_url(server, database))
+            granted = api_privileges(owner_url(server, database))
             assert granted == API_PRIVILEGES  # the migrations make every table, the ledger's too
         finally:
-            database.engine_for(owner_url(server, database)).dispose()
+            engine_for(owner_url(server, database)).dispose()
             with superuser(server, "postgres") as conn:  # its grants go with it
                 conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
 
@@ -323,7 +324,7 @@ def test_a_login_created_after_the_tables_gets_its_rights_at_the_owners_next_sta
 ) -> None:
     """An existing volume: the tables predate the login (the operator re-runs postgres_init);
     the owner's next start (warehouse-init at `make up`, any Airflow task) grants."""
-    database.engine_for(urls["api"]).dispose()
+    engine_for(urls["api"]).dispose()
     with superuser(server) as conn:
         conn.execute("DROP OWNED BY readmission_api")
         conn.execute("DROP ROLE readmission_api")
@@ -344,7 +345,7 @@ def test_a_login_created_after_the_tables_gets_its_rights_at_the_owners_next_sta
         prediction_log.write(urls["api"], [prediction(model_name)])
     again = init_warehouse(urls["owner"])
     assert again.returncode == 0, again.stderr
-    assert database.api_privileges(urls["owner"]) == API_PRIVILEGES
+    assert api_privileges(urls["owner"]) == API_PRIVILEGES
     prediction_log.write(urls["api"], [prediction(model_name)])
     assert logged(urls["owner"], model_name) == 1
 
@@ -367,11 +368,11 @@ def test_a_warehouse_of_the_previous_release_is_upgraded_and_granted_by_init_war
         upgraded = init_warehouse(owner)
         assert upgraded.returncode == 0, upgraded.stderr
         assert f"schema revision {migrations.head()}" in upgraded.stdout
-        assert database.api_privileges(owner) == API_PRIVILEGES
+        assert api_privileges(owner) == API_PRIVILEGES
         prediction_log.write(api, [prediction("model-upgraded")])  # the API's login, no DDL
         assert logged(owner, "model-upgraded") == 1
     finally:
         for url in (api, owner):
-            database.engine_for(url).dispose()
+            engine_for(url).dispose()
         with superuser(server, "postgres") as conn:
             conn.execute(f"DROP DATABASE {database} WITH (FORCE)")

@@ -12,4 +12,5 @@ def operator() -> str:
 
 
 def figure(value: float | None) -> str:
+    """A metric to four places, or a dash where it is missing."""
     return "  -   " if value is None else f"{value:.4f}"
