@@ -8,19 +8,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from readmission.config import MAX_BATCH_ROWS_CEILING
+from readmission.evaluation.thresholds import RISK_BAND_RULE, RiskBand
 from readmission.schema import Encounter, example_encounter
 from readmission.scoring import FeatureContribution, FieldContribution
-
-RiskBand = Literal["low", "medium", "high"]
 
 
 class Prediction(BaseModel):
     encounter_id: int | None = Field(description="Echoed from the request.")
     probability: float = Field(description="P(readmitted within 30 days).", ge=0, le=1)
     readmitted_within_30d: bool = Field(description="probability >= threshold.")
-    risk_band: RiskBand = Field(
-        description="high: p >= threshold; medium: p >= threshold / 2; low: below."
-    )
+    risk_band: RiskBand = Field(description=RISK_BAND_RULE)
     threshold: float = Field(description="The model version's decision threshold.")
     model_name: str
     model_version: str

@@ -12,33 +12,33 @@ from pydantic import BaseModel, ValidationError
 from api.drift import DriftMonitor
 from api.metrics import ServingMetrics
 from api.model_store import ModelStore, ServedModel
-from api.prediction_logging import PredictionLogging
+from api.prediction_recorder import PredictionRecorder
 from readmission.config import Settings
 
 Body = TypeVar("Body", bound=BaseModel)
 
 
 @dataclass(frozen=True)
-class Serving:
-    """Everything one app instance serves with, kept in `app.state.serving`."""
+class AppState:
+    """Everything one app instance serves with, kept in `app.state.app_state`."""
 
     settings: Settings
     store: ModelStore
     metrics: ServingMetrics
     drift: DriftMonitor
-    prediction_log: PredictionLogging
+    recorder: PredictionRecorder  # served predictions to the prediction log, reports back
 
 
 # Dependencies are coroutines so that FastAPI calls them on the event loop: a plain function would
 # be run in the thread pool, a hand-off that costs more than scoring.
-async def serving(request: Request) -> Serving:
-    return request.app.state.serving
+async def app_state(request: Request) -> AppState:
+    return request.app.state.app_state
 
 
-def served_model(request: Request) -> tuple[Serving, ServedModel]:
+def require_model(request: Request) -> tuple[AppState, ServedModel]:
     """The app's state and the served model, read once per request; 503 with what to do when
     there is none."""
-    state: Serving = request.app.state.serving
+    state: AppState = request.app.state.app_state
     model = state.store.current
     if model is None:
         raise HTTPException(503, detail=state.store.unavailable_reason())
@@ -77,4 +77,4 @@ def parse_body(schema: type[Body], body: bytes) -> Body:
         raise RequestValidationError(problems) from None
 
 
-ServingState = Annotated[Serving, Depends(serving)]
+AppStateDep = Annotated[AppState, Depends(app_state)]

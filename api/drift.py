@@ -1,4 +1,5 @@
-"""Input drift: population stability index (PSI) of recent encounters vs the training data.
+"""Input drift as the API sees it: a window of recent encounters, and its PSI against the served
+model's training data (readmission.monitoring.drift) exported to Prometheus.
 
 Requests only append their records, time-stamped, to a bounded window (O(1)); the PSI of each
 feature is computed when Prometheus scrapes, over the window's entries younger than
@@ -10,55 +11,16 @@ quiet or stale window would read as drift.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from readmission.features import Feature, _apply
-from readmission.model import ReadmissionModel
-
-EPSILON = 1e-4  # proportion used for a level never seen, so the PSI stays finite
-# Features derived from one input column with a vocabulary small enough to compare against a
-# window of about a thousand requests (this leaves out the 1,300-level ICD-9 categories).
-MAX_LEVELS = 100
-
-
-@dataclass(frozen=True)
-class DriftReference:
-    """Expected level proportions (OTHER last) of the monitored features of one model."""
-
-    features: tuple[Feature, ...]
-    expected: tuple[np.ndarray, ...]
-
-    @classmethod
-    def of(cls, model: ReadmissionModel) -> DriftReference | None:
-        counts = getattr(model, "reference_counts", None)
-        if counts is None or not model.is_fitted:
-            return None
-        features, expected = [], []
-        for feature, level_counts in zip(model.space.features, counts, strict=True):
-            if len(feature.inputs) == 1 and len(feature.vocabulary) <= MAX_LEVELS:
-                features.append(feature)
-                expected.append(_proportions(np.asarray(level_counts, dtype=float)))
-        return cls(tuple(features), tuple(expected))
-
-
-def psi(expected: np.ndarray, actual: np.ndarray) -> float:
-    """sum((actual - expected) * ln(actual / expected)) over levels, proportions floored."""
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
-
-
-def _proportions(counts: np.ndarray) -> np.ndarray:
-    total = counts.sum()
-    return np.maximum(counts / total if total else counts, EPSILON)
+from readmission.monitoring.drift import DriftReference
 
 
 class DriftMonitor:
@@ -89,15 +51,7 @@ class DriftMonitor:
         records = self.snapshot()
         if len(records) < self.min_requests:
             return len(records), {}
-        found: dict[str, float] = {}
-        for feature, expected in zip(reference.features, reference.expected, strict=True):
-            index = {level: i for i, level in enumerate(feature.vocabulary)}
-            levels = _apply(feature.fn, [[r[c] for r in records] for c in feature.inputs])
-            positions = [index.get(level, len(index)) for level in levels]
-            actual = _proportions(np.bincount(positions, minlength=len(expected)).astype(float))
-            value = psi(expected, actual)
-            found[feature.name] = value if math.isfinite(value) else 0.0
-        return len(records), found
+        return len(records), reference.psi(records)
 
 
 class PsiCollector(Collector):

@@ -13,11 +13,11 @@ from prometheus_client import REGISTRY, CollectorRegistry
 import readmission
 from api import errors
 from api.body_limit import BodyLimit
-from api.deps import Serving
+from api.deps import AppState
 from api.drift import DriftMonitor, PsiCollector
 from api.metrics import ServingMetrics
 from api.model_store import ModelStore
-from api.prediction_logging import PredictionLogCollector, PredictionLogging
+from api.prediction_recorder import PredictionLogCollector, PredictionRecorder
 from api.preloaded_models import PreloadedModels
 from api.promotion_listener import PromotionListener, RegistryChanges
 from api.routes import health, model, performance, predict, webhooks
@@ -53,8 +53,8 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry = R
     metrics.registry.register(
         PsiCollector(drift, lambda: store.current.drift if store.current else None)
     )
-    prediction_log = PredictionLogging(settings)
-    metrics.registry.register(PredictionLogCollector(prediction_log))
+    recorder = PredictionRecorder(settings)
+    metrics.registry.register(PredictionLogCollector(recorder))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry = R
         if settings.warehouse_url.startswith("postgresql"):  # SQLite: one process, woken directly
             listener = PromotionListener(settings.warehouse_url, changes)
             tasks.append(asyncio.create_task(listener.run(), name="promotion-listener"))
-        async with prediction_log.running():
+        async with recorder.running():
             yield
         for task in tasks:
             task.cancel()
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry = R
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
     )
-    app.state.serving = Serving(settings, store, metrics, drift, prediction_log)
+    app.state.app_state = AppState(settings, store, metrics, drift, recorder)
     app.state.registry_changes = changes
     errors.install(app, metrics)
     for router in (

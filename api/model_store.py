@@ -38,14 +38,16 @@ from typing import Any
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from api.drift import DriftReference
 from api.metrics import ServingMetrics
-from readmission import model_card, promotion, registry
+from readmission import registry
 from readmission.config import Settings
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
+from readmission.data.validation import validate
+from readmission.evaluation import model_card
 from readmission.features import normalise
+from readmission.monitoring.drift import DriftReference
+from readmission.release import production_changes
 from readmission.scoring import CompiledScorer, PairedScorer, paired
-from readmission.validation import validate
 
 log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 500
@@ -242,7 +244,7 @@ class ModelStore:
         """Record a production change made outside the platform (the MLflow UI) in the ledger;
         changes made by the CLI or the DAG are recorded already and add nothing."""
         try:
-            promotion.notice_outside_changes(self.settings, noticed_by="the serving API")
+            production_changes.notice_outside_changes(self.settings, noticed_by="the serving API")
         except Exception as error:  # the ledger must never stop serving
             log.warning("could not check the promotion ledger: %s", _short(str(error)))
 

@@ -2,10 +2,10 @@
 
 Loading a version (download, compile, verify against the pipeline, warm up) takes seconds on a
 busy machine: longer than the promotion may take to reach the replicas. MLflow's webhook reports
-each new version (model_version.created) to every replica (readmission.webhooks), which loads it
-in the background here; the model store's loader then takes it from here when the alias moves to
-it. The versions served before stay too, so a rollback is as quick. At most KEEP versions are
-held; a version never loaded ahead is loaded when promoted, as before.
+each new version (model_version.created) to every replica (readmission.release.webhooks), which
+loads it in the background here; the model store's loader then takes it from here when the alias
+moves to it. The versions served before stay too, so a rollback is as quick. At most KEEP versions
+are held; a version never loaded ahead is loaded when promoted, as before.
 """
 
 from __future__ import annotations

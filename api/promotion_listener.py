@@ -1,8 +1,8 @@
 """Every API replica hears of registry changes at once: it LISTENs on the warehouse's channel,
-which the replica that received MLflow's webhook NOTIFYs (readmission.webhooks). An alias moved:
-its model store's watcher checks the registry now; a version was registered: it is loaded ahead
-of its promotion (api/preloaded_models.py). PostgreSQL only: the embedded default (SQLite) runs
-one API process, which the webhook reaches directly.
+which the replica that received MLflow's webhook NOTIFYs (readmission.release.webhooks). An alias
+moved: its model store's watcher checks the registry now; a version was registered: it is loaded
+ahead of its promotion (api/preloaded_models.py). PostgreSQL only: the embedded default (SQLite)
+runs one API process, which the webhook reaches directly.
 
 A dedicated connection, outside SQLAlchemy's pool: LISTEN belongs to a session, which a pooled
 connection would hand to other work. Lost, it is opened again (1 s, 2 s, ... at most 30 s apart),
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from api.model_store import ModelStore
 from api.preloaded_models import PreloadedModels
-from readmission.webhooks import CHANNEL, VERSION_CREATED
+from readmission.release.webhooks import CHANNEL, VERSION_CREATED
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 30.0

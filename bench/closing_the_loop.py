@@ -45,8 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     home = use_local_platform(args.source, "bench-loop-", MODEL_POLL_SECONDS="2")
 
+    from readmission.data.validation import validate
     from readmission.schema import POSITIVE_LABEL, TARGET
-    from readmission.validation import validate
 
     started = time.perf_counter()
     half = train_first_half(home)

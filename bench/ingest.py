@@ -3,8 +3,8 @@ and PostgreSQL, and on the real data set against pandas `to_sql` as the anchor.
 
 Synthetic mode (default): for each size, `readmission sample` writes an extract (repeat patients
 are the sample's own), then one fresh process per backend reads it from disk and ingests it into
-a fresh warehouse with the platform's settings (`readmission.dataset.read_chunks` +
-`warehouse.ingest`, as `readmission.steps.ingest` does; MIN_BATCH_ROWS, MAX_QUARANTINE_SHARE and
+a fresh warehouse with the platform's settings (`readmission.data.dataset.read_chunks` +
+`ingestion.ingest`, as `readmission.extracts.ingest` does; MIN_BATCH_ROWS, MAX_QUARANTINE_SHARE and
 INGEST_CHUNK_ROWS at their defaults). Each line: rows/s, the process's CPU seconds and its
 peak RSS. Targets: peak RSS for 2,000,000 rows under 600 MB, >= 50,000 rows/s into PostgreSQL.
 Anchor, measured beside each size on the same (possibly busy) machine: PostgreSQL's own COPY of
@@ -14,7 +14,7 @@ for any ingest of it into this server now.
     .venv/bin/python bench/ingest.py --sizes 100000 500000 2000000
 
 Real-data mode (`--source`): loads the real data set into a fresh PostgreSQL database through
-`warehouse.ingest`, replays it, then writes the first 10,000 raw rows with plain
+`ingestion.ingest`, replays it, then writes the first 10,000 raw rows with plain
 `DataFrame.to_sql` into another fresh database (goal: all rows in <= 10 s).
 
     .venv/bin/python bench/ingest.py --source ../shared/data/dataset_diabetes.zip
@@ -38,9 +38,9 @@ from pathlib import Path
 import psycopg
 import sqlalchemy as sa
 
-from readmission import warehouse
 from readmission.config import Settings
-from readmission.dataset import load, read_chunks
+from readmission.data import database, ingestion
+from readmission.data.dataset import load, read_chunks
 
 ANCHOR_ROWS = 10_000  # to_sql is too slow to wait for on the whole data set
 ADMIN_URL = os.environ.get(
@@ -69,9 +69,9 @@ def measure_one(backend: str, path: Path) -> dict[str, object]:
         else:
             url = f"sqlite:///{Path(scratch) / 'warehouse.db'}"
         try:
-            warehouse.engine_for(url)
+            database.engine_for(url)
             started, cpu_started = time.perf_counter(), time.process_time()
-            report = warehouse.ingest(
+            report = ingestion.ingest(
                 url,
                 read_chunks(str(path), chunk_rows=settings.ingest_chunk_rows),
                 settings.batch_size,
@@ -83,7 +83,7 @@ def measure_one(backend: str, path: Path) -> dict[str, object]:
             seconds = time.perf_counter() - started
             cpu_seconds = time.process_time() - cpu_started
         finally:
-            warehouse.engine_for.cache_clear()
+            database.engine_for.cache_clear()
             if name:
                 with admin.connect() as conn:
                     conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -180,12 +180,12 @@ def real_data(source: str) -> dict[str, object]:
     try:
         name, url = fresh_database(admin)
         names.append(name)
-        warehouse.engine_for(url)  # schema creation is not part of the measurement
+        database.engine_for(url)  # schema creation is not part of the measurement
         started = time.perf_counter()
-        report = warehouse.ingest(url, frame, 15000, 0.2)
+        report = ingestion.ingest(url, frame, 15000, 0.2)
         platform_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        replay = warehouse.ingest(url, frame, 15000, 0.2)
+        replay = ingestion.ingest(url, frame, 15000, 0.2)
         replay_seconds = time.perf_counter() - started
         print(
             f"platform: {report.rows_added} rows in {platform_seconds:.2f} s "
@@ -205,7 +205,7 @@ def real_data(source: str) -> dict[str, object]:
             f"{anchor_seconds:.2f} s"
         )
     finally:
-        warehouse.engine_for.cache_clear()
+        database.engine_for.cache_clear()
         with admin.connect() as conn:
             for name in names:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -44,11 +44,12 @@ def logged_rows(url: str, model_name: str) -> pd.DataFrame:
     """The prediction log of `model_name`, as the warehouse holds it."""
     import sqlalchemy as sa
 
-    from readmission.warehouse import engine_for, prediction_log
+    from readmission.data.database import engine_for
+    from readmission.data.tables import prediction_log_table
 
-    query = sa.select(prediction_log).where(prediction_log.c.model_name == model_name)
+    query = sa.select(prediction_log_table).where(prediction_log_table.c.model_name == model_name)
     with engine_for(url).connect() as conn:
-        return pd.read_sql(query.order_by(prediction_log.c.id), conn)
+        return pd.read_sql(query.order_by(prediction_log_table.c.id), conn)
 
 
 def main() -> None:
@@ -65,8 +66,8 @@ def main() -> None:
     os.environ["DATABASE_URL"] = args.database_url
 
     from readmission.config import get_settings
+    from readmission.data.validation import validate
     from readmission.schema import POSITIVE_LABEL, TARGET
-    from readmission.validation import validate
 
     settings = get_settings()
     started = time.perf_counter()

@@ -61,7 +61,7 @@ class FirstHalf:
 def train_first_half(home: Path) -> FirstHalf:
     """The real file (DATA_SOURCE) cut by encounter_id, as a user cuts later extracts: the first
     50% ingested and trained through the CLI; the next 15% kept for serving and its outcomes."""
-    from readmission.dataset import load
+    from readmission.data.dataset import load
 
     data = load(os.environ["DATA_SOURCE"])  # raw text, in encounter_id order (resolved path)
     first, second = data.iloc[: len(data) // 2], data.iloc[len(data) // 2 : int(len(data) * 0.65)]

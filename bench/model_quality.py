@@ -36,15 +36,16 @@ def main() -> None:
         args.source, "bench-quality-", BATCH_SIZE=str(args.batch_size), HOLDOUT_FRACTION="0.2"
     )
 
-    from readmission import steps, training, warehouse
+    from readmission import extracts, training
     from readmission.config import get_settings
+    from readmission.data import lineage, tables, warehouse
     from readmission.model import ReadmissionModel, labels
 
     settings = get_settings()
-    steps.ingest(settings)
+    extracts.ingest(settings)
     url = settings.warehouse_url
-    holdout = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
-    print(f"holdout: {len(holdout)} rows; training batches: {warehouse.training_batches(url)}")
+    holdout = warehouse.clean_rows(url, tables.HOLDOUT_BATCH)
+    print(f"holdout: {len(holdout)} rows; training batches: {lineage.training_batches(url)}")
     started = time.perf_counter()
     history = []
     for result in training.train_pending(settings, holder="bench/model_quality.py"):

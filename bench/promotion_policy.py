@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     home = use_local_platform(args.source, "bench-promotion-", BATCH_SIZE="10000")
 
-    from readmission.dataset import load
+    from readmission.data.dataset import load
 
     frame = load(os.environ["DATA_SOURCE"])
     extract = home / "first.csv"

@@ -176,10 +176,10 @@ async def post_all(url: str, path: str, bodies: list[bytes]) -> list[dict[str, A
 def promoted_version(settings: Any, shadow: bool) -> str:
     """Batch 1 of the source, trained, registered and promoted; with `shadow`, batch 2 too,
     its version promoted and version 1 put in shadow."""
-    from readmission import registry, steps, training
+    from readmission import extracts, registry, training
 
     batches = 2 if shadow else 1
-    steps.ingest(settings, max_batches=batches)
+    extracts.ingest(settings, max_batches=batches)
     trained = training.train_pending(settings, max_batches=batches)
     version = trained[-1].version
     registry.promote(settings, version)
@@ -193,9 +193,10 @@ def logged_predictions(settings: Any) -> dict[str, int]:
     APIs stopped)."""
     import sqlalchemy as sa
 
-    from readmission.warehouse import engine_for, prediction_log
+    from readmission.data.database import engine_for
+    from readmission.data.tables import prediction_log_table
 
-    query = sa.select(sa.func.count(), sa.func.count(prediction_log.c.shadow_version))
+    query = sa.select(sa.func.count(), sa.func.count(prediction_log_table.c.shadow_version))
     with engine_for(settings.warehouse_url).connect() as conn:
         rows, shadowed = conn.execute(query).one()
     return {"production": rows, "shadow": shadowed}
@@ -237,8 +238,9 @@ def main() -> None:
 
     import pandas as pd
 
-    from readmission import registry, warehouse
+    from readmission import registry
     from readmission.config import get_settings
+    from readmission.data import tables, warehouse
     from readmission.features import normalise
     from readmission.schema import FEATURES
     from readmission.scoring import CompiledScorer
@@ -246,7 +248,7 @@ def main() -> None:
     settings = get_settings()
     version = promoted_version(settings, args.shadow)
     print(f"serving {settings.model_name} version {version} from {home}", flush=True)
-    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(settings.warehouse_url, tables.HOLDOUT_BATCH)
     features = holdout[list(FEATURES)]
     encounters = [
         {k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}

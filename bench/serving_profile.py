@@ -42,7 +42,7 @@ STAGES = {
     "scoring (logit, production and shadow)": "readmission/scoring.py:logit",
     "metrics of the prediction": "api/metrics.py:record",
     "drift window": "api/drift.py:observe",
-    "prediction log (enqueue)": "api/prediction_logging.py:record",
+    "prediction log (enqueue)": "api/prediction_recorder.py:record",
     "answer as JSON": "to_json",
 }
 
@@ -107,14 +107,14 @@ def main() -> None:
     from serving import promoted_version
 
     from api.main import app  # built at import from the settings set above
-    from readmission import warehouse
     from readmission.config import get_settings
+    from readmission.data import tables, warehouse
     from readmission.schema import FEATURES
 
     settings = get_settings()
     version = promoted_version(settings, shadow=True)
-    serving = app.state.serving
-    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    state = app.state.app_state
+    holdout = warehouse.clean_rows(settings.warehouse_url, tables.HOLDOUT_BATCH)
     encounters = [
         {k: (int(v) if isinstance(v, np.integer) else v) for k, v in r.items()}
         for r in holdout[list(FEATURES)].head(4000).to_dict("records")
@@ -126,7 +126,7 @@ def main() -> None:
 
     async def measure() -> dict[str, float]:
         async with app.router.lifespan_context(app):
-            while serving.store.current is None or serving.store.shadow is None:
+            while state.store.current is None or state.store.shadow is None:
                 await asyncio.sleep(0.1)  # the watcher loads production and shadow
             await per_request_us(app, predict, 2000)  # warm-up
             timings = {

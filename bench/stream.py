@@ -1,7 +1,7 @@
 """The platform fed a stream of extracts: a first extract, then monthly-like ones, one by one.
 
 Cuts the real data set by `encounter_id` into a first extract of 50% and then extracts of about
-6% each, and feeds them one after the other through the platform's own path (`steps.ingest`
+6% each, and feeds them one after the other through the platform's own path (`extracts.ingest`
 of an extract file, then the training loop `training.train_pending`) on the embedded default
 (SQLite warehouse, local MLflow store) in a fresh folder. For each extract it prints the rows,
 the seconds to ingest and to train, and the new version's holdout AUC (the holdout grows with
@@ -29,28 +29,29 @@ def main() -> None:
     args = parser.parse_args()
     home = use_local_platform(args.source, "bench-stream-")
 
-    from readmission import steps, training, warehouse
+    from readmission import extracts, training
     from readmission.config import get_settings
-    from readmission.dataset import load
+    from readmission.data import inventory, warehouse
+    from readmission.data.dataset import load
 
     settings = get_settings()
     frame = load(settings.data_source)
     cuts = [0, int(len(frame) * args.first)]
     while cuts[-1] < len(frame):
         cuts.append(min(len(frame), cuts[-1] + int(len(frame) * args.step)))
-    extracts = []
+    measured = []
     for number, (start, stop) in enumerate(itertools.pairwise(cuts), 1):
         path = home / f"extract-{number:02d}.csv"
         frame.iloc[start:stop].to_csv(path, index=False)
         began = time.perf_counter()
-        report = steps.ingest(settings, source=str(path))
+        report = extracts.ingest(settings, source=str(path)).report
         ingest_seconds = time.perf_counter() - began
         began = time.perf_counter()
         results = training.train_pending(settings, holder="bench/stream.py")
         train_seconds = time.perf_counter() - began
         newest = results[-1] if results else None
         auc = newest.holdout["roc_auc"] if newest else float("nan")
-        extracts.append(
+        measured.append(
             {
                 "extract": number,
                 "rows": report.rows_in,
@@ -67,18 +68,18 @@ def main() -> None:
             f"extract {number:2d}: {report.rows_in:6d} rows, ingest {ingest_seconds:6.2f} s, "
             f"train {train_seconds:6.2f} s ({len(results)} batch(es) -> versions "
             f"{[r.version for r in results]}), holdout AUC {auc:.4f} "
-            f"on {extracts[-1]['holdout_rows']} rows",
+            f"on {measured[-1]['holdout_rows']} rows",
             flush=True,
         )
     print(
         json.dumps(
             {
-                "extracts": extracts,
-                "rows": int(sum(e["rows"] for e in extracts)),
-                "ingest_seconds": round(sum(e["ingest_seconds"] for e in extracts), 2),
-                "train_seconds": round(sum(e["train_seconds"] for e in extracts), 2),
-                "final_holdout_roc_auc": extracts[-1]["holdout_roc_auc"],
-                "holdout_patient_overlap": warehouse.holdout_overlap(settings.warehouse_url),
+                "extracts": measured,
+                "rows": int(sum(e["rows"] for e in measured)),
+                "ingest_seconds": round(sum(e["ingest_seconds"] for e in measured), 2),
+                "train_seconds": round(sum(e["train_seconds"] for e in measured), 2),
+                "final_holdout_roc_auc": measured[-1]["holdout_roc_auc"],
+                "holdout_patient_overlap": inventory.holdout_overlap(settings.warehouse_url),
             }
         )
     )

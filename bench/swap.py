@@ -4,7 +4,7 @@ the new version, with the registry poll at 60 s (so only the webhook can be that
 Starts a MLflow server (bin/mlflow-server, SQLite store, local artifacts), a fresh PostgreSQL
 warehouse on 127.0.0.1:5432 (TEST_POSTGRES_URL), trains and promotes a first version (a synthetic
 sample, or --source), starts two bin/api processes on that warehouse (MODEL_POLL_SECONDS=60),
-registers the webhook to the first (`readmission.webhooks.ensure_webhook`: the second hears
+registers the webhook to the first (`readmission.release.webhooks.ensure_webhook`: the second hears
 through LISTEN/NOTIFY), trains VERSIONS - 1 more versions (their registration reaches the
 replicas, which load them ahead), then moves the alias PROMOTIONS times while clients post
 /predict to both replicas without pause. For each promotion and replica: the time from just
@@ -159,15 +159,17 @@ def main() -> int:
                 }
             )
             os.chdir(home)
-            from readmission import registry, training, warehouse, webhooks
+            from readmission import registry, training
             from readmission.config import get_settings
-            from readmission.dataset import load, synthetic_sample
+            from readmission.data import ingestion
+            from readmission.data.dataset import load, synthetic_sample
+            from readmission.release import webhooks
             from readmission.schema import example_encounter
 
             settings = get_settings()
             started = time.monotonic()
             frame = load(args.source) if args.source else synthetic_sample(12_000, seed=5)
-            warehouse.ingest(
+            ingestion.ingest(
                 warehouse_url, frame, settings.batch_size, settings.holdout_fraction, VERSIONS
             )
             versions = [t.version for t in training.train_pending(settings, max_batches=1)]

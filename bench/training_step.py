@@ -39,12 +39,13 @@ def main() -> None:
     args = parser.parse_args()
     use_local_platform(args.source, "bench-step-")
 
-    from readmission import registry, steps, training, warehouse
+    from readmission import extracts, registry, training
     from readmission.config import get_settings
+    from readmission.data import warehouse
     from readmission.model import labels
 
     settings = get_settings()
-    steps.ingest(settings, max_batches=2)
+    extracts.ingest(settings, max_batches=2)
     training.train_pending(settings, max_batches=1)
     (result,), step_seconds, step_peak = measured(
         lambda: training.train_pending(settings, max_batches=1)

@@ -107,7 +107,8 @@ def evaluate_and_promote() -> None:
         params: dict[str, Any] | None = None, run_id: str | None = None
     ) -> dict[str, Any]:
         """Record the verdict on the challenger version and promote it if asked and it won."""
-        from readmission import change_control, promotion
+        from readmission import change_control
+        from readmission.release import promotion
 
         params = params or {}
         settings = get_settings()
@@ -147,31 +148,12 @@ def evaluate_and_promote() -> None:
                 "not promoted (auto_promote is off): readmission promote %s",
                 verdict.challenger_version,
             )
-        decision = verdict.decision
         approval = None
         if verdict.needs_person and auto_promote:
             subject, body = promotion.approval_request(settings, verdict)
             approval = {"subject": subject, "body": body}
-        return {
-            "challenger_version": verdict.challenger_version,
-            "champion_version": verdict.champion_version,
-            # Empty on a re-run after the promotion: nothing was scored again.
-            "challenger_roc_auc": verdict.challenger.get("roc_auc"),
-            "champion_roc_auc": verdict.champion["roc_auc"] if verdict.champion else None,
-            "delta_roc_auc": verdict.delta_roc_auc,
-            "delta_roc_auc_ci": list(verdict.delta_roc_auc_ci)
-            if verdict.delta_roc_auc_ci
-            else None,
-            "holdout_fingerprint": verdict.holdout_fingerprint,
-            "judged": verdict.judged,
-            "passed": verdict.passed,
-            "promoted": verdict.promoted,
-            "reason": verdict.reason,
-            "checks": {c.name: c.passed for c in verdict.checks},
-            "change_control": decision.as_dict() if decision else None,
-            # Set when a person must decide: what ask_a_person shows them.
-            "approval": approval,
-        }
+        # `approval` is set when a person must decide: what ask_a_person shows them.
+        return {**verdict.as_dict(), "approval": approval}
 
     @task.branch
     def person_needed(verdict: Any) -> list[str]:  # Any: the branch decorator types no XComArg
@@ -204,7 +186,7 @@ def evaluate_and_promote() -> None:
         """Carry out the person's answer: approve promotes the version (the ledger names them and
         their comment), reject keeps it out of production for good. A retry records the same
         answer again and changes nothing more."""
-        from readmission import promotion
+        from readmission.release import production_changes, promotion
 
         settings = get_settings()
         version = verdict["challenger_version"]
@@ -221,7 +203,9 @@ def evaluate_and_promote() -> None:
                 at=str(response["responded_at"]),
                 shown_champion=verdict["champion_version"],
             )
-        except promotion.PromotionError as error:  # production moved on: a retry cannot help
+        except (
+            production_changes.PromotionError
+        ) as error:  # production moved on: a retry cannot help
             raise AirflowFailException(str(error)) from error
         log.info("v%s %s by %s: %s", version, "approved" if approved else "rejected", user, comment)
         return {"version": version, "approved": approved, "promoted": change is not None}

@@ -92,22 +92,23 @@ def ingest_data() -> None:
         """Store the source's next batches; return their ids and counts (never rows)."""
         import httpx
 
-        from readmission import steps, warehouse
+        from readmission import extracts
         from readmission.config import get_settings
-        from readmission.dataset import DatasetError
+        from readmission.data import ingest_report
+        from readmission.data.dataset import DatasetError
 
         params = params or {}
         max_batches = params.get("batches") or None
         source = (params.get("source") or "").strip() or None
         try:
-            report = steps.ingest(get_settings(), max_batches=max_batches, source=source)
+            ingested = extracts.ingest(get_settings(), max_batches=max_batches, source=source)
         except DatasetError as error:
             if isinstance(error.__cause__, httpx.HTTPError):
                 raise  # the download failed: worth another try
             raise AirflowFailException(str(error)) from error  # wrong file: retrying won't help
-        except warehouse.ExtractRefused as error:  # the same file is refused again: no retry
+        except ingest_report.ExtractRefused as error:  # the same file is refused again: no retry
             raise AirflowFailException(str(error)) from error
-        for batch in report.new_batches:
+        for batch in ingested.report.new_batches:
             log.info(
                 "batch %d (%s): %d rows, %d accepted, %d quarantined",
                 batch.batch_id,
@@ -116,22 +117,10 @@ def ingest_data() -> None:
                 batch.accepted,
                 batch.quarantined,
             )
-        log.info("%s", steps.describe(report))
-        return {
-            "batch_ids": [b.batch_id for b in report.new_batches],
-            "training_batch_ids": report.training_batch_ids,
-            "rows_in": report.rows_in,
-            "rows_added": report.rows_added,
-            "accepted": report.accepted,
-            "quarantined": report.quarantined,
-            "already_present": report.already_present,
-            "corrections": report.corrections,
-            "deferred": report.deferred,
-            "outcomes_joined": report.outcomes_joined,
-            # Decided by the report itself (readmission.warehouse.IngestReport.changed), so the
-            # DAG does not define what counts as a change.
-            "changed": report.changed,
-        }
+        log.info("%s", ingested.describe())
+        # `changed` is decided by the package (Ingested.changed): the DAG does not define what
+        # counts as a change.
+        return ingested.as_dict()
 
     @task(outlets=[CLEAN_ENCOUNTERS])
     def announce_new_batches(report: dict[str, Any], outlet_events: Any = None) -> list[int]:

@@ -10,11 +10,11 @@ Brier score, calibration, and PPV and sensitivity at the served threshold, with 
 The report is stored in the warehouse (`performance_reports`; `GET /performance` of the API),
 logged to MLflow (a run `realized-performance-v<N>` per version) and exported by the API to
 Prometheus, where the alert `RealizedAucBelowMinimum` watches it. Then the live evidence is
-acted on (readmission.live, as `readmission performance --act`): production is rolled back when
-the upper end of its recent realized AUC interval falls below REALIZED_AUC_FLOOR (or its realized
-calibration slope leaves its band), and a shadow whose paired AUC difference interval lies above
-0 over LIVE_MIN_OUTCOMES outcomes is promoted, each only when the change-control plan allows it,
-each recorded in the promotion ledger with its numbers.
+acted on (readmission.release.live, as `readmission performance --act`): production is rolled back
+when the upper end of its recent realized AUC interval falls below REALIZED_AUC_FLOOR (or its
+realized calibration slope leaves its band), and a shadow whose paired AUC difference interval lies
+above 0 over LIVE_MIN_OUTCOMES outcomes is promoted, each only when the change-control plan allows
+it, each recorded in the promotion ledger with its numbers.
 
 Starts on its own after every ingest that changed the warehouse (Asset
 `x-readmission://warehouse/changes`, updated by **01_ingest_data**: rows stored, corrections
@@ -53,11 +53,11 @@ def realized_performance() -> None:
     @task(**IO_RETRIES)
     def measure_realized_performance() -> list[dict[str, Any]]:
         """Join the outcomes that arrived, compute, store and log the report; return its rows."""
-        from readmission import performance
         from readmission.config import get_settings
+        from readmission.monitoring import realized
 
-        report = performance.compute(get_settings())
-        rows = performance.as_rows(report)
+        report = realized.compute(get_settings())
+        rows = realized.as_rows(report)
         if not rows:
             log.info("no prediction logged yet: the API logs every encounter it scores")
         for row in rows:
@@ -77,13 +77,14 @@ def realized_performance() -> None:
     @task(**IO_RETRIES)
     def act_on_live_evidence() -> list[dict[str, Any]]:
         """Roll production back or promote its shadow when the last report's live evidence
-        calls for it and the change-control plan allows it (readmission.live); a retry finds
+        calls for it and the change-control plan allows it (readmission.release.live); a retry finds
         the change made and changes nothing."""
-        from readmission import live, performance
         from readmission.config import get_settings
+        from readmission.monitoring import realized
+        from readmission.release import live
 
         settings = get_settings()
-        report = performance.latest(settings.warehouse_url, settings.model_name)
+        report = realized.latest(settings.warehouse_url, settings.model_name)
         if report is None:
             return []
         actions = live.act(settings, report, "04_realized_performance")

@@ -45,8 +45,9 @@ def warm_start_training() -> None:
     @task(**IO_RETRIES)
     def train_untrained_batches() -> list[dict[str, Any]]:
         """Train the pending batches in order; return batch ids, versions and holdout scores."""
-        from readmission import training, warehouse
+        from readmission import training
         from readmission.config import get_settings
+        from readmission.data import lineage
 
         settings = get_settings()
 
@@ -57,7 +58,7 @@ def warm_start_training() -> None:
             results = training.train_pending(
                 settings, holder="Airflow 02_warm_start_training", on_step=announce
             )
-        except warehouse.LeaseBusy as busy:
+        except lineage.LeaseBusy as busy:
             log.info("not training: %s, which trains every pending batch", busy)
             return []
         if not results:
@@ -71,15 +72,7 @@ def warm_start_training() -> None:
                 result.parent_version or "none",
                 result.holdout.get("roc_auc", float("nan")),
             )
-        return [
-            {
-                "batch_id": r.batch_id,
-                "version": r.version,
-                "parent_version": r.parent_version,
-                "holdout_roc_auc": r.holdout.get("roc_auc", float("nan")),
-            }
-            for r in results
-        ]
+        return [result.as_dict() for result in results]
 
     @task(outlets=[MODEL_VERSIONS])
     def announce_new_versions(

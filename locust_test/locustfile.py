@@ -26,9 +26,9 @@ import pandas as pd
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
-from readmission.dataset import load, synthetic_sample
+from readmission.data.dataset import load, synthetic_sample
+from readmission.data.validation import validate
 from readmission.schema import TARGET
-from readmission.validation import validate
 
 PAYLOAD_ROWS = 2000
 log = logging.getLogger(__name__)

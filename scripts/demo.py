@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 
-from readmission import airflow_runs, registry, registry_reader, steps, warehouse, webhooks
+from readmission import airflow_runs, extracts, registry, registry_reader
 from readmission.config import DEMO_ENV_FILE, get_settings
-from readmission.dataset import DatasetError
+from readmission.data.dataset import DatasetError
 from readmission.logging_setup import configure_logging
-from readmission.schema import TARGET, example_encounter
-from readmission.validation import validate
+from readmission.release import webhooks
+from readmission.schema import example_encounter
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_DAGS = (
@@ -192,7 +191,11 @@ def main() -> int:
     try:
         settings = get_settings()
         log.info(f"checking DATA_SOURCE {settings.data_source} ...")
-        extracts = cut_extracts(steps.acquire(settings), home)
+        # As a hospital would send them months apart: the first half, then the next 15%; the
+        # rest arrives later (the close-the-loop step takes its next batch).
+        files = extracts.write_extracts(
+            extracts.acquire(settings), home / "extracts", {"first": 0.5, "second": 0.65}
+        )
     except DatasetError as error:
         log.info(f"failed: {error}")
         return 2
@@ -203,7 +206,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     try:
-        run(services, env, ports, mlflow_url, api_url, home, extracts)
+        run(services, env, ports, mlflow_url, api_url, home, files)
         if os.environ.get("DEMO_EXIT") == "1":
             return 0
         log.info("running; press Ctrl-C to stop every service")
@@ -219,20 +222,6 @@ def main() -> int:
     finally:
         services.stop()
         (home / DEMO_ENV_FILE).unlink(missing_ok=True)
-
-
-def cut_extracts(frame: pd.DataFrame, home: Path) -> list[tuple[str, Path]]:
-    """The source, in encounter_id order, as two extracts sent months apart: the first half,
-    then the next 15%. The rest arrives later (the close-the-loop step takes its next batch)."""
-    folder = home / "extracts"
-    folder.mkdir(parents=True, exist_ok=True)
-    first, second = int(len(frame) * 0.5), int(len(frame) * 0.65)
-    extracts = []
-    for name, rows in (("first", frame.iloc[:first]), ("second", frame.iloc[first:second])):
-        path = folder / f"{name}.csv"
-        rows.to_csv(path, index=False)
-        extracts.append((name, path))
-    return extracts
 
 
 def follow_extract(name: str, path: Path) -> list[dict[str, str]]:
@@ -299,7 +288,7 @@ def run(
     mlflow_url: str,
     api_url: str,
     home: Path,
-    extracts: list[tuple[str, Path]],
+    files: list[tuple[str, Path]],
 ) -> None:
     services.start("mlflow", [str(ROOT / "bin" / "mlflow-server")], env)
     wait_until("MLflow", lambda: answers(f"{mlflow_url}/health"), services, 120)
@@ -346,7 +335,7 @@ def run(
     for line in airflow_runs.other_work(PIPELINE_DAGS):
         log.info(f"note: {line}")
     produced: dict[str, list[dict[str, str]]] = {}
-    for name, path in extracts:
+    for name, path in files:
         produced[name] = follow_extract(name, path)
     print(f"DEMO VERSIONS {json.dumps(produced)}", flush=True)
 
@@ -386,13 +375,10 @@ def close_the_loop(services: Services, api_url: str) -> None:
     """The next batch's encounters scored by the API without their outcome, then that batch
     ingested with it: the realized performance of the served version, as the platform reports it."""
     settings = get_settings()  # the demo's environment, as the services have it
-    source = steps.acquire(settings)
-    stored = warehouse.stored_encounter_ids(settings.warehouse_url)
-    upcoming = source[~source["encounter_id"].astype(str).isin(stored)].head(settings.batch_size)
-    if upcoming.empty:
+    encounters = extracts.unstored_encounters(settings, settings.batch_size)
+    if not encounters:
         log.info("every encounter of the source is ingested: no next batch to score")
         return
-    encounters = validate(upcoming).clean.drop(columns=[TARGET]).to_dict("records")
     scored, served = 0, ""
     for start in range(0, len(encounters), settings.max_batch_rows):
         chunk = encounters[start : start + settings.max_batch_rows]

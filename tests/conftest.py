@@ -16,9 +16,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from readmission import registry, training, warehouse
+from readmission import registry, training
 from readmission.config import Settings, get_settings
-from readmission.dataset import synthetic_sample
+from readmission.data import ingestion
+from readmission.data.dataset import synthetic_sample
 from tests import slow_guard
 from tests.services import BIN, ROOT, free_port, running, service_env
 
@@ -241,7 +242,7 @@ def platform_settings(database_url: str, tracking_uri: str, home: Path, **extra:
 
 
 def train_versions(settings: Settings, sample: pd.DataFrame, batches: int) -> None:
-    warehouse.ingest(
+    ingestion.ingest(
         settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, batches
     )
     training.train_pending(settings)

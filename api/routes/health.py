@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.bodies import Health, NotReady, Ready
-from api.deps import ServingState
+from api.deps import AppStateDep
 
 router = APIRouter(tags=["health"])
 
@@ -23,7 +23,7 @@ async def health() -> Health:
     summary="Readiness: 200 once a model is served",
     responses={503: {"model": NotReady, "description": "No model is served yet."}},
 )
-async def ready(state: ServingState) -> Ready | JSONResponse:
+async def ready(state: AppStateDep) -> Ready | JSONResponse:
     """200 with the served version once a model is loaded, else 503 with the reason: the
     readiness probe (no traffic until a model is served)."""
     model = state.store.current

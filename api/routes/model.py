@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import secrets
 from typing import Annotated, Any
 
@@ -12,10 +11,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.bodies import Message, ModelHistory, ModelInfo, PromotionRow, VersionRow
-from api.deps import ServingState, served_model
+from api.deps import AppStateDep, require_model
 from api.model_store import ModelStore
-from readmission import history, registry_reader
 from readmission.config import Settings
+from readmission.release import history
 
 router = APIRouter(prefix="/model", tags=["model"])
 bearer = HTTPBearer(auto_error=False, description="The API_RELOAD_TOKEN of the server.")
@@ -30,7 +29,7 @@ NO_MODEL: dict[int | str, dict[str, Any]] = {
     responses=NO_MODEL,
     summary="The served model version, its metrics and the registry watcher's state",
 )
-async def model_info(state: ServingState) -> ModelInfo | JSONResponse:
+async def model_info(state: AppStateDep) -> ModelInfo | JSONResponse:
     """The served version (alias, stage, run, its metrics, load time) and the registry
     watcher's state (reachable, failed loads, last error); 503 with the same body and what to
     do while no version is served."""
@@ -68,7 +67,7 @@ def _model_info(store: ModelStore) -> ModelInfo:
         503: {"model": Message, "description": "The registry or the warehouse is unreachable."}
     },
 )
-async def model_history(state: ServingState) -> ModelHistory:
+async def model_history(state: AppStateDep) -> ModelHistory:
     """Versions oldest first (holdout metrics, aliases, stage, verdict) and the promotion
     ledger: who put which version into production, when and why."""
     try:
@@ -85,50 +84,12 @@ def _history(settings: Settings) -> ModelHistory:
         model_name=found.model_name,
         production_version=found.production_version,
         compared_holdout_fingerprint=found.compared_holdout,
-        versions=[_version_row(v, found.compared_holdout) for v in found.versions],
-        promotions=[
-            PromotionRow(
-                time=p.time,
-                from_version=p.from_version,
-                to_version=p.to_version,
-                by=p.by,
-                reason=p.reason,
-                action=p.action,
-                delta_roc_auc=p.evidence.delta_roc_auc if p.evidence else None,
-                delta_roc_auc_ci=list(p.evidence.delta_roc_auc_ci) if p.evidence else None,
-                holdout_fingerprint=p.evidence.holdout_fingerprint if p.evidence else None,
-                plan_sha256=p.authority.plan_sha256,
-                rule=p.authority.rule,
-                comment=p.authority.comment,
-            )
-            for p in found.promotions
+        versions=[
+            VersionRow(**history.VersionRow.of(v, found.compared_holdout).as_dict())
+            for v in found.versions
         ],
+        promotions=[PromotionRow.model_validate(p.as_dict()) for p in found.promotions],
     )
-
-
-def _version_row(v: registry_reader.VersionSummary, compared_holdout: str | None) -> VersionRow:
-    low = _finite(v.metrics.get("holdout_roc_auc_ci_low"))
-    high = _finite(v.metrics.get("holdout_roc_auc_ci_high"))
-    return VersionRow(
-        version=v.version,
-        parent_version=v.parent_version or None,
-        batch_id=v.batch_id,
-        compared_roc_auc=v.roc_auc_on(compared_holdout),
-        holdout_roc_auc=_finite(v.metrics.get("holdout_roc_auc")),
-        holdout_fingerprint=v.tags.get("holdout_fingerprint"),
-        holdout_roc_auc_ci=[low, high] if low is not None and high is not None else None,
-        holdout_log_loss=_finite(v.metrics.get("holdout_log_loss")),
-        calibration_slope=_finite(v.metrics.get("holdout_calibration_slope")),
-        samples_seen=int(v.metrics["samples_seen"]) if "samples_seen" in v.metrics else None,
-        aliases=sorted(v.aliases),
-        stage=v.stage,
-        validation_status=v.tags.get("validation_status"),
-        rolled_back=v.tags.get(registry_reader.ROLLED_BACK_TAG),
-    )
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 @router.get(
@@ -142,7 +103,7 @@ def _finite(value: float | None) -> float | None:
 async def model_card(request: Request) -> dict[str, Any]:
     """The `model_card.json` of the served version's training run: intended use, data,
     holdout metrics with 95% intervals, calibration, subgroup tables, threshold, limitations."""
-    _, model = served_model(request)
+    _, model = require_model(request)
     if model.card is None:
         raise HTTPException(
             404,
@@ -162,7 +123,7 @@ async def model_card(request: Request) -> dict[str, Any]:
     },
 )
 async def reload_model(
-    state: ServingState,
+    state: AppStateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ModelInfo:
     """Check the registry now instead of at the next poll, and load the production version if

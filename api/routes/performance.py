@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter, HTTPException
 
 from api.bodies import Message, PerformanceReport
-from api.deps import ServingState
-from readmission import performance
+from api.deps import AppStateDep
+from readmission.monitoring import realized
 
 router = APIRouter(tags=["model"])
 
@@ -22,14 +22,14 @@ router = APIRouter(tags=["model"])
         503: {"model": Message, "description": "The warehouse is unreachable."},
     },
 )
-async def realized_performance(state: ServingState) -> PerformanceReport:
+async def realized_performance(state: AppStateDep) -> PerformanceReport:
     """Realized metrics per served version and calendar week on the scored encounters whose
     outcome has arrived, and an estimate for those still pending. Computed after each ingest
     (and by `readmission performance`), not on request."""
     settings = state.settings
     try:
         report = await asyncio.to_thread(
-            performance.latest, settings.warehouse_url, settings.model_name
+            realized.latest, settings.warehouse_url, settings.model_name
         )
     except Exception as error:
         raise HTTPException(503, detail=f"warehouse unreachable: {error}") from error

@@ -20,13 +20,13 @@ from api.bodies import (
     BatchRequest,
     ExplainedPrediction,
     Message,
-    RiskBand,
     ValidationProblems,
 )
-from api.deps import parse_body, query_flag, served_model
+from api.deps import parse_body, query_flag, require_model
 from api.direct_route import DirectRoute
 from api.model_store import ServedModel
-from api.prediction_logging import ShadowScore
+from api.prediction_recorder import ShadowScore
+from readmission.evaluation.thresholds import risk_band
 from readmission.schema import Encounter, example_encounter
 
 router = APIRouter(tags=["predictions"], route_class=DirectRoute)
@@ -53,12 +53,6 @@ EXAMPLES = {
         },
     },
 }
-
-
-def risk_band(probability: float, threshold: float) -> RiskBand:
-    if probability >= threshold:
-        return "high"
-    return "medium" if probability >= threshold / 2 else "low"
 
 
 def _fields(model: ServedModel, encounter_id: int | None, probability: float) -> dict[str, Any]:
@@ -94,7 +88,7 @@ def document_request_bodies(app: FastAPI) -> None:
                 ref_template="#/components/schemas/{model}",
             )
             encounters = found["$defs"]["BatchRequest"]["properties"]["encounters"]
-            encounters["maxItems"] = app.state.serving.settings.max_batch_rows
+            encounters["maxItems"] = app.state.app_state.settings.max_batch_rows
             schema.setdefault("components", {}).setdefault("schemas", {}).update(found["$defs"])
         return app.openapi_schema or generate()
 
@@ -141,7 +135,7 @@ async def predict(request: Request) -> Response:
     """Score one encounter (the data set's columns) with the production model: probability,
     decision at the version's threshold and risk band; with `explain=true` also each input
     field's share of the log-odds (and with `by_feature=true` each engineered feature's)."""
-    state, model = served_model(request)
+    state, model = require_model(request)
     explain, by_feature = (query_flag(request, name) for name in ("explain", "by_feature"))
     encounter = parse_body(Encounter, await request.body())
     record = encounter.to_record()
@@ -160,9 +154,9 @@ async def predict(request: Request) -> Response:
     state.drift.observe((record,))
     state.metrics.record(probability, probability >= model.threshold)
     answer = _fields(model, encounter.encounter_id, probability)
-    if state.prediction_log.full:  # the writer lags: slow down rather than lose the log
-        await state.prediction_log.room()
-    state.prediction_log.record(((answer, encounter.patient_nbr, scored),))
+    if state.recorder.full:  # the writer lags: slow down rather than lose the log
+        await state.recorder.room()
+    state.recorder.record(((answer, encounter.patient_nbr, scored),))
     if explain:
         scorer = model.scorer
         answer["intercept"] = scorer.intercept
@@ -183,7 +177,7 @@ async def predict(request: Request) -> Response:
 async def predict_batch(request: Request) -> Response:
     """Score up to MAX_BATCH_ROWS encounters in one call, in request order; one invalid
     encounter rejects the whole batch with a 422 naming it by index."""
-    state, model = served_model(request)
+    state, model = require_model(request)
     batch = parse_body(BatchRequest, await request.body())
     limit = state.settings.max_batch_rows
     if len(batch.encounters) > limit:
@@ -214,7 +208,7 @@ async def predict_batch(request: Request) -> Response:
     if shadow is not None:
         scored = [(shadow.version, p, shadow.threshold) for p in shadowed]
     patients = (e.patient_nbr for e in batch.encounters)
-    await state.prediction_log.record_batch(list(zip(predictions, patients, scored, strict=True)))
+    await state.recorder.record_batch(list(zip(predictions, patients, scored, strict=True)))
     return _json(
         {
             "model_name": model.name,

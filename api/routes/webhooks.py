@@ -2,7 +2,7 @@
 
 Verified (HMAC signature with MLFLOW_WEBHOOK_SECRET, timestamp within the window), recorded in
 the warehouse once (a delivery id seen before is a replay), then fanned out to every replica
-(readmission.webhooks: NOTIFY on PostgreSQL) and this one woken directly.
+(readmission.release.webhooks: NOTIFY on PostgreSQL) and this one woken directly.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
 from api.bodies import Message
-from api.deps import ServingState
+from api.deps import AppStateDep
 from api.promotion_listener import RegistryChanges
-from readmission import webhooks
+from readmission.release import webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -47,7 +47,7 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     responses=REFUSALS,
     summary="MLflow registry webhook: alias changes reach every replica at once",
 )
-async def mlflow_webhook(request: Request, state: ServingState) -> WebhookReceipt:
+async def mlflow_webhook(request: Request, state: AppStateDep) -> WebhookReceipt:
     """Receives the events `model_version_alias.created` / `.deleted` that `readmission
     webhook ensure` subscribes to. A delivery must carry MLflow's signature headers; each is
     acted on once."""

@@ -23,8 +23,8 @@ from readmission.config import Settings
 
 DEFAULT_PLAN = Path(__file__).with_name("change_control.yaml")
 SHORT_HASH = 12
-# The checks of the promotion gate (readmission.promotion.judge), by the names it records them
-# under: a promotion rule may only name these, so a misspelt check stops the load instead of
+# The checks of the promotion gate (readmission.release.gate.judge), by the names it records
+# them under: a promotion rule may only name these, so a misspelt check stops the load instead of
 # never passing.
 GATE_CHECKS = ("min_auc", "max_log_loss", "subgroup_auc", "calibration_slope", "champion")
 
@@ -36,7 +36,7 @@ class ChangeKind(StrEnum):
     LIVE_ROLLBACK = "live_rollback"
 
 
-class Outcome(StrEnum):
+class Ruling(StrEnum):
     AUTOMATIC = "automatic"  # the platform makes the change, under the rule named
     PERSON = "person"  # the change waits for a person's decision
     REJECTED = "rejected"  # the change fails the acceptance criteria: nobody makes it
@@ -178,7 +178,7 @@ class Criterion:
 
 @dataclass(frozen=True)
 class Decision:
-    outcome: Outcome
+    ruling: Ruling  # who makes the change: the platform, a person, or nobody
     rule_id: str | None  # None: no rule of the plan names this change
     reason: str
     plan_sha256: str
@@ -189,7 +189,7 @@ class Decision:
         """JSON-ready: for the model card, the ledger and the gate's tags."""
         facts = self.facts
         return {
-            "outcome": self.outcome.value,
+            "outcome": self.ruling.value,  # the stored name (cards, tags, XComs)
             "rule": self.rule_id,
             "reason": self.reason,
             "plan_sha256": self.plan_sha256,
@@ -272,17 +272,17 @@ def classify(plan: Plan, facts: ChangeFacts) -> Decision:
         if unmet:
             reason = "; ".join(f"{c.name}: {c.observed} (required {c.required})" for c in unmet)
             return Decision(
-                Outcome.REJECTED,
+                Ruling.REJECTED,
                 rule.id,
                 f"fails the acceptance criteria of rule {rule.id}: {reason}",
                 plan.sha256,
                 facts,
                 judged,
             )
-        outcome = Outcome.AUTOMATIC if rule.decision == "automatic" else Outcome.PERSON
-        return Decision(outcome, rule.id, rule.description, plan.sha256, facts, judged)
+        ruling = Ruling.AUTOMATIC if rule.decision == "automatic" else Ruling.PERSON
+        return Decision(ruling, rule.id, rule.description, plan.sha256, facts, judged)
     return Decision(
-        Outcome.PERSON,
+        Ruling.PERSON,
         None,
         f"no rule of the plan names this {facts.kind.value} (version {facts.version}): a "
         "change the plan does not name needs a person",

@@ -111,7 +111,8 @@ class Settings(BaseSettings):
     min_auc: float = Field(0.60, alias="MIN_AUC")
     max_log_loss: float = Field(0.35, alias="MAX_LOG_LOSS")
     auto_promote: bool = Field(False, alias="AUTO_PROMOTE")
-    # Acting on live evidence (readmission.live): the served predictions, once outcomes arrive.
+    # Acting on live evidence (readmission.release.live): the served predictions, once outcomes
+    # arrive.
     live_min_outcomes: int = Field(
         500,
         alias="LIVE_MIN_OUTCOMES",

@@ -309,15 +309,15 @@ class FeatureSpace:
         columns = {name: frame[name].tolist() for name in INPUT_COLUMNS}
         cols = np.empty((len(frame), len(self.features)), dtype=np.int32)
         for position, feature in enumerate(self.features):
-            levels = _apply(feature.fn, [columns[c] for c in feature.inputs])
+            levels = map_distinct(feature.fn, [columns[c] for c in feature.inputs])
             cols[:, position] = [self.level_column(position, level) for level in levels]
         nums = np.empty((len(frame), len(self.numeric)), dtype=np.float64)
         for position, numeric in enumerate(self.numeric):
-            nums[:, position] = _apply(numeric.fn, [columns[c] for c in numeric.inputs])
+            nums[:, position] = map_distinct(numeric.fn, [columns[c] for c in numeric.inputs])
         return cols, nums
 
 
-def _apply(fn: Callable[..., Any], columns: list[list[Any]]) -> list[Any]:
+def map_distinct(fn: Callable[..., Any], columns: list[list[Any]]) -> list[Any]:
     """`fn` over the rows of `columns`, computed once per distinct input."""
     memo: dict[Any, Any] = {}
     if len(columns) == 1:

@@ -18,7 +18,7 @@ from mlflow.pyfunc import PyFuncModel, PythonModel
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from readmission.config import Settings
-from readmission.database import ensure_sqlite_directory
+from readmission.data.database import ensure_sqlite_directory
 from readmission.registry_reader import PRODUCTION_STAGE
 from readmission.registry_reader import production_version as production_number
 from readmission.schema import SPECS, Integer

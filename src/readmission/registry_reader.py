@@ -142,11 +142,12 @@ class _StoreRegistry:
     """A local store, through MLflow's client (imported here only: seconds to import)."""
 
     def __init__(self, settings: Settings) -> None:
+        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from readmission.registry import connect
-
-        self.client = connect(settings)
+        # A client of its own: reading needs neither the fluent API's global URIs that
+        # readmission.registry.connect sets, nor anything else of that module.
+        self.client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
         self.error = MlflowException
 
     def _json(self, call: Any, *args: str) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """What `readmission status` shows: the warehouse's batches, ingests, corrections and holdout,
 the registry's versions, the production version and the ledger of its changes.
 
-Read with SQLAlchemy Core (readmission.inventory) and MLflow's REST API
+Read with SQLAlchemy Core (readmission.data.inventory) and MLflow's REST API
 (readmission.registry_reader): no pandas, scikit-learn or MLflow to import, which took most of
 its time (bench/cli_latency.py times it; tests/core/test_cli_imports.py keeps them out).
 """
@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from readmission import inventory
 from readmission.config import Settings
-from readmission.history import version_history
-from readmission.registry_reader import ROLLED_BACK_TAG
+from readmission.data import inventory
+from readmission.release.history import VersionRow, version_history
 
 
 def report(settings: Settings) -> dict[str, Any]:
@@ -37,24 +36,11 @@ def report(settings: Settings) -> dict[str, Any]:
         "batches": [asdict(b) for b in inventory.batch_list(url, settings.model_name)],
         "model_name": history.model_name,
         "production_version": history.production_version,
+        # Compared on today's holdout, as the gate scored them (None until it has); the
+        # output's name for that number is `current_holdout_roc_auc`.
         "versions": [
-            {
-                "version": v.version,
-                "parent_version": v.parent_version,
-                "aliases": v.aliases,
-                "stage": v.stage,
-                "batch_id": v.batch_id,
-                # On today's holdout, as the gate scored it (None until it has): these compare.
-                "current_holdout_roc_auc": v.roc_auc_on(holdout.fingerprint),
-                # On the holdout of its training day, which grew since: each its own rows.
-                "holdout_roc_auc": v.metrics.get("holdout_roc_auc", float("nan")),
-                "holdout_log_loss": v.metrics.get("holdout_log_loss", float("nan")),
-                "holdout_rows": v.tags.get("holdout_rows"),
-                "holdout_fingerprint": v.tags.get("holdout_fingerprint"),
-                "rolled_back": v.tags.get(ROLLED_BACK_TAG),
-                "validation_status": v.tags.get("validation_status"),
-            }
-            for v in history.versions
+            {**row.as_dict(), "current_holdout_roc_auc": row.compared_roc_auc}
+            for row in (VersionRow.of(v, holdout.fingerprint) for v in history.versions)
         ],
         "promotions": [p.as_dict() for p in history.promotions],
     }

@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from readmission import evaluation, model_card, registry, warehouse
+from readmission import registry
 from readmission.config import Settings
+from readmission.data import inventory, lineage, tables, warehouse
+from readmission.data.holdout import fingerprint
+from readmission.evaluation import holdout_evaluation, model_card
 from readmission.features import FeatureSpace
-from readmission.holdout import fingerprint
 from readmission.model import ModelParams, ReadmissionModel, labels
 from readmission.schema import FEATURES
 
@@ -33,6 +35,15 @@ class TrainResult:
     run_id: str
     holdout: dict[str, float]
     recovered: bool = False  # registered by an earlier step that died before its bookkeeping
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as DAG 02 returns it (its XCom): ids and the holdout AUC, never rows."""
+        return {
+            "batch_id": self.batch_id,
+            "version": self.version,
+            "parent_version": self.parent_version,
+            "holdout_roc_auc": self.holdout.get("roc_auc", float("nan")),
+        }
 
 
 class LineageError(RuntimeError):
@@ -52,16 +63,14 @@ def train_pending(
 
     The lease makes every other run (any process, any host) wait, so no batch is trained twice
     and the lineage never forks; past TRAINING_LEASE_WAIT seconds it raises
-    `warehouse.LeaseBusy` naming the holder. Batches ingested while the loop runs are trained
+    `lineage.LeaseBusy` naming the holder. Batches ingested while the loop runs are trained
     too. `on_step(number, total, batch_id)` is called before each batch.
     """
     url, name = settings.warehouse_url, settings.model_name
     results: list[TrainResult] = []
-    with warehouse.training_lease(
-        url, f"{holder} for {name}", settings.training_lease_wait
-    ) as lease:
+    with lineage.training_lease(url, f"{holder} for {name}", settings.training_lease_wait) as lease:
         while max_batches is None or len(results) < max_batches:
-            pending = warehouse.untrained_batches(url, name)
+            pending = lineage.untrained_batches(url, name)
             if not pending:
                 break
             total = len(results) + len(pending)
@@ -72,7 +81,7 @@ def train_pending(
 
 
 def _train_batch(
-    settings: Settings, batch_id: int, params: ModelParams | None, lease: warehouse.Lease
+    settings: Settings, batch_id: int, params: ModelParams | None, lease: lineage.Lease
 ) -> TrainResult:
     """Update the lineage's head version with one batch and register the result.
 
@@ -84,11 +93,11 @@ def _train_batch(
     one is unfinished: the batch is trained again and that version removed, `_converge`).
     """
     url = settings.warehouse_url
-    batch = next((b for b in warehouse.batch_list(url) if b.batch_id == batch_id), None)
+    batch = next((b for b in inventory.batch_list(url) if b.batch_id == batch_id), None)
     if batch is None or batch.kind != "train":
         raise ValueError(f"batch {batch_id} is not an ingested training batch")
-    warehouse_id = warehouse.identity(url)
-    head = warehouse.lineage_head(url, settings.model_name)
+    warehouse_id = lineage.warehouse_id(url)
+    head = lineage.lineage_head(url, settings.model_name)
     parent = _parent_version(settings, head, warehouse_id)
     parent_tag = parent.version if parent else ""
     existing = registry.version_for_batch(settings, batch_id, warehouse_id, parent_tag)
@@ -120,7 +129,7 @@ def _train_batch(
     )
     check_feature_space(model, parent.version if parent else None, settings.model_name)
     frame = warehouse.clean_rows(url, batch_id)
-    holdout = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(url, tables.HOLDOUT_BATCH)
     holdout_print = fingerprint(holdout["encounter_id"])
     y, y_holdout = labels(frame), labels(holdout)
     if len(frame) == 0 or len(holdout) == 0:
@@ -153,13 +162,13 @@ def _train_batch(
         )
         if model.is_fitted:
             before = model.predict_proba(frame)
-            prequential = evaluation.scores(y, before, model.threshold)
+            prequential = holdout_evaluation.scores(y, before, model.threshold)
             mlflow.log_metrics({f"prequential_{k}": v for k, v in prequential.items()})
 
         model.partial_fit(frame, y)
-        holdout_evaluation = _evaluate_and_log(settings, model, holdout, y_holdout)
-        model.threshold = holdout_evaluation.threshold.value
-        metrics = holdout_evaluation.scores
+        evaluated = _evaluate_and_log(settings, model, holdout, y_holdout)
+        model.threshold = evaluated.threshold.value
+        metrics = evaluated.scores
         mlflow.log_metrics(
             {
                 "samples_seen": model.samples_seen,
@@ -182,7 +191,7 @@ def _train_batch(
         # number is known only once registered (_complete_card).
         card = model_card.build(
             settings,
-            holdout_evaluation,
+            evaluated,
             version=None,
             run_id=run.info.run_id,
             parent_version=parent.version if parent else None,
@@ -233,7 +242,7 @@ def _record(
     batch_id: int,
     version: str,
     run_id: str,
-    lease: warehouse.Lease,
+    lease: lineage.Lease,
     warehouse_id: str,
 ) -> None:
     """Record the batch's version in the warehouse under the lease, then remove any other
@@ -242,8 +251,8 @@ def _record(
     the batch already has another (left alone, it is the next run's to adopt)."""
     url = settings.warehouse_url
     try:
-        warehouse.mark_trained(url, settings.model_name, batch_id, version, run_id, lease)
-    except warehouse.LeaseLost:
+        lineage.mark_trained(url, settings.model_name, batch_id, version, run_id, lease)
+    except lineage.LeaseLost:
         _converge(settings, batch_id, warehouse_id)
         raise
     _converge(settings, batch_id, warehouse_id)
@@ -253,7 +262,7 @@ def _converge(settings: Settings, batch_id: int, warehouse_id: str) -> None:
     """Leave one version for the batch: the one the warehouse records. Another one tagged for
     this batch of this warehouse's lineage was registered by a run that lost the lease or died
     before its card; it is deleted (its run stays) unless a person gave it an alias or stage."""
-    recorded = warehouse.recorded_version(settings.warehouse_url, settings.model_name, batch_id)
+    recorded = lineage.recorded_version(settings.warehouse_url, settings.model_name, batch_id)
     if recorded is None:
         return
     client = registry.connect(settings)
@@ -318,20 +327,22 @@ def initial_params(settings: Settings) -> ModelParams:
 
 def _evaluate_and_log(
     settings: Settings, model: ReadmissionModel, holdout: pd.DataFrame, y_holdout: np.ndarray
-) -> evaluation.HoldoutEvaluation:
+) -> holdout_evaluation.HoldoutEvaluation:
     """Score the holdout, choose the threshold there (never on the batch just trained on), log
     the metrics and plots."""
     probability = model.predict_proba(holdout)
-    result = evaluation.evaluate_holdout(settings, holdout, y_holdout, probability)
+    result = holdout_evaluation.evaluate_holdout(settings, holdout, y_holdout, probability)
     mlflow.log_metrics({f"holdout_{k}": v for k, v in result.metrics().items()})
     mlflow.log_params(
         {"threshold_policy": result.threshold.policy, "threshold_chosen_on": "holdout"}
     )
     for path, figure in (
-        (model_card.ROC_PLOT, evaluation.roc_figure(y_holdout, probability, "Holdout ROC")),
+        (model_card.ROC_PLOT, holdout_evaluation.roc_figure(y_holdout, probability, "Holdout ROC")),
         (
             model_card.CALIBRATION_PLOT,
-            evaluation.calibration_figure(y_holdout, probability, "Calibration on the holdout"),
+            holdout_evaluation.calibration_figure(
+                y_holdout, probability, "Calibration on the holdout"
+            ),
         ),
     ):
         mlflow.log_figure(figure, path)
@@ -339,11 +350,11 @@ def _evaluate_and_log(
     return result
 
 
-def _lineage_batches(url: str, model_name: str, batch_id: int) -> list[warehouse.Batch]:
+def _lineage_batches(url: str, model_name: str, batch_id: int) -> list[inventory.Batch]:
     """The batches a version has learned from: those its lineage trained before, and this one."""
     return [
         b
-        for b in warehouse.batch_list(url, model_name)
+        for b in inventory.batch_list(url, model_name)
         if b.kind == "train" and (b.trained or b.batch_id == batch_id)
     ]
 

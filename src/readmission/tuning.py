@@ -1,6 +1,6 @@
 """Hyperparameter tuning on a validation slice of the training data, logged to MLflow.
 
-The procedure: drop the holdout patients (`readmission.holdout`, as the warehouse does)
+The procedure: drop the holdout patients (`readmission.data.holdout`, as the warehouse does)
 entirely; of the remaining training rows, the last `validation_fraction` become the validation
 slice and the rest stream through warm-start updates in BATCH_SIZE batches, exactly as in
 production. Each grid point is scored on the validation slice after every batch. The winner has
@@ -21,8 +21,10 @@ import mlflow
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
-from readmission import registry
+from readmission import extracts, registry
 from readmission.config import Settings
+from readmission.data import holdout, inventory
+from readmission.data.validation import validate
 from readmission.model import ModelParams, ReadmissionModel, labels
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,16 @@ class Candidate:
     @property
     def stable(self) -> bool:
         return all(b >= a - 0.005 for a, b in itertools.pairwise(self.aucs))
+
+
+def training_rows(settings: Settings, source: str | None = None) -> pd.DataFrame:
+    """The clean rows of DATA_SOURCE (or `source`) outside the holdout: the warehouse's holdout
+    patients, pinned by its first ingest, or HOLDOUT_FRACTION's before any. Raises
+    dataset.DatasetError naming the source when it cannot be read."""
+    frame = validate(extracts.acquire(settings, source))
+    fraction = inventory.holdout_fraction(settings.warehouse_url) or settings.holdout_fraction
+    rows, _ = holdout.split(frame.clean, fraction)
+    return rows
 
 
 def split(

@@ -6,6 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from readmission.evaluation.thresholds import RISK_BAND_RULE
 from streamlit_ui import encounter_form, encounter_payload, notices
 from streamlit_ui.api_client import ApiClient, ApiError
 from streamlit_ui.explanations import factor
@@ -66,7 +67,7 @@ def show_result(result: dict[str, Any]) -> None:
     band.metric(
         "Risk band",
         result["risk_band"].capitalize(),
-        help="High: at or above the threshold; medium: at or above half of it; low: below.",
+        help=RISK_BAND_RULE.capitalize(),
     )
     label.metric(
         "Predicted",

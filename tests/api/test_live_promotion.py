@@ -22,9 +22,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import ledger, promotion, registry, steps, training, warehouse
+from readmission import extracts, registry, training
 from readmission.config import Settings
-from readmission.dataset import synthetic_sample
+from readmission.data import ingestion
+from readmission.data.dataset import synthetic_sample
+from readmission.release import ledger, production_changes
 from readmission.schema import POSITIVE_LABEL, TARGET
 from tests.api.serving import MAX_BATCH_ROWS, running_api
 from tests.api.test_prediction_log import encounters, logged, metric
@@ -69,10 +71,10 @@ def drift_lineage(
         create_database(), mlflow_server, tmp_path_factory.mktemp("drift-lineage")
     )
     url = settings.warehouse_url
-    warehouse.ingest(url, sample, settings.batch_size, settings.holdout_fraction, 1)
+    ingestion.ingest(url, sample, settings.batch_size, settings.holdout_fraction, 1)
     training.train_pending(settings)
     later = drifted_sample(1500, seed=13, id_offset=1_000_000)
-    warehouse.ingest(url, later, settings.batch_size, settings.holdout_fraction, 2)
+    ingestion.ingest(url, later, settings.batch_size, settings.holdout_fraction, 2)
     training.train_pending(settings)
     assert str(registry.newest_version(settings).version) == NEW_PATTERN
     return settings
@@ -94,7 +96,7 @@ def serve_with_shadow(
     """A copy of the lineage with `production` served and `shadow` scored beside it on SERVED new
     encounters of the drifted pattern (batches through bin/api), then their outcomes ingested."""
     settings = copy_lineage(lineage).model_copy(update={"database_url": database_url})
-    promotion.change_production(settings, production, "test", "by hand", ledger.MANUAL)
+    production_changes.change_production(settings, production, "test", "by hand", ledger.MANUAL)
     done = cli(settings, "shadow", shadow)
     assert done.returncode == 0, done.stderr
     arriving = drifted_sample(SERVED, seed=17, id_offset=2_000_000)
@@ -120,7 +122,7 @@ def serve_with_shadow(
         )
     outcomes = tmp / "outcomes.csv"
     arriving.to_csv(outcomes, index=False)
-    steps.ingest(settings, source=str(outcomes))  # the outcomes arrive after the scoring
+    extracts.ingest(settings, source=str(outcomes))  # the outcomes arrive after the scoring
     return Served(settings, answers)
 
 

@@ -10,9 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from readmission import registry
 from readmission.config import Settings
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
+from readmission.data.validation import validate
 from readmission.schema import TARGET, example_encounter
-from readmission.validation import validate
 from tests.api.conftest import SERVED_VERSION
 from tests.api.serving import (
     DRIFT_MIN_REQUESTS,

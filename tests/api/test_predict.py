@@ -12,10 +12,10 @@ import pytest
 
 from readmission import registry
 from readmission.config import MAX_BATCH_ROWS_CEILING, Settings
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
+from readmission.data.validation import validate
 from readmission.schema import FEATURES, TARGET, Encounter, allowed, example_encounter
 from readmission.scoring import CompiledScorer
-from readmission.validation import validate
 from tests.api.conftest import SERVED_VERSION
 from tests.api.serving import MAX_BATCH_ROWS, Api, AppApi
 

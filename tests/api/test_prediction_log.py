@@ -18,11 +18,13 @@ import pytest
 import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
-from readmission import performance, registry, registry_reader, steps
+from readmission import extracts, registry, registry_reader
 from readmission.config import Settings
+from readmission.data.database import engine_for
+from readmission.data.tables import prediction_log_table
+from readmission.data.validation import validate
+from readmission.monitoring import realized
 from readmission.schema import POSITIVE_LABEL, TARGET
-from readmission.validation import validate
-from readmission.warehouse import engine_for, prediction_log
 from tests.api.serving import Api, running_api
 from tests.conftest import copy_lineage
 from tests.services import free_port, stop
@@ -44,9 +46,11 @@ def metric(api: Api, name: str) -> float:
 
 
 def logged(settings: Settings) -> pd.DataFrame:
-    query = sa.select(prediction_log).where(prediction_log.c.model_name == settings.model_name)
+    query = sa.select(prediction_log_table).where(
+        prediction_log_table.c.model_name == settings.model_name
+    )
     with engine_for(settings.warehouse_url).connect() as conn:
-        return pd.read_sql(query.order_by(prediction_log.c.id), conn)
+        return pd.read_sql(query.order_by(prediction_log_table.c.id), conn)
 
 
 def serving_settings(trained_lineage: Settings, database_url: str) -> Settings:
@@ -83,8 +87,8 @@ def test_every_answer_is_logged_across_a_restart_and_realized_auc_is_scikit_lear
             lambda: metric(api, "readmission_prediction_log_written_total") == len(requests) - 100,
             "the batches to be written",
         )
-        steps.ingest(settings, source=str(sample_csv))  # the outcomes arrive
-        report = performance.compute(settings)
+        extracts.ingest(settings, source=str(sample_csv))  # the outcomes arrive
+        report = realized.compute(settings)
         exported = api.wait_until(
             lambda: (
                 'readmission_realized_roc_auc{version="2"}' in (m := api.get("/metrics").text) and m

@@ -16,9 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.data.database import engine_for
+from readmission.data.tables import prediction_log_table
+from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.schema import ID_MAX
-from readmission.warehouse import engine_for, prediction_log
 from tests.api.serving import running_api
 from tests.api.test_prediction_log import encounters, logged, metric, serving_settings
 from tests.services import free_port
@@ -32,7 +33,7 @@ def prediction(encounter_id: int) -> LoggedPrediction:
 
 def stored_ids(url: str) -> list[int]:
     with engine_for(url).connect() as conn:
-        query = sa.select(prediction_log.c.encounter_id).order_by(prediction_log.c.id)
+        query = sa.select(prediction_log_table.c.encounter_id).order_by(prediction_log_table.c.id)
         return list(conn.execute(query).scalars())
 
 

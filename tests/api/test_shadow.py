@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import ledger, promotion, registry, registry_reader, steps
+from readmission import extracts, registry, registry_reader
 from readmission.config import Settings
+from readmission.data.validation import validate
+from readmission.release import ledger, production_changes
 from readmission.schema import POSITIVE_LABEL
-from readmission.validation import validate
 from tests.api.serving import running_api
 from tests.api.test_prediction_log import encounters, logged, metric
 from tests.conftest import copy_lineage
@@ -70,7 +71,7 @@ def shadowed(
         update={"database_url": create_database()}
     )
     for version in ("1", PRODUCTION):  # v1 before: somewhere for a rollback to return to
-        promotion.change_production(settings, version, "test", "by hand", ledger.MANUAL)
+        production_changes.change_production(settings, version, "test", "by hand", ledger.MANUAL)
     done = cli(settings, "shadow", SHADOW)
     assert done.returncode == 0, done.stderr
     chosen = sample.sort_values("encounter_id").iloc[600:901]
@@ -96,7 +97,7 @@ def shadowed(
             lambda: metric(api, "readmission_prediction_log_written_total") == 300 + 1,
             "every score to be written",
         )
-    steps.ingest(settings, source=str(sample_csv))  # the outcomes arrive
+    extracts.ingest(settings, source=str(sample_csv))  # the outcomes arrive
     served = validate(chosen).clean
     served = served[served["encounter_id"].isin([a["encounter_id"] for a in answers])]
     return Shadowed(settings, served, answers, after_clear)

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from pydantic import SecretStr
 
-from readmission import registry, webhooks
+from readmission import registry
 from readmission.config import Settings
+from readmission.release import webhooks
 from readmission.schema import example_encounter
 from tests.api.serving import Api, running_api
 from tests.conftest import copy_lineage

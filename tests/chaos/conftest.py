@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from readmission import registry_reader, warehouse
+from readmission import registry_reader
 from readmission.config import Settings
-from readmission.dataset import synthetic_sample
+from readmission.data import database, inventory, lineage
+from readmission.data.dataset import synthetic_sample
 from tests.services import BIN, ROOT, service_env
 
 from ..conftest import TEST_RESAMPLES, platform_env
@@ -39,7 +40,7 @@ def chaos(
     )
     yield settings
     # The checks' pooled connections: the PostgreSQL server is shared, its slots are few.
-    warehouse.engine_for(settings.warehouse_url).dispose()
+    database.engine_for(settings.warehouse_url).dispose()
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +102,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
 def assert_consistent(settings: Settings, sources: list[pd.DataFrame]) -> None:
     """The invariants every chaos scenario must leave behind, whatever was killed when."""
     url = settings.warehouse_url
-    for report in warehouse.ingest_history(url):
+    for report in inventory.ingest_history(url):
         accounted = (
             report["accepted"]
             + sum(report["quarantined"].values())  # type: ignore[attr-defined]
@@ -110,15 +111,15 @@ def assert_consistent(settings: Settings, sources: list[pd.DataFrame]) -> None:
         )
         assert report["rows_in"] == accounted, report
     ids = pd.concat(sources)["encounter_id"].astype(int)
-    assert warehouse.row_counts(url)["raw_encounters"] == ids.nunique()  # every row stored once
-    assert warehouse.holdout_overlap(url) == 0
+    assert inventory.row_counts(url)["raw_encounters"] == ids.nunique()  # every row stored once
+    assert inventory.holdout_overlap(url) == 0
 
-    trained = [b for b in warehouse.batch_list(url, settings.model_name) if b.kind == "train"]
+    trained = [b for b in inventory.batch_list(url, settings.model_name) if b.kind == "train"]
     assert trained and all(b.trained for b in trained), "every batch trained"
     versions = [
         v
         for v in registry_reader.version_summaries(settings)
-        if v.tags.get("warehouse_id") == warehouse.identity(url)
+        if v.tags.get("warehouse_id") == lineage.warehouse_id(url)
     ]
     assert len(versions) == len(trained), "registered versions = trained batches"
     assert sorted(v.batch_id for v in versions) == sorted(str(b.batch_id) for b in trained)

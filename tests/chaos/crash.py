@@ -17,8 +17,10 @@ from typing import Any
 
 import mlflow
 
-from readmission import cli, ledger, promotion, registry, training, warehouse
+from readmission import cli, registry, training
+from readmission.data import ingestion, lineage, row_copy
 from readmission.model import ReadmissionModel
+from readmission.release import ledger, production_changes
 
 
 def _killing(original: Callable[..., Any], after_calls: int = 0) -> Callable[..., Any]:
@@ -46,9 +48,9 @@ def _killing_after(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _arm(point: str) -> None:
     if point == "ingest-mid-write":  # the first chunk's rows written (COPY), the rest not
-        warehouse._copy_all = _killing_after(warehouse._copy_all)
+        row_copy.copy_all = _killing_after(row_copy.copy_all)
     elif point == "ingest-before-commit":  # everything written, the commit not reached
-        warehouse._report_dict = _killing(warehouse._report_dict)
+        ingestion.report_dict = _killing(ingestion.report_dict)
     elif point == "train-mid-fit":  # the MLflow run open, the model half updated
         ReadmissionModel.partial_fit = _killing(ReadmissionModel.partial_fit)
     elif point == "train-before-register":  # model logged to the run, no version yet
@@ -56,9 +58,9 @@ def _arm(point: str) -> None:
     elif point == "train-before-card":  # version registered, its card not numbered yet
         training._complete_card = _killing(training._complete_card)
     elif point == "train-after-register":  # version registered, the warehouse not told
-        warehouse.mark_trained = _killing(warehouse.mark_trained)
+        lineage.mark_trained = _killing(lineage.mark_trained)
     elif point == "promote-after-verdict":  # verdict tags recorded, production untouched
-        promotion.change_production = _killing(promotion.change_production)
+        production_changes.change_production = _killing(production_changes.change_production)
     elif point == "promote-after-alias":  # the alias moved to the challenger, no ledger row
         registry.promote = _killing_after(registry.promote)
     elif point == "promote-before-ledger":  # about to add the ledger row (uncommitted: lost)

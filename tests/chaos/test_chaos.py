@@ -16,17 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import (
-    ledger,
-    model_card,
-    promotion,
-    registry,
-    registry_reader,
-    steps,
-    training,
-    warehouse,
-)
+from readmission import extracts, registry, registry_reader, training
 from readmission.config import Settings
+from readmission.data import database, inventory, lineage, tables, warehouse
+from readmission.evaluation import model_card
+from readmission.release import ledger, production_changes, promotion
 
 from .conftest import assert_consistent, ok, run, start, wait_until
 
@@ -40,8 +34,8 @@ def test_an_ingest_killed_at_any_step_leaves_nothing_and_its_rerun_stores_everyt
     for point in ("ingest-mid-write", "ingest-before-commit"):
         killed = run("ingest", "--source", str(source), crash_at=point)
         assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
-        assert warehouse.row_counts(chaos.warehouse_url)["raw_encounters"] == 0
-        assert warehouse.ingest_history(chaos.warehouse_url) == []
+        assert inventory.row_counts(chaos.warehouse_url)["raw_encounters"] == 0
+        assert inventory.ingest_history(chaos.warehouse_url) == []
 
     ok("ingest", "--source", str(source))
     ok("train")
@@ -62,7 +56,7 @@ def test_a_training_run_killed_at_any_step_is_finished_by_the_next_run_without_f
         assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
         rerun = ok("train", "--batches", "1")
         assert ("registered before its bookkeeping, adopted" in rerun) is adopted, rerun
-    assert warehouse.untrained_batches(chaos.warehouse_url, chaos.model_name) == []
+    assert lineage.untrained_batches(chaos.warehouse_url, chaos.model_name) == []
     assert_consistent(chaos, [rows])
 
 
@@ -111,7 +105,7 @@ def test_two_training_runs_at_once_train_each_batch_once_and_both_exit_0(
     outputs = [p.communicate(timeout=300)[0] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], "\n".join(o[-6000:] for o in outputs)
     trained = sum(out.count("training batch") for out in outputs)
-    assert trained == len(warehouse.training_batches(chaos.warehouse_url))
+    assert trained == len(lineage.training_batches(chaos.warehouse_url))
     assert_consistent(chaos, [rows.iloc[:1000]])
 
 
@@ -124,7 +118,7 @@ def test_two_overlapping_ingests_at_once_store_every_row_once(
     ]
     outputs = [p.communicate(timeout=300)[0] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], outputs
-    history = warehouse.ingest_history(chaos.warehouse_url)
+    history = inventory.ingest_history(chaos.warehouse_url)
     assert sum(int(str(r["already_present"])) for r in history) == 300  # the overlap, once
     ok("train")
     assert_consistent(chaos, [rows.iloc[:1000]])
@@ -154,8 +148,8 @@ def test_replays_corrections_and_extracts_out_of_order_keep_the_lineage_straight
 def _lease_holder(settings: Settings) -> str:
     import sqlalchemy as sa
 
-    with warehouse.engine_for(settings.warehouse_url).connect() as conn:
-        return str(conn.execute(sa.select(warehouse.leases.c.holder)).scalar() or "")
+    with database.engine_for(settings.warehouse_url).connect() as conn:
+        return str(conn.execute(sa.select(tables.leases.c.holder)).scalar() or "")
 
 
 def _lenient_gate(configure: Callable[..., Settings]) -> Settings:
@@ -181,7 +175,7 @@ def test_evaluate_and_promote_killed_at_any_step_converges_on_the_rerun(
     leaves registry and ledger agreeing, each promotion recorded once, as the gate's, with its
     evidence. (Set-up steps run in this process; the killed runs and re-runs are processes.)"""
     settings = _lenient_gate(configure)
-    steps.ingest(settings, source=str(extract(0, 1200)))  # four training batches
+    extracts.ingest(settings, source=str(extract(0, 1200)))  # four training batches
     training.train_pending(settings, 1)
     promotion.evaluate_and_promote(settings, auto_promote=True, by="chaos set-up")
     for point in ("promote-after-verdict", "promote-after-alias", "promote-before-ledger"):
@@ -210,10 +204,10 @@ def test_a_rollback_killed_at_any_step_is_finished_by_its_rerun_and_never_undone
     extract: Callable[..., Path],
 ) -> None:
     settings = _lenient_gate(configure)
-    steps.ingest(settings, source=str(extract(0, 1200)))
+    extracts.ingest(settings, source=str(extract(0, 1200)))
     training.train_pending(settings)  # versions 1-4, the head 4
     for version in ("1", "2", "3", "4"):
-        promotion.change_production(settings, version, "chaos set-up", "by hand")
+        production_changes.change_production(settings, version, "chaos set-up", "by hand")
 
     for point, back_to in (("rollback-after-alias", "3"), ("rollback-before-ledger", "2")):
         killed = run("rollback", crash_at=point)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from readmission import calibration, performance
+from readmission.evaluation import calibration
+from readmission.monitoring import realized_metrics
 
 
 def outcomes(intercept: float, slope: float, rows: int = 60_000) -> tuple[np.ndarray, np.ndarray]:
@@ -61,5 +62,5 @@ def test_realized_performance_fits_calibration_with_the_same_implementation() ->
     )
 
     card = calibration.assess(y, predicted)
-    assert performance.calibration(y, predicted) == (card.intercept, card.slope)
+    assert realized_metrics.calibration(y, predicted) == (card.intercept, card.slope)
     assert card.slope == pytest.approx(0.5, abs=0.05)

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from readmission import change_control, cli
-from readmission.change_control import ChangeFacts, ChangeKind, Outcome, PlanError
+from readmission.change_control import ChangeFacts, ChangeKind, PlanError, Ruling
 from readmission.config import Settings
 from tests.conftest import SUITE_PLAN
 
@@ -161,97 +161,97 @@ def test_a_file_that_is_not_yaml_names_the_line(tmp_path: Path) -> None:
         change_control.load(path)
 
 
-# Each row: the facts of a proposed change, and the outcome and rule the shipped plan gives.
+# Each row: the facts of a proposed change, and the ruling and rule the shipped plan gives.
 DECISIONS = [
-    ("within the plan", promotion(), Outcome.AUTOMATIC, "gate-promotion"),
+    ("within the plan", promotion(), Ruling.AUTOMATIC, "gate-promotion"),
     (
         "first production version",
         promotion(production_empty=True, checks=ALL_PASSED),
-        Outcome.PERSON,
+        Ruling.PERSON,
         "first-production-version",
     ),
     (
         "first production version below the floor",
         promotion(production_empty=True, checks=failing("min_auc"), metrics={"roc_auc": 0.55}),
-        Outcome.REJECTED,
+        Ruling.REJECTED,
         "first-production-version",
     ),
     (
         "registered by other means",
         promotion(lineage_head=False),
-        Outcome.PERSON,
+        Ruling.PERSON,
         "registered-by-other-means",
     ),
     (
         "new feature space",
         promotion(same_feature_space=False),
-        Outcome.PERSON,
+        Ruling.PERSON,
         "new-feature-space",
     ),
     (
         "new hyperparameters (after readmission tune)",
         promotion(same_hyperparameters=False),
-        Outcome.PERSON,
+        Ruling.PERSON,
         "new-hyperparameters",
     ),
     (
         "passes overall, a subgroup below its floor",
         promotion(checks=failing("subgroup_auc")),
-        Outcome.PERSON,
+        Ruling.PERSON,
         "subgroup-below-floor",
     ),
     (
         "a subgroup below its floor and no better than the champion",
         promotion(checks=failing("subgroup_auc", "champion")),
-        Outcome.REJECTED,
+        Ruling.REJECTED,
         "subgroup-below-floor",
     ),
     (
         "does not beat the champion",
         promotion(checks=failing("champion")),
-        Outcome.REJECTED,
+        Ruling.REJECTED,
         "gate-promotion",
     ),
     (
         "the gate passed it under loosened settings, the plan's floor holds",
         promotion(metrics=GOOD_METRICS | {"roc_auc": 0.58}),
-        Outcome.REJECTED,
+        Ruling.REJECTED,
         "gate-promotion",
     ),
     (
         "calibration slope outside the plan's bounds",
         promotion(metrics=GOOD_METRICS | {"calibration_slope": 1.5}),
-        Outcome.REJECTED,
+        Ruling.REJECTED,
         "gate-promotion",
     ),
     (
         "a check not reported is not passed",
         promotion(checks={k: v for k, v in ALL_PASSED.items() if k != "calibration_slope"}),
-        Outcome.REJECTED,
+        Ruling.REJECTED,
         "gate-promotion",
     ),
     (
         "warm start in the same space with the same hyperparameters",
         promotion(kind=ChangeKind.WARM_START_TRAINING, checks={}, metrics={}),
-        Outcome.AUTOMATIC,
+        Ruling.AUTOMATIC,
         "warm-start",
     ),
     (
         "training in another feature space: the plan names no such training",
         promotion(kind=ChangeKind.WARM_START_TRAINING, same_feature_space=False, checks={}),
-        Outcome.PERSON,
+        Ruling.PERSON,
         None,
     ),
     (
         "live promotion on live evidence",
         promotion(kind=ChangeKind.LIVE_PROMOTION, checks={"live_evidence": True}),
-        Outcome.AUTOMATIC,
+        Ruling.AUTOMATIC,
         "live-promotion",
     ),
     (
         "live promotion without live evidence",
         promotion(kind=ChangeKind.LIVE_PROMOTION, checks={}),
-        Outcome.REJECTED,
+        Ruling.REJECTED,
         "live-promotion",
     ),
     (
@@ -261,32 +261,32 @@ DECISIONS = [
             same_hyperparameters=False,
             checks={"live_evidence": True},
         ),
-        Outcome.PERSON,
+        Ruling.PERSON,
         None,
     ),
     (
         "live rollback on live evidence",
         promotion(kind=ChangeKind.LIVE_ROLLBACK, checks={"live_evidence": True}),
-        Outcome.AUTOMATIC,
+        Ruling.AUTOMATIC,
         "live-rollback",
     ),
     (
         "live rollback with nothing in production: not named",
         promotion(kind=ChangeKind.LIVE_ROLLBACK, production_empty=True),
-        Outcome.PERSON,
+        Ruling.PERSON,
         None,
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("facts", "outcome", "rule"), [row[1:] for row in DECISIONS], ids=[row[0] for row in DECISIONS]
+    ("facts", "ruling", "rule"), [row[1:] for row in DECISIONS], ids=[row[0] for row in DECISIONS]
 )
-def test_the_plan_decides_each_kind_of_change(plan, facts, outcome, rule) -> None:
+def test_the_plan_decides_each_kind_of_change(plan, facts, ruling, rule) -> None:
     decision = change_control.classify(plan, facts)
-    assert (decision.outcome, decision.rule_id) == (outcome, rule), decision.reason
+    assert (decision.ruling, decision.rule_id) == (ruling, rule), decision.reason
     assert decision.plan_sha256 == plan.sha256
-    if outcome is Outcome.REJECTED:
+    if ruling is Ruling.REJECTED:
         unmet = [c for c in decision.criteria if not c.met]
         assert unmet and all(c.name in decision.reason for c in unmet)
     if rule is None:
@@ -325,7 +325,7 @@ def test_the_first_matching_rule_decides(write_plan) -> None:
 
     reordered = change_control.load(write_plan(gate_first))
     decision = change_control.classify(reordered, promotion(checks=failing("subgroup_auc")))
-    assert (decision.outcome, decision.rule_id) == (Outcome.REJECTED, "gate-promotion")
+    assert (decision.ruling, decision.rule_id) == (Ruling.REJECTED, "gate-promotion")
 
 
 def plan_command(*args: str) -> Result:

@@ -17,10 +17,13 @@ import pytest
 import sqlalchemy as sa
 
 import readmission
-from readmission import migrations, prediction_log, registry, webhooks
+from readmission import registry
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction
-from readmission.validation import validate
+from readmission.data import migrations
+from readmission.data.validation import validate
+from readmission.monitoring import prediction_log
+from readmission.monitoring.prediction_log import LoggedPrediction
+from readmission.release import webhooks
 from tests.services import BIN, ROOT, service_env
 
 from ..conftest import SUITE_PLAN, platform_env
@@ -93,7 +96,7 @@ def test_ingest_train_promote_rollback_promotions_and_status(
     status = json.loads(cli("status", "--json").stdout)
     assert status["production_version"] == "2"
     assert [b["trained"] for b in status["batches"]] == [False, True, True, False, False]
-    assert [v["parent_version"] for v in status["versions"]] == ["", "1"]
+    assert [v["parent_version"] for v in status["versions"]] == [None, "1"]
     assert status["holdout"]["rows"] == 503 and status["holdout"]["patients_also_in_training"] == 0
     assert [i["accepted"] for i in status["ingests"]] == [1503, 997]
     text = cli("status").stdout

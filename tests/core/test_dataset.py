@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from readmission.dataset import DatasetError, load, synthetic_sample
+from readmission.data.dataset import DatasetError, load, synthetic_sample
 from readmission.schema import COLUMNS
 from tests.services import free_port
 

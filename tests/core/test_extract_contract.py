@@ -13,10 +13,21 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import holdout, steps, warehouse
+from readmission import extracts
 from readmission.config import Settings
-from readmission.dataset import load, synthetic_sample
-from readmission.validation import parse_ids, validate
+from readmission.data import (
+    batch_rows,
+    database,
+    holdout,
+    ingest_report,
+    ingestion,
+    inventory,
+    lineage,
+    tables,
+    warehouse,
+)
+from readmission.data.dataset import load, synthetic_sample
+from readmission.data.validation import parse_ids, validate
 
 from .test_cli import cli
 
@@ -74,17 +85,17 @@ def test_validation_the_router_and_the_keys_read_a_patient_id_alike(
     (reason,) = validate(frame.loc[[10]]).quarantined["reason"]
     assert reason == "patient_nbr must be a positive integer written in digits, got '1.5e3'"
 
-    warehouse.ingest(url, frame, 500, 0.2)
+    ingestion.ingest(url, frame, 500, 0.2)
     quarantined = warehouse.quarantined_rows(url)
     bad_patient = quarantined[quarantined["encounter_id"] == frame.loc[10, "encounter_id"]]
     assert bad_patient["reason"].str.contains("patient_nbr must be a positive integer").all()
     assert len(bad_patient) == 1
-    holdout_rows = warehouse.clean_rows(url, warehouse.HOLDOUT_BATCH)
+    holdout_rows = warehouse.clean_rows(url, tables.HOLDOUT_BATCH)
     ids = holdout_rows.loc[holdout_rows["patient_nbr"] == held, "encounter_id"]
     assert set(ids) == {int(frame.loc[20, "encounter_id"]), int(frame.loc[21, "encounter_id"])}
     stored = warehouse.stored_encounter_ids(url)
     assert str(int(float(frame.loc[30, "encounter_id"]))) in stored
-    assert warehouse.holdout_overlap(url) == 0
+    assert inventory.holdout_overlap(url) == 0
 
 
 def test_a_pandas_rewritten_extract_reads_blank_lab_results_as_none_and_counts_them(
@@ -102,24 +113,27 @@ def test_a_pandas_rewritten_extract_reads_blank_lab_results_as_none_and_counts_t
     pd.read_csv(rest).iloc[1000:].to_csv(pandas_cut, index=False)
     assert ",," in pandas_cut.read_text()
 
-    warehouse.ingest(url, load(str(first)), 500, 0.2, max_quarantine_share=0.05)
-    report = warehouse.ingest(url, load(str(pandas_cut)), 500, 0.2, max_quarantine_share=0.05)
+    ingestion.ingest(url, load(str(first)), 500, 0.2, max_quarantine_share=0.05)
+    report = ingestion.ingest(url, load(str(pandas_cut)), 500, 0.2, max_quarantine_share=0.05)
     tail = original.iloc[1000:]
     assert report.normalized == {c: int((tail[c] == "None").sum()) for c in expected}
     bad = int((tail["gender"] == "Unknown/Invalid").sum())
-    assert report.quarantined == {warehouse.INVALID_VALUES: bad}
+    assert report.quarantined == {ingest_report.INVALID_VALUES: bad}
     assert report.accepted == 500 - bad and report.corrections == 0
-    assert "blank lab results read as 'None': " in steps.describe(report)
-    with warehouse.engine_for(url).connect() as conn:
+    assert (
+        "blank lab results read as 'None': "
+        in extracts.Ingested(report, outcomes_joined=0).describe()
+    )
+    with database.engine_for(url).connect() as conn:
         stored = conn.execute(
-            sa.select(warehouse.ingests.c.normalized, warehouse.ingests.c.report).order_by(
-                warehouse.ingests.c.id
+            sa.select(tables.ingests.c.normalized, tables.ingests.c.report).order_by(
+                tables.ingests.c.id
             )
         ).all()
     assert stored[-1][0] == sum(report.normalized.values())
     assert json.loads(stored[-1][1])["normalized"] == report.normalized
     # The original spelling of the same rows is the same content: present, no corrections.
-    replay = warehouse.ingest(url, original.iloc[1000:], 500, 0.2)
+    replay = ingestion.ingest(url, original.iloc[1000:], 500, 0.2)
     assert (replay.already_present, replay.corrections, replay.normalized) == (500, 0, {})
 
 
@@ -154,17 +168,17 @@ def test_an_extract_with_too_many_bad_rows_is_refused_whole_and_its_fix_goes_thr
     assert "gender must be one of 'Female', 'Male' (200 rows)" in message
     assert "encounter_id must be a positive integer written in digits (100 rows)" in message
     url = settings.warehouse_url
-    assert set(warehouse.row_counts(url).values()) == {0}
-    assert warehouse.batch_list(url) == []
-    (record,) = warehouse.ingest_history(url)
+    assert set(inventory.row_counts(url).values()) == {0}
+    assert inventory.batch_list(url) == []
+    (record,) = inventory.ingest_history(url)
     assert record["refused"] is True and record["quarantine_share"] == pytest.approx(0.3)
     assert list(record["problems"].values())[:3] == [300, 200, 100]  # type: ignore[union-attr]
 
     fixed = cli("ingest", "--source", str(good_file))
     assert fixed.returncode == 0, fixed.stderr
     assert "2000 rows in: " in fixed.stdout and ", 0 quarantined, " in fixed.stdout
-    assert [b.kind for b in warehouse.batch_list(url)][:2] == ["holdout", "train"]
-    assert warehouse.row_counts(url)["raw_encounters"] == 2000
+    assert [b.kind for b in inventory.batch_list(url)][:2] == ["holdout", "train"]
+    assert inventory.row_counts(url)["raw_encounters"] == 2000
 
 
 def test_the_share_limit_is_inclusive_and_failing_rows_below_it_are_quarantined(
@@ -173,7 +187,7 @@ def test_the_share_limit_is_inclusive_and_failing_rows_below_it_are_quarantined(
     url = create_database()
     frame = synthetic_sample(1000, seed=2).astype(str)
     frame.iloc[:50, frame.columns.get_loc("gender")] = "Unknown"  # exactly 5%
-    report = warehouse.ingest(url, frame, 500, 0.2, max_quarantine_share=0.05)
+    report = ingestion.ingest(url, frame, 500, 0.2, max_quarantine_share=0.05)
     assert not report.refused and report.quarantined_total == 50
     assert report.quarantine_share == pytest.approx(0.05)
 
@@ -193,7 +207,7 @@ def test_batches_close_at_the_batch_size_once_they_hold_the_minimum_of_clean_row
     clean: list[int], batch_size: int, min_clean: int, expected: tuple[list[int], int]
 ) -> None:
     flags = np.array(clean, dtype=bool)
-    assert warehouse.cut_batches(flags, batch_size, min_clean) == expected
+    assert batch_rows.cut_batches(flags, batch_size, min_clean) == expected
 
 
 def batches_and_rows(url: str) -> list[tuple[object, ...]]:
@@ -211,7 +225,7 @@ def batches_and_rows(url: str) -> list[tuple[object, ...]]:
             tuple(warehouse.clean_rows(url, b.batch_id)["encounter_id"]),
             tuple(sorted(quarantined.loc[quarantined["batch_id"] == b.batch_id, "encounter_id"])),
         )
-        for b in warehouse.batch_list(url)
+        for b in inventory.batch_list(url)
     ]
 
 
@@ -220,25 +234,31 @@ def test_a_small_remainder_waits_stored_and_joins_the_next_extract_into_the_same
 ) -> None:
     frame = generated(3000, seed=13)
     first_url, one_shot_url = create_database(), create_database()
-    first = warehouse.ingest(first_url, frame.iloc[:1300], 500, 0.2, min_batch_rows=300)
+    first = ingestion.ingest(first_url, frame.iloc[:1300], 500, 0.2, min_batch_rows=300)
     assert first.training_batch_ids == [1, 2]
     assert 0 < first.deferred <= first.waiting < 300
     in_batches = sum(b.rows for b in first.new_batches)
-    assert warehouse.row_counts(first_url)["raw_encounters"] == in_batches + first.waiting
+    assert inventory.row_counts(first_url)["raw_encounters"] == in_batches + first.waiting
     assert first.rows_in == first.accepted + first.quarantined_total + first.deferred
-    assert f"{first.deferred} deferred to a later ingest" in steps.describe(first)
-    assert f"{first.waiting} stored rows wait for the next extract" in steps.describe(first)
-    assert warehouse.untrained_batches(first_url, "any") == [1, 2]
+    assert (
+        f"{first.deferred} deferred to a later ingest"
+        in extracts.Ingested(first, outcomes_joined=0).describe()
+    )
+    assert (
+        f"{first.waiting} stored rows wait for the next extract"
+        in extracts.Ingested(first, outcomes_joined=0).describe()
+    )
+    assert lineage.untrained_batches(first_url, "any") == [1, 2]
     # The waiting rows are stored: a replay of the first extract finds them present.
-    replay = warehouse.ingest(first_url, frame.iloc[:1300], 500, 0.2, min_batch_rows=300)
+    replay = ingestion.ingest(first_url, frame.iloc[:1300], 500, 0.2, min_batch_rows=300)
     assert replay.already_present == 1300 and replay.new_batches == []
 
-    second = warehouse.ingest(first_url, frame.iloc[1300:], 500, 0.2, min_batch_rows=300)
+    second = ingestion.ingest(first_url, frame.iloc[1300:], 500, 0.2, min_batch_rows=300)
     assert second.training_batch_ids[0] == 3
-    warehouse.ingest(one_shot_url, frame, 500, 0.2, min_batch_rows=300)
+    ingestion.ingest(one_shot_url, frame, 500, 0.2, min_batch_rows=300)
     assert batches_and_rows(first_url) == batches_and_rows(one_shot_url)
-    assert warehouse.row_counts(first_url) == warehouse.row_counts(one_shot_url)
-    assert second.waiting == warehouse.ingest_history(one_shot_url)[-1]["waiting"]
+    assert inventory.row_counts(first_url) == inventory.row_counts(one_shot_url)
+    assert second.waiting == inventory.ingest_history(one_shot_url)[-1]["waiting"]
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -255,27 +275,25 @@ def warehouse_state(url: str) -> list[object]:
     quarantined = warehouse.quarantined_rows(url)
     corrections = warehouse.correction_rows(url)
     corrections["fields"] = corrections["fields"].map(json.dumps)
-    with warehouse.engine_for(url).connect() as conn:
+    with database.engine_for(url).connect() as conn:
         raw = conn.execute(
             sa.select(
-                warehouse.raw_encounters.c.encounter_id,
-                warehouse.raw_encounters.c.batch_id,
-                warehouse.raw_encounters.c.row_hash,
-            ).order_by(warehouse.raw_encounters.c.encounter_id)
+                tables.raw_encounters.c.encounter_id,
+                tables.raw_encounters.c.batch_id,
+                tables.raw_encounters.c.row_hash,
+            ).order_by(tables.raw_encounters.c.encounter_id)
         ).all()
         clean = conn.execute(
-            sa.select(warehouse.clean_encounters).order_by(
-                warehouse.clean_encounters.c.encounter_id
-            )
+            sa.select(tables.clean_encounters).order_by(tables.clean_encounters.c.encounter_id)
         ).all()
     return [
         batches_and_rows(url),
-        warehouse.row_counts(url),
+        inventory.row_counts(url),
         raw,
         clean,
         sorted(quarantined.astype(str).itertuples(index=False, name=None)),
         sorted(corrections.astype(str).itertuples(index=False, name=None)),
-        [{**i, "source": ""} for i in warehouse.ingest_history(url)],
+        [{**i, "source": ""} for i in inventory.ingest_history(url)],
     ]
 
 
@@ -297,7 +315,7 @@ def test_an_extract_ingested_in_chunks_stores_what_it_stores_at_once(
     history = []
     for extract, max_batches in [(first, None), (second, 1), (second, None), (first, None)]:
         reports = [
-            warehouse.ingest(
+            ingestion.ingest(
                 url, extract, 500, 0.2, max_batches, min_batch_rows=450, chunk_rows=chunk_rows
             )
             for url, chunk_rows in ((chunked_url, 97), (one_shot_url, 10_000))
@@ -309,7 +327,7 @@ def test_an_extract_ingested_in_chunks_stores_what_it_stores_at_once(
     assert history[1].deferred > 0 and history[1].corrections >= 2  # capped by max_batches
     assert history[3].already_present == len(first) and not history[3].changed  # a replay
     quarantined = warehouse.quarantined_rows(chunked_url)
-    assert quarantined["reason_code"].value_counts().to_dict()[warehouse.DUPLICATE_ID] == 2
+    assert quarantined["reason_code"].value_counts().to_dict()[ingest_report.DUPLICATE_ID] == 2
     fixes = warehouse.correction_rows(chunked_url)["applied_to_batch"]
     assert fixes.notna().sum() == 1  # the fix landed in a batch, the other correction in none
 
@@ -319,12 +337,12 @@ def test_an_extract_refused_on_its_last_chunk_leaves_only_the_refusal(
 ) -> None:
     url = two_warehouses[0]
     frame = generated(2000, seed=22)
-    warehouse.ingest(url, frame.iloc[:1000], 500, 0.2, min_batch_rows=300, chunk_rows=100)
+    ingestion.ingest(url, frame.iloc[:1000], 500, 0.2, min_batch_rows=300, chunk_rows=100)
     before = warehouse_state(url)
     later = frame.iloc[1000:].copy()
     later.iloc[-100:, later.columns.get_loc("gender")] = "Unknown"  # 10%, all in the last chunk
-    with pytest.raises(warehouse.ExtractRefused, match="MAX_QUARANTINE_SHARE"):
-        warehouse.ingest(
+    with pytest.raises(ingest_report.ExtractRefused, match="MAX_QUARANTINE_SHARE"):
+        ingestion.ingest(
             url, later, 500, 0.2, min_batch_rows=300, max_quarantine_share=0.05, chunk_rows=100
         )
     after = warehouse_state(url)
@@ -341,21 +359,21 @@ def test_an_extract_in_encounter_order_closes_batches_as_it_is_read_as_a_shuffle
     in_order_url, shuffled_url = two_warehouses
     frame = generated(4000, seed=23)
     later = frame.iloc[1000:]
-    extracts = {
+    later_by_url = {
         in_order_url: later,
         shuffled_url: later.sample(frac=1, random_state=3).reset_index(drop=True),
     }
     reports = []
-    for url, extract in extracts.items():
-        warehouse.ingest(url, frame.iloc[:1000], 500, 0.2, min_batch_rows=450, chunk_rows=97)
-        reports.append(warehouse.ingest(url, extract, 500, 0.2, min_batch_rows=450, chunk_rows=97))
+    for url, extract in later_by_url.items():
+        ingestion.ingest(url, frame.iloc[:1000], 500, 0.2, min_batch_rows=450, chunk_rows=97)
+        reports.append(ingestion.ingest(url, extract, 500, 0.2, min_batch_rows=450, chunk_rows=97))
     assert reports[0] == reports[1]
     assert len(reports[0].training_batch_ids) >= 4 and reports[0].quarantined_total > 0
     assert warehouse_state(in_order_url) == warehouse_state(shuffled_url)
     newer = generated(3000, seed=24)
     newer["encounter_id"] = (newer["encounter_id"].astype(int) + 10_000_000).astype(str)
     capped = [  # one batch, the rest deferred
-        warehouse.ingest(url, extract, 500, 0.2, 1, min_batch_rows=450, chunk_rows=97)
+        ingestion.ingest(url, extract, 500, 0.2, 1, min_batch_rows=450, chunk_rows=97)
         for url, extract in (
             (in_order_url, newer),
             (shuffled_url, newer.sample(frac=1, random_state=4).reset_index(drop=True)),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
+from readmission.data.validation import validate
 from readmission.features import OTHER, FeatureSpace, icd9_category, icd9_group
-from readmission.validation import validate
 
 
 @pytest.mark.parametrize(

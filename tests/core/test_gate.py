@@ -1,4 +1,4 @@
-"""The promotion gate's rule (`promotion.judge`) on hand-made measurements: no services."""
+"""The promotion gate's rule (`gate.judge`) on hand-made measurements: no services."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from readmission.promotion import Comparison, Measured, Policy, SubgroupAuc, judge
-from readmission.uncertainty import AucDifference
+from readmission.evaluation.uncertainty import AucDifference
+from readmission.release.gate import Comparison, Measured, Policy, SubgroupAuc, judge
 
 POLICY = Policy(
     min_auc=0.6,

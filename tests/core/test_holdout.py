@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from readmission.holdout import fingerprint
+from readmission.data.holdout import fingerprint
 
 
 def test_the_fingerprint_is_the_digest_earlier_releases_tagged_versions_with() -> None:

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from readmission import migrations, warehouse
+from readmission.data import database, migrations, tables
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -24,14 +24,14 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_the_newest_revision_is_exactly_the_codes_tables(url: str) -> None:
-    engine = warehouse.engine_for(url)
+    engine = database.engine_for(url)
     try:
         with engine.connect() as conn:
             assert migrations.current(conn) == migrations.head()
             context = MigrationContext.configure(
                 conn, opts={"compare_type": True, "compare_server_default": True}
             )
-            assert compare_metadata(context, migrations.metadatas()) == []
+            assert compare_metadata(context, tables.metadata) == []
     finally:
         engine.dispose()
 
@@ -55,7 +55,7 @@ def test_an_unversioned_warehouse_keeps_its_tables_and_gets_those_it_lacks(tmp_p
             conn.execute(sa.text("INSERT INTO raw_encounters VALUES (42)"))
     finally:
         plain.dispose()
-    engine = warehouse.engine_for(url)
+    engine = database.engine_for(url)
     try:
         with engine.connect() as conn:
             assert migrations.current(conn) == migrations.head()

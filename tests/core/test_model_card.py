@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from readmission import (
-    change_control,
-    evaluation,
-    model_card,
-    promotion,
-    registry,
-    warehouse,
-)
+from readmission import change_control, registry
 from readmission.config import Settings
+from readmission.data import tables, warehouse
+from readmission.evaluation import holdout_evaluation, model_card
 from readmission.model import labels
+from readmission.release import gate
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +28,7 @@ def card_of_version_2(trained_lineage: Settings) -> tuple[Settings, dict, str]:
 
 def test_the_card_describes_the_version_its_data_and_its_holdout(card_of_version_2) -> None:
     settings, card, _ = card_of_version_2
-    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(settings.warehouse_url, tables.HOLDOUT_BATCH)
 
     assert card["model"]["version"] == "2" and card["model"]["parent_version"] == "1"
     assert [b["batch_id"] for b in card["data"]["batches"]] == [1, 2]
@@ -134,10 +130,10 @@ def test_the_card_takes_the_decisions_of_the_plan_and_stops_on_an_invalid_plan(
     # The shipped plan, which reserves the first production version for a person (the suite's
     # own plan lets the platform make it).
     settings = settings.model_copy(update={"change_control_plan": str(change_control.DEFAULT_PLAN)})
-    holdout = warehouse.clean_rows(settings.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(settings.warehouse_url, tables.HOLDOUT_BATCH)
     y = labels(holdout)
     model = registry.load_readmission_model(settings, 2)
-    ours = evaluation.evaluate_holdout(settings, holdout, y, model.predict_proba(holdout))
+    ours = holdout_evaluation.evaluate_holdout(settings, holdout, y, model.predict_proba(holdout))
     plan = change_control.current(settings)
     first = change_control.classify(
         plan,
@@ -150,9 +146,7 @@ def test_the_card_takes_the_decisions_of_the_plan_and_stops_on_an_invalid_plan(
             same_hyperparameters=True,
             checks={
                 c.name: c.passed
-                for c in promotion.judge(
-                    promotion.Policy.of(settings), promotion.Measured.of(ours), None
-                )
+                for c in gate.judge(gate.Policy.of(settings), gate.Measured.of(ours), None)
             },
             metrics={**ours.scores, "calibration_slope": ours.calibration.slope},
         ),

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from readmission import performance, registry, steps
+from readmission import extracts, registry
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.monitoring import realized, realized_metrics
+from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.schema import POSITIVE_LABEL, TARGET
 
 THRESHOLD = 0.3
@@ -62,21 +63,21 @@ def test_outcomes_arriving_in_two_extracts_update_the_realized_figures_and_check
     ordered = sample.sort_values("encounter_id", key=lambda ids: ids.astype(int))
     # The first extract holds the oldest and the newest encounters (so the holdout starts above
     # the rest); the encounters in between are scored, and their outcomes come in two extracts.
-    extracts = [pd.concat([ordered.iloc[:1000], ordered.iloc[1800:]]), ordered.iloc[1000:1400]]
-    extracts.append(ordered.iloc[1400:1800])
+    parts = [pd.concat([ordered.iloc[:1000], ordered.iloc[1800:]]), ordered.iloc[1000:1400]]
+    parts.append(ordered.iloc[1400:1800])
     paths = []
-    for number, extract in enumerate(extracts):
+    for number, extract in enumerate(parts):
         paths.append(tmp_path / f"extract-{number}.csv")
         extract.to_csv(paths[-1], index=False)
-    steps.ingest(platform, source=str(paths[0]))
+    extracts.ingest(platform, source=str(paths[0]))
     scored = ordered.iloc[1000:1800]
     probability = log_predictions(platform, scored, "1", seed=1)
 
-    waiting = performance.compute(platform)
-    steps.ingest(platform, source=str(paths[1]))
-    half = performance.compute(platform)
-    steps.ingest(platform, source=str(paths[2]))
-    full = performance.compute(platform)
+    waiting = realized.compute(platform)
+    extracts.ingest(platform, source=str(paths[1]))
+    half = realized.compute(platform)
+    extracts.ingest(platform, source=str(paths[2]))
+    full = realized.compute(platform)
 
     (pending,) = waiting["versions"]
     assert (pending["scored"], pending["n"], pending["pending"]) == (800, 0, 800)
@@ -88,7 +89,7 @@ def test_outcomes_arriving_in_two_extracts_update_the_realized_figures_and_check
     )
     assert pending["estimate"]["observed_rate"] == pytest.approx(probability.mean())
 
-    first = scored["encounter_id"].isin(extracts[1]["encounter_id"]).to_numpy()
+    first = scored["encounter_id"].isin(parts[1]["encounter_id"]).to_numpy()
     (partial,) = half["versions"]
     assert (partial["n"], partial["pending"]) == (400, 400)
     assert partial["roc_auc"] == pytest.approx(
@@ -110,11 +111,11 @@ def test_outcomes_arriving_in_two_extracts_update_the_realized_figures_and_check
     assert [w["n"] for w in complete["weeks"]] == [400, 400]
     assert [c["labelled"] for c in complete["estimate_checks"]] == [400, 800]
 
-    assert performance.latest(platform.warehouse_url, platform.model_name) == full
+    assert realized.latest(platform.warehouse_url, platform.model_name) == full
     client = registry.connect(platform)
     (run,) = client.search_runs(
         [registry.experiment_id(platform)],
-        f"tags.`{performance.RUN_KIND_TAG}` = '{performance.RUN_KIND}' "
+        f"tags.`{realized.RUN_KIND_TAG}` = '{realized.RUN_KIND}' "
         f"and tags.model_name = '{platform.model_name}'",
         max_results=5,
     )
@@ -126,8 +127,8 @@ def test_realized_calibration_is_zero_and_one_for_calibrated_probabilities() -> 
     rng = np.random.default_rng(5)
     probability = rng.uniform(0.02, 0.6, 200_000)
     y = (rng.uniform(size=len(probability)) < probability).astype(int)
-    intercept, slope = performance.calibration(y, probability)
+    intercept, slope = realized_metrics.calibration(y, probability)
     assert intercept == pytest.approx(0, abs=0.02)
     assert slope == pytest.approx(1, abs=0.03)
-    shifted, _ = performance.calibration(y, probability / 2)  # predicted half the true risk
+    shifted, _ = realized_metrics.calibration(y, probability / 2)  # predicted half the true risk
     assert shifted > 0.5

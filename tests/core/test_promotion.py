@@ -11,18 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from readmission import (
-    change_control,
-    ledger,
-    model_card,
-    promotion,
-    registry,
-    registry_reader,
-    status,
-    warehouse,
-)
+from readmission import change_control, registry, registry_reader, status
 from readmission.config import Settings
-from readmission.holdout import fingerprint
+from readmission.data import tables, warehouse
+from readmission.data.holdout import fingerprint
+from readmission.data.lineage import mark_trained, training_lease
+from readmission.evaluation import model_card
+from readmission.release import ledger, production_changes, promotion
 from tests.conftest import SUITE_PLAN, TRAINED_VERSIONS
 
 
@@ -51,11 +46,11 @@ def fresh(lineage: Settings) -> Settings:
     name = f"promotion-test-{uuid.uuid4().hex[:8]}"
     client = registry.connect(lineage)
     url = lineage.warehouse_url
-    with warehouse.training_lease(url, "test: copying the lineage", 60) as lease:
+    with training_lease(url, "test: copying the lineage", 60) as lease:
         for version in range(1, TRAINED_VERSIONS + 1):
             copy = client.copy_model_version(registry.model_uri(lineage, version), name)
             batch = int(copy.tags["batch_id"])
-            warehouse.mark_trained(url, name, batch, copy.version, copy.run_id, lease)
+            mark_trained(url, name, batch, copy.version, copy.run_id, lease)
     return lineage.model_copy(update={"model_name": name})
 
 
@@ -114,7 +109,7 @@ def test_re_running_after_a_promotion_keeps_the_verdict_and_changes_nothing(
     assert again.challenger["roc_auc"] == pytest.approx(first.challenger["roc_auc"], abs=1e-6)
     recorded = tags(fresh, "3")
     assert recorded["validation_status"] == "passed"
-    holdout = warehouse.clean_rows(fresh.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(fresh.warehouse_url, tables.HOLDOUT_BATCH)
     assert recorded["validation_holdout_rows"] == str(len(holdout))
     assert moves(fresh) == [(None, "3")]
 
@@ -179,8 +174,8 @@ def test_every_production_change_is_in_the_ledger_and_rollback_returns_to_the_pr
     fresh: Settings,
 ) -> None:
     for version in ("1", "2", "3"):
-        promotion.change_production(fresh, version, "cli (tester)", f"try {version}")
-    back = promotion.rollback(fresh, "cli (tester)")
+        production_changes.change_production(fresh, version, "cli (tester)", f"try {version}")
+    back = production_changes.rollback(fresh, "cli (tester)")
 
     assert (back.from_version, back.to_version, back.action) == ("3", "2", ledger.ROLLBACK)
     assert registry.production_version(fresh).version == "2"
@@ -195,21 +190,21 @@ def test_every_production_change_is_in_the_ledger_and_rollback_returns_to_the_pr
     assert [e.action for e in entries] == ["manual"] * 3 + ["rollback"]
     assert "rollback" in entries[-1].reason and entries[-1].by == "cli (tester)"
     assert [e.time for e in entries] == sorted(e.time for e in entries)
-    assert promotion.change_production(fresh, "2", "cli (tester)", "again") is None
+    assert production_changes.change_production(fresh, "2", "cli (tester)", "again") is None
     assert "back to v2" in tags(fresh, "3")[registry_reader.ROLLED_BACK_TAG]
 
 
 @pytest.mark.slow
 def test_a_second_rollback_never_returns_to_a_rolled_back_version(fresh: Settings) -> None:
     for version in ("1", "2", "3"):
-        promotion.change_production(fresh, version, "cli (tester)", "by hand")
-    promotion.rollback(fresh, "cli (tester)")  # 3 -> 2
-    again = promotion.rollback(fresh, "cli (tester)")  # 2 -> 1, not back to 3
+        production_changes.change_production(fresh, version, "cli (tester)", "by hand")
+    production_changes.rollback(fresh, "cli (tester)")  # 3 -> 2
+    again = production_changes.rollback(fresh, "cli (tester)")  # 2 -> 1, not back to 3
 
     assert (again.from_version, again.to_version) == ("2", "1")
     assert production(fresh) == "1"
-    with pytest.raises(promotion.PromotionError, match="rolled back: name one"):
-        promotion.rollback(fresh, "cli (tester)")
+    with pytest.raises(production_changes.PromotionError, match="rolled back: name one"):
+        production_changes.rollback(fresh, "cli (tester)")
     assert production(fresh) == "1"
 
 
@@ -218,8 +213,8 @@ def test_after_a_rollback_the_gate_never_promotes_the_rolled_back_head_again(
     fresh: Settings,
 ) -> None:
     for version in ("1", "2", "3"):
-        promotion.change_production(fresh, version, "cli (tester)", "by hand")
-    promotion.rollback(fresh, "cli (tester)", reason="v3 misbehaves")
+        production_changes.change_production(fresh, version, "cli (tester)", "by hand")
+    production_changes.rollback(fresh, "cli (tester)", reason="v3 misbehaves")
     before = tags(fresh, "3")
 
     for _ in range(2):  # a run of 03 and its retry
@@ -230,11 +225,11 @@ def test_after_a_rollback_the_gate_never_promotes_the_rolled_back_head_again(
     assert tags(fresh, "3") == before  # nothing recorded on it either
     assert moves(fresh) == [(None, "1"), ("1", "2"), ("2", "3"), ("3", "2")]
 
-    to_first = promotion.rollback(fresh, "cli (tester)", to="1")
+    to_first = production_changes.rollback(fresh, "cli (tester)", to="1")
     assert (to_first.from_version, to_first.to_version) == ("2", "1")
     assert production(fresh) == "1"
     # By hand a person may still promote it, recorded as theirs.
-    by_hand = promotion.change_production(fresh, "3", "cli (tester)", "fixed after all")
+    by_hand = production_changes.change_production(fresh, "3", "cli (tester)", "fixed after all")
     assert by_hand is not None and by_hand.action == ledger.MANUAL
 
 
@@ -253,7 +248,7 @@ def test_the_challenger_is_the_lineage_head_never_a_version_registered_otherwise
     again = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
     assert again is not None and again.challenger_version == "3" and not again.promoted
 
-    manual = promotion.change_production(fresh, "4", "cli (tester)", "promoted by hand")
+    manual = production_changes.change_production(fresh, "4", "cli (tester)", "promoted by hand")
     assert manual is not None and (manual.action, manual.by) == (ledger.MANUAL, "cli (tester)")
     assert manual.evidence is None
 
@@ -262,7 +257,7 @@ def test_the_challenger_is_the_lineage_head_never_a_version_registered_otherwise
 def test_the_gate_compares_on_the_same_holdout_with_a_paired_interval_and_keeps_the_evidence(
     fresh: Settings,
 ) -> None:
-    promotion.change_production(fresh, "1", "cli (tester)", "first by hand")
+    production_changes.change_production(fresh, "1", "cli (tester)", "first by hand")
     strict = promotion.evaluate_and_promote(
         fresh, auto_promote=True, promotion_policy="superior", by="test-dag"
     )
@@ -273,7 +268,7 @@ def test_the_gate_compares_on_the_same_holdout_with_a_paired_interval_and_keeps_
 
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
     assert verdict is not None and verdict.promoted and production(fresh) == "3"
-    holdout = warehouse.clean_rows(fresh.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(fresh.warehouse_url, tables.HOLDOUT_BATCH)
     holdout_print = fingerprint(holdout["encounter_id"])
     assert verdict.holdout_fingerprint == holdout_print
     delta = verdict.challenger["roc_auc"] - verdict.champion["roc_auc"]
@@ -302,7 +297,7 @@ def test_the_gate_compares_on_the_same_holdout_with_a_paired_interval_and_keeps_
 def test_every_version_shows_its_auc_on_the_current_holdout_beside_the_training_day_one(
     fresh: Settings,
 ) -> None:
-    promotion.change_production(fresh, "1", "cli (tester)", "first by hand")
+    production_changes.change_production(fresh, "1", "cli (tester)", "first by hand")
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=False, by="test-dag")
     assert verdict is not None
 
@@ -334,8 +329,8 @@ def test_a_head_without_its_model_card_is_not_judged(fresh: Settings) -> None:
     source = f"{run.info.artifact_uri}/model"
     bare = client.create_model_version(fresh.model_name, source, run_id=run.info.run_id)
     url = fresh.warehouse_url
-    with warehouse.training_lease(url, "test: a version without its card", 60) as lease:
-        warehouse.mark_trained(url, fresh.model_name, 99, bare.version, run.info.run_id, lease)
+    with training_lease(url, "test: a version without its card", 60) as lease:
+        mark_trained(url, fresh.model_name, 99, bare.version, run.info.run_id, lease)
 
     verdict = promotion.evaluate_and_promote(fresh, auto_promote=True, by="test-dag")
 
@@ -350,7 +345,7 @@ def test_a_head_without_its_model_card_is_not_judged(fresh: Settings) -> None:
 def test_an_alias_moved_without_its_ledger_row_is_recorded_as_the_change_it_was(
     fresh: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    promotion.change_production(fresh, "1", "cli (tester)", "first by hand")
+    production_changes.change_production(fresh, "1", "cli (tester)", "first by hand")
 
     def crash(*args: object, **kwargs: object) -> None:
         raise ConnectionError("injected: the warehouse went away after the alias moved")
@@ -375,34 +370,34 @@ def test_an_alias_moved_without_its_ledger_row_is_recorded_as_the_change_it_was(
 def test_a_change_made_in_the_mlflow_registry_is_noticed_and_rolled_back_from(
     fresh: Settings,
 ) -> None:
-    promotion.change_production(fresh, "1", "cli (tester)", "first")
+    production_changes.change_production(fresh, "1", "cli (tester)", "first")
     client = registry.connect(fresh)
     client.set_registered_model_alias(fresh.model_name, fresh.model_alias, "3")  # as the UI does
 
-    noticed = promotion.notice_outside_changes(fresh, noticed_by="the api")
+    noticed = production_changes.notice_outside_changes(fresh, noticed_by="the api")
     assert (noticed.from_version, noticed.to_version) == ("1", "3")
     assert "outside the platform" in noticed.by and "noticed by the api" in noticed.reason
-    assert promotion.notice_outside_changes(fresh, noticed_by="the api") is None
+    assert production_changes.notice_outside_changes(fresh, noticed_by="the api") is None
 
-    promotion.rollback(fresh, "cli (tester)")
+    production_changes.rollback(fresh, "cli (tester)")
     assert registry.production_version(fresh).version == "1"
     assert moves(fresh) == [(None, "1"), ("1", "3"), ("3", "1")]
 
 
 @pytest.mark.slow
 def test_rollback_without_an_earlier_production_version_says_why(fresh: Settings) -> None:
-    with pytest.raises(promotion.PromotionError, match="nothing to roll back"):
-        promotion.rollback(fresh, "cli (tester)")
-    promotion.change_production(fresh, "2", "cli (tester)", "first")
-    with pytest.raises(promotion.PromotionError, match="first production version"):
-        promotion.rollback(fresh, "cli (tester)")
+    with pytest.raises(production_changes.PromotionError, match="nothing to roll back"):
+        production_changes.rollback(fresh, "cli (tester)")
+    production_changes.change_production(fresh, "2", "cli (tester)", "first")
+    with pytest.raises(production_changes.PromotionError, match="first production version"):
+        production_changes.rollback(fresh, "cli (tester)")
     assert registry.production_version(fresh).version == "2"
 
 
 @pytest.mark.slow
 def test_promoting_a_version_that_does_not_exist_names_it(fresh: Settings) -> None:
-    with pytest.raises(promotion.PromotionError, match="has no version 42"):
-        promotion.change_production(fresh, "42", "cli (tester)", "typo")
+    with pytest.raises(production_changes.PromotionError, match="has no version 42"):
+        production_changes.change_production(fresh, "42", "cli (tester)", "typo")
     assert moves(fresh) == []
 
 
@@ -417,9 +412,9 @@ def test_the_ledger_and_rollback_work_on_the_embedded_default(
         client.create_model_version(settings.model_name, source=(tmp_path / "none").as_uri())
 
     for version in ("1", "2", "3"):
-        promotion.change_production(settings, version, "cli (tester)", "by hand")
-    assert promotion.notice_outside_changes(settings, noticed_by="the test") is None
-    promotion.rollback(settings, "cli (tester)")
+        production_changes.change_production(settings, version, "cli (tester)", "by hand")
+    assert production_changes.notice_outside_changes(settings, noticed_by="the test") is None
+    production_changes.rollback(settings, "cli (tester)")
 
     assert registry.production_version(settings).version in (2, "2")
     assert [v.aliases for v in registry_reader.version_summaries(settings)] == [
@@ -529,9 +524,9 @@ def test_an_approval_of_a_comparison_production_has_since_left_behind_is_refused
     nothing is recorded; 03 must judge v3 against v2 first."""
     verdict = promotion.evaluate_and_promote(person_plan, auto_promote=True, by="test-dag")
     assert verdict is not None and verdict.needs_person and verdict.champion_version is None
-    promotion.change_production(person_plan, "2", "tester", "by hand", ledger.MANUAL)
+    production_changes.change_production(person_plan, "2", "tester", "by hand", ledger.MANUAL)
 
-    with pytest.raises(promotion.PromotionError, match=r"production is v2 now: run 03"):
+    with pytest.raises(production_changes.PromotionError, match=r"production is v2 now: run 03"):
         promotion.decide(
             person_plan, "3", True, "alice", "looks fine", "2026-12-05T01:00:00+00:00", None
         )

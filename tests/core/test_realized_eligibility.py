@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from readmission import performance, steps, training, warehouse
+from readmission import extracts, training
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.data import database, tables, warehouse
+from readmission.monitoring import realized, realized_metrics
+from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
 from readmission.schema import POSITIVE_LABEL, TARGET
 
 pytestmark = pytest.mark.slow
@@ -47,17 +49,17 @@ def test_outcomes_known_at_scoring_or_trained_on_are_left_out_and_counted(
     path = tmp_path / "extract.csv"
     extract.to_csv(path, index=False)
     unseen = log_now(platform, extract, "1")  # scored before the extract arrives
-    steps.ingest(platform, source=str(path))
+    extracts.ingest(platform, source=str(path))
     (trained,) = training.train_pending(platform, max_batches=1)  # the lineage learns batch 1
     trained_ids = set(warehouse.clean_rows(platform.warehouse_url, 1)["encounter_id"].astype(int))
     rescored = extract.iloc[:300]
     log_now(platform, rescored, "2")  # scored again once the outcomes are in the warehouse
 
-    report = performance.compute(platform)
+    report = realized.compute(platform)
 
     first, second = report["versions"]
-    clean = warehouse.clean_encounters
-    with warehouse.engine_for(platform.warehouse_url).connect() as conn:
+    clean = tables.clean_encounters
+    with database.engine_for(platform.warehouse_url).connect() as conn:
         stored = set(pd.read_sql(clean.select(), conn)["encounter_id"].astype(int))
     # Version 1 scored them before their outcomes arrived, and before batch 1 was trained on:
     # a version trained since does not taint a prediction made before it.
@@ -80,7 +82,7 @@ def test_outcomes_known_at_scoring_or_trained_on_are_left_out_and_counted(
     assert sum(w["excluded"]["trained_on"] for w in second["weeks"]) == len(ids & trained_ids)
     # The alert's window: the latest 1,000 counted outcomes (all scored at once: the last
     # logged), with a patient-level interval.
-    assert counted.all() and performance.RECENT_OUTCOMES == 1000
+    assert counted.all() and realized_metrics.RECENT_OUTCOMES == 1000
     assert first["recent"]["n"] == 1000
     latest = first["recent"]["roc_auc"]
     assert latest == pytest.approx(metrics.roc_auc_score(y[200:], unseen[200:]), abs=1e-12)

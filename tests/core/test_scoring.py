@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
+from readmission.data.validation import validate
 from readmission.features import normalise
 from readmission.model import ReadmissionModel, labels
 from readmission.schema import FEATURES, TARGET, Encounter, example_encounter
 from readmission.scoring import CompiledScoreMismatch, CompiledScorer, PairedScorer, paired
-from readmission.validation import validate
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import subgroups, thresholds
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
+from readmission.evaluation import subgroups, thresholds
 from readmission.model import labels
 
 

@@ -6,17 +6,18 @@ import mlflow
 import pandas as pd
 import pytest
 
-from readmission import registry, registry_reader, training, warehouse
+from readmission import registry, registry_reader, training
 from readmission.config import Settings
+from readmission.data import ingestion, lineage, tables, warehouse
+from readmission.data.holdout import fingerprint
 from readmission.features import CATEGORICAL, FeatureSpace, normalise
-from readmission.holdout import fingerprint
 from readmission.model import ReadmissionModel
 from readmission.scoring import CompiledScorer
 from tests.conftest import copy_lineage
 
 
 def ingest(settings: Settings, sample: pd.DataFrame, batches: int | None = None) -> None:
-    warehouse.ingest(
+    ingestion.ingest(
         settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, batches
     )
 
@@ -35,13 +36,13 @@ def test_warm_start_registers_one_version_per_batch_each_tagged_with_its_parent(
     assert [v.batch_id for v in versions] == ["1", "2", "3", "4"]
     assert [v.metrics["samples_seen"] for v in versions] == [500, 1000, 1500, 1997]
     assert all("prequential_roc_auc" in v.metrics for v in versions[1:])
-    holdout = warehouse.clean_rows(platform.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(platform.warehouse_url, tables.HOLDOUT_BATCH)
     assert {v.tags["holdout_rows"] for v in versions} == {str(len(holdout))}
     assert {v.tags["holdout_fingerprint"] for v in versions} == {
         fingerprint(holdout["encounter_id"])
     }
     assert {v.tags["feature_space"] for v in versions} == {FeatureSpace().fingerprint}
-    assert warehouse.untrained_batches(platform.warehouse_url, platform.model_name) == []
+    assert lineage.untrained_batches(platform.warehouse_url, platform.model_name) == []
     client = registry.connect(platform)
     assert {"plots/roc.png", "plots/calibration.png"} <= {
         a.path for a in client.list_artifacts(versions[-1].run_id, "plots")
@@ -83,7 +84,7 @@ def test_a_failure_after_partial_fit_leaves_no_version_and_the_batch_untrained(
         training.train_pending(platform)
 
     assert [v.version for v in registry_reader.version_summaries(platform)] == ["1"]
-    assert warehouse.untrained_batches(platform.warehouse_url, platform.model_name) == [2]
+    assert lineage.untrained_batches(platform.warehouse_url, platform.model_name) == [2]
     monkeypatch.undo()
     assert training.train_pending(platform)[0].parent_version == "1"
 
@@ -93,14 +94,14 @@ def test_a_version_registered_before_a_crash_is_recorded_not_retrained(
     platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingest(platform, sample, batches=1)
-    monkeypatch.setattr(warehouse, "mark_trained", lambda *a: (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr(lineage, "mark_trained", lambda *a: (_ for _ in ()).throw(OSError()))
     with pytest.raises(OSError):
         training.train_pending(platform)
     monkeypatch.undo()
 
     (result,) = training.train_pending(platform)
     assert result.recovered and result.version == "1"
-    assert warehouse.untrained_batches(platform.warehouse_url, platform.model_name) == []
+    assert lineage.untrained_batches(platform.warehouse_url, platform.model_name) == []
 
 
 @pytest.mark.slow
@@ -167,7 +168,7 @@ def test_registered_model_loads_as_pyfunc_and_compiles_to_the_same_probabilities
     trained_lineage: Settings,
 ) -> None:
     platform = trained_lineage  # read, not changed
-    holdout = warehouse.clean_rows(platform.warehouse_url, warehouse.HOLDOUT_BATCH)
+    holdout = warehouse.clean_rows(platform.warehouse_url, tables.HOLDOUT_BATCH)
 
     predicted = registry.load_pyfunc(platform, 1).predict(holdout)
     model = registry.load_readmission_model(platform, 1)
@@ -192,7 +193,7 @@ def test_a_version_registered_without_its_card_is_unfinished_so_trained_again_an
     tags = {
         "batch_id": "1",
         "parent_version": "",
-        "warehouse_id": warehouse.identity(platform.warehouse_url),
+        "warehouse_id": lineage.warehouse_id(platform.warehouse_url),
     }
     mlflow.register_model(info.model_uri, platform.model_name, tags=tags)
 

@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import model_card, registry_reader, training, warehouse
+from readmission import registry_reader, training
 from readmission.config import Settings
+from readmission.data import ingestion, lineage
+from readmission.evaluation import model_card
 from readmission.model import ReadmissionModel
 from tests.conftest import platform_env
 from tests.services import BIN, service_env
@@ -35,7 +37,7 @@ def lose_the_lease_to_another_run(settings: Settings) -> None:
                     " AND classid = 0 AND objid = :id AND database ="
                     " (SELECT oid FROM pg_database WHERE datname = current_database())"
                 ),
-                {"id": warehouse._LEASE_ID},
+                {"id": lineage._LEASE_ID},
             ).scalars()
             assert list(ended) == [True]
     finally:
@@ -75,7 +77,7 @@ def interrupting(
 def test_a_run_that_loses_the_lease_fails_and_leaves_one_version_for_the_batch(
     platform: Settings, sample: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
-    warehouse.ingest(platform.warehouse_url, sample, platform.batch_size, 0.2, max_batches=1)
+    ingestion.ingest(platform.warehouse_url, sample, platform.batch_size, 0.2, max_batches=1)
     if point == "mid-fit":
         patched = interrupting(ReadmissionModel.partial_fit, platform, after=False)
         monkeypatch.setattr(ReadmissionModel, "partial_fit", patched)
@@ -83,13 +85,13 @@ def test_a_run_that_loses_the_lease_fails_and_leaves_one_version_for_the_batch(
         patched = interrupting(mlflow.register_model, platform, after=point == "registered")
         monkeypatch.setattr(mlflow, "register_model", patched)
 
-    with pytest.raises(warehouse.LeaseLost, match="session ended"):
+    with pytest.raises(lineage.LeaseLost, match="session ended"):
         training.train_pending(platform)
     monkeypatch.undo()
 
     versions = registry_reader.version_summaries(platform)
     assert [(v.version, v.batch_id) for v in versions] == [
-        (warehouse.recorded_version(platform.warehouse_url, platform.model_name, 1), "1")
+        (lineage.recorded_version(platform.warehouse_url, platform.model_name, 1), "1")
     ]
     (version,) = versions
     card = model_card.load(version.run_id or "")

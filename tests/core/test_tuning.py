@@ -10,8 +10,8 @@ import pytest
 
 from readmission import registry, tuning
 from readmission.config import Settings
+from readmission.data.validation import validate
 from readmission.model import ModelParams
-from readmission.validation import validate
 
 
 def candidate(aucs: list[float], log_loss: float, alpha: float) -> tuning.Candidate:

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import norm
 from sklearn import metrics
 
-from readmission.uncertainty import (
+from readmission.evaluation.uncertainty import (
     _weighted_auc,
     cluster_bootstrap_auc,
     paired_bootstrap_auc_difference,

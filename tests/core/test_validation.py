@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from readmission.dataset import synthetic_sample
-from readmission.validation import validate
+from readmission.data.dataset import synthetic_sample
+from readmission.data.validation import validate
 
 
 def test_rows_in_equal_rows_accepted_plus_rows_quarantined() -> None:

@@ -12,9 +12,18 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import holdout, warehouse
+from readmission.data import (
+    database,
+    holdout,
+    ingest_report,
+    ingestion,
+    inventory,
+    lineage,
+    tables,
+    warehouse,
+)
+from readmission.data.validation import normalize, validate
 from readmission.schema import COLUMNS
-from readmission.validation import normalize, validate
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -31,7 +40,7 @@ def text(sample: pd.DataFrame) -> pd.DataFrame:
     return sample.astype(str)
 
 
-def balanced(report: warehouse.IngestReport) -> bool:
+def balanced(report: ingest_report.IngestReport) -> bool:
     return report.rows_in == (
         report.accepted + report.quarantined_total + report.already_present + report.deferred
     )
@@ -40,7 +49,7 @@ def balanced(report: warehouse.IngestReport) -> bool:
 def test_holdout_patients_go_to_batch_0_the_rest_into_batches_in_encounter_order(
     url: str, text: pd.DataFrame
 ) -> None:
-    report = warehouse.ingest(url, text, 500, 0.2)
+    report = ingestion.ingest(url, text, 500, 0.2)
     expected = holdout.in_holdout(text["patient_nbr"].astype("int64"), 0.2)
     assert [(b.batch_id, b.kind) for b in report.new_batches] == [
         (0, "holdout"),
@@ -51,48 +60,48 @@ def test_holdout_patients_go_to_batch_0_the_rest_into_batches_in_encounter_order
     assert set(held["encounter_id"]) == set(text["encounter_id"][expected].astype(int))
     batches = [warehouse.clean_rows(url, b)["encounter_id"] for b in (1, 2, 3, 4)]
     assert all(a.max() < b.min() for a, b in itertools.pairwise(batches))
-    assert warehouse.holdout_overlap(url) == 0
+    assert inventory.holdout_overlap(url) == 0
     assert balanced(report) and report.accepted == 2500
 
 
 def test_replaying_an_extract_adds_nothing_and_says_so(url: str, text: pd.DataFrame) -> None:
-    warehouse.ingest(url, text, 500, 0.2)
-    counts = warehouse.row_counts(url)
-    again = warehouse.ingest(url, text, 500, 0.2)
+    ingestion.ingest(url, text, 500, 0.2)
+    counts = inventory.row_counts(url)
+    again = ingestion.ingest(url, text, 500, 0.2)
     assert (again.rows_in, again.already_present, again.accepted) == (2500, 2500, 0)
     assert again.new_batches == [] and balanced(again)
-    assert warehouse.row_counts(url) == counts
-    assert [r["already_present"] for r in warehouse.ingest_history(url)] == [0, 2500]
+    assert inventory.row_counts(url) == counts
+    assert [r["already_present"] for r in inventory.ingest_history(url)] == [0, 2500]
 
 
 def test_later_overlapping_and_out_of_order_extracts_only_add_new_encounters(
     url: str, text: pd.DataFrame
 ) -> None:
     first, later, older = text.iloc[1000:1800], text.iloc[1500:2500], text.iloc[:1000]
-    reports = [warehouse.ingest(url, part, 500, 0.2) for part in (first, later, older)]
+    reports = [ingestion.ingest(url, part, 500, 0.2) for part in (first, later, older)]
     assert all(balanced(r) for r in reports)
     assert reports[1].already_present == 300 and reports[1].accepted == 700
     assert sum(r.accepted for r in reports) == 2500
     trained_ids = {b.batch_id for r in reports for b in r.new_batches if b.kind == "train"}
-    assert warehouse.training_batches(url) == sorted(trained_ids)
+    assert lineage.training_batches(url) == sorted(trained_ids)
     # The same patients are held out whatever order the extracts came in.
     expected = holdout.in_holdout(text["patient_nbr"].astype("int64"), 0.2)
     held = set(warehouse.clean_rows(url, 0)["encounter_id"])
     assert held == set(text["encounter_id"][expected].astype(int))
-    assert warehouse.holdout_overlap(url) == 0
+    assert inventory.holdout_overlap(url) == 0
 
 
 def test_the_holdout_fraction_is_pinned_by_the_first_ingest(url: str, text: pd.DataFrame) -> None:
-    warehouse.ingest(url, text.iloc[:1000], 500, 0.2)
-    warehouse.ingest(url, text.iloc[1000:], 500, 0.5)
-    assert warehouse.holdout_fraction(url) == 0.2
+    ingestion.ingest(url, text.iloc[:1000], 500, 0.2)
+    ingestion.ingest(url, text.iloc[1000:], 500, 0.5)
+    assert inventory.holdout_fraction(url) == 0.2
     assert len(warehouse.clean_rows(url, 0)) == 503
 
 
 def test_max_batches_defers_the_rest_to_the_next_ingest(url: str, text: pd.DataFrame) -> None:
-    first = warehouse.ingest(url, text, 500, 0.2, max_batches=1)
+    first = ingestion.ingest(url, text, 500, 0.2, max_batches=1)
     assert first.training_batch_ids == [1] and first.deferred == 1497 and balanced(first)
-    second = warehouse.ingest(url, text, 500, 0.2, max_batches=2)
+    second = ingestion.ingest(url, text, 500, 0.2, max_batches=2)
     assert second.training_batch_ids == [2, 3] and second.deferred == 497 and balanced(second)
     ids = [warehouse.clean_rows(url, b)["encounter_id"] for b in (1, 2, 3)]
     assert ids[0].max() < ids[1].min() and ids[1].max() < ids[2].min()
@@ -108,11 +117,11 @@ def test_bad_identifiers_are_quarantined_with_a_reason_never_fatal(
     dirty.loc[6, "encounter_id"] = f"{dirty.loc[7, 'encounter_id']}.0"  # N.0 beside N
     boundary = dirty.loc[[499]].assign(gender="Female")  # same id, across a batch boundary
     dirty = pd.concat([dirty, boundary])
-    report = warehouse.ingest(url, dirty, 500, 0.2)
+    report = ingestion.ingest(url, dirty, 500, 0.2)
     assert report.quarantined == {
-        warehouse.INVALID_ID: 2,
-        warehouse.DUPLICATE_ID: 2,
-        warehouse.INVALID_VALUES: 1,
+        ingest_report.INVALID_ID: 2,
+        ingest_report.DUPLICATE_ID: 2,
+        ingest_report.INVALID_VALUES: 1,
     }
     assert balanced(report) and report.rows_in == 1001
     reasons = warehouse.quarantined_rows(url)["reason"].tolist()
@@ -120,7 +129,7 @@ def test_bad_identifiers_are_quarantined_with_a_reason_never_fatal(
     assert any("positive integer written in digits, got ''" in r for r in reasons)
     assert any("gender must be one of" in r for r in reasons)
     assert sum("duplicate encounter_id" in r for r in reasons) == 2
-    replay = warehouse.ingest(url, dirty, 500, 0.2)
+    replay = ingestion.ingest(url, dirty, 500, 0.2)
     assert replay.already_present == 1001 and len(warehouse.quarantined_rows(url)) == 5
 
 
@@ -129,11 +138,11 @@ def test_a_corrected_row_is_recorded_with_its_fields_and_never_rewrites_a_batch(
 ) -> None:
     dirty = text.iloc[:600].copy()
     dirty.loc[10, "diag_1"] = "not-a-code"
-    warehouse.ingest(url, dirty, 500, 0.2)
+    ingestion.ingest(url, dirty, 500, 0.2)
     stored = warehouse.clean_rows(url, 1)
     fixed = text.iloc[:600].copy()  # diag_1 of row 10 fixed
     fixed.loc[20, "num_medications"] = "99"  # and a changed stored row
-    report = warehouse.ingest(url, fixed, 500, 0.2)
+    report = ingestion.ingest(url, fixed, 500, 0.2)
 
     assert report.corrections == 2 and balanced(report)
     assert report.accepted == 1  # the fixed quarantined row, now a clean row in a new batch
@@ -144,57 +153,57 @@ def test_a_corrected_row_is_recorded_with_its_fields_and_never_rewrites_a_batch(
     repaired = corrections.loc[int(text.loc[10, "encounter_id"])]
     assert repaired["fields"] == {"diag_1": ["not-a-code", text.loc[10, "diag_1"]]}
     assert warehouse.clean_rows(url, 1).equals(stored)
-    assert warehouse.ingest(url, fixed, 500, 0.2).already_present == 600
+    assert ingestion.ingest(url, fixed, 500, 0.2).already_present == 600
 
 
 def test_a_batch_is_trained_once_per_lineage_and_the_head_is_the_last_one(
     url: str, text: pd.DataFrame
 ) -> None:
-    warehouse.ingest(url, text, 500, 0.2)
-    with warehouse.training_lease(url, "a run", wait_seconds=0) as lease:
-        warehouse.mark_trained(url, "a", 1, "1", "run-a", lease)
-        warehouse.mark_trained(url, "a", 1, "1", "run-a", lease)  # a retry: nothing changes
-        with pytest.raises(warehouse.AlreadyTrained, match="batch 1 is recorded as trained into"):
-            warehouse.mark_trained(url, "a", 1, "2", "run-b", lease)
-        warehouse.mark_trained(url, "a", 2, "2", "run-c", lease)
-    assert warehouse.lineage_head(url, "a") == (2, "2")
-    assert warehouse.untrained_batches(url, "a") == [3, 4]
-    assert warehouse.untrained_batches(url, "b") == [1, 2, 3, 4]  # a new lineage starts over
-    (batch,) = [b for b in warehouse.batch_list(url, "a") if b.batch_id == 1]
+    ingestion.ingest(url, text, 500, 0.2)
+    with lineage.training_lease(url, "a run", wait_seconds=0) as lease:
+        lineage.mark_trained(url, "a", 1, "1", "run-a", lease)
+        lineage.mark_trained(url, "a", 1, "1", "run-a", lease)  # a retry: nothing changes
+        with pytest.raises(lineage.AlreadyTrained, match="batch 1 is recorded as trained into"):
+            lineage.mark_trained(url, "a", 1, "2", "run-b", lease)
+        lineage.mark_trained(url, "a", 2, "2", "run-c", lease)
+    assert lineage.lineage_head(url, "a") == (2, "2")
+    assert lineage.untrained_batches(url, "a") == [3, 4]
+    assert lineage.untrained_batches(url, "b") == [1, 2, 3, 4]  # a new lineage starts over
+    (batch,) = [b for b in inventory.batch_list(url, "a") if b.batch_id == 1]
     assert batch.trained and batch.model_version == "1"
 
 
 def test_a_second_holder_of_the_training_lease_is_told_who_holds_it(url: str) -> None:
     with (
-        warehouse.training_lease(url, "first run", wait_seconds=0),
-        pytest.raises(warehouse.LeaseBusy, match="first run"),
-        warehouse.training_lease(url, "second run", wait_seconds=1),
+        lineage.training_lease(url, "first run", wait_seconds=0),
+        pytest.raises(lineage.LeaseBusy, match="first run"),
+        lineage.training_lease(url, "second run", wait_seconds=1),
     ):
         pass
-    with warehouse.training_lease(url, "second run", wait_seconds=0):
+    with lineage.training_lease(url, "second run", wait_seconds=0):
         pass  # released when the first one ended
 
 
 def test_a_run_whose_lease_was_taken_over_records_nothing(url: str, text: pd.DataFrame) -> None:
     """Each acquisition takes the next fencing token; a run holding an older one is refused at
     its check and at mark_trained, which records nothing."""
-    warehouse.ingest(url, text, 500, 0.2)
-    with warehouse.training_lease(url, "first run", wait_seconds=0) as first:
+    ingestion.ingest(url, text, 500, 0.2)
+    with lineage.training_lease(url, "first run", wait_seconds=0) as first:
         first.check()
         # An operator (or a run that believed the lease free) takes the token over.
-        with warehouse.transaction(url) as conn:
+        with database.transaction(url) as conn:
             conn.execute(
-                warehouse.leases.update().values(fencing_token=warehouse.leases.c.fencing_token + 1)
+                tables.leases.update().values(fencing_token=tables.leases.c.fencing_token + 1)
             )
-        with pytest.raises(warehouse.LeaseLost, match=f"this run holds {first.token}"):
+        with pytest.raises(lineage.LeaseLost, match=f"this run holds {first.token}"):
             first.check()
-        with pytest.raises(warehouse.LeaseLost, match="taken over"):
-            warehouse.mark_trained(url, "a", 1, "1", "run-a", first)
-    assert warehouse.recorded_version(url, "a", 1) is None
-    with warehouse.training_lease(url, "second run", wait_seconds=0) as second:
+        with pytest.raises(lineage.LeaseLost, match="taken over"):
+            lineage.mark_trained(url, "a", 1, "1", "run-a", first)
+    assert lineage.recorded_version(url, "a", 1) is None
+    with lineage.training_lease(url, "second run", wait_seconds=0) as second:
         assert second.token == first.token + 2  # monotonic: never handed out twice
-        warehouse.mark_trained(url, "a", 1, "1", "run-b", second)
-    assert warehouse.recorded_version(url, "a", 1) == "1"
+        lineage.mark_trained(url, "a", 1, "1", "run-b", second)
+    assert lineage.recorded_version(url, "a", 1) == "1"
 
 
 def test_raw_text_with_the_copy_formats_reserved_characters_is_stored_as_received(
@@ -204,11 +213,11 @@ def test_raw_text_with_the_copy_formats_reserved_characters_is_stored_as_receive
     extract = text.iloc[:200].copy()
     extract.loc[10, "medical_specialty"] = odd  # quarantined, its raw row stored as it came
     extract.loc[11, "payer_code"] = ""  # an empty text stays empty, never NULL
-    warehouse.ingest(url, extract, 500, 0.2)
-    replay = warehouse.ingest(url, extract, 500, 0.2)
+    ingestion.ingest(url, extract, 500, 0.2)
+    replay = ingestion.ingest(url, extract, 500, 0.2)
     assert replay.already_present == 200 and not replay.changed  # the same hashes read back
-    raw = warehouse.raw_encounters
-    with warehouse.engine_for(url).connect() as conn:
+    raw = tables.raw_encounters
+    with database.engine_for(url).connect() as conn:
         stored = dict(
             conn.execute(
                 sa.select(raw.c.encounter_id, raw.c.medical_specialty).where(
@@ -235,11 +244,11 @@ def test_rows_are_stored_cell_for_cell_raw_with_the_hash_of_its_cells_joined_by_
     extract = text.iloc[:400].copy()
     extract.loc[150, "payer_code"] = "tab\there"
     extract.loc[250, "num_procedures"] = "2.0"
-    warehouse.ingest(url, extract, 100, 0.2, chunk_rows=100)
-    with warehouse.engine_for(url).connect() as conn:
+    ingestion.ingest(url, extract, 100, 0.2, chunk_rows=100)
+    with database.engine_for(url).connect() as conn:
         raw, clean = (
             pd.read_sql(sa.select(table).order_by(table.c.encounter_id), conn)
-            for table in (warehouse.raw_encounters, warehouse.clean_encounters)
+            for table in (tables.raw_encounters, tables.clean_encounters)
         )
     expected, _ = normalize(extract[list(COLUMNS)])
     expected = expected.sort_values("encounter_id", key=lambda ids: ids.astype(int))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from readmission import warehouse
+from readmission.data import database
 
 PROCESSES = 4
 ROUNDS = 8
@@ -20,7 +20,7 @@ ROUNDS = 8
 def open_warehouse(url: str, start: Barrier) -> None:
     """In a child process: wait for the others, then open the warehouse and read its tables."""
     start.wait(timeout=60)
-    engine = warehouse.engine_for(url)
+    engine = database.engine_for(url)
     assert "raw_encounters" in sa.inspect(engine).get_table_names()
 
 

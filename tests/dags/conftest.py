@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import prediction_log
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction
+from readmission.monitoring import prediction_log
+from readmission.monitoring.prediction_log import LoggedPrediction
 from readmission.schema import POSITIVE_LABEL, TARGET
 from tests.conftest import mlflow_backend_uri
 from tests.services import BIN, ROOT

@@ -17,8 +17,10 @@ import pandas as pd
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from readmission import airflow_runs, holdout, ledger, performance, registry, registry_reader
+from readmission import airflow_runs, registry, registry_reader
 from readmission.config import Settings
+from readmission.data import holdout
+from readmission.release import ledger
 from tests.conftest import SUITE_PLAN
 from tests.dags.conftest import airflow_url, log_predictions
 from tests.services import ROOT, free_port, running, service_env
@@ -358,7 +360,7 @@ def test_an_extract_of_outcomes_only_starts_realized_performance_and_no_training
     # Waiting on it for training is an error at once, naming the Asset it did not announce.
     with pytest.raises(airflow_runs.AirflowError, match="without an Asset event on x-readmission"):
         airflow_runs.wait_for_asset_run("02_warm_start_training", ingest, timeout=600)
-    report = performance.latest(settings.warehouse_url, settings.model_name)
+    report = realized.latest(settings.warehouse_url, settings.model_name)
     assert report is not None
     (version,) = [v for v in report["versions"] if v["version"] == "1"]
     assert (version["scored"], version["n"], version["pending"]) == (200, 200, 0)

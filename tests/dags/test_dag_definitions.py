@@ -43,8 +43,8 @@ socket.socket.connect = socket.socket.connect_ex = refuse
 from airflow.dag_processing.dagbag import BundleDagBag
 folder = Path(sys.argv[1])
 bag = BundleDagBag(dag_folder=folder, bundle_path=folder, bundle_name="dags-folder")
-heavy = ("mlflow", "sklearn", "pandas", "readmission.warehouse", "readmission.registry",
-         "readmission.steps")
+heavy = ("mlflow", "sklearn", "pandas", "readmission.data.ingestion", "readmission.registry",
+         "readmission.extracts")
 print(json.dumps({"dags": sorted(bag.dags), "errors": bag.import_errors, "connections": attempts,
                   "heavy_modules": [m for m in heavy if m in sys.modules],
                   "auto_promote": bag.dags["03_evaluate_and_promote"].params["auto_promote"]}))

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission import holdout, ledger, promotion, registry, registry_reader, warehouse
+from readmission import registry, registry_reader
 from readmission.config import Settings
+from readmission.data import holdout, inventory, warehouse
 from readmission.model import ReadmissionModel, labels
+from readmission.release import ledger, production_changes
 from readmission.schema import POSITIVE_LABEL, TARGET
 from tests.dags.conftest import AIRFLOWIGNORE_WARNING, log_predictions, parse_dags
 from tests.dags.metadata import (
@@ -131,7 +133,7 @@ def test_ingest_and_training_runs_register_a_version_per_batch_and_a_replay_adds
     }
     assert asset_events(replay, CLEAN_ENCOUNTERS) == []
     assert asset_events(replay, WAREHOUSE_CHANGES) == []
-    assert warehouse.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 2500
+    assert inventory.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 2500
 
     idle = run("02_warm_start_training")
     assert returned(idle, "train_untrained_batches") == []
@@ -246,7 +248,7 @@ def test_evaluation_promotes_the_lineage_head_on_evidence_never_an_outsider_or_a
     tags = registry.connect(pipeline_env).get_model_version(pipeline_env.model_name, outsider).tags
     assert "validation_status" not in tags
 
-    promotion.rollback(pipeline_env, "test (operator)", reason="v4 misbehaves")
+    production_changes.rollback(pipeline_env, "test (operator)", reason="v4 misbehaves")
     assert production(pipeline_env) == "1"
     for _ in range(2):  # a run of 03 and a re-run: the rolled-back head stays out
         after = verdict(auto_promote=True, **lenient)
@@ -275,7 +277,7 @@ def test_ingest_of_a_missing_file_fails_at_once_instead_of_retrying(
     assert failed.state == "failed"
     assert task_states(failed)["ingest"] == "failed"
     assert tries(failed, "ingest") == 1
-    assert warehouse.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 0
+    assert inventory.row_counts(pipeline_env.warehouse_url)["raw_encounters"] == 0
 
 
 def test_an_extract_with_too_many_bad_rows_fails_ingest_and_adds_no_batch_and_no_version(
@@ -293,8 +295,8 @@ def test_an_extract_with_too_many_bad_rows_fails_ingest_and_adds_no_batch_and_no
     assert tries(failed, "ingest") == 1  # the same file is refused again: no retry
     assert asset_events(failed, CLEAN_ENCOUNTERS) == []
     url = pipeline_env.warehouse_url
-    assert warehouse.batch_list(url) == [] and warehouse.row_counts(url)["raw_encounters"] == 0
-    (refusal,) = warehouse.ingest_history(url)
+    assert inventory.batch_list(url) == [] and inventory.row_counts(url)["raw_encounters"] == 0
+    (refusal,) = inventory.ingest_history(url)
     assert refusal["refused"] is True and refusal["quarantine_share"] == pytest.approx(0.3)
     assert run("02_warm_start_training").state == "success"
     assert registry_reader.version_summaries(pipeline_env) == []

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from deploy import dotenv
-from readmission import warehouse
 from readmission.config import Settings
+from readmission.data import tables
 from tests.services import service_env
 
 from .conftest import COMPOSE_FILE, ROOT, env_values, load_yaml, run_compose, strings
@@ -216,7 +216,7 @@ def test_the_api_uses_the_warehouse_as_its_own_login_never_the_owners(
         5432,
         "warehouse",
     )
-    assert url.username == warehouse.API_ROLE != "warehouse"
+    assert url.username == tables.API_ROLE != "warehouse"
     assert url.password == values["WAREHOUSE_API_PASSWORD"] != values["WAREHOUSE_DB_PASSWORD"]
     assert services["postgres"]["environment"]["WAREHOUSE_API_PASSWORD"] == url.password
     init = services["warehouse-init"]

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from kubernetes_validate import utils as kubernetes_validate
 
 from deploy import dotenv, k8s
-from readmission import warehouse
+from readmission.data import tables
 
 from .conftest import ROOT, by_kind, env_values, load_yaml, load_yaml_all, strings
 
@@ -377,7 +377,7 @@ def test_the_api_writes_to_the_warehouse_as_its_own_login(
     api = next(s for n, s in secrets.items() if n.startswith("api-secrets-"))
     url = sa.make_url(base64.b64decode(api["data"]["DATABASE_URL"]).decode())
     assert url.drivername == "postgresql+psycopg"
-    assert url.username == warehouse.API_ROLE != "warehouse"
+    assert url.username == tables.API_ROLE != "warehouse"
     assert url.password == values["WAREHOUSE_API_PASSWORD"] != values["WAREHOUSE_DB_PASSWORD"]
     assert url.database == "warehouse"
     service = by_kind(manifests, "Service")[str(url.host)]  # the compose PostgreSQL, in-cluster

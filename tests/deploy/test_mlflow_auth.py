@@ -23,8 +23,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from deploy import dotenv, k8s
-from readmission import registry, training, warehouse
+from readmission import registry, training
 from readmission.config import Settings
+from readmission.data import ingestion
 from readmission.schema import example_encounter
 from tests.api.serving import running_api
 from tests.conftest import mlflow_backend_uri, running_mlflow_server
@@ -119,7 +120,7 @@ def trained(
             MIN_BATCH_ROWS=100,
         )
         sign_in(monkeypatch, ADMIN)
-        warehouse.ingest(settings.warehouse_url, sample, settings.batch_size, 0.2, 1)
+        ingestion.ingest(settings.warehouse_url, sample, settings.batch_size, 0.2, 1)
         training.train_pending(settings)
         registry.promote(settings, "1")
         yield settings

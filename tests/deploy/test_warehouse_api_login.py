@@ -22,18 +22,13 @@ import sqlalchemy as sa
 from psycopg import errors
 
 from deploy import k8s
-from readmission import (
-    ledger,
-    migrations,
-    performance,
-    prediction_log,
-    promotion,
-    registry,
-    tables,
-    warehouse,
-)
+from readmission import registry
 from readmission.config import Settings
-from readmission.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.data import migrations, tables
+from readmission.data.database import WarehouseNotReady, api_privileges, engine_for
+from readmission.monitoring import prediction_log, realized
+from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.release import ledger, production_changes
 from tests.core.test_warehouse_schema import PROCESSES, open_at_once
 from tests.migrations import previous_release
 from tests.services import BIN, service_env
@@ -58,7 +53,7 @@ PASSWORDS = {  # postgres_init's variables
     "WAREHOUSE_DB_PASSWORD": OWNER_PASSWORD,
     "WAREHOUSE_API_PASSWORD": API_PASSWORD,
 }
-# What the API does in the warehouse, and so all its login may do (readmission.warehouse).
+# What the API does in the warehouse, and so all its login may do (readmission.data.tables).
 API_PRIVILEGES = {
     "performance_reports": ["SELECT"],
     "prediction_log": ["INSERT"],
@@ -122,7 +117,7 @@ def urls(server: dict[str, str]) -> Iterator[dict[str, str]]:
     }
     yield found
     for url in (found["owner"], found["api"]):  # engine_for keeps one engine per URL
-        warehouse.engine_for(url).dispose()
+        engine_for(url).dispose()
 
 
 def prediction(model_name: str, version: str = "1") -> LoggedPrediction:
@@ -140,9 +135,9 @@ def prediction(model_name: str, version: str = "1") -> LoggedPrediction:
 
 
 def logged(url: str, model_name: str) -> int:
-    with warehouse.engine_for(url).connect() as conn:
+    with engine_for(url).connect() as conn:
         query = sa.select(sa.func.count()).where(
-            warehouse.prediction_log.c.model_name == model_name
+            tables.prediction_log_table.c.model_name == model_name
         )
         return int(conn.execute(query).scalar_one())
 
@@ -155,7 +150,7 @@ def test_init_warehouse_grants_the_api_exactly_what_it_does(
     assert "readmission_api may SELECT, INSERT on promotions" in urls["init"]
     assert OWNER_PASSWORD not in urls["init"]
     # Every table of the schema: nothing on the encounters, the batches, the lease ...
-    assert warehouse.api_privileges(urls["owner"]) == API_PRIVILEGES
+    assert api_privileges(urls["owner"]) == API_PRIVILEGES
     with superuser(server) as conn:
         sequences = dict(
             conn.execute(
@@ -178,7 +173,7 @@ def test_init_warehouse_grants_the_api_exactly_what_it_does(
 def test_init_warehouse_is_safe_to_rerun(urls: dict[str, str]) -> None:
     again = init_warehouse(urls["owner"])
     assert again.returncode == 0, again.stderr
-    assert warehouse.api_privileges(urls["owner"]) == API_PRIVILEGES
+    assert api_privileges(urls["owner"]) == API_PRIVILEGES
 
 
 def test_the_api_logs_predictions_as_its_own_login(urls: dict[str, str]) -> None:
@@ -198,9 +193,9 @@ def test_the_api_logs_predictions_as_its_own_login(urls: dict[str, str]) -> None
 
 def test_the_api_reads_realized_performance_as_its_own_login(urls: dict[str, str]) -> None:
     model_name = f"model-{uuid.uuid4().hex[:8]}"
-    assert performance.latest(urls["api"], model_name) is None
+    assert realized.latest(urls["api"], model_name) is None
     report = {"model_name": model_name, "versions": [{"version": "1", "roc_auc": 0.7}]}
-    with warehouse.engine_for(urls["owner"]).begin() as conn:  # the platform computes reports
+    with engine_for(urls["owner"]).begin() as conn:  # the platform computes reports
         conn.execute(
             tables.performance_reports.insert().values(
                 model_name=model_name,
@@ -209,7 +204,7 @@ def test_the_api_reads_realized_performance_as_its_own_login(urls: dict[str, str
                 report=json.dumps(report),
             )
         )
-    found = performance.latest(urls["api"], model_name)
+    found = realized.latest(urls["api"], model_name)
     assert found is not None and found["versions"] == report["versions"]
 
 
@@ -224,9 +219,9 @@ def test_the_api_records_and_reads_the_promotion_ledger_as_its_own_login(
     monkeypatch.setattr(
         registry, "production_version", lambda _: SimpleNamespace(version="3", tags={})
     )
-    entry = promotion.notice_outside_changes(settings, noticed_by="the serving API")
+    entry = production_changes.notice_outside_changes(settings, noticed_by="the serving API")
     assert entry is not None and (entry.from_version, entry.to_version) == (None, "3")
-    assert promotion.notice_outside_changes(settings, noticed_by="the serving API") is None
+    assert production_changes.notice_outside_changes(settings, noticed_by="the serving API") is None
     (read,) = ledger.entries(urls["api"], settings.model_name)
     assert read.to_version == "3" and "noticed by the serving API" in read.reason
     assert ledger.entries(urls["owner"], settings.model_name) == [read]
@@ -292,7 +287,7 @@ def test_before_the_owner_creates_the_tables_the_api_says_who_must(
     api, owner = api_url(server, database), owner_url(server, database)
     model_name = f"model-{uuid.uuid4().hex[:8]}"
     try:
-        with pytest.raises(warehouse.WarehouseNotReady, match="readmission_api may not create"):
+        with pytest.raises(WarehouseNotReady, match="readmission_api may not create"):
             prediction_log.write(api, [prediction(model_name)])
         created = init_warehouse(owner)
         assert created.returncode == 0, created.stderr
@@ -300,7 +295,7 @@ def test_before_the_owner_creates_the_tables_the_api_says_who_must(
         assert logged(owner, model_name) == 1
     finally:
         for url in (api, owner):
-            warehouse.engine_for(url).dispose()
+            engine_for(url).dispose()
         with superuser(server, "postgres") as conn:
             conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
 
@@ -316,10 +311,10 @@ def test_owners_opening_a_fresh_warehouse_at_once_create_and_grant_once(
             conn.execute(f"CREATE DATABASE {database} OWNER warehouse")
         try:
             assert open_at_once(owner_url(server, database)) == [0] * PROCESSES
-            granted = warehouse.api_privileges(owner_url(server, database))
+            granted = api_privileges(owner_url(server, database))
             assert granted == API_PRIVILEGES  # the migrations make every table, the ledger's too
         finally:
-            warehouse.engine_for(owner_url(server, database)).dispose()
+            engine_for(owner_url(server, database)).dispose()
             with superuser(server, "postgres") as conn:  # its grants go with it
                 conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
 
@@ -329,7 +324,7 @@ def test_a_login_created_after_the_tables_gets_its_rights_at_the_owners_next_sta
 ) -> None:
     """An existing volume: the tables predate the login (the operator re-runs postgres_init);
     the owner's next start (warehouse-init at `make up`, any Airflow task) grants."""
-    warehouse.engine_for(urls["api"]).dispose()
+    engine_for(urls["api"]).dispose()
     with superuser(server) as conn:
         conn.execute("DROP OWNED BY readmission_api")
         conn.execute("DROP ROLE readmission_api")
@@ -350,7 +345,7 @@ def test_a_login_created_after_the_tables_gets_its_rights_at_the_owners_next_sta
         prediction_log.write(urls["api"], [prediction(model_name)])
     again = init_warehouse(urls["owner"])
     assert again.returncode == 0, again.stderr
-    assert warehouse.api_privileges(urls["owner"]) == API_PRIVILEGES
+    assert api_privileges(urls["owner"]) == API_PRIVILEGES
     prediction_log.write(urls["api"], [prediction(model_name)])
     assert logged(urls["owner"], model_name) == 1
 
@@ -373,11 +368,11 @@ def test_a_warehouse_of_the_previous_release_is_upgraded_and_granted_by_init_war
         upgraded = init_warehouse(owner)
         assert upgraded.returncode == 0, upgraded.stderr
         assert f"schema revision {migrations.head()}" in upgraded.stdout
-        assert warehouse.api_privileges(owner) == API_PRIVILEGES
+        assert api_privileges(owner) == API_PRIVILEGES
         prediction_log.write(api, [prediction("model-upgraded")])  # the API's login, no DDL
         assert logged(owner, "model-upgraded") == 1
     finally:
         for url in (api, owner):
-            warehouse.engine_for(url).dispose()
+            engine_for(url).dispose()
         with superuser(server, "postgres") as conn:
             conn.execute(f"DROP DATABASE {database} WITH (FORCE)")

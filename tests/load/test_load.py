@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from readmission import registry
 from readmission.config import Settings
-from readmission.warehouse import engine_for, prediction_log
+from readmission.data.database import engine_for
+from readmission.data.tables import prediction_log_table
 from tests.api.serving import Api, running_api
 from tests.conftest import copy_lineage, platform_settings, train_versions
 from tests.load.conftest import MlflowServer
@@ -179,9 +180,9 @@ def test_given_a_csv_of_the_data_set_locust_sends_its_real_encounters(
         ),
         "the prediction log to be written",
     )
-    query = sa.select(prediction_log.c.encounter_id).where(
-        prediction_log.c.model_name == load_api.settings.model_name,
-        prediction_log.c.scored_at >= started,
+    query = sa.select(prediction_log_table.c.encounter_id).where(
+        prediction_log_table.c.model_name == load_api.settings.model_name,
+        prediction_log_table.c.scored_at >= started,
     )
     with engine_for(load_api.settings.warehouse_url).connect() as conn:
         sent = set(conn.execute(query).scalars())

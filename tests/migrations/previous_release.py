@@ -1,5 +1,6 @@
-"""The release before migrations (PREVIOUS_RELEASE), its own code extracted from git, for tests
-that build a warehouse with it and upgrade it with this code."""
+"""Earlier releases, their own code extracted from git, for tests that build a warehouse or a
+model version with them and go on with this code: the release before migrations
+(PREVIOUS_RELEASE), and the one before the domain package was grouped by stage (FLAT_RELEASE)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ from pathlib import Path
 from tests.services import ROOT, service_env
 
 PREVIOUS_RELEASE = "555a3c1"  # main before issue 21: its schema made by create_all
+FLAT_RELEASE = "bd99cde"  # main before issue 24's regroup: every module in one flat folder
 
 
-def extract(target: Path) -> Path:
-    """The previous release's src/ under `target` (CI runs in a full clone: history is there)."""
+def extract(target: Path, release: str = PREVIOUS_RELEASE) -> Path:
+    """A release's src/ under `target`, the previous one by default (CI runs in a full clone:
+    history is there)."""
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE, "src"],
+        ["git", "-C", str(ROOT), "archive", release, "src"],
         capture_output=True,
         check=True,
         timeout=60,
     )
+    target.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target / "src"
 

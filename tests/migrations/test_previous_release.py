@@ -14,8 +14,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from readmission import migrations, model_card, registry, training, warehouse
+from readmission import registry, training
 from readmission.config import Settings
+from readmission.data import database, ingestion, lineage, migrations, tables
+from readmission.evaluation import model_card
 from readmission.schema import example_encounter
 from tests.api.serving import running_api
 from tests.conftest import platform_settings
@@ -81,16 +83,16 @@ def test_a_warehouse_and_lineage_of_the_previous_release_keep_serving_and_traini
     before = table_counts(url)
     assert "alembic_version" not in before and before["raw_encounters"] > 0
 
-    engine = warehouse.engine_for(url)  # this code's first use: the upgrade
+    engine = database.engine_for(url)  # this code's first use: the upgrade
     with engine.connect() as conn:
         assert migrations.current(conn) == migrations.head()
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert compare_metadata(context, migrations.metadatas()) == []
+        assert compare_metadata(context, tables.metadata) == []
     after = table_counts(url)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing lost
-    assert warehouse.lineage_head(url, settings.model_name) == (1, "1")
+    assert lineage.lineage_head(url, settings.model_name) == (1, "1")
 
-    report = warehouse.ingest(url, sample, settings.batch_size, settings.holdout_fraction)
+    report = ingestion.ingest(url, sample, settings.batch_size, settings.holdout_fraction)
     assert report.already_present == 1500  # the first extract's rows, stored by the old code
     (result,) = training.train_pending(settings, max_batches=1)
     assert (result.batch_id, result.version, result.parent_version) == (2, "2", "1")

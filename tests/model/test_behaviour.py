@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
+from readmission.data.validation import validate
 from readmission.model import ReadmissionModel, labels
-from readmission.validation import validate
 
 
 @pytest.fixture(scope="module")

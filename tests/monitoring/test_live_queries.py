@@ -29,10 +29,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from readmission import performance, registry, training, warehouse
+from readmission import registry, training
 from readmission.config import Settings
+from readmission.data import database, ingestion, tables
+from readmission.data.validation import validate
+from readmission.monitoring import realized
 from readmission.schema import TARGET, example_encounter
-from readmission.validation import validate
 from tests.monitoring.monitoring_files import (
     PROMETHEUS_CONFIG,
     PROMETHEUS_DIR,
@@ -121,7 +123,7 @@ def locust_swarm(api_url: str) -> dict[str, Any]:
 def two_versions_v1_promoted(platform: Settings, sample: pd.DataFrame) -> Settings:
     """Version 1 trained on one batch and promoted; version 2 a registered copy of it (the test
     needs a second version to swap to, not a better one)."""
-    warehouse.ingest(
+    ingestion.ingest(
         platform.warehouse_url, sample, platform.batch_size, platform.holdout_fraction, 1
     )
     training.train_pending(platform)
@@ -198,8 +200,8 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
         # then their outcomes arrive: their realized performance is exported. (Stored ones
         # would not count: their outcomes were known when scored.)
         clean = validate(sample).clean
-        with warehouse.engine_for(settings.warehouse_url).connect() as conn:
-            stored = pd.read_sql(sa.select(warehouse.clean_encounters.c.encounter_id), conn)
+        with database.engine_for(settings.warehouse_url).connect() as conn:
+            stored = pd.read_sql(sa.select(tables.clean_encounters.c.encounter_id), conn)
         unseen = clean[~clean["encounter_id"].isin(stored["encounter_id"])]
         unseen = unseen.sort_values("encounter_id").head(1000).drop(columns=[TARGET])
         scored = httpx.post(
@@ -215,10 +217,10 @@ def test_every_dashboard_query_and_alert_expression_returns_data_from_a_live_api
             ),
             "the prediction log to be written",
         )
-        warehouse.ingest(  # the next batch of the extract: outcomes of scored encounters
+        ingestion.ingest(  # the next batch of the extract: outcomes of scored encounters
             settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, 1
         )
-        performance.compute(settings)
+        realized.compute(settings)
         wait_until(
             lambda: prometheus.has_data('readmission_realized_roc_auc{version="2"}'),
             "Prometheus to scrape the realized performance",

@@ -14,10 +14,12 @@ import httpx
 import pandas as pd
 import pytest
 
-from readmission import performance, registry, training, warehouse
+from readmission import registry, training
 from readmission.config import Settings, get_settings
+from readmission.data import ingestion, warehouse
+from readmission.data.validation import validate
+from readmission.monitoring import realized
 from readmission.schema import TARGET
-from readmission.validation import validate
 from tests.conftest import TEST_RESAMPLES
 from tests.services import ROOT, free_port, running, service_env, wait_for
 
@@ -25,9 +27,9 @@ MAX_BATCH_ROWS = 8  # small, so a batch upload of a few rows already needs sever
 PRODUCTION_VERSION = "1"  # of two trained versions: the newest is not the production one
 
 
-def platform_env(
-    create_database: Callable[[], str], mlflow_server: str, home: Path
-) -> dict[str, str]:
+def ui_env(create_database: Callable[[], str], mlflow_server: str, home: Path) -> dict[str, str]:
+    """The settings of one of this folder's platforms (its own database and model name), as the
+    environment of its bin/api."""
     return {
         "DATABASE_URL": create_database(),
         "MLFLOW_TRACKING_URI": mlflow_server,
@@ -40,7 +42,7 @@ def platform_env(
 
 
 @contextmanager
-def running_api(env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+def api_process(env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """bin/api on a free port until the context ends, with its log printed if the body fails."""
     port = free_port()
     env = service_env(
@@ -57,7 +59,7 @@ def train_and_promote(env: dict[str, str], sample: pd.DataFrame) -> None:
             patch.setenv(key, value)
         get_settings.cache_clear()
         settings = get_settings()
-        warehouse.ingest(
+        ingestion.ingest(
             settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction, 2
         )
         training.train_pending(settings)
@@ -90,15 +92,15 @@ def score_and_measure(
         ):
             assert time.monotonic() < deadline, "the API never wrote its prediction log"
             time.sleep(0.2)
-        warehouse.ingest(
+        ingestion.ingest(
             settings.warehouse_url, sample, settings.batch_size, settings.holdout_fraction
         )
-        performance.compute(settings)
+        realized.compute(settings)
     get_settings.cache_clear()
 
 
 @pytest.fixture(scope="package")
-def served_api(
+def served_url(
     create_database: Callable[[], str],
     mlflow_server: str,
     sample: pd.DataFrame,
@@ -108,8 +110,8 @@ def served_api(
     encounters it scored. The API starts while the model trains and picks the promotion up from
     the registry, as it does in production."""
     home = tmp_path_factory.mktemp("served")
-    env = platform_env(create_database, mlflow_server, home / "home")
-    with running_api(env, home) as (url, process):
+    env = ui_env(create_database, mlflow_server, home / "home")
+    with api_process(env, home) as (url, process):
         train_and_promote(env, sample)
         wait_for(f"{url}/ready", process, timeout=120)
         score_and_measure(env, url, sample)
@@ -117,13 +119,13 @@ def served_api(
 
 
 @pytest.fixture(scope="package")
-def idle_api(
+def idle_url(
     create_database: Callable[[], str], mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """URL of bin/api for a model name with no version, once it has asked the registry."""
     home = tmp_path_factory.mktemp("idle")
-    env = platform_env(create_database, mlflow_server, home / "home")
-    with running_api(env, home) as (url, process):
+    env = ui_env(create_database, mlflow_server, home / "home")
+    with api_process(env, home) as (url, process):
         wait_for(f"{url}/health", process, timeout=120)
         deadline = time.monotonic() + 60
         while not httpx.get(f"{url}/model").json()["registry_reachable"]:

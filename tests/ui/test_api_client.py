@@ -29,8 +29,8 @@ def test_an_address_where_nothing_listens_is_reported_as_unavailable(down_api_ur
 
 
 @pytest.mark.slow
-def test_a_prediction_carries_the_served_version_and_its_explanation(served_api: str) -> None:
-    answer = ApiClient(served_api).predict(example_encounter(), explain=True)
+def test_a_prediction_carries_the_served_version_and_its_explanation(served_url: str) -> None:
+    answer = ApiClient(served_url).predict(example_encounter(), explain=True)
 
     assert answer["model_version"] == PRODUCTION_VERSION
     assert 0 < answer["probability"] < 1
@@ -41,17 +41,17 @@ def test_a_prediction_carries_the_served_version_and_its_explanation(served_api:
 
 
 @pytest.mark.slow
-def test_a_rejected_encounter_names_the_field_and_what_it_accepts(served_api: str) -> None:
+def test_a_rejected_encounter_names_the_field_and_what_it_accepts(served_url: str) -> None:
     with pytest.raises(InvalidEncounter) as raised:
-        ApiClient(served_api).predict({**example_encounter(), "time_in_hospital": 40})
+        ApiClient(served_url).predict({**example_encounter(), "time_in_hospital": 40})
 
     assert str(raised.value).startswith("time_in_hospital: ")
     assert "(allowed: an integer from 1 to 14)" in str(raised.value)
 
 
 @pytest.mark.slow
-def test_many_encounters_are_sent_in_chunks_under_the_apis_limit(served_api: str) -> None:
-    client = ApiClient(served_api)
+def test_many_encounters_are_sent_in_chunks_under_the_apis_limit(served_url: str) -> None:
+    client = ApiClient(served_url)
     encounters = [
         {**example_encounter(), "encounter_id": n, "number_inpatient": n % 5}
         for n in range(1, 2 * MAX_BATCH_ROWS + 4)
@@ -67,8 +67,8 @@ def test_many_encounters_are_sent_in_chunks_under_the_apis_limit(served_api: str
 
 
 @pytest.mark.slow
-def test_an_api_without_a_promoted_model_says_so_on_every_model_call(idle_api: str) -> None:
-    client = ApiClient(idle_api)
+def test_an_api_without_a_promoted_model_says_so_on_every_model_call(idle_url: str) -> None:
+    client = ApiClient(idle_url)
 
     assert client.ready()["ready"] is False
     for call in (

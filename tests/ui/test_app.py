@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from readmission.config import Settings
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
 from readmission.schema import FEATURES, SPECS, Integer, example_encounter
 from streamlit_ui import encounter_payload
 from streamlit_ui.encounter_form import widget_key
@@ -103,9 +103,9 @@ def test_an_invalid_diagnosis_code_is_refused_naming_the_field_before_anything_i
 
 @pytest.mark.slow
 def test_the_submitted_form_shows_the_apis_probability_band_version_and_contributions(
-    served_api: str, ui_against: Callable[[str], Settings]
+    served_url: str, ui_against: Callable[[str], Settings]
 ) -> None:
-    ui_against(served_api)
+    ui_against(served_url)
     changes = {
         "age": "[80-90)",
         "number_inpatient": 3,
@@ -115,7 +115,7 @@ def test_the_submitted_form_shows_the_apis_probability_band_version_and_contribu
     app = submit(open_page(), **changes)
 
     expected = httpx.post(
-        f"{served_api}/predict", params={"explain": "true"}, json={**example_encounter(), **changes}
+        f"{served_url}/predict", params={"explain": "true"}, json={**example_encounter(), **changes}
     ).json()
     assert metric(app, "Risk of readmission within 30 days") == f"{expected['probability']:.1%}"
     assert expected["risk_band"].capitalize() in metric(app, "Risk band")
@@ -132,9 +132,9 @@ def test_the_submitted_form_shows_the_apis_probability_band_version_and_contribu
 
 @pytest.mark.slow
 def test_pages_without_a_promoted_model_say_how_to_promote_one(
-    idle_api: str, ui_against: Callable[[str], Settings]
+    idle_url: str, ui_against: Callable[[str], Settings]
 ) -> None:
-    ui_against(idle_api)
+    ui_against(idle_url)
 
     for page in PAGES:
         app = open_page(page)
@@ -146,9 +146,9 @@ def test_pages_without_a_promoted_model_say_how_to_promote_one(
 
 @pytest.mark.slow
 def test_a_batch_upload_lists_the_bad_row_and_scores_the_good_ones_in_chunks(
-    served_api: str, ui_against: Callable[[str], Settings]
+    served_url: str, ui_against: Callable[[str], Settings]
 ) -> None:
-    settings = ui_against(served_api)
+    settings = ui_against(served_url)
     rows = synthetic_sample(20, seed=11)
     assert len(rows) > 2 * settings.max_batch_rows  # three requests at least
     rows.loc[3, "A1Cresult"] = "high"
@@ -168,7 +168,7 @@ def test_a_batch_upload_lists_the_bad_row_and_scores_the_good_ones_in_chunks(
     assert list(scored.index) == [n for n in range(1, 21) if n != 4]
     assert list(scored["encounter_id"]) == list(good["encounter_id"])
     payload, _ = encounter_payload.from_record(good.iloc[-1][list(FEATURES)].to_dict())
-    expected = httpx.post(f"{served_api}/predict", json=payload)
+    expected = httpx.post(f"{served_url}/predict", json=payload)
     assert scored["probability"].iloc[-1] == pytest.approx(expected.json()["probability"])
     assert set(scored["model_version"]) == {PRODUCTION_VERSION}
     assert app.get("download_button")
@@ -192,14 +192,14 @@ def test_an_upload_without_the_data_sets_columns_is_refused_naming_them(
 
 @pytest.mark.slow
 def test_the_model_page_shows_the_production_version_and_every_trained_version(
-    served_api: str, ui_against: Callable[[str], Settings]
+    served_url: str, ui_against: Callable[[str], Settings]
 ) -> None:
-    ui_against(served_api)
+    ui_against(served_url)
     app = open_page("views/model.py")
 
     assert not app.error and not app.warning
     assert metric(app, "Production version") == f"v{PRODUCTION_VERSION}"
-    history = httpx.get(f"{served_api}/model/history").json()["versions"]
+    history = httpx.get(f"{served_url}/model/history").json()["versions"]
     (table,) = [d.value for d in app.dataframe if "role" in d.value.columns]
     assert list(table["version"]) == [v["version"] for v in history] == ["1", "2"]
     assert list(table["role"]) == ["production", ""]
@@ -213,11 +213,11 @@ def test_the_model_page_shows_the_production_version_and_every_trained_version(
 
 @pytest.mark.slow
 def test_the_model_page_renders_the_served_versions_card(
-    served_api: str, ui_against: Callable[[str], Settings]
+    served_url: str, ui_against: Callable[[str], Settings]
 ) -> None:
-    ui_against(served_api)
+    ui_against(served_url)
     app = open_page("views/model.py")
-    card = httpx.get(f"{served_api}/model/card").json()
+    card = httpx.get(f"{served_url}/model/card").json()
 
     low, high = card["holdout"]["roc_auc_ci"]
     assert (
@@ -232,12 +232,12 @@ def test_the_model_page_renders_the_served_versions_card(
 
 @pytest.mark.slow
 def test_the_model_page_shows_realized_beside_holdout_performance_and_the_pending_count(
-    served_api: str, ui_against: Callable[[str], Settings]
+    served_url: str, ui_against: Callable[[str], Settings]
 ) -> None:
-    ui_against(served_api)
+    ui_against(served_url)
     app = open_page("views/model.py")
 
-    report = httpx.get(f"{served_api}/performance").json()
+    report = httpx.get(f"{served_url}/performance").json()
     (served,) = report["versions"]
     realized = next(d.value for d in app.dataframe if "holdout AUC" in d.value.columns)
     assert list(realized["version"]) == [PRODUCTION_VERSION]

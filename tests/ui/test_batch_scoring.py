@@ -7,7 +7,7 @@ import io
 import pandas as pd
 import pytest
 
-from readmission.dataset import synthetic_sample
+from readmission.data.dataset import synthetic_sample
 from readmission.schema import FEATURES
 from streamlit_ui import batch_scoring
 

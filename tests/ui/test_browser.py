@@ -20,14 +20,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 @pytest.fixture(scope="module")
-def ui_url(served_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ui_url(served_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """bin/ui (streamlit run) on a free port, pointed at the served API."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with running(
         [str(ROOT / "bin" / "ui")],
         tmp_path_factory.mktemp("ui") / "ui.log",
-        service_env(API_URL=served_api, UI_PORT=str(port)),
+        service_env(API_URL=served_url, UI_PORT=str(port)),
         f"{url}/_stcore/health",
     ):
         yield url
@@ -61,7 +61,7 @@ def wait_until_drawn(page: Page, charts: int) -> None:
 
 
 def test_a_person_fills_the_form_submits_it_and_reads_the_risk_and_its_reasons(
-    page: Page, ui_url: str, served_api: str, artifacts_dir: Path
+    page: Page, ui_url: str, served_url: str, artifacts_dir: Path
 ) -> None:
     page.goto(ui_url)
     page.get_by_label("Inpatient visits (prior year)", exact=True).fill("3")
@@ -81,7 +81,7 @@ def test_a_person_fills_the_form_submits_it_and_reads_the_risk_and_its_reasons(
         "age": "[80-90)",
         "discharge_disposition_id": 3,
     }
-    expected = httpx.post(f"{served_api}/predict", json=record).json()
+    expected = httpx.post(f"{served_url}/predict", json=record).json()
     metrics = page.get_by_test_id("stMetric")
     expect(metrics.filter(has_text="Risk of readmission within 30 days")).to_contain_text(
         f"{expected['probability']:.1%}"
