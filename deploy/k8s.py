@@ -110,7 +110,7 @@ WORKLOAD_SECRETS: dict[str, dict[str, SecretSource]] = {
         "MLFLOW_WEBHOOK_SECRET": "MLFLOW_WEBHOOK_SECRET",
         "MLFLOW_TRACKING_USERNAME": "MLFLOW_API_USER",
         "MLFLOW_TRACKING_PASSWORD": "MLFLOW_API_PASSWORD",
-        # The warehouse as the API's own login (postgres_init, readmission.warehouse.API_ROLE),
+        # The warehouse as the API's own login (postgres_init, readmission.data.tables.API_ROLE),
         # which may only add predictions, read realized performance, read the ledger and add to
         # it; never the owner's (WAREHOUSE_DB_PASSWORD).
         "DATABASE_URL": DatabaseUrl("readmission_api", "WAREHOUSE_API_PASSWORD", "warehouse"),

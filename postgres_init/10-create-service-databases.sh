@@ -25,7 +25,7 @@ SQL
 
 login() {  # login <role> <password> <database>: may connect to <database>, owns nothing
   # Its rights on tables are granted by the tables' owner when it creates them (they do not exist
-  # yet): readmission.warehouse.grant_api_privileges. PostgreSQL 15+ lets only the database owner
+  # yet): readmission.data.database.grant_api_privileges. PostgreSQL 15+ lets only the database owner
   # create in the schema public, so this login cannot create tables.
   psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
     -v name="$1" -v password="$2" -v database="$3" <<'SQL'
@@ -39,5 +39,5 @@ create airflow "$AIRFLOW_DB_PASSWORD"
 create mlflow "$MLFLOW_DB_PASSWORD"
 create warehouse "$WAREHOUSE_DB_PASSWORD"
 # The API (compose profile serving, k3d): logs predictions, reads realized performance and the
-# promotion ledger, adds the production changes it notices. readmission.warehouse.API_ROLE.
+# promotion ledger, adds the production changes it notices. readmission.data.tables.API_ROLE.
 login readmission_api "$WAREHOUSE_API_PASSWORD" warehouse

@@ -46,7 +46,7 @@ def read_chunks(
     source: str, sha256: str = "", download_dir: Path = Path("."), chunk_rows: int = 50_000
 ) -> Iterator[pd.DataFrame]:
     """The data set as `load` reads it, but `chunk_rows` rows at a time, in file order: memory
-    follows the chunk, not the file (readmission.warehouse.ingest works chunk by chunk).
+    follows the chunk, not the file (readmission.data.ingestion.ingest works chunk by chunk).
 
     The file is found and its checksum verified (a pass over the stream) before this returns,
     so a wrong DATA_SOURCE fails before anything is read into the warehouse.
