@@ -5,8 +5,10 @@ Synthetic mode (default): for each size, `readmission sample` writes an extract 
 are the sample's own), then one fresh process per backend reads it from disk and ingests it into
 a fresh warehouse with the platform's settings (`readmission.data.dataset.read_chunks` +
 `ingestion.ingest`, as `readmission.extracts.ingest` does; MIN_BATCH_ROWS, MAX_QUARANTINE_SHARE and
-INGEST_CHUNK_ROWS at their defaults). Each line: rows/s, the process's CPU seconds and its
-peak RSS. Targets: peak RSS for 2,000,000 rows under 600 MB, >= 50,000 rows/s into PostgreSQL.
+INGEST_CHUNK_ROWS at their defaults). Each line: rows/s, the process's CPU seconds, the CPU
+seconds of the PostgreSQL backend serving it (a server on this machine, read from /proc) and the
+process's peak RSS. Targets: peak RSS for 2,000,000 rows under 600 MB, >= 50,000 rows/s into
+PostgreSQL.
 Anchor, measured beside each size on the same (possibly busy) machine: PostgreSQL's own COPY of
 the same file, as it is, into a table of 50 text columns without keys or indexes, the ceiling
 for any ingest of it into this server now.
@@ -31,8 +33,11 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
@@ -57,6 +62,35 @@ def fresh_database(admin: sa.Engine) -> tuple[str, str]:
     return name, sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
+@contextmanager
+def server_cpu(admin: sa.Engine, database: str) -> Iterator[dict[int, float]]:
+    """CPU seconds of each server backend connected to `database`, read from /proc while the
+    block runs (a server on this machine; empty otherwise): the server's share of an ingest,
+    which the client's CPU does not show and which moves less with the load than the wall."""
+    seconds: dict[int, float] = {}
+    done = threading.Event()
+    tick = os.sysconf("SC_CLK_TCK")
+    query = sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :name")
+
+    def watch() -> None:
+        with admin.connect() as conn:
+            while not done.is_set():
+                for (pid,) in conn.execute(query, {"name": database}):
+                    with suppress(OSError):  # gone, or another machine's
+                        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                        seconds[pid] = (int(stat[11]) + int(stat[12])) / tick  # utime + stime
+                done.wait(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield seconds
+    finally:
+        time.sleep(0.3)  # one more reading after the block's last statement
+        done.set()
+        watcher.join()
+
+
 def measure_one(backend: str, path: Path) -> dict[str, object]:
     """Ingest the extract at `path` into a fresh `backend` warehouse, in this process: rows/s
     and this process's peak RSS (read and ingest; the schema's creation not timed)."""
@@ -69,19 +103,21 @@ def measure_one(backend: str, path: Path) -> dict[str, object]:
         else:
             url = f"sqlite:///{Path(scratch) / 'warehouse.db'}"
         try:
-            database.engine_for(url)
-            started, cpu_started = time.perf_counter(), time.process_time()
-            report = ingestion.ingest(
-                url,
-                read_chunks(str(path), chunk_rows=settings.ingest_chunk_rows),
-                settings.batch_size,
-                settings.holdout_fraction,
-                source_name=str(path),
-                min_batch_rows=settings.min_batch_rows,
-                max_quarantine_share=settings.max_quarantine_share,
-            )
-            seconds = time.perf_counter() - started
-            cpu_seconds = time.process_time() - cpu_started
+            # The schema's backend closed: the one the ingest opens has done nothing else.
+            database.engine_for(url).dispose()
+            with server_cpu(admin, name) as server:
+                started, cpu_started = time.perf_counter(), time.process_time()
+                report = ingestion.ingest(
+                    url,
+                    read_chunks(str(path), chunk_rows=settings.ingest_chunk_rows),
+                    settings.batch_size,
+                    settings.holdout_fraction,
+                    source_name=str(path),
+                    min_batch_rows=settings.min_batch_rows,
+                    max_quarantine_share=settings.max_quarantine_share,
+                )
+                seconds = time.perf_counter() - started
+                cpu_seconds = time.process_time() - cpu_started
         finally:
             database.engine_for.cache_clear()
             if name:
@@ -95,6 +131,8 @@ def measure_one(backend: str, path: Path) -> dict[str, object]:
         # This process's CPU (its COPY thread's included): on a shared machine the wall time
         # moves with the load, the client's CPU for the same rows much less.
         "client_cpu_seconds": round(cpu_seconds, 2),
+        # None: SQLite, or a server whose processes this machine cannot read.
+        "server_cpu_seconds": round(sum(server.values()), 2) if server else None,
         "rows_per_s": round(report.rows_in / seconds),
         "peak_rss_mb": round(peak_mb),
         "batches": len(report.new_batches),
@@ -154,9 +192,11 @@ def synthetic(sizes: list[int], backends: list[str]) -> list[dict[str, object]]:
                     text=True,
                 )
                 result = json.loads(done.stdout.strip().splitlines()[-1])
+                server = result["server_cpu_seconds"]
                 print(
                     f"{backend:10} {size:>9,} rows: {result['rows_per_s']:>7,} rows/s "
-                    f"({result['seconds']} s, client CPU {result['client_cpu_seconds']} s), "
+                    f"({result['seconds']} s, client CPU {result['client_cpu_seconds']} s"
+                    f"{'' if server is None else f', server CPU {server} s'}), "
                     f"peak RSS {result['peak_rss_mb']:,} MB",
                     flush=True,
                 )

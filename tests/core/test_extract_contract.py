@@ -5,8 +5,10 @@ and one reading of an encounter or patient id everywhere. Real PostgreSQL throug
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -381,3 +383,48 @@ def test_an_extract_in_encounter_order_closes_batches_as_it_is_read_as_a_shuffle
     ]
     assert capped[0] == capped[1] and capped[0].deferred > 0
     assert warehouse_state(in_order_url) == warehouse_state(shuffled_url)
+
+
+@pytest.mark.parametrize("invalid_every", [0, 4])
+def test_an_ordered_extracts_rows_wait_unstored_until_their_batch_closes(
+    two_warehouses: tuple[str, str], invalid_every: int
+) -> None:
+    """An extract in encounter_id order, read in chunks smaller than a batch: a row is written
+    once, with its batch, not stored as waiting and moved by an UPDATE; only a batch cut at the
+    end may be. With every fourth row invalid, a batch runs on to 600 rows for its 450 clean
+    ones, past the one batch's worth of rows held back, which are then stored as waiting and
+    moved: either way the batches come out as a shuffled extract's."""
+    in_order_url, shuffled_url = two_warehouses
+    extract = generated(5000, seed=25)
+    if invalid_every:
+        extract.loc[::invalid_every, "gender"] = "Unknown/Invalid"
+    updated = {in_order_url: Counter[str](), shuffled_url: Counter[str]()}
+    reports = []
+    for url, rows in (
+        (in_order_url, extract),
+        (shuffled_url, extract.sample(frac=1, random_state=5).reset_index(drop=True)),
+    ):
+
+        def count_updates(
+            conn: object, cursor: Any, statement: str, *args: object, url: str = url
+        ) -> None:  # SQLAlchemy's after_cursor_execute: the rows each UPDATE rewrote
+            if statement.lstrip().upper().startswith("UPDATE"):
+                updated[url][statement.split()[1].strip('"')] += cursor.rowcount
+
+        engine = database.engine_for(url)
+        sa.event.listen(engine, "after_cursor_execute", count_updates)
+        try:
+            reports.append(ingestion.ingest(url, rows, 500, 0.2, min_batch_rows=450, chunk_rows=97))
+        finally:
+            sa.event.remove(engine, "after_cursor_execute", count_updates)
+    assert reports[0] == reports[1] and len(reports[0].training_batch_ids) >= 5
+    assert warehouse_state(in_order_url) == warehouse_state(shuffled_url)
+    # The shuffled extract's rows all waited and were moved into their batches.
+    training_rows = sum(b.rows for b in reports[1].new_batches if b.kind == "train")
+    assert updated[shuffled_url]["raw_encounters"] >= training_rows
+    in_order, last = updated[in_order_url], reports[0].new_batches[-1]
+    if not invalid_every:
+        assert in_order["raw_encounters"] <= last.rows
+        assert in_order["clean_encounters"] <= last.rows
+    else:
+        assert in_order["raw_encounters"] > last.rows

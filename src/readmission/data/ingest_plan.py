@@ -34,6 +34,7 @@ from readmission.data.ingest_report import (
 from readmission.data.inventory import Batch
 from readmission.data.row_copy import (
     Chunk,
+    HeldRows,
     RowWriter,
     numbers_as_written,
     plain_texts,
@@ -107,6 +108,8 @@ class Plan:
         # The queue not cut yet: the stored waiting rows, then this extract's training rows.
         self.queue_keys, self.queue_clean = waiting_rows(self.conn, np.empty(0, dtype=np.int64))
         self.highest = -1  # this extract's highest training key so far
+        # Held back while batches close early: at most one batch's worth, then they wait.
+        self.held = HeldRows(max(batch_size, min_batch_rows))
 
         self.writer = RowWriter(conn)  # COPY on PostgreSQL, in the background
 
@@ -247,7 +250,10 @@ class Plan:
             clean = training.isin(chunk.checked.clean.index)
             fixes = chunk.fixes[training].to_numpy()
             batch_ids = self._cut_early(keys, clean, fixes)
-            self._store_rows(chunk, batch_ids, training)
+            hold = (batch_ids == WAITING_BATCH) if self.early else np.zeros(len(keys), bool)
+            self._store_rows(chunk, batch_ids[~hold], training[~hold])
+            if self.held.add(chunk, training[hold]):
+                self._release(WAITING_BATCH)
             self.cut_quarantined.update(batch_ids[~clean & (batch_ids != WAITING_BATCH)].tolist())
             self.training.append((keys, clean, fixes))
 
@@ -282,7 +288,8 @@ class Plan:
             self.cuts.append(cut)
             inside = (keys >= cut.low) & (keys <= cut.high)
             batch_ids[inside] = cut.batch_id
-            if int(inside.sum()) < cut.rows:  # rows stored waiting before join the batch
+            released = self._release(cut.batch_id, cut.low, cut.high)
+            if int(inside.sum()) + released < cut.rows:  # rows stored waiting join the batch
                 move_waiting(self.conn, cut.batch_id, cut.low, cut.high)
             start = end
         self.queue_keys, self.queue_clean = queue_keys[start:], queue_clean[start:]
@@ -290,6 +297,7 @@ class Plan:
 
     def _reopen(self) -> None:
         """Undo the early batches: their rows wait again, for `finish` to cut."""
+        self._release(WAITING_BATCH)
         if self.cuts:
             for table in (raw_encounters, clean_encounters, quarantine):
                 self.conn.execute(
@@ -302,6 +310,16 @@ class Plan:
         self.cut_quarantined.clear()
         self.queue_keys = np.empty(0, dtype=np.int64)
         self.queue_clean = np.empty(0, dtype=bool)
+
+    def _release(self, batch_id: int, low: int = -(2**63), high: int = 2**63 - 1) -> int:
+        """Store the held rows with keys from `low` to `high` under `batch_id`: how many."""
+        released = 0
+        for part, rows in self.held.take(low, high):
+            _, failed = self._store_rows(part, batch_id, rows)
+            if batch_id != WAITING_BATCH:
+                self.cut_quarantined[batch_id] += failed
+            released += len(rows)
+        return released
 
     def _store_rows(self, chunk: Chunk, batch: int | np.ndarray, rows: pd.Index) -> tuple[int, int]:
         """Store the chunk's `rows` (raw, clean, quarantined) under `batch` (one for all, or
@@ -340,6 +358,10 @@ class Plan:
         encounter_id order, so batches come out as if the extracts had arrived as one (after
         the batches closed early, which took the queue's first rows)."""
         conn = self.conn
+        # The rows still held wait, stored, for the cut below; sent from this thread, since
+        # `ingest` closed the writer before it knew the extract was not refused.
+        self._release(WAITING_BATCH)
+        self.writer.flush()
         new_batches: list[Batch] = []
         if self.holdout.rows:
             new_batches.append(record_batch(self.conn, HOLDOUT_BATCH, "holdout", self.holdout))

@@ -86,6 +86,55 @@ class Chunk:
     checked: Validated
     fixes: pd.Series  # corrections turning quarantined encounters into clean rows
 
+    def take(self, rows: pd.Index) -> Chunk:
+        """The chunk's `rows` alone (their labels kept): rows held back keep no more of it."""
+        clean, failed = self.checked.clean, self.checked.quarantined
+        return Chunk(
+            self.raw.loc[rows],
+            self.keys[rows],
+            self.patients[rows],
+            self.texts[rows],
+            self.plain,
+            self.clean_plain,
+            self.hashes[rows],
+            Validated(
+                clean.loc[rows.intersection(clean.index)],
+                failed.loc[rows.intersection(failed.index)],
+                self.checked.problems,
+            ),
+            self.fixes[rows],
+        )
+
+
+class HeldRows:
+    """An ordered extract's training rows read but in no closed batch yet, held back unstored
+    while batches close early, so that they are written once, with their batch, instead of
+    stored as waiting and moved by an UPDATE (at 200k rows those UPDATEs took 0.3-0.5 s of the
+    client's wall time and a fifth of the server's CPU)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # rows: past it (a batch short of clean rows runs on), all wait
+        self.parts: list[Chunk] = []
+
+    def add(self, chunk: Chunk, rows: pd.Index) -> bool:
+        """Hold the chunk's `rows`: whether more than `limit` rows are held now."""
+        if len(rows):
+            self.parts.append(chunk.take(rows))
+        return sum(len(part.raw) for part in self.parts) > self.limit
+
+    def take(self, low: int = -(2**63), high: int = 2**63 - 1) -> list[tuple[Chunk, pd.Index]]:
+        """The held rows with keys from `low` to `high`, by part, held no more."""
+        taken, kept = [], []
+        for part in self.parts:
+            keys = part.keys.to_numpy(dtype="int64")
+            inside = (keys >= low) & (keys <= high)
+            if inside.any():
+                taken.append((part, part.raw.index[inside]))
+            if not inside.all():
+                kept.append(part.take(part.raw.index[~inside]))
+        self.parts = kept
+        return taken
+
 
 def quarantine_record(
     chunk: Chunk, index: int, batch_id: int | None, code: str, reason: str
@@ -173,6 +222,13 @@ class RowWriter:
             self.copy_texts(clean_encounters, chunk, clean.index, {"batch_id": batch_ids})
             return
         self.insert(clean_encounters, clean.assign(batch_id=batch_of[clean.index].to_numpy()))
+
+    def flush(self) -> None:
+        """Send what is queued now, in this thread: after `close`, for the rows `finish`
+        stores."""
+        if self.copies:
+            copies, self.copies = self.copies, []
+            copy_all(self.conn.connection.driver_connection.cursor(), copies)  # type: ignore[union-attr]
 
     def send(self) -> None:
         """Start sending this chunk's rows (PostgreSQL), in the background."""
