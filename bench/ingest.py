@@ -63,8 +63,8 @@ def fresh_database(admin: sa.Engine) -> tuple[str, str]:
 
 
 @contextmanager
-def server_cpu(admin: sa.Engine, database: str) -> Iterator[dict[int, float]]:
-    """CPU seconds of each server backend connected to `database`, read from /proc while the
+def server_cpu(admin: sa.Engine, database_name: str) -> Iterator[dict[int, float]]:
+    """CPU seconds of each server backend connected to `database_name`, read from /proc while the
     block runs (a server on this machine; empty otherwise): the server's share of an ingest,
     which the client's CPU does not show and which moves less with the load than the wall."""
     seconds: dict[int, float] = {}
@@ -75,7 +75,7 @@ def server_cpu(admin: sa.Engine, database: str) -> Iterator[dict[int, float]]:
     def watch() -> None:
         with admin.connect() as conn:
             while not done.is_set():
-                for (pid,) in conn.execute(query, {"name": database}):
+                for (pid,) in conn.execute(query, {"name": database_name}):
                     with suppress(OSError):  # gone, or another machine's
                         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                         seconds[pid] = (int(stat[11]) + int(stat[12])) / tick  # utime + stime

@@ -20,6 +20,7 @@ from playwright.sync_api import expect, sync_playwright
 from readmission import airflow_runs, registry, registry_reader
 from readmission.config import Settings
 from readmission.data import holdout
+from readmission.monitoring import realized
 from readmission.release import ledger
 from tests.conftest import SUITE_PLAN
 from tests.dags.conftest import airflow_url, log_predictions
@@ -148,7 +149,7 @@ def test_an_ingest_run_starts_training_and_evaluation_and_a_person_rejects_the_f
     assert request["options"] == ["Approve", "Reject"] and "comment" in request["params"]
     assert state_of("03_evaluate_and_promote", evaluation) == "running"
     assert production(settings) is None
-    realized = airflow_runs.wait(
+    performance_run = airflow_runs.wait(
         "04_realized_performance",
         airflow_runs.wait_for_asset_run("04_realized_performance", ingest),
         300,
@@ -160,7 +161,7 @@ def test_an_ingest_run_starts_training_and_evaluation_and_a_person_rejects_the_f
     assert answer["responded_by"]["name"] == "admin"
     judged = airflow_runs.wait("03_evaluate_and_promote", evaluation, 300)
 
-    assert ingest["run_type"] == "manual" and realized["run_type"] == "asset_triggered"
+    assert ingest["run_type"] == "manual" and performance_run["run_type"] == "asset_triggered"
     assert training["run_type"] == judged["run_type"] == "asset_triggered"
     assert tasks_of("03_evaluate_and_promote", evaluation)["record_decision"] == "success"
     rejected = registry.model_version(settings, "1")
@@ -342,13 +343,13 @@ def test_an_extract_of_outcomes_only_starts_realized_performance_and_no_training
     ingest = airflow_runs.wait(
         "01_ingest_data", airflow_runs.trigger("01_ingest_data", {"source": str(path)}), 300
     )
-    realized = airflow_runs.wait(
+    performance_run = airflow_runs.wait(
         "04_realized_performance",
         airflow_runs.wait_for_asset_run("04_realized_performance", ingest),
         300,
     )
 
-    assert realized["run_type"] == "asset_triggered"
+    assert performance_run["run_type"] == "asset_triggered"
     events = airflow_runs.client().request(
         "GET",
         "/assets/events",
