@@ -20,8 +20,9 @@ from readmission import registry, training
 from readmission.config import Settings, get_settings
 from readmission.data import ingestion
 from readmission.data.dataset import synthetic_sample
+from readmission.processes import free_port, running
 from tests import slow_guard
-from tests.services import BIN, ROOT, free_port, running, service_env
+from tests.services import BIN, ROOT, service_env
 
 # The change control plan every test runs under unless it names another (see the file).
 SUITE_PLAN = ROOT / "tests" / "plans" / "suite.yaml"

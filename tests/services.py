@@ -1,5 +1,5 @@
-"""The processes tests start: a free port, the environment a child gets, start-then-wait and stop
-(readmission.processes).
+"""The processes tests start: where the repository and the venv's programs are, and the
+environment a child gets. A free port, start-then-wait and stop are readmission.processes's.
 
 A test that starts a process, here or with `subprocess` directly, is marked `slow`:
 tests/conftest.py fails one that is not (an audit hook counts process starts), and
@@ -11,9 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-
-# Start-then-wait and stop live in the package, shared with the benchmarks (bench/serving.py).
-from readmission.processes import free_port, running, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -58,6 +55,3 @@ def service_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     env.update(extra)
     return env
-
-
-__all__ = ["BIN", "INHERITED", "ROOT", "free_port", "running", "service_env", "stop", "wait_for"]

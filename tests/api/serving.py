@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from readmission.config import Settings
-from tests.services import ROOT, free_port, running, service_env
+from readmission.processes import free_port, running
+from tests.services import ROOT, service_env
 
 RELOAD_TOKEN = secrets.token_urlsafe(16)
 MAX_BATCH_ROWS = 100

@@ -24,10 +24,10 @@ from readmission.data.database import engine_for
 from readmission.data.tables import prediction_log_table
 from readmission.data.validation import validate
 from readmission.monitoring import realized
+from readmission.processes import free_port, stop
 from readmission.schema import POSITIVE_LABEL, TARGET
 from tests.api.serving import Api, running_api
 from tests.conftest import copy_lineage
-from tests.services import free_port, stop
 
 PROXY = Path(__file__).with_name("tcp_proxy.py")
 

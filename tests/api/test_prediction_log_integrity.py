@@ -19,10 +19,10 @@ from readmission.config import Settings
 from readmission.data.database import engine_for
 from readmission.data.tables import prediction_log_table
 from readmission.monitoring.prediction_log import LoggedPrediction, PredictionLogWriter
+from readmission.processes import free_port
 from readmission.schema import ID_MAX
 from tests.api.serving import running_api
 from tests.api.test_prediction_log import encounters, logged, metric, serving_settings
-from tests.services import free_port
 
 
 def prediction(encounter_id: int) -> LoggedPrediction:

@@ -11,11 +11,11 @@ import pytest
 
 from readmission import registry
 from readmission.config import Settings
+from readmission.processes import free_port
 from readmission.schema import example_encounter
 from tests.api.serving import RELOAD_TOKEN, Api, running_api
 from tests.api.unplug import Unpluggable
 from tests.conftest import copy_lineage
-from tests.services import free_port
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
-from tests.services import free_port
+from readmission.processes import free_port
 
 
 class Unpluggable:

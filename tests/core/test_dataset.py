@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from readmission.data.dataset import DatasetError, load, synthetic_sample
+from readmission.processes import free_port
 from readmission.schema import COLUMNS
-from tests.services import free_port
 
 
 def zipped(csv: Path, target: Path, member: str) -> Path:

@@ -21,10 +21,11 @@ from readmission import airflow_runs, registry, registry_reader
 from readmission.config import Settings
 from readmission.data import holdout
 from readmission.monitoring import realized
+from readmission.processes import free_port, running
 from readmission.release import ledger
 from tests.conftest import SUITE_PLAN
 from tests.dags.conftest import airflow_url, log_predictions
-from tests.services import ROOT, free_port, running, service_env
+from tests.services import ROOT, service_env
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow

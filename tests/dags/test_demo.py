@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from readmission.processes import free_port
 from tests.conftest import SUITE_PLAN
-from tests.services import ROOT, free_port, service_env
+from tests.services import ROOT, service_env
 
 
 def run_demo(tmp_path: Path, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:

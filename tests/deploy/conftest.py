@@ -21,7 +21,7 @@ import yaml
 from dotenv import dotenv_values
 
 from deploy import dotenv, k8s
-from tests.services import free_port
+from readmission.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_INIT = ROOT / "postgres_init" / "10-create-service-databases.sh"

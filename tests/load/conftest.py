@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from readmission.processes import free_port, running, stop
 from tests.conftest import mlflow_backend_uri
-from tests.services import ROOT, free_port, running, service_env, stop
+from tests.services import ROOT, service_env
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from readmission import registry
+from readmission.config import Settings
+from readmission.schema import example_encounter
+from tests.api.serving import running_api
 from tests.services import ROOT, service_env
 
 PREVIOUS_RELEASE = "555a3c1"  # main before issue 21: its schema made by create_all
@@ -41,3 +45,17 @@ def run(src: Path, cwd: Path, args: list[str], **env: str) -> str:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
+
+
+def promote_and_serve(settings: Settings, version: str, api_home: Path) -> None:
+    """Promote `version`, made by an earlier release, and check bin/api of this code serves it:
+    ready, that version, a 200 with a probability for an example encounter."""
+    registry.promote(settings, version)
+    api_home.mkdir()
+    with running_api(settings, api_home) as api:
+        api.wait_until(lambda: api.get("/ready").status_code == 200, f"version {version} served")
+        assert api.served_version() == version
+        scored = api.post("/predict", json=example_encounter())
+        assert scored.status_code == 200, scored.text
+        assert scored.json()["model_version"] == version
+        assert 0 <= scored.json()["probability"] <= 1

@@ -14,9 +14,7 @@ import pytest
 from readmission import registry
 from readmission.data import warehouse
 from readmission.data.tables import HOLDOUT_BATCH
-from readmission.schema import example_encounter
 from readmission.scoring import CompiledScorer
-from tests.api.serving import running_api
 from tests.conftest import platform_settings
 from tests.migrations import previous_release
 
@@ -62,11 +60,4 @@ def test_a_version_registered_by_the_flat_release_loads_compiles_and_serves(
     assert CompiledScorer(model).verify(model, holdout) <= 1e-9  # raises past the tolerance
 
     # And serves it: bin/api of this code, version 1 promoted.
-    registry.promote(settings, "1")
-    (tmp_path / "api").mkdir()
-    with running_api(settings, tmp_path / "api") as api:
-        api.wait_until(lambda: api.get("/ready").status_code == 200, "the flat release's version")
-        assert api.served_version() == "1"
-        scored = api.post("/predict", json=example_encounter())
-        assert scored.status_code == 200, scored.text
-        assert scored.json()["model_version"] == "1" and 0 <= scored.json()["probability"] <= 1
+    previous_release.promote_and_serve(settings, "1", tmp_path / "api")

@@ -18,8 +18,6 @@ from readmission import registry, training
 from readmission.config import Settings
 from readmission.data import database, ingestion, lineage, migrations, tables
 from readmission.evaluation import model_card
-from readmission.schema import example_encounter
-from tests.api.serving import running_api
 from tests.conftest import platform_settings
 from tests.migrations import previous_release
 
@@ -101,12 +99,5 @@ def test_a_warehouse_and_lineage_of_the_previous_release_keep_serving_and_traini
     card = model_card.load(result.run_id)
     assert card is not None and card["model"]["version"] == "2"
 
-    registry.promote(settings, "1")  # the previous release's version
-    (tmp_path / "api").mkdir()
-    with running_api(settings, tmp_path / "api") as api:
-        api.wait_until(lambda: api.get("/ready").status_code == 200, "the old version served")
-        assert api.served_version() == "1"
-        scored = api.post("/predict", json=example_encounter())
-        assert scored.status_code == 200, scored.text
-        assert 0 <= scored.json()["probability"] <= 1
+    previous_release.promote_and_serve(settings, "1", tmp_path / "api")  # the old release's
     engine.dispose()

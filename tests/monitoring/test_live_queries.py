@@ -34,6 +34,7 @@ from readmission.config import Settings
 from readmission.data import database, ingestion, tables
 from readmission.data.validation import validate
 from readmission.monitoring import realized
+from readmission.processes import free_port, running
 from readmission.schema import TARGET, example_encounter
 from tests.monitoring.monitoring_files import (
     PROMETHEUS_CONFIG,
@@ -45,7 +46,7 @@ from tests.monitoring.monitoring_files import (
     tool,
     with_grafana_variables,
 )
-from tests.services import ROOT, free_port, running, service_env
+from tests.services import ROOT, service_env
 
 RATE_WINDOW = "15s"
 DRIFT_WINDOW = 200

@@ -19,9 +19,10 @@ from readmission.config import Settings, get_settings
 from readmission.data import ingestion, warehouse
 from readmission.data.validation import validate
 from readmission.monitoring import realized
+from readmission.processes import free_port, running, wait_for
 from readmission.schema import TARGET
 from tests.conftest import TEST_RESAMPLES
-from tests.services import ROOT, free_port, running, service_env, wait_for
+from tests.services import ROOT, service_env
 
 MAX_BATCH_ROWS = 8  # small, so a batch upload of a few rows already needs several requests
 PRODUCTION_VERSION = "1"  # of two trained versions: the newest is not the production one

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from readmission.processes import free_port, running
 from readmission.schema import example_encounter
-from tests.services import ROOT, free_port, running, service_env
+from tests.services import ROOT, service_env
 from tests.ui.conftest import PRODUCTION_VERSION
 
 pytestmark = pytest.mark.slow

@@ -115,12 +115,14 @@ class HeldRows:
     def __init__(self, limit: int) -> None:
         self.limit = limit  # rows: past it (a batch short of clean rows runs on), all wait
         self.parts: list[Chunk] = []
+        self.count = 0  # rows in `parts`
 
     def add(self, chunk: Chunk, rows: pd.Index) -> bool:
         """Hold the chunk's `rows`: whether more than `limit` rows are held now."""
         if len(rows):
             self.parts.append(chunk.take(rows))
-        return sum(len(part.raw) for part in self.parts) > self.limit
+            self.count += len(rows)
+        return self.count > self.limit
 
     def take(self, low: int = -(2**63), high: int = 2**63 - 1) -> list[tuple[Chunk, pd.Index]]:
         """The held rows with keys from `low` to `high`, by part, held no more."""
@@ -133,6 +135,7 @@ class HeldRows:
             if not inside.all():
                 kept.append(part.take(part.raw.index[~inside]))
         self.parts = kept
+        self.count = sum(len(part.raw) for part in kept)
         return taken
 
 
@@ -226,17 +229,20 @@ class RowWriter:
     def flush(self) -> None:
         """Send what is queued now, in this thread: after `close`, for the rows `finish`
         stores."""
-        if self.copies:
-            copies, self.copies = self.copies, []
-            copy_all(self.conn.connection.driver_connection.cursor(), copies)  # type: ignore[union-attr]
+        if queued := self._take_queued():
+            copy_all(*queued)
 
     def send(self) -> None:
         """Start sending this chunk's rows (PostgreSQL), in the background."""
-        if self.copier is None or not self.copies:
-            return
+        if self.copier is not None and (queued := self._take_queued()):
+            self.copying = self.copier.submit(copy_all, *queued)
+
+    def _take_queued(self) -> tuple[psycopg.Cursor[Any], list[Copy]] | None:
+        """A cursor and the COPYs queued so far, which are then no longer queued."""
+        if not self.copies:
+            return None
         copies, self.copies = self.copies, []
-        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        self.copying = self.copier.submit(copy_all, cursor, copies)
+        return self.conn.connection.driver_connection.cursor(), copies  # type: ignore[union-attr]
 
 
 def sqlite_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
