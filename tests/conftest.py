@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from readmission.config import Settings, get_settings
 from readmission.data import ingestion
 from readmission.data.dataset import synthetic_sample
 from readmission.processes import free_port, running
-from tests import slow_guard
+from tests import slow_guard, worker_schedule
 from tests.services import BIN, ROOT, service_env
 
 # The change control plan every test runs under unless it names another (see the file).
@@ -44,6 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # A plugin, not hooks of this conftest: pytest calls a conftest's hooks only for the nodes
     # under its folder, and session fixtures belong to the session, which sits above it.
     config.pluginmanager.register(slow_guard, "slow-guard")
+    config.pluginmanager.register(worker_schedule, "worker-schedule")
 
 
 # Every engine this process opened (the warehouse caches one per database URL, for the process's
@@ -218,11 +218,10 @@ def sample_csv(sample: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
-    """Where tests leave files for people to look at (screenshots, reports)."""
-    path = ROOT / "test-artifacts"
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir()
-    return path
+    """Where tests leave files for people to look at (screenshots, reports), emptied when the
+    run starts (tests/worker_schedule.py)."""
+    worker_schedule.ARTIFACTS.mkdir(exist_ok=True)
+    return worker_schedule.ARTIFACTS
 
 
 TRAINED_VERSIONS = 3
