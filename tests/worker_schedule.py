@@ -19,8 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
 # Modules using tests/api's `served_api` and `in_process_api`, and tests/ui's `served_url` and
-# `idle_url` (package fixtures: bin/api started, a lineage trained and promoted).
+# `idle_url` (package fixtures: bin/api started, a lineage trained and promoted), and those using
+# tests/dags' `airflow_db` (session fixture: `airflow db migrate` on a fresh database).
 SHARED = {
+    "tests/dags/test_demo.py": "tests/dags:airflow_db",
+    "tests/dags/test_pipeline_runs.py": "tests/dags:airflow_db",
     "tests/api/test_contract.py": "tests/api:served_api",
     "tests/api/test_model.py": "tests/api:served_api",
     "tests/api/test_predict.py": "tests/api:served_api",
@@ -34,8 +37,8 @@ SHARED = {
 LONGEST_FIRST = (
     "tests/chaos/test_chaos.py",  # 152
     "tests/dags/test_airflow_standalone.py",  # 150
+    "tests/dags:airflow_db",  # 117
     "tests/core/test_cli.py",  # 84
-    "tests/dags/test_demo.py",  # 84
     "tests/load/test_load.py",  # 75
     "tests/api/test_prediction_log_integrity.py",  # 61
     "tests/deploy/test_mlflow_auth.py",  # 60
@@ -43,10 +46,9 @@ LONGEST_FIRST = (
     "tests/api/test_resilience.py",  # 44
     "tests/api:served_api",  # 35
     "tests/api/test_live_promotion.py",  # 34
-    "tests/dags/test_pipeline_runs.py",  # 33
     "tests/core/test_promotion.py",  # 32
-    "tests/ui:served_url",  # 24
     "tests/migrations/test_previous_release.py",  # 25
+    "tests/ui:served_url",  # 24
     "tests/api/test_shadow.py",  # 22
     "tests/api/test_prediction_log.py",  # 20
     "tests/core/test_training.py",  # 18
