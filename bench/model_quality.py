@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
 GOAL = {"roc_auc": 0.670, "log_loss": 0.322, "max_drop": 0.005}
+
+
+class BatchFigures(TypedDict):
+    """One trained batch's version and its holdout figures."""
+
+    batch: int
+    version: str
+    roc_auc: float
+    log_loss: float
 
 
 def main() -> None:
@@ -47,7 +56,7 @@ def main() -> None:
     holdout = warehouse.clean_rows(url, tables.HOLDOUT_BATCH)
     print(f"holdout: {len(holdout)} rows; training batches: {lineage.training_batches(url)}")
     started = time.perf_counter()
-    history = []
+    history: list[BatchFigures] = []
     for result in training.train_pending(settings, holder="bench/model_quality.py"):
         history.append(
             {
@@ -151,4 +160,4 @@ def _native(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

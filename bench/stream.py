@@ -17,8 +17,23 @@ import argparse
 import itertools
 import json
 import time
+from typing import TypedDict
 
 from local_platform import use_local_platform
+
+
+class Extract(TypedDict):
+    """What one extract measured: a line of the JSON's "extracts"."""
+
+    extract: int
+    rows: int
+    accepted: int
+    batches: list[int]
+    ingest_seconds: float
+    train_seconds: float
+    versions: list[str]
+    holdout_rows: int
+    holdout_roc_auc: float
 
 
 def main() -> None:
@@ -39,7 +54,7 @@ def main() -> None:
     cuts = [0, int(len(frame) * args.first)]
     while cuts[-1] < len(frame):
         cuts.append(min(len(frame), cuts[-1] + int(len(frame) * args.step)))
-    measured = []
+    measured: list[Extract] = []
     for number, (start, stop) in enumerate(itertools.pairwise(cuts), 1):
         path = home / f"extract-{number:02d}.csv"
         frame.iloc[start:stop].to_csv(path, index=False)

@@ -161,14 +161,17 @@ def main() -> int:
             os.chdir(home)
             from readmission import registry, training
             from readmission.config import get_settings
-            from readmission.data import ingestion
-            from readmission.data.dataset import load, synthetic_sample
+            from readmission.data import dataset, ingestion
             from readmission.release import webhooks
             from readmission.schema import example_encounter
 
             settings = get_settings()
             started = time.monotonic()
-            frame = load(args.source) if args.source else synthetic_sample(12_000, seed=5)
+            frame = (
+                dataset.load(args.source)
+                if args.source
+                else dataset.synthetic_sample(12_000, seed=5)
+            )
             ingestion.ingest(
                 warehouse_url, frame, settings.batch_size, settings.holdout_fraction, VERSIONS
             )

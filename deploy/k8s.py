@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -493,6 +493,18 @@ def api_errors(action: str) -> Iterator[None]:
         raise DeployError(f"{action}: {api_error_message(error)}") from error
 
 
+class ClusterCalls(Protocol):
+    """What `deploy` asks of a cluster: `Cluster`'s calls (a test's fake answers them too)."""
+
+    def apply(self, manifest: Manifest) -> None: ...
+
+    def apply_autoscaled(self, manifest: Manifest) -> None: ...
+
+    def deployment(self, namespace: str, name: str) -> Manifest: ...
+
+    def pods(self, namespace: str, selector: dict[str, str]) -> list[Manifest]: ...
+
+
 class Cluster:
     """The few API calls the deployment needs, through the kubernetes client's DynamicClient."""
 
@@ -576,7 +588,7 @@ class Cluster:
 
 def deploy(
     manifests: list[Manifest],
-    cluster: Cluster,
+    cluster: ClusterCalls,
     timeout: float,
     echo: Callable[[str], None] = print,
     model_in_production: bool = True,

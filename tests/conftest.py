@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from mlflow.entities.model_registry import ModelVersion
 from sqlalchemy.engine import Connection, Engine
 
 from readmission import registry, training
@@ -162,7 +163,7 @@ def mlflow_server(
 
 
 @pytest.fixture
-def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Settings]:
+def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[..., Settings]]:
     """Set the platform's environment for one test and return the settings it yields."""
 
     cleaned = False
@@ -237,8 +238,10 @@ def platform_settings(database_url: str, tracking_uri: str, home: Path, **extra:
         MIN_BATCH_ROWS=100,
         BOOTSTRAP_RESAMPLES=TEST_RESAMPLES,
         READMISSION_HOME=str(home),
-        **extra,
-    )  # type: ignore[call-arg]
+        # pydantic-settings' __init__ also takes its source options (_env_file, _cli_*, ...) as
+        # keywords: mypy cannot tell that a **dict[str, str] fills none of them.
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 def train_versions(settings: Settings, sample: pd.DataFrame, batches: int) -> None:
@@ -274,3 +277,10 @@ def copy_lineage(base: Settings, versions: int = TRAINED_VERSIONS) -> Settings:
     for version in range(1, versions + 1):
         client.copy_model_version(registry.model_uri(base, version), name)
     return base.model_copy(update={"model_name": name})
+
+
+def version_number(version: ModelVersion | None) -> str | None:
+    """The number of the version a registry lookup (`registry.production_version` and the
+    like) found, or None when it found none: `assert version_number(...) == "2"` then fails
+    instead of raising AttributeError."""
+    return version.version if version is not None else None

@@ -9,7 +9,8 @@ Registered as a plugin by tests/conftest.py.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from types import FrameType
 
 import pytest
 
@@ -31,7 +32,7 @@ def _importing() -> bool:
     """Whether a module is being imported: some run a helper once when first imported (croniter,
     through Airflow, runs `file` for platform.architecture()), in whichever test imports them
     first; that is no service of the test's."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):
             return True
@@ -43,7 +44,9 @@ sys.addaudithook(_count_process_starts)  # cannot be removed; counting is all it
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> Iterator[object]:
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[object],
+) -> Generator[None, object, object]:
     before = _process_starts  # its dependencies are already set up: this counts its own
     try:
         return (yield)

@@ -118,6 +118,8 @@ def app_api(settings: Settings, home: Path, **env: str) -> Iterator[AppApi]:
     """`create_app` with the settings bin/api would get from `running_api`, in this process."""
     from api.main import create_app
 
-    served = Settings(_env_file=None, **serving_env(settings, home, **env))  # type: ignore[call-arg]
+    # pydantic-settings' __init__ also takes its source options (_cli_*, ...) as keywords: mypy
+    # cannot tell that a **dict[str, str] fills none of them.
+    served = Settings(_env_file=None, **serving_env(settings, home, **env))  # type: ignore[arg-type]
     with TestClient(create_app(served, CollectorRegistry())) as client:
         yield AppApi(client, settings)

@@ -31,7 +31,7 @@ from readmission.schema import POSITIVE_LABEL, TARGET
 from tests.api.serving import MAX_BATCH_ROWS, running_api
 from tests.api.test_prediction_log import encounters, logged, metric
 from tests.api.test_shadow import cli
-from tests.conftest import copy_lineage, platform_settings
+from tests.conftest import copy_lineage, platform_settings, version_number
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def drift_lineage(
     later = drifted_sample(1500, seed=13, id_offset=1_000_000)
     ingestion.ingest(url, later, settings.batch_size, settings.holdout_fraction, 2)
     training.train_pending(settings)
-    assert str(registry.newest_version(settings).version) == NEW_PATTERN
+    assert version_number(registry.newest_version(settings)) == NEW_PATTERN
     return settings
 
 
@@ -183,8 +183,8 @@ def test_a_better_shadow_is_not_promoted_on_fewer_outcomes_than_live_min_outcome
     (comparison,) = report["comparisons"]
     assert comparison["n"] == SERVED and comparison["delta_roc_auc_ci"][0] > 0
     assert report["actions"] == []
-    assert registry.production_version(settings).version == OLD_PATTERN
-    assert registry.shadow_version(settings).version == NEW_PATTERN
+    assert version_number(registry.production_version(settings)) == OLD_PATTERN
+    assert version_number(registry.shadow_version(settings)) == NEW_PATTERN
     assert ledger.entries(settings.warehouse_url, settings.model_name) == before
 
 
@@ -205,7 +205,7 @@ def test_a_shadow_shown_better_on_enough_outcomes_is_promoted_once_with_its_numb
     assert action["kind"] == "live_promotion" and action["made"]
     assert (action["from_version"], action["to_version"]) == (OLD_PATTERN, NEW_PATTERN)
     assert (action["outcome"], action["rule"]) == ("automatic", "live-promotion")
-    assert registry.production_version(settings).version == NEW_PATTERN
+    assert version_number(registry.production_version(settings)) == NEW_PATTERN
     assert registry.shadow_version(settings) is None  # it answers now
     last = ledger.entries(settings.warehouse_url, settings.model_name)[-1]
     assert (last.from_version, last.to_version, last.action) == (
@@ -223,7 +223,7 @@ def test_a_shadow_shown_better_on_enough_outcomes_is_promoted_once_with_its_numb
     assert again.returncode == 0, again.stderr
     assert "no change called for" in again.stdout
     assert ledger.entries(settings.warehouse_url, settings.model_name)[-1].id == last.id
-    assert registry.production_version(settings).version == NEW_PATTERN
+    assert version_number(registry.production_version(settings)) == NEW_PATTERN
 
 
 def test_a_shadow_worse_than_production_is_not_promoted(worse_in_shadow: Served) -> None:
@@ -237,6 +237,6 @@ def test_a_shadow_worse_than_production_is_not_promoted(worse_in_shadow: Served)
     assert comparison["delta_roc_auc"] == pytest.approx(delta, abs=1e-9)
     assert comparison["delta_roc_auc_ci"][0] <= 0
     assert report["actions"] == []
-    assert registry.production_version(settings).version == NEW_PATTERN
-    assert registry.shadow_version(settings).version == OLD_PATTERN
+    assert version_number(registry.production_version(settings)) == NEW_PATTERN
+    assert version_number(registry.shadow_version(settings)) == OLD_PATTERN
     assert ledger.entries(settings.warehouse_url, settings.model_name) == before

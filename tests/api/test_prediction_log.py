@@ -81,8 +81,8 @@ def test_every_answer_is_logged_across_a_restart_and_realized_auc_is_scikit_lear
     with running_api(settings, tmp_path, PERFORMANCE_POLL_SECONDS="0.5") as api:
         api.wait_until(lambda: api.served_version() == "2", "version 2 to be served")
         for start in range(100, len(requests), 50):
-            answer = api.post("/predict/batch", json={"encounters": requests[start : start + 50]})
-            answers += answer.json()["predictions"]
+            batch = api.post("/predict/batch", json={"encounters": requests[start : start + 50]})
+            answers += batch.json()["predictions"]
         api.wait_until(
             lambda: metric(api, "readmission_prediction_log_written_total") == len(requests) - 100,
             "the batches to be written",

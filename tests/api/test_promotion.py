@@ -36,6 +36,7 @@ def registry_probability(settings: Settings, version: str, encounter: dict) -> f
     """What the registered pyfunc (the training pipeline) predicts for one encounter."""
     frame = pd.DataFrame([Encounter.model_validate(encounter).to_record()])
     result = registry.load_pyfunc(settings, version).predict(frame)
+    assert isinstance(result, pd.DataFrame)
     return float(result[registry.PROBABILITY_COLUMN].iloc[0])
 
 

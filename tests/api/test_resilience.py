@@ -177,7 +177,7 @@ def test_a_version_that_fails_to_load_is_retried_with_capped_exponential_back_of
     ) as api:
         api.wait_until(lambda: api.served_version() == "1", "version 1 to be served")
         broken = promote_broken_version(settings)
-        seen: dict[int, str] = {}
+        seen: dict[int, float] = {}
 
         def attempts() -> bool:
             error = api.get("/model").json()["last_error"] or ""

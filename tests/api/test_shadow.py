@@ -22,7 +22,7 @@ from readmission.release import ledger, production_changes
 from readmission.schema import POSITIVE_LABEL
 from tests.api.serving import running_api
 from tests.api.test_prediction_log import encounters, logged, metric
-from tests.conftest import copy_lineage
+from tests.conftest import copy_lineage, version_number
 from tests.services import service_env
 
 pytestmark = pytest.mark.slow
@@ -172,16 +172,17 @@ def test_act_rolls_production_back_below_the_realized_floor_once_and_says_why(
     assert action["kind"] == "live_rollback" and action["made"]
     assert (action["from_version"], action["to_version"]) == (PRODUCTION, "1")
     assert (action["outcome"], action["rule"]) == ("automatic", "live-rollback")
-    assert registry.production_version(settings).version == "1"
+    assert version_number(registry.production_version(settings)) == "1"
     last = ledger.entries(settings.warehouse_url, settings.model_name)[-1]
     assert (last.from_version, last.to_version, last.action) == (PRODUCTION, "1", ledger.ROLLBACK)
     assert "performance --act" in last.by
     assert f"{served['recent']['roc_auc']:.4f} [95% {low:.4f}, {high:.4f}]" in last.reason
     assert "upper end below REALIZED_AUC_FLOOR 0.99" in last.reason
-    assert registry_reader.ROLLED_BACK_TAG in registry.model_version(settings, PRODUCTION).tags
+    rolled_back = registry.model_version(settings, PRODUCTION)
+    assert rolled_back is not None and registry_reader.ROLLED_BACK_TAG in rolled_back.tags
 
     again = cli(settings, "performance", "--act", **floor)  # idempotent: nothing more to do
     assert again.returncode == 0, again.stderr
     assert "no change called for" in again.stdout
     assert ledger.entries(settings.warehouse_url, settings.model_name)[-1].id == last.id
-    assert registry.production_version(settings).version == "1"
+    assert version_number(registry.production_version(settings)) == "1"

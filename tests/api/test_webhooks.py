@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from functools import partial
 
 import httpx
 import pytest
@@ -28,6 +29,14 @@ pytestmark = pytest.mark.slow
 
 SECRET = secrets.token_urlsafe(24)
 SLOW_POLL = "60"  # a version served sooner than this came by the webhook
+
+
+def serves(api: Api, version: str) -> bool:
+    return api.served_version() == version
+
+
+def has_logged(api: Api, text: str) -> bool:
+    return text in api.tail(20_000)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +62,7 @@ def replicas(
             for _ in range(2)
         ]
         for api in apis:
-            api.wait_until(lambda api=api: api.served_version() == "1", "version 1 to be served")
+            api.wait_until(partial(serves, api, "1"), "version 1 to be served")
         webhook = webhooks.ensure_webhook(
             settings, f"{apis[0].url}/webhooks/mlflow", name=f"test-{uuid.uuid4().hex[:8]}"
         )
@@ -106,13 +115,13 @@ def test_an_alias_moved_in_the_registry_reaches_every_replica_without_waiting_fo
 
     registry.promote(settings, 2)  # what the CLI and the DAG do
     for api in replicas:
-        api.wait_until(lambda api=api: api.served_version() == "2", "version 2", timeout=30)
+        api.wait_until(partial(serves, api, "2"), "version 2", timeout=30)
     # The MLflow UI's way: the alias alone, no stage.
     registry.connect(settings).set_registered_model_alias(
         settings.model_name, settings.model_alias, "3"
     )
     for api in replicas:
-        api.wait_until(lambda api=api: api.served_version() == "3", "version 3", timeout=30)
+        api.wait_until(partial(serves, api, "3"), "version 3", timeout=30)
     answers = [api.post("/predict", json=example_encounter()).json() for api in replicas]
 
     # Both within 30 s of each change, with a 60 s poll: MLflow told the receiver, which told
@@ -136,11 +145,11 @@ def test_a_registered_version_is_loaded_ahead_by_every_replica_then_served_when_
     new = client.copy_model_version(registry.model_uri(trained_lineage, 1), settings.model_name)
     ahead = f"loading version {new.version} of {settings.model_name} ahead of its promotion"
     for api in replicas:
-        api.wait_until(lambda api=api: ahead in api.tail(20_000), "the load ahead", timeout=30)
+        api.wait_until(partial(has_logged, api, ahead), "the load ahead", timeout=30)
 
     client.set_registered_model_alias(settings.model_name, settings.model_alias, new.version)
     for api in replicas:
-        api.wait_until(lambda api=api: api.served_version() == new.version, "the new version")
+        api.wait_until(partial(serves, api, new.version), "the new version")
 
     columns = webhooks.deliveries.c
     rows = recorded(

@@ -99,15 +99,24 @@ def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def _count(report: dict[str, object], key: str) -> int:
+    """A row count of an ingest report, as `inventory.ingest_history` reads it back."""
+    value = report[key]
+    assert isinstance(value, int), (key, report)
+    return value
+
+
 def assert_consistent(settings: Settings, sources: list[pd.DataFrame]) -> None:
     """The invariants every chaos scenario must leave behind, whatever was killed when."""
     url = settings.warehouse_url
     for report in inventory.ingest_history(url):
+        quarantined = report["quarantined"]
+        assert isinstance(quarantined, dict), report
         accounted = (
-            report["accepted"]
-            + sum(report["quarantined"].values())  # type: ignore[attr-defined]
-            + report["already_present"]
-            + report["deferred"]
+            _count(report, "accepted")
+            + sum(quarantined.values())
+            + _count(report, "already_present")
+            + _count(report, "deferred")
         )
         assert report["rows_in"] == accounted, report
     ids = pd.concat(sources)["encounter_id"].astype(int)
@@ -122,7 +131,7 @@ def assert_consistent(settings: Settings, sources: list[pd.DataFrame]) -> None:
         if v.tags.get("warehouse_id") == lineage.warehouse_id(url)
     ]
     assert len(versions) == len(trained), "registered versions = trained batches"
-    assert sorted(v.batch_id for v in versions) == sorted(str(b.batch_id) for b in trained)
+    assert sorted(str(v.batch_id) for v in versions) == sorted(str(b.batch_id) for b in trained)
     by_batch = {int(str(v.batch_id)): v for v in versions}
     parent = ""
     for batch in sorted(by_batch):  # each version continues the one before it

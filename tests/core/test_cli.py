@@ -21,6 +21,7 @@ from readmission import registry
 from readmission.config import Settings
 from readmission.data import migrations
 from readmission.data.validation import validate
+from readmission.evaluation.thresholds import risk_band
 from readmission.monitoring import prediction_log
 from readmission.monitoring.prediction_log import LoggedPrediction
 from readmission.release import webhooks
@@ -265,7 +266,15 @@ def test_performance_reports_each_served_version_as_text_and_json(
         platform.warehouse_url,
         [
             LoggedPrediction(
-                int(row.encounter_id), None, platform.model_name, "1", p, 0.5, p >= 0.5, "x", now
+                int(row.encounter_id),
+                None,
+                platform.model_name,
+                "1",
+                p,
+                0.5,
+                p >= 0.5,
+                risk_band(p, 0.5),
+                now,
             )
             for row, p, now in zip(
                 scored.itertuples(),

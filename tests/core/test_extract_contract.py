@@ -174,7 +174,9 @@ def test_an_extract_with_too_many_bad_rows_is_refused_whole_and_its_fix_goes_thr
     assert inventory.batch_list(url) == []
     (record,) = inventory.ingest_history(url)
     assert record["refused"] is True and record["quarantine_share"] == pytest.approx(0.3)
-    assert list(record["problems"].values())[:3] == [300, 200, 100]  # type: ignore[union-attr]
+    problems = record["problems"]
+    assert isinstance(problems, dict)
+    assert list(problems.values())[:3] == [300, 200, 100]
 
     fixed = cli("ingest", "--source", str(good_file))
     assert fixed.returncode == 0, fixed.stderr
@@ -267,7 +269,8 @@ def test_a_small_remainder_waits_stored_and_joins_the_next_extract_into_the_same
 def two_warehouses(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
     """Two fresh warehouses on one backend: one fed in chunks, one at once."""
     if request.param == "sqlite":
-        return tuple(f"sqlite:///{tmp_path / name}.db" for name in ("chunked", "one_shot"))
+        chunked, one_shot = (f"sqlite:///{tmp_path / name}.db" for name in ("chunked", "one_shot"))
+        return chunked, one_shot
     create: Callable[[], str] = request.getfixturevalue("create_database")
     return create(), create()
 
@@ -348,7 +351,9 @@ def test_an_extract_refused_on_its_last_chunk_leaves_only_the_refusal(
             url, later, 500, 0.2, min_batch_rows=300, max_quarantine_share=0.05, chunk_rows=100
         )
     after = warehouse_state(url)
-    refusal = after[-1].pop()
+    history = after[-1]
+    assert isinstance(history, list)
+    refusal = history.pop()
     assert refusal["refused"] is True and refusal["rows_in"] == 1000
     assert after == before
 

@@ -7,7 +7,14 @@ import dataclasses
 import pytest
 
 from readmission.evaluation.uncertainty import AucDifference
-from readmission.release.gate import Comparison, Measured, Policy, SubgroupAuc, judge
+from readmission.release.gate import (
+    Comparison,
+    Measured,
+    Policy,
+    PolicyName,
+    SubgroupAuc,
+    judge,
+)
 
 POLICY = Policy(
     min_auc=0.6,
@@ -50,7 +57,7 @@ def versus(delta: float, low: float, high: float) -> Comparison:
     ],
 )
 def test_the_champion_check_follows_the_policy_on_the_intervals_lower_bound(
-    policy: str, margin: float, delta: float, low: float, high: float, passed: bool
+    policy: PolicyName, margin: float, delta: float, low: float, high: float, passed: bool
 ) -> None:
     rules = dataclasses.replace(POLICY, promotion_policy=policy, non_inferiority_margin=margin)
     checks = judge(rules, GOOD, versus(delta, low, high))

@@ -19,11 +19,13 @@ def card_of_version_2(trained_lineage: Settings) -> tuple[Settings, dict, str]:
     """Version 2 of the session's lineage (batches 1 and 2, warm-started from version 1): its
     card and markdown, read, not changed."""
     version = registry.model_version(trained_lineage, "2")
-    assert version is not None
+    assert version is not None and version.run_id is not None
     client = registry.connect(trained_lineage)
     markdown = client.download_artifacts(version.run_id, model_card.MARKDOWN_PATH)
+    card = model_card.load(version.run_id)
+    assert card is not None
     with open(markdown, encoding="utf-8") as file:
-        return trained_lineage, model_card.load(version.run_id), file.read()
+        return trained_lineage, card, file.read()
 
 
 def test_the_card_describes_the_version_its_data_and_its_holdout(card_of_version_2) -> None:

@@ -40,6 +40,7 @@ def test_a_group_with_enough_events_gets_an_auc_inside_its_interval(scored: tupl
 
     for row in rows:
         assert row.reliable and row.note == ""
+        assert row.roc_auc is not None and row.roc_auc_ci is not None
         assert row.roc_auc_ci[0] <= row.roc_auc <= row.roc_auc_ci[1]
         flagged = (probability >= 0.3) & (frame["gender"] == row.group).to_numpy()
         assert row.selection_rate == pytest.approx(flagged.sum() / row.n)

@@ -88,7 +88,9 @@ def airflow(
     command = [str(ROOT / "bin" / "airflow-standalone")]
     try:
         with running(command, log_path, env, f"{url}/api/v2/monitor/health", timeout=300):
-            yield Airflow(url, home, Settings(**platform), plan)
+            # pydantic-settings' __init__ also takes its source options (_env_file, _cli_*, ...) as
+            # keywords: mypy cannot tell that a **dict[str, str] fills none of them.
+            yield Airflow(url, home, Settings(**platform), plan)  # type: ignore[arg-type]
     finally:  # once stopped, so the log is whole
         shutil.copy(log_path, artifacts_dir / "airflow-standalone.log")
 

@@ -116,6 +116,13 @@ def dockerignore() -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
+def first_group(pattern: str, text: str) -> str:
+    """The first group of `pattern`'s first match in `text`, which must have one."""
+    found = re.search(pattern, text)
+    assert found is not None, f"{pattern!r} not in {text!r}"
+    return found[1]
+
+
 def lock_version(package: str) -> str:
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     return next(p["version"] for p in lock["package"] if p["name"] == package)
@@ -124,7 +131,9 @@ def lock_version(package: str) -> str:
 @pytest.mark.parametrize("image", sorted(ENTRYPOINTS))
 def test_image_runs_the_entrypoint_the_tests_run_natively(image: str) -> None:
     final = dockerfile(image)[-1]
-    assert json.loads(final.last("ENTRYPOINT")) == [ENTRYPOINTS[image]]
+    entrypoint = final.last("ENTRYPOINT")
+    assert entrypoint is not None
+    assert json.loads(entrypoint) == [ENTRYPOINTS[image]]
     assert final.last("CMD") is None
     assert final.last("WORKDIR") == "/app"
     script = ROOT / ENTRYPOINTS[image]
@@ -164,7 +173,9 @@ def test_images_run_as_a_non_root_user(image: str) -> None:
 @pytest.mark.slow
 def test_serving_images_use_the_numeric_user_kubernetes_runs_them_as(manifests: list[dict]) -> None:
     for image in ("api", "ui"):
-        uid = int(dockerfile(image)[-1].last("USER").split(":")[0])
+        user = dockerfile(image)[-1].last("USER")
+        assert user is not None, f"{image} names no USER"
+        uid = int(user.split(":")[0])
         pod = by_kind(manifests, "Deployment")[image]["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsUser"] == uid
 
@@ -211,7 +222,7 @@ def test_pinned_versions_match_the_lock() -> None:
     airflow_base = dockerfile("airflow")[-1].base
     assert airflow_base.startswith(f"apache/airflow:slim-{lock_version('apache-airflow')}-")
     uv_pins = {
-        re.search(r"uv==([\d.]+)", run)[1]
+        first_group(r"uv==([\d.]+)", run)
         for name in ("api", "ui", "airflow", "mlflow")
         for stage in dockerfile(name)
         for run in stage.all("RUN")
@@ -260,7 +271,7 @@ def test_the_dockerignore_matcher_follows_dockers_rules() -> None:
 def python_version(image: str) -> str:
     """The Python of an image's final stage and of every build stage, as `3.11`."""
     versions = {
-        re.search(r"python:?(\d+\.\d+)", stage.base)[1]  # python:3.11-slim, ...-python3.11
+        first_group(r"python:?(\d+\.\d+)", stage.base)  # python:3.11-slim, ...-python3.11
         for stage in dockerfile(image)
     }
     assert len(versions) == 1, f"{image} mixes Pythons: {versions}"

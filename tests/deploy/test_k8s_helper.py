@@ -229,7 +229,8 @@ def test_wait_for_rollouts_echoes_each_change_once_and_returns_when_all_are_done
         ],
         "ui": [deployment("ui", replicas=1, total=1, updated=1, available=1)],
     }
-    clock, lines, cluster = FakeClock(), [], FakeCluster(states)
+    lines: list[str] = []
+    clock, cluster = FakeClock(), FakeCluster(states)
     k8s.wait_for_rollouts(
         ["api", "ui"],
         lambda name: k8s.rollout_status(cluster.deployment("readmission", name)),
@@ -600,7 +601,8 @@ class FakeMlflow:
     """Answers the registry's alias lookup like MLflow does; records what it was asked."""
 
     def __init__(self, status: int, body: dict | None = None) -> None:
-        self.status, self.body, self.calls = status, body or {}, []
+        self.status, self.body = status, body or {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def __call__(self, url: str, **kwargs: Any) -> httpx.Response:
         self.calls.append((url, kwargs))
@@ -655,8 +657,8 @@ def test_the_apis_database_url_is_made_of_env_with_its_password_quoted(
     password = "p@ss:w/o%rd #?"
     env = (render_tree / ".env").read_text()
     (tmp_path / ".env").write_text(f"{env}WAREHOUSE_API_PASSWORD='{password}'\n")
-    folder = k8s.write_workload_secrets(tmp_path / "k8s" / "overlays" / "k3d")
-    written = env_values((folder / "api.env").read_text())
+    secret_dir = k8s.write_workload_secrets(tmp_path / "k8s" / "overlays" / "k3d")
+    written = env_values((secret_dir / "api.env").read_text())
     url = sa.make_url(written["DATABASE_URL"])
     assert (url.drivername, url.username, url.password) == (
         "postgresql+psycopg",

@@ -28,7 +28,7 @@ from readmission.config import Settings
 from readmission.data import ingestion
 from readmission.schema import example_encounter
 from tests.api.serving import running_api
-from tests.conftest import mlflow_backend_uri, running_mlflow_server
+from tests.conftest import mlflow_backend_uri, running_mlflow_server, version_number
 from tests.services import service_env
 
 from .conftest import ROOT
@@ -172,7 +172,7 @@ def test_the_reader_loads_the_production_model_and_cannot_change_the_registry(
         with pytest.raises(MlflowException) as refused:
             change()
         assert refused.value.error_code == "PERMISSION_DENIED"
-    assert registry.production_version(trained).version == "1"
+    assert version_number(registry.production_version(trained)) == "1"
 
 
 def locked_versions(lock_path: Path = ROOT / "uv.lock") -> dict[str, list[str]]:
@@ -386,7 +386,7 @@ def test_k8s_up_finds_nothing_in_production_until_an_alias_or_the_production_sta
         json=stage | {"version": "2", "stage": "Production"},
     )
     assert k8s.production_version(overlay) == "2"
-    assert registry.production_version(settings).version == "2"
+    assert version_number(registry.production_version(settings)) == "2"
     alias = {"name": model, "alias": "production", "version": "1"}
     as_admin(auth_server, "POST", "registered-models/alias", json=alias)
     assert k8s.production_version(overlay) == "1"

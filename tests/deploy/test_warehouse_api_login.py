@@ -152,7 +152,7 @@ def test_init_warehouse_grants_the_api_exactly_what_it_does(
     # Every table of the schema: nothing on the encounters, the batches, the lease ...
     assert api_privileges(urls["owner"]) == API_PRIVILEGES
     with superuser(server) as conn:
-        sequences = dict(
+        sequences: dict[str, list[str]] = dict(
             conn.execute(
                 "SELECT c.relname, array_remove(ARRAY["
                 "CASE WHEN has_sequence_privilege('readmission_api', c.oid, 'USAGE') "

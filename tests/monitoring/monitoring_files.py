@@ -51,7 +51,7 @@ class AlertRule:
 
 
 def alert_rules() -> list[AlertRule]:
-    rules = []
+    rules: list[AlertRule] = []
     for path in RULE_FILES:
         for group in yaml.safe_load(path.read_text())["groups"]:
             rules.extend(

@@ -58,7 +58,7 @@ PANELS_WITHOUT_QUERIES = {"alertlist", "row", "text"}
 
 
 def test_provisioning_files_parse_and_each_declares_api_version_1() -> None:
-    kinds = set()
+    kinds: set[str] = set()
     for path in PROVISIONING:
         document = yaml.safe_load(path.read_text())
         assert document["apiVersion"] == 1, path

@@ -21,6 +21,7 @@ def test_code_tables_exist_for_every_code_column_and_stay_within_its_bounds() ->
     assert set(encounter_form.CODE_TABLES) == code_columns
     for column, table in encounter_form.CODE_TABLES.items():
         spec = SPECS[column]
+        assert isinstance(spec, Integer)
         assert all(spec.low <= code <= spec.high for code in table), column
 
 
