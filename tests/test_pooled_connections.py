@@ -25,6 +25,7 @@ def test_a_connection_in_use_during_the_release_returns_to_its_engines_pool(
         busy_driver = weakref.ref(busy.connection.driver_connection)
         with engine.connect() as idle:
             idle_driver = idle.connection.driver_connection
+        assert idle_driver is not None
         # idle_driver is back in the pool, idle
 
         close_idle_connections(engine)
@@ -34,10 +35,12 @@ def test_a_connection_in_use_during_the_release_returns_to_its_engines_pool(
         gc.collect()  # a pool nothing references would be freed here, its connection open
 
         returned = busy_driver()
-        assert returned is not None and not returned.closed
+        assert returned is not None
+        assert not returned.closed
+        assert isinstance(engine.pool, sa.QueuePool)
         assert engine.pool.checkedin() == 1  # idle in the engine's own pool
         with engine.connect() as again:  # and used again
-            assert again.connection.driver_connection is returned
+            assert again.connection.driver_connection is busy_driver()
         close_idle_connections(engine)
         assert returned.closed  # closed by the next release
     finally:
