@@ -14,8 +14,12 @@ from types import FrameType
 
 import pytest
 
+# Raised by tests.services for each `readmission` process it forks from its fork server (whose
+# forks raise no audit event in this process).
+FORK_EVENT = "tests.fork"
 _PROCESS_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.fork", "os.forkpty"}
+    | {FORK_EVENT}
 )
 _process_starts = 0
 _starting_fixtures: set[str] = set()  # fixtures seen starting a process

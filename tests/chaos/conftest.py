@@ -3,8 +3,8 @@ a model name of the test's own, and extracts of a synthetic sample cut by encoun
 
 from __future__ import annotations
 
+import functools
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,9 +17,10 @@ from readmission import registry_reader
 from readmission.config import Settings
 from readmission.data import database, inventory, lineage
 from readmission.data.dataset import synthetic_sample
-from tests.services import BIN, ROOT, service_env
+from tests.services import CommandLine, service_env, start_cli
 
 from ..conftest import TEST_RESAMPLES, platform_env
+from . import crash
 
 BATCH_SIZE = 300
 
@@ -62,27 +63,20 @@ def extract(rows: pd.DataFrame, tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def command(*args: str, crash_at: str | None = None) -> list[str]:
-    if crash_at is None:
-        return [str(BIN / "readmission"), *args]
-    return [sys.executable, "-m", "tests.chaos.crash", crash_at, *args]
-
-
-def start(*args: str, crash_at: str | None = None) -> subprocess.Popen[str]:
-    """A `readmission` process of its own, on this test's platform."""
-    return subprocess.Popen(
-        command(*args, crash_at=crash_at),
-        cwd=ROOT,
+def start(*args: str, crash_at: str | None = None) -> CommandLine:
+    """A `readmission` process of its own, on this test's platform; SIGKILLed at `crash_at`."""
+    return start_cli(
+        *args,
         env=service_env(**platform_env()),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        merge_stderr=True,
+        prepare=functools.partial(crash.arm, crash_at) if crash_at else None,
     )
 
 
 def run(*args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
     process = start(*args, crash_at=crash_at)
     output, _ = process.communicate(timeout=300)
+    assert process.returncode is not None  # communicate returned: it has ended
     return subprocess.CompletedProcess(process.args, process.returncode, output)
 
 

@@ -1,6 +1,5 @@
-"""Run the `readmission` CLI in this process and SIGKILL it at a named point of its work.
-
-    python -m tests.chaos.crash <point> <readmission arguments...>
+"""SIGKILL a `readmission` process at a named point of its work: `arm(point)` runs in the
+process before the command line does (tests/chaos/conftest.py starts it with `prepare`).
 
 The kill is a real SIGKILL the process sends itself, so nothing runs after it: no `finally`,
 no rollback by Python, no atexit; what survives is exactly what the database and the MLflow
@@ -11,16 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import mlflow
 
-from readmission import cli, registry, training
+from readmission import registry, training
 from readmission.data import ingestion, lineage, row_copy
 from readmission.model import ReadmissionModel
-from readmission.release import ledger, production_changes
+from readmission.release import ledger, promotion
 
 
 def _killing(original: Callable[..., Any], after_calls: int = 0) -> Callable[..., Any]:
@@ -46,7 +44,7 @@ def _killing_after(original: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _arm(point: str) -> None:
+def arm(point: str) -> None:
     if point == "ingest-mid-write":  # the first chunk's rows written (COPY), the rest not
         row_copy.copy_all = _killing_after(row_copy.copy_all)
     elif point == "ingest-before-commit":  # everything written, the commit not reached
@@ -61,7 +59,9 @@ def _arm(point: str) -> None:
     elif point == "train-after-register":  # version registered, the warehouse not told
         lineage.mark_trained = _killing(lineage.mark_trained)
     elif point == "promote-after-verdict":  # verdict tags recorded, production untouched
-        production_changes.change_production = _killing(production_changes.change_production)
+        # The name promotion calls: it imported the function, so patching the module it came
+        # from would not reach it.
+        promotion.change_production = _killing(promotion.change_production)
     elif point == "promote-after-alias":  # the alias moved to the challenger, no ledger row
         registry.promote = _killing_after(registry.promote)
     elif point == "promote-before-ledger":  # about to add the ledger row (uncommitted: lost)
@@ -72,9 +72,3 @@ def _arm(point: str) -> None:
         ledger.record = _killing(ledger.record)
     else:
         raise SystemExit(f"unknown crash point {point!r}")
-
-
-if __name__ == "__main__":
-    _arm(sys.argv[1])
-    sys.argv = ["readmission", *sys.argv[2:]]
-    cli.app()

@@ -91,7 +91,7 @@ def test_a_training_run_killed_while_holding_the_lease_releases_it(
     first = start("train")
     wait_until(lambda: _lease_holder(chaos) != "" or first.poll() is not None)
     os.kill(first.pid, signal.SIGKILL)
-    first.communicate()  # reaps it and closes its output pipe
+    first.communicate()  # waits for its end and removes its output file
 
     ok("train")  # the dead run's lease went with its database session
     assert_consistent(chaos, [rows.iloc[:800]])

@@ -25,7 +25,7 @@ from readmission.evaluation.thresholds import risk_band
 from readmission.monitoring import prediction_log
 from readmission.monitoring.prediction_log import LoggedPrediction
 from readmission.release import webhooks
-from tests.services import BIN, ROOT, service_env
+from tests.services import BIN, ROOT, run_cli, service_env
 
 from ..conftest import SUITE_PLAN, platform_env
 
@@ -33,14 +33,9 @@ pytestmark = pytest.mark.slow
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "readmission"), *args],
-        capture_output=True,
-        text=True,
-        env=service_env(**(platform_env() | (env or {}))),
-        timeout=300,
-        check=False,
-    )
+    """`readmission *args` in a process of its own, forked from one that has imported the platform
+    (see tests/services.py: the console script itself is tested below, with python -m)."""
+    return run_cli(*args, env=service_env(**(platform_env() | (env or {}))))
 
 
 def test_ingest_train_promote_rollback_promotions_and_status(
