@@ -1,5 +1,7 @@
-"""Run the locust_test users in library mode (Environment + local runner) for a bounded time and
-print a JSON summary, including the model versions that answered /predict, in order.
+"""Run the locust_test users in library mode (Environment + local runner) until SIGTERM, or
+for at most SECONDS, and print a JSON summary, including the model versions that answered
+/predict, in order. (The tests stop it once what they watch for has happened under load: a
+swarm of fixed length kept both cores busy for seconds after that.)
 
 A process of its own, because importing Locust patches the standard library with gevent.
 Usage: python -m tests.load.locust_library HOST USERS SECONDS
@@ -8,6 +10,7 @@ Usage: python -m tests.load.locust_library HOST USERS SECONDS
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Any
 
@@ -32,6 +35,7 @@ def run(host: str, users: int, seconds: float) -> dict[str, Any]:
     runner = environment.create_local_runner()
     runner.start(users, spawn_rate=users)
     gevent.spawn_later(seconds, runner.quit)
+    gevent.signal_handler(signal.SIGTERM, runner.quit)
     runner.greenlet.join()
     environment.events.quitting.fire(environment=environment, reverse=True)
     total = environment.stats.total
