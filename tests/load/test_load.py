@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 USERS = 20
 LOAD_SECONDS = 60  # at most: the tests stop the swarm once they have seen what they watch for
 # Predictions served after the event a test watches for, before it stops the swarm.
-AFTERWARDS = 150
+AFTERWARDS = 300
 
 
 def start_locust_library(api: Api) -> subprocess.Popen:
