@@ -1,5 +1,6 @@
-"""The processes tests start: where the repository and the venv's programs are, and the
-environment a child gets. A free port, start-then-wait and stop are readmission.processes's.
+"""The processes tests start: where the repository and the venv's programs are, the
+environment a child gets, and `readmission` command lines forked from a server that has
+imported the platform once. A free port, start-then-wait and stop are readmission.processes's.
 
 A test that starts a process, here or with `subprocess` directly, is marked `slow`:
 tests/conftest.py fails one that is not (an audit hook counts process starts), and

@@ -1,8 +1,9 @@
 """The `slow` marker, checked: `make test-fast` (pytest -m "not slow") must not start a process.
 
 An audit hook counts every process this pytest process starts (subprocess, os.system,
-posix_spawn, exec, fork), whoever starts it; a test not marked slow fails if one started while
-its fixtures were set up or while it ran, or if it uses a fixture that started one earlier.
+posix_spawn, exec, fork, and tests/services.py's forks of `readmission`), whoever starts it; a
+test not marked slow fails if one started while its fixtures were set up or while it ran, or if
+it uses a fixture that started one earlier.
 Registered as a plugin by tests/conftest.py.
 """
 

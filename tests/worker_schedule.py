@@ -9,13 +9,13 @@ if neither is left alone with a long unit at the end. Registered as a plugin by 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 from xdist.remote import Producer
 from xdist.scheduler import LoadScopeScheduling
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.services import ROOT
+
 ARTIFACTS = ROOT / "test-artifacts"
 
 # Modules using tests/api's `served_api` and `in_process_api`, and tests/ui's `served_url` and
@@ -32,30 +32,32 @@ SHARED = {
     "tests/ui/test_browser.py": "tests/ui:served_url",
 }
 
-# Seconds each took in one serial run of the suite (`pytest --durations=0`, 811 tests in 1,128 s,
-# 2026-12-06, quiet machine); a unit not listed took under 10 s. Measure again when a unit grows.
+# Seconds each took in a run of the suite on two workers (`pytest -n 2 --durations=0`, 812 tests,
+# 2026-12-06, quiet machine, at 3f0ca22; summed per unit); a unit not listed took under 14 s.
+# test_load took 104 s there, before its swarms stopped once their event was seen (b876a17).
+# Measure again when a unit grows.
 LONGEST_FIRST = (
-    "tests/chaos/test_chaos.py",  # 152
-    "tests/dags/test_airflow_standalone.py",  # 150
-    "tests/dags:airflow_db",  # 117
-    "tests/core/test_cli.py",  # 84
-    "tests/load/test_load.py",  # 75
-    "tests/api/test_prediction_log_integrity.py",  # 61
-    "tests/deploy/test_mlflow_auth.py",  # 60
-    "tests/core/test_extract_contract.py",  # 48
-    "tests/api/test_resilience.py",  # 44
-    "tests/api:served_api",  # 35
-    "tests/api/test_live_promotion.py",  # 34
-    "tests/core/test_promotion.py",  # 32
-    "tests/migrations/test_previous_release.py",  # 25
-    "tests/ui:served_url",  # 24
-    "tests/api/test_shadow.py",  # 22
-    "tests/api/test_prediction_log.py",  # 20
-    "tests/core/test_training.py",  # 18
-    "tests/monitoring/test_live_queries.py",  # 18
-    "tests/api/test_webhooks.py",  # 18
-    "tests/core/test_training_lease.py",  # 15
-    "tests/migrations/test_flat_release_version.py",  # 10
+    "tests/dags:airflow_db",  # 243
+    "tests/dags/test_airflow_standalone.py",  # 239
+    "tests/chaos/test_chaos.py",  # 135
+    "tests/deploy/test_mlflow_auth.py",  # 93
+    "tests/api/test_prediction_log_integrity.py",  # 87
+    "tests/core/test_extract_contract.py",  # 80
+    "tests/load/test_load.py",  # 104 before b876a17
+    "tests/api/test_resilience.py",  # 63
+    "tests/core/test_promotion.py",  # 60
+    "tests/core/test_cli.py",  # 54
+    "tests/api/test_live_promotion.py",  # 53
+    "tests/migrations/test_previous_release.py",  # 44
+    "tests/ui:served_url",  # 41
+    "tests/api/test_shadow.py",  # 40
+    "tests/api:served_api",  # 32
+    "tests/api/test_prediction_log.py",  # 27
+    "tests/core/test_training.py",  # 27
+    "tests/core/test_training_lease.py",  # 24
+    "tests/monitoring/test_live_queries.py",  # 23
+    "tests/api/test_webhooks.py",  # 22
+    "tests/migrations/test_flat_release_version.py",  # 14
 )
 
 
