@@ -198,10 +198,14 @@ def start_cli(
 
 
 def run_cli(
-    *args: str, env: dict[str, str], timeout: float = 300
+    *args: str,
+    env: dict[str, str],
+    merge_stderr: bool = False,
+    prepare: Callable[[], None] | None = None,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
-    """`readmission *args` to its end: exit status, output and error output."""
-    process = start_cli(*args, env=env)
+    """`start_cli` to its end: exit status, output and error output (None if merged)."""
+    process = start_cli(*args, env=env, merge_stderr=merge_stderr, prepare=prepare)
     stdout, stderr = process.communicate(timeout)
     assert process.returncode is not None  # communicate returned: it has ended
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -17,7 +17,7 @@ from readmission import registry_reader
 from readmission.config import Settings
 from readmission.data import database, inventory, lineage
 from readmission.data.dataset import synthetic_sample
-from tests.services import CommandLine, service_env, start_cli
+from tests.services import CommandLine, run_cli, service_env, start_cli
 
 from ..conftest import TEST_RESAMPLES, platform_env
 from . import crash
@@ -65,25 +65,24 @@ def extract(rows: pd.DataFrame, tmp_path: Path) -> Callable[..., Path]:
 
 def start(*args: str, crash_at: str | None = None) -> CommandLine:
     """A `readmission` process of its own, on this test's platform; SIGKILLed at `crash_at`."""
-    return start_cli(
-        *args,
-        env=service_env(**platform_env()),
-        merge_stderr=True,
-        prepare=functools.partial(crash.arm, crash_at) if crash_at else None,
-    )
+    env = service_env(**platform_env())
+    return start_cli(*args, env=env, merge_stderr=True, prepare=_armed(crash_at))
 
 
 def run(*args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    process = start(*args, crash_at=crash_at)
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode is not None  # communicate returned: it has ended
-    return subprocess.CompletedProcess(process.args, process.returncode, output)
+    """`start` to its end; its output and error output in one."""
+    env = service_env(**platform_env())
+    return run_cli(*args, env=env, merge_stderr=True, prepare=_armed(crash_at))
 
 
 def ok(*args: str) -> str:
     done = run(*args)
     assert done.returncode == 0, done.stdout[-3000:]
     return done.stdout
+
+
+def _armed(crash_at: str | None) -> Callable[[], None] | None:
+    return functools.partial(crash.arm, crash_at) if crash_at else None
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
