@@ -6,12 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-# Imported here, in the main thread, before the app's worker threads start: SQLAlchemy imports
-# its ORM lazily, on first use, and two threads using it for the first time at once can see it
-# partially initialized. Seen when the API was started with its dependencies already imported
-# (forked, in a test experiment): the realized performance read failed at start-up with
-# "partially initialized module 'sqlalchemy.orm.exc' has no attribute 'UnmappedClassError'".
-import sqlalchemy.orm  # noqa: F401
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from prometheus_client import REGISTRY, CollectorRegistry
