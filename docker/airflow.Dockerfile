@@ -28,4 +28,6 @@ RUN mkdir -p /opt/airflow/auth /opt/airflow/readmission /opt/airflow/logs \
  && chown -R airflow:root /opt/airflow/auth /opt/airflow/readmission /opt/airflow/logs
 USER airflow
 COPY --chown=airflow:root dags/ /opt/airflow/dags/
+# $AIRFLOW_HOME/config is on Airflow's sys.path: the scheduler preloads what the tasks import.
+COPY --chown=airflow:root airflow_config/airflow_local_settings.py /opt/airflow/config/
 EXPOSE 8080

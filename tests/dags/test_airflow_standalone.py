@@ -45,6 +45,7 @@ class Airflow:
     home: Path
     settings: Settings  # what the DAGs' tasks see
     plan: Path  # the change control plan file they read
+    log: Path  # what its components print
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def airflow(
         with running(command, log_path, env, f"{url}/api/v2/monitor/health", timeout=300):
             # pydantic-settings' __init__ also takes its source options (_env_file, _cli_*, ...) as
             # keywords: mypy cannot tell that a **dict[str, str] fills none of them.
-            yield Airflow(url, home, Settings(**platform), plan)  # type: ignore[arg-type]
+            yield Airflow(url, home, Settings(**platform), plan, log_path)  # type: ignore[arg-type]
     finally:  # once stopped, so the log is whole
         shutil.copy(log_path, artifacts_dir / "airflow-standalone.log")
 
@@ -177,6 +178,16 @@ def test_an_ingest_run_starts_training_and_evaluation_and_a_person_rejects_the_f
     assert tasks_of("03_evaluate_and_promote", rerun)[ASK] == "skipped"
     assert production(settings) is None
     assert ledger.entries(settings.warehouse_url, settings.model_name) == []
+
+
+def test_the_scheduler_preloaded_what_the_tasks_import(airflow: Airflow) -> None:
+    """airflow_config/airflow_local_settings.py, found through bin/airflow-standalone's
+    PYTHONPATH: once, in the scheduler, whose task processes are forked from it."""
+    said = [
+        line for line in airflow.log.read_text().splitlines() if "airflow_local_settings:" in line
+    ]
+    assert len(said) == 1 and said[0].startswith("scheduler"), said
+    assert "task modules preloaded" in said[0], said
 
 
 def test_while_03_waits_for_approval_01_and_02_run_and_the_next_03_waits_its_turn(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import subprocess
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.dags.conftest import AIRFLOWIGNORE_WARNING, DAGS
-from tests.services import BIN, service_env
+from tests.services import BIN, ROOT, service_env
 
 pytestmark = pytest.mark.filterwarnings(AIRFLOWIGNORE_WARNING)
 PIPELINE = [
@@ -220,3 +222,44 @@ def test_parsing_touches_no_database_or_network_and_reads_defaults_from_the_sett
     assert report["connections"] == []
     assert report["heavy_modules"] == []
     assert report["auto_promote"] is True
+
+
+def imported_by_tasks() -> set[str]:
+    """The modules the DAG files import inside functions (their tasks): `from a.b import c` is
+    module a.b.c when that is a module, else a.b."""
+    found: set[str] = set()
+    for path in DAGS.glob("*.py"):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    for alias in node.names:
+                        submodule = f"{node.module}.{alias.name}"
+                        found.add(submodule if is_module(submodule) else node.module)
+    return found
+
+
+def is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its parent is a module, not a package
+        return False
+
+
+def test_the_scheduler_preloads_every_module_a_task_imports() -> None:
+    """airflow_config/airflow_local_settings.py: a task importing a module the list misses
+    still runs, but pays the import (seconds) in every run."""
+    spec = importlib.util.spec_from_file_location(
+        "airflow_local_settings", ROOT / "airflow_config" / "airflow_local_settings.py"
+    )
+    assert spec is not None and spec.loader is not None
+    settings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(settings)  # pytest's argv: not the scheduler, nothing preloaded
+    assert "readmission.training" in imported_by_tasks()
+    assert imported_by_tasks() <= set(settings.TASK_MODULES)
+    assert settings.preload(("readmission.config", "readmission.no_such_module")) == [
+        "readmission.no_such_module"
+    ]
