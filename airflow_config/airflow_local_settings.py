@@ -9,13 +9,19 @@ process already, instead of being imported again by each task (about 4 s of CPU,
 short task's run). Other components (API server, DAG processor, triggerer, the CLI) need none of
 them and start as before. A module that fails to import is logged and left to the task that
 needs it, which then fails naming it; the scheduler itself keeps running.
+
+The tasks then run the code the scheduler imported when it started: while editing src/readmission
+with bin/airflow-standalone running, set READMISSION_PRELOAD_TASK_MODULES=false (or restart it)
+so that each task imports the code as it is now.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
+from collections.abc import Mapping
 
 PREFIX = "airflow_local_settings:"
 # What the tasks of dags/ import (tests/dags/test_dag_definitions.py checks it stays so).
@@ -55,5 +61,12 @@ def preload(modules: tuple[str, ...] = TASK_MODULES) -> list[str]:
     return failed
 
 
-if sys.argv[1:2] == ["scheduler"]:
+def wanted(argv: list[str], environ: Mapping[str, str]) -> bool:
+    """Whether this process preloads: the scheduler, unless READMISSION_PRELOAD_TASK_MODULES
+    says false."""
+    switch = environ.get("READMISSION_PRELOAD_TASK_MODULES", "true").strip().lower()
+    return argv[1:2] == ["scheduler"] and switch not in ("false", "0", "no")
+
+
+if wanted(sys.argv, os.environ):
     preload()

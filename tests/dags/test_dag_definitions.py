@@ -263,3 +263,9 @@ def test_the_scheduler_preloads_every_module_a_task_imports() -> None:
     assert settings.preload(("readmission.config", "readmission.no_such_module")) == [
         "readmission.no_such_module"
     ]
+    scheduler = ["/venv/bin/airflow", "scheduler"]
+    assert settings.wanted(scheduler, {})
+    assert not settings.wanted(scheduler, {"READMISSION_PRELOAD_TASK_MODULES": "false"})
+    assert settings.wanted(scheduler, {"READMISSION_PRELOAD_TASK_MODULES": "true"})
+    assert not settings.wanted(["/venv/bin/airflow", "api-server"], {})
+    assert not settings.wanted(["/venv/bin/airflow", "dag-processor"], {})
