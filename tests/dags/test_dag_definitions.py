@@ -258,8 +258,9 @@ def test_the_scheduler_preloads_every_module_a_task_imports() -> None:
     assert spec is not None and spec.loader is not None
     settings = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(settings)  # pytest's argv: not the scheduler, nothing preloaded
-    assert "readmission.training" in imported_by_tasks()
-    assert imported_by_tasks() <= set(settings.TASK_MODULES)
+    imported = imported_by_tasks()
+    assert "readmission.training" in imported
+    assert imported <= set(settings.TASK_MODULES)
     assert settings.preload(("readmission.config", "readmission.no_such_module")) == [
         "readmission.no_such_module"
     ]
