@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from readmission import airflow_runs, extracts, registry, registry_reader
+from readmission import airflow_runs, extracts, processes, registry, registry_reader
 from readmission.config import DEMO_ENV_FILE, get_settings
 from readmission.data.dataset import DatasetError
 from readmission.logging_setup import configure_logging
@@ -79,19 +79,13 @@ class Services:
         return process
 
     def stop(self) -> None:
+        """All at once: SIGTERM to every service's process group, then each group waited for
+        within one deadline, SIGKILLed if still there."""
         for _, process in reversed(self.running):
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
+            processes.terminate(process)
         deadline = time.monotonic() + 30
         for name, process in reversed(self.running):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            processes.reap(process, deadline)
             log.info(f"stopped {name}")
         self.running.clear()
 

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -21,6 +21,9 @@ import httpx
 # Seconds between two readiness probes: a probe is one local HTTP request, so polling often costs
 # little and every start returns within this much of the moment the service answers.
 READY_POLL_SECONDS = 0.1
+# At most this long for a SIGKILLed process group to be gone (a process in uninterruptible sleep
+# acts on the signal only when it wakes).
+KILL_SECONDS = 5.0
 
 
 def free_port() -> int:
@@ -45,20 +48,63 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} did not come up in {timeout}s")
 
 
+def terminate(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group of a process started with `start_new_session=True`: the
+    process and its children (signalling only the parent would leave them holding their ports)."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+
+
+def reap(process: subprocess.Popen, deadline: float) -> None:
+    """Wait until no process of the group runs, SIGKILL what is left of it at `deadline` (a
+    `time.monotonic()` value). The group, not only its leader: a child can outlive the leader.
+    (An Airflow scheduler did, in a test run: orphaned, it sat in multiprocessing's exit handler
+    waiting for its idle LocalExecutor workers, holding its database connections.)"""
+    while time.monotonic() < deadline:
+        process.poll()  # reaps the leader
+        if not group_alive(process.pid):
+            process.wait()
+            return
+        time.sleep(0.05)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    # SIGKILL is delivered at once but acted on when each process is next scheduled.
+    killed = time.monotonic() + KILL_SECONDS
+    while group_alive(process.pid) and time.monotonic() < killed:
+        time.sleep(0.01)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs. Zombies do not count: where PID 1 does not reap
+    orphans (this sandbox's init does not), an orphan that has exited stays in its group as a
+    zombie for good. Read from /proc where there is one; elsewhere every member counts."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        state, _, group = stat[stat.rindex(")") + 2 :].split(" ", 3)[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
 def stop(process: subprocess.Popen, grace: float = 20) -> None:
     """Stop a process started with `start_new_session=True`, and its children: SIGTERM to its
-    process group, SIGKILL after `grace` seconds (signalling only the parent would leave its
-    children holding their ports)."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                return
-            process.wait()
+    process group, SIGKILL to what is left of it after `grace` seconds."""
+    terminate(process)
+    reap(process, time.monotonic() + grace)
 
 
 @contextmanager
