@@ -60,19 +60,24 @@ def reap(process: subprocess.Popen, deadline: float) -> None:
     `time.monotonic()` value). The group, not only its leader: a child can outlive the leader.
     (An Airflow scheduler did, in a test run: orphaned, it sat in multiprocessing's exit handler
     waiting for its idle LocalExecutor workers, holding its database connections.)"""
-    while time.monotonic() < deadline:
-        process.poll()  # reaps the leader
-        if not group_alive(process.pid):
-            process.wait()
-            return
-        time.sleep(0.05)
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+    if not group_ended(process, deadline):
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        # SIGKILL is delivered at once but acted on when each process is next scheduled.
+        group_ended(process, time.monotonic() + KILL_SECONDS)
     process.wait()
-    # SIGKILL is delivered at once but acted on when each process is next scheduled.
-    killed = time.monotonic() + KILL_SECONDS
-    while group_alive(process.pid) and time.monotonic() < killed:
-        time.sleep(0.01)
+
+
+def group_ended(process: subprocess.Popen, until: float) -> bool:
+    """Whether, by `until`, no process of `process`'s group runs; reaps the leader meanwhile (as
+    a zombie it would not count, but it would stay one)."""
+    while True:
+        process.poll()
+        if not group_alive(process.pid):
+            return True
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.05)
 
 
 def group_alive(pgid: int) -> bool:

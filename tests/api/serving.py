@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from readmission.config import Settings
 from readmission.processes import free_port, running
@@ -123,3 +124,12 @@ def app_api(settings: Settings, home: Path, **env: str) -> Iterator[AppApi]:
     served = Settings(_env_file=None, **serving_env(settings, home, **env))  # type: ignore[arg-type]
     with TestClient(create_app(served, CollectorRegistry())) as client:
         yield AppApi(client, settings)
+
+
+def scrape(api: Api | AppApi) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Sample name -> [(labels, value)] from GET /metrics."""
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(api.get("/metrics").text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples

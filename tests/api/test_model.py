@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from readmission import registry
 from readmission.config import Settings
@@ -22,6 +21,7 @@ from tests.api.serving import (
     AppApi,
     app_api,
     running_api,
+    scrape,
 )
 from tests.conftest import copy_lineage
 
@@ -48,15 +48,6 @@ CONTRACT_SAMPLES = {
     "readmission_drift_window_requests": set(),
     "readmission_drift_min_requests": set(),
 }
-
-
-def scrape(api: Api | AppApi) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Sample name -> [(labels, value)] from GET /metrics."""
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(api.get("/metrics").text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
 
 
 def bearer(token: str) -> dict[str, str]:

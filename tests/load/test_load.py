@@ -14,13 +14,12 @@ from typing import Any
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from prometheus_client.parser import text_string_to_metric_families
 
 from readmission import registry
 from readmission.config import Settings
 from readmission.data.database import engine_for
 from readmission.data.tables import prediction_log_table
-from tests.api.serving import Api, running_api
+from tests.api.serving import Api, running_api, scrape
 from tests.conftest import copy_lineage, platform_settings, train_versions
 from tests.load.conftest import MlflowServer
 from tests.services import BIN, ROOT, service_env
@@ -62,19 +61,14 @@ def prediction_requests_answered(api: Api) -> float:
     """POST /predict and /predict/batch requests answered, of any status (the test's own polls
     are GETs)."""
     return sum(
-        sample.value
-        for family in text_string_to_metric_families(api.get("/metrics").text)
-        for sample in family.samples
-        if sample.name == "http_requests_total" and sample.labels["method"] == "POST"
+        value
+        for labels, value in scrape(api).get("http_requests_total", [])
+        if labels["method"] == "POST"
     )
 
 
 def predictions_served(api: Api) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in api.get("/metrics").text.splitlines()
-        if line.startswith("readmission_predictions_total{")
-    )
+    return sum(value for _, value in scrape(api).get("readmission_predictions_total", []))
 
 
 def test_a_promotion_during_load_switches_the_served_version_with_no_failed_request(
